@@ -1,0 +1,21 @@
+// Package eventstore holds the storage-agnostic types of esox: events and
+// records, global feed positions, expected versions, the errors to match, the
+// event type registry with its JSON codec, metadata carried through a
+// context.Context, and the Store interface that every event store implements.
+//
+// It imports no database driver. The PostgreSQL store lives in
+// eventstore/postgres, the in-memory one in eventstore/memory, and both pass the
+// conformance suite in eventstore/storetest.
+//
+// # Guarantees
+//
+// The types here carry the contract of DESIGN.md guarantees 1–3 and 8:
+//
+//   - Optimistic concurrency (1): every append takes an ExpectedVersion and fails
+//     with a *ConcurrencyError matching ErrConcurrencyConflict, writing nothing.
+//   - Gap-free global feed (2) and per-stream order in it (3): Store.ReadAll
+//     returns records ordered by Position and never skips a record that commits
+//     later with a smaller Position.
+//   - Bad input is refused (8): invalid stream IDs, unregistered event types and
+//     payloads that do not decode return typed errors and write nothing.
+package eventstore

@@ -1,0 +1,56 @@
+package eventstore
+
+import (
+	"context"
+	"iter"
+)
+
+// Store appends events to streams and reads them back, per stream and as one
+// global feed.
+//
+// Implementations must be safe for concurrent use and must pass the
+// conformance suite in eventstore/storetest. esox ships two: the PostgreSQL
+// store (eventstore/postgres) and the in-memory one (eventstore/memory). The
+// interface may grow; implement it outside esox only if you run storetest.
+type Store interface {
+	// Append writes events to the end of streamID atomically if the stream's
+	// current version satisfies expected, assigning each event the next
+	// version and, when its ID is zero, a UUIDv7. Metadata carried by ctx (see
+	// WithMetadata) is merged under each event's own.
+	//
+	// It returns a *ConcurrencyError (ErrConcurrencyConflict) on a version
+	// mismatch, an *InvalidStreamIDError, an *UnknownEventTypeError, a
+	// *PayloadError, or an *InvalidArgumentError for an empty events slice;
+	// in every error case nothing is written. ctx bounds the whole append.
+	Append(ctx context.Context, streamID string, expected ExpectedVersion, events []Event) (AppendResult, error)
+
+	// ReadStream yields the records of streamID with StreamVersion >= from
+	// (from < 1 reads from the start), in version order, fetching them in
+	// pages so a long stream never sits in memory. A stream without events
+	// yields nothing. An error (invalid stream ID, a stored type that is not
+	// registered, ctx ended) is yielded once as the last pair.
+	ReadStream(ctx context.Context, streamID string, from int64) iter.Seq2[Record, error]
+
+	// ReadAll returns up to limit records that follow after in the global
+	// feed, in feed order. It never returns a record while a transaction
+	// that could still commit a record before it is open (DESIGN guarantees
+	// 2 and 3), so a reader that resumes from the last Position it saw never
+	// misses one. limit must be between 1 and 10,000.
+	ReadAll(ctx context.Context, after Position, limit int) ([]Record, error)
+
+	// StreamInfo reports whether streamID has events and its current version.
+	StreamInfo(ctx context.Context, streamID string) (StreamInfo, error)
+
+	// SaveSnapshot stores s as the latest snapshot of s.StreamID.
+	SaveSnapshot(ctx context.Context, s Snapshot) error
+
+	// LoadSnapshot returns the latest snapshot of streamID, or an error
+	// matching ErrSnapshotNotFound.
+	LoadSnapshot(ctx context.Context, streamID string) (Snapshot, error)
+
+	// Registry returns the registry the store encodes and decodes with.
+	Registry() *Registry
+}
+
+// MaxReadAllLimit is the largest limit ReadAll accepts.
+const MaxReadAllLimit = 10_000

@@ -1,0 +1,109 @@
+// Package pgtest hands tests an isolated PostgreSQL schema on the test
+// database, and tells broker tests whether they must run.
+//
+// The database comes from ESOX_TEST_DATABASE_URL, defaulting to the local
+// server (DefaultDatabaseURL). Each schema has a random name prefixed with
+// "esoxtest_", is created on demand and dropped in t.Cleanup; schemas left by
+// runs that died more than an hour ago are dropped too.
+package pgtest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	_ "github.com/lib/pq" // the driver the tests use
+)
+
+// DefaultDatabaseURL is the test database when ESOX_TEST_DATABASE_URL is unset.
+const DefaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+
+// DatabaseURL returns ESOX_TEST_DATABASE_URL or DefaultDatabaseURL.
+func DatabaseURL() string {
+	if u := os.Getenv("ESOX_TEST_DATABASE_URL"); u != "" {
+		return u
+	}
+	return DefaultDatabaseURL
+}
+
+// Open returns a pool to the test database, closed at cleanup. It fails the
+// test when the database does not answer.
+func Open(t testing.TB) *sqlx.DB {
+	t.Helper()
+	db, err := sqlx.Open("postgres", DatabaseURL())
+	if err != nil {
+		t.Fatalf("pgtest: open: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		t.Fatalf("pgtest: the test database does not answer (set ESOX_TEST_DATABASE_URL or run make test): %v", err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// Schema creates a fresh schema with a random name and returns the name. The
+// schema and everything in it are dropped at cleanup.
+func Schema(t testing.TB, db *sqlx.DB) string {
+	t.Helper()
+	ctx := context.Background()
+	dropStale(ctx, db)
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	name := fmt.Sprintf("esoxtest_%d_%s", time.Now().Unix(), hex.EncodeToString(b[:]))
+	if _, err := db.ExecContext(ctx, `CREATE SCHEMA `+name); err != nil {
+		t.Fatalf("pgtest: create schema: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if _, err := db.ExecContext(ctx, `DROP SCHEMA IF EXISTS `+name+` CASCADE`); err != nil {
+			t.Logf("pgtest: drop schema %s: %v", name, err)
+		}
+	})
+	return name
+}
+
+// dropStale drops test schemas created more than an hour ago by runs that
+// never cleaned up.
+func dropStale(ctx context.Context, db *sqlx.DB) {
+	var names []string
+	if err := db.SelectContext(ctx, &names, `SELECT nspname FROM pg_namespace WHERE nspname LIKE 'esoxtest\_%'`); err != nil {
+		return
+	}
+	cutoff := time.Now().Add(-time.Hour).Unix()
+	for _, n := range names {
+		parts := strings.Split(n, "_")
+		if len(parts) != 3 {
+			continue
+		}
+		created, err := strconv.ParseInt(parts[1], 10, 64)
+		if err != nil || created > cutoff {
+			continue
+		}
+		_, _ = db.ExecContext(ctx, `DROP SCHEMA IF EXISTS `+n+` CASCADE`)
+	}
+}
+
+// RequireBrokers reports whether ESOX_REQUIRE_BROKERS=1: broker tests must
+// fail, not skip, when their broker is unreachable.
+func RequireBrokers() bool { return os.Getenv("ESOX_REQUIRE_BROKERS") == "1" }
+
+// SkipOrFailBroker skips t with a clear message when a broker is unreachable,
+// or fails it when RequireBrokers is true.
+func SkipOrFailBroker(t testing.TB, broker string, err error) {
+	t.Helper()
+	if RequireBrokers() {
+		t.Fatalf("%s is required (ESOX_REQUIRE_BROKERS=1) but unreachable: %v", broker, err)
+	}
+	t.Skipf("%s unreachable, skipping (set ESOX_REQUIRE_BROKERS=1 to fail instead): %v", broker, err)
+}
