@@ -1,0 +1,220 @@
+// Package leader elects one active worker per job across processes with a
+// PostgreSQL session advisory lock (DESIGN guarantee 7: one active worker per
+// job, another takes over within seconds when it dies).
+//
+// The lock is taken with pg_try_advisory_lock on a connection dedicated to the
+// leader. It is a session lock, not a transaction lock: holding it keeps no
+// transaction open, takes no transaction id and so never holds back
+// pg_snapshot_xmin for the readers of the global feed (DESIGN's first trap).
+// PostgreSQL releases it when the session ends, so a killed process loses
+// leadership as soon as the server notices its socket closed.
+//
+// Leadership is advisory: between the moment a leader's session dies and the
+// moment its work notices (at most one ping interval plus the ping timeout),
+// two workers may run. Jobs that write must therefore fence their writes too
+// (the projector does, with a compare-and-set on its checkpoint).
+package leader
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+)
+
+// RetryIntervalDefault is the default Config.RetryInterval.
+const RetryIntervalDefault = time.Second
+
+// Config configures Run. The zero value is not valid: Key is required.
+type Config struct {
+	// Key names the job, e.g. "esox:projector:<schema>:<name>". It is hashed
+	// with FNV-64a into the int64 advisory-lock key, so every process running
+	// the same job must use the same Key. Required.
+	Key string
+	// RetryInterval is how often a standby retries the lock and how often
+	// the leader pings its lock connection. Defaults to RetryIntervalDefault.
+	RetryInterval time.Duration
+	// Logger receives state changes and errors. Defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	if c.RetryInterval == 0 {
+		c.RetryInterval = RetryIntervalDefault
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	if c.Key == "" {
+		return errors.New("leader: invalid config: Key must not be empty")
+	}
+	if c.RetryInterval < 0 {
+		return fmt.Errorf("leader: invalid config: RetryInterval must not be negative, got %s", c.RetryInterval)
+	}
+	return nil
+}
+
+// LockKey returns the int64 advisory-lock key Run uses for key: its FNV-64a
+// hash. In pg_locks the holder's row has locktype 'advisory', objsubid 1,
+// classid the key's upper and objid its lower 32 bits (read as unsigned).
+func LockKey(key string) int64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(key))
+	return int64(h.Sum64())
+}
+
+// Run competes for leadership of cfg.Key and, whenever it wins, runs work. It
+// blocks until ctx is done and returns nil then; it returns an error only for
+// an invalid cfg.
+//
+// Run takes a dedicated connection from db (so db must allow one more open
+// connection than the work needs) and tries pg_try_advisory_lock every
+// cfg.RetryInterval while another session holds it. Once held, it calls
+// work(leaderCtx). leaderCtx is cancelled when ctx is done or when the lock
+// connection fails its periodic ping (the lock may be lost); work must then
+// return promptly, and Run goes back to standby. When work returns a non-nil
+// error, Run logs it, releases the lock, waits cfg.RetryInterval and competes
+// again, so another process may take over. When work returns nil before
+// leaderCtx is done, Run releases the lock and competes again as well.
+//
+// The lock connection is never returned to db's pool: on release Run unlocks
+// and discards it, so no pooled session can keep a stale lock. Cleanup runs
+// with context.WithoutCancel(ctx) and a timeout.
+//
+// Run is safe to call concurrently, also with the same key: calls in one
+// process exclude each other like calls in different processes.
+func Run(ctx context.Context, db *sqlx.DB, cfg Config, work func(ctx context.Context) error) error {
+	if err := cfg.validate(); err != nil {
+		return err
+	}
+	cfg = cfg.withDefaults()
+	e := &elector{db: db, cfg: cfg, key: LockKey(cfg.Key), log: cfg.Logger.With("component", "leader", "leader_key", cfg.Key)}
+	for {
+		held, err := e.runOnce(ctx, work)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			if held {
+				e.log.Error("leader work failed; released leadership", "error", err)
+			} else {
+				e.log.Warn("leader election attempt failed", "error", err)
+			}
+		}
+		if held && err == nil {
+			// work returned without an error while ctx is still live:
+			// compete again right away.
+			continue
+		}
+		if !sleep(ctx, cfg.RetryInterval) {
+			return nil
+		}
+	}
+}
+
+type elector struct {
+	db  *sqlx.DB
+	cfg Config
+	key int64
+	log *slog.Logger
+}
+
+// runOnce takes a connection, tries the lock, and when held runs work until it
+// returns or the connection fails. held reports whether the lock was taken.
+func (e *elector) runOnce(ctx context.Context, work func(ctx context.Context) error) (held bool, err error) {
+	conn, err := e.db.Conn(ctx)
+	if err != nil {
+		return false, fmt.Errorf("leader: get connection: %w", err)
+	}
+	var ok bool
+	if err := conn.QueryRowContext(ctx, `SELECT pg_try_advisory_lock($1)`, e.key).Scan(&ok); err != nil {
+		discard(conn)
+		return false, fmt.Errorf("leader: try lock: %w", err)
+	}
+	if !ok {
+		// Not held by this session: the connection can go back to the pool.
+		_ = conn.Close()
+		return false, nil
+	}
+	defer e.release(ctx, conn)
+	e.log.Info("leadership acquired")
+
+	leaderCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	pingDone := make(chan struct{})
+	go func() {
+		defer close(pingDone)
+		e.pingLoop(leaderCtx, conn, cancel)
+	}()
+	err = work(leaderCtx)
+	cancel()
+	<-pingDone
+	e.log.Info("leadership released")
+	return true, err
+}
+
+// pingLoop pings the lock connection every RetryInterval and calls lost when a
+// ping fails: the session, and with it the lock, may be gone.
+func (e *elector) pingLoop(ctx context.Context, conn *sql.Conn, lost context.CancelFunc) {
+	t := time.NewTicker(e.cfg.RetryInterval)
+	defer t.Stop()
+	timeout := max(2*e.cfg.RetryInterval, 5*time.Second)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, timeout)
+		var one int
+		err := conn.QueryRowContext(pctx, `SELECT 1`).Scan(&one)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			e.log.Warn("leader lock connection failed; stepping down", "error", err)
+			lost()
+			return
+		}
+	}
+}
+
+// release unlocks (best effort) and discards the lock connection.
+func (e *elector) release(ctx context.Context, conn *sql.Conn) {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if _, err := conn.ExecContext(cctx, `SELECT pg_advisory_unlock($1)`, e.key); err != nil {
+		e.log.Debug("leader unlock failed; the session is discarded anyway", "error", err)
+	}
+	discard(conn)
+}
+
+// discard closes conn's session instead of returning it to the pool, which
+// also ends any lock the session holds.
+func discard(conn *sql.Conn) {
+	_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+	_ = conn.Close()
+}
+
+// sleep waits d or until ctx is done; it reports whether d elapsed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
