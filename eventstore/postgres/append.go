@@ -1,0 +1,300 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
+
+	"github.com/esox-go/esox/eventstore"
+)
+
+// Append writes events to the end of streamID if its current version
+// satisfies expected (see eventstore.Store.Append). Without AppendHooks it is
+// one prepared statement, one round trip, committed on its own; with hooks it
+// runs BEGIN, the insert, the hooks and COMMIT. After it commits, Subscribe
+// channels are woken.
+//
+// Errors: *eventstore.ConcurrencyError (ErrConcurrencyConflict) when the
+// expected version does not hold or a concurrent append won; the typed
+// input errors of eventstore.EncodeAppend; *eventstore.PayloadError
+// (ErrMalformedPayload) for a payload PostgreSQL refuses (e.g. \u0000 in a
+// JSON string); an *eventstore.InvalidArgumentError when an event ID is
+// already stored; a hook's error, wrapped; database errors wrapped. In every
+// error case nothing is written. ctx bounds the whole append. Safe for
+// concurrent use.
+func (s *Store) Append(ctx context.Context, streamID string, expected eventstore.ExpectedVersion, events []eventstore.Event) (eventstore.AppendResult, error) {
+	enc, err := eventstore.EncodeAppend(ctx, s.reg, streamID, expected, events)
+	if err != nil {
+		return eventstore.AppendResult{}, fmt.Errorf("eventstore/postgres: append: %w", err)
+	}
+	st, err := s.appendStmt(ctx, len(enc))
+	if err != nil {
+		return eventstore.AppendResult{}, err
+	}
+	if len(s.cfg.AppendHooks) == 0 {
+		recs, err := s.insert(ctx, st, nil, streamID, expected, enc)
+		if err != nil {
+			return eventstore.AppendResult{}, err
+		}
+		s.wake()
+		return result(streamID, recs), nil
+	}
+
+	tx, err := s.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return eventstore.AppendResult{}, translate(ctx, "append: begin", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	recs, err := s.insert(ctx, tx.StmtxContext(ctx, st), tx, streamID, expected, enc)
+	if err != nil {
+		return eventstore.AppendResult{}, err
+	}
+	if err := s.runHooks(ctx, tx, recs); err != nil {
+		return eventstore.AppendResult{}, err
+	}
+	if err := tx.Commit(); err != nil {
+		return eventstore.AppendResult{}, translate(ctx, "append: commit", err)
+	}
+	s.wake()
+	return result(streamID, recs), nil
+}
+
+// AppendTx is Append inside the caller's transaction tx: the events, the
+// AppendHooks' writes and whatever else the caller does in tx commit or roll
+// back together (DESIGN guarantee 4). It uses the store's prepared
+// statement through tx, one round trip without hooks.
+//
+// Besides Append's errors, it refuses with a *eventstore.ConcurrencyError
+// whose Reason is set when the stream's last event was written by a
+// transaction newer than tx (one that took its transaction id after tx
+// did): committing would put the stream out of order in the global feed
+// (DESIGN guarantee 3). Retry in a new transaction.
+//
+// On any error the caller must roll tx back: PostgreSQL aborts the
+// transaction after a failed statement, and a hook may have written part of
+// its work. AppendTx does not wake Subscribe channels (it cannot know when tx
+// commits). tx is used by one goroutine at a time, as database/sql requires.
+func (s *Store) AppendTx(ctx context.Context, tx *sqlx.Tx, streamID string, expected eventstore.ExpectedVersion, events []eventstore.Event) (eventstore.AppendResult, error) {
+	if tx == nil {
+		return eventstore.AppendResult{}, fmt.Errorf("eventstore/postgres: append: %w", &eventstore.InvalidArgumentError{Field: "tx", Reason: "must not be nil"})
+	}
+	enc, err := eventstore.EncodeAppend(ctx, s.reg, streamID, expected, events)
+	if err != nil {
+		return eventstore.AppendResult{}, fmt.Errorf("eventstore/postgres: append: %w", err)
+	}
+	st, err := s.appendStmt(ctx, len(enc))
+	if err != nil {
+		return eventstore.AppendResult{}, err
+	}
+	recs, err := s.insert(ctx, tx.StmtxContext(ctx, st), tx, streamID, expected, enc)
+	if err != nil {
+		return eventstore.AppendResult{}, err
+	}
+	if err := s.runHooks(ctx, tx, recs); err != nil {
+		return eventstore.AppendResult{}, err
+	}
+	return result(streamID, recs), nil
+}
+
+func (s *Store) runHooks(ctx context.Context, tx *sqlx.Tx, recs []eventstore.Record) error {
+	for i, h := range s.cfg.AppendHooks {
+		if err := h(ctx, tx, recs); err != nil {
+			return fmt.Errorf("eventstore/postgres: append hook %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
+func (s *Store) appendStmt(ctx context.Context, n int) (*sqlx.Stmt, error) {
+	if n <= maxValuesEvents {
+		return s.stmt(ctx, s.valuesSQL[n])
+	}
+	return s.stmt(ctx, s.appendArraySQL)
+}
+
+func appendArgs(streamID string, expected eventstore.ExpectedVersion, enc []eventstore.EncodedEvent) []any {
+	mode, version := modeAny, int64(0)
+	switch {
+	case expected.IsAny():
+	case expected.IsStreamExists():
+		mode = modeStreamExists
+	default:
+		v, _ := expected.Version()
+		if v == 0 {
+			mode = modeNoStream
+		} else {
+			mode, version = modeExact, v
+		}
+	}
+	if len(enc) > maxValuesEvents {
+		ids := make([]string, len(enc))
+		types := make([]string, len(enc))
+		payloads := make([]string, len(enc))
+		metas := make([]string, len(enc))
+		for i, e := range enc {
+			ids[i], types[i], payloads[i], metas[i] = e.ID.String(), e.Type, string(e.Payload), string(e.Metadata)
+		}
+		return []any{streamID, mode, version, pq.StringArray(ids), pq.StringArray(types), pq.StringArray(payloads), pq.StringArray(metas)}
+	}
+	args := make([]any, 0, 3+4*len(enc))
+	args = append(args, streamID, mode, version)
+	for _, e := range enc {
+		// JSON goes as string, not []byte: with binary_parameters=yes lib/pq
+		// would send []byte in binary format, which jsonb does not accept.
+		args = append(args, e.ID.String(), e.Type, string(e.Payload), string(e.Metadata))
+	}
+	return args
+}
+
+// insert runs the append statement st (bound to tx when tx is not nil) and
+// returns the records written, or the translated conflict.
+func (s *Store) insert(ctx context.Context, st *sqlx.Stmt, tx *sqlx.Tx, streamID string, expected eventstore.ExpectedVersion, enc []eventstore.EncodedEvent) ([]eventstore.Record, error) {
+	recs := make([]eventstore.Record, len(enc))
+	n, err := scanInserted(ctx, st, appendArgs(streamID, expected, enc), recs)
+	if err != nil {
+		return nil, s.appendError(ctx, streamID, expected, enc, err)
+	}
+	if n == 0 {
+		return nil, s.conflict(ctx, tx, streamID, expected)
+	}
+	if n != len(enc) {
+		// Cannot happen: the statement inserts all rows or none.
+		return nil, fmt.Errorf("eventstore/postgres: append: inserted %d of %d events", n, len(enc))
+	}
+	for i, e := range enc {
+		r := &recs[i]
+		r.ID, r.StreamID, r.Type, r.Data, r.Payload, r.Metadata = e.ID, streamID, e.Type, e.Data, e.Payload, e.Meta
+	}
+	return recs, nil
+}
+
+// scanInserted reads the RETURNING rows into recs by stream version order.
+func scanInserted(ctx context.Context, st *sqlx.Stmt, args []any, recs []eventstore.Record) (int, error) {
+	rows, err := st.QueryContext(ctx, args...)
+	if err != nil {
+		return 0, err
+	}
+	defer rows.Close()
+	type ret struct {
+		pos     int64
+		txid    string
+		version int64
+		at      time.Time
+	}
+	var got []ret
+	if len(recs) > 0 {
+		got = make([]ret, 0, len(recs))
+	}
+	for rows.Next() {
+		var r ret
+		if err := rows.Scan(&r.pos, &r.txid, &r.version, &r.at); err != nil {
+			return 0, err
+		}
+		got = append(got, r)
+	}
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
+	if len(got) == 0 {
+		return 0, nil
+	}
+	first := got[0].version
+	for _, r := range got {
+		first = min(first, r.version)
+	}
+	for _, r := range got {
+		i := int(r.version - first)
+		if i < 0 || i >= len(recs) {
+			return 0, fmt.Errorf("unexpected stream version %d", r.version)
+		}
+		txid, err := strconv.ParseUint(r.txid, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("parse transaction id %q: %w", r.txid, err)
+		}
+		recs[i].Position = eventstore.Position{TransactionID: txid, Position: r.pos}
+		recs[i].StreamVersion = r.version
+		recs[i].RecordedAt = r.at
+	}
+	return len(got), nil
+}
+
+func result(streamID string, recs []eventstore.Record) eventstore.AppendResult {
+	res := eventstore.AppendResult{
+		StreamID:     streamID,
+		FirstVersion: recs[0].StreamVersion,
+		LastVersion:  recs[len(recs)-1].StreamVersion,
+		LastPosition: recs[len(recs)-1].Position,
+		EventIDs:     make([]uuidT, len(recs)),
+	}
+	for i, r := range recs {
+		res.EventIDs[i] = r.ID
+	}
+	return res
+}
+
+// conflict builds the ConcurrencyError of an append that inserted nothing.
+// It reads the stream's state in tx when given (the failed statement did not
+// abort it), else from the pool.
+func (s *Store) conflict(ctx context.Context, tx *sqlx.Tx, streamID string, expected eventstore.ExpectedVersion) error {
+	var q sqlx.QueryerContext = s.db
+	if tx != nil {
+		q = tx
+	}
+	var (
+		actual int64
+		txid   string
+		later  bool
+	)
+	err := q.QueryRowxContext(ctx, s.conflictSQL, streamID).Scan(&actual, &txid, &later)
+	if err != nil && !isNoRows(err) {
+		return translate(ctx, "append: read stream version after conflict", err)
+	}
+	ce := &eventstore.ConcurrencyError{StreamID: streamID, Expected: expected, Actual: actual}
+	if later && expected.Matches(actual) {
+		ce.Reason = fmt.Sprintf("the stream's last event was written by transaction %s, which is newer than this one; "+
+			"committing would put the stream out of order in the global feed, retry in a new transaction", txid)
+	}
+	s.log.DebugContext(ctx, "append conflict", "stream_id", streamID, "expected", expected.String(), "actual", actual)
+	return ce
+}
+
+// appendError translates an error of the append statement.
+func (s *Store) appendError(ctx context.Context, streamID string, expected eventstore.ExpectedVersion, enc []eventstore.EncodedEvent, err error) error {
+	var pqErr *pq.Error
+	if errors.As(err, &pqErr) {
+		switch pqErr.Code {
+		case codeUniqueViolation:
+			switch pqErr.Constraint {
+			case s.streamVersionKeyName:
+				// A concurrent append won; its transaction committed, so
+				// the pool sees the stream's new version.
+				var actual int64
+				if qerr := s.db.QueryRowxContext(ctx, s.streamInfoSQL, streamID).Scan(&actual); qerr != nil {
+					s.log.DebugContext(ctx, "read stream version after unique violation", "stream_id", streamID, "error", qerr)
+				}
+				return &eventstore.ConcurrencyError{StreamID: streamID, Expected: expected, Actual: actual}
+			case s.eventIDKeyName:
+				return fmt.Errorf("eventstore/postgres: append: %w", &eventstore.InvalidArgumentError{Field: "events", Reason: "an event ID is already stored"})
+			}
+		case codeUntranslatableCharacter:
+			return fmt.Errorf("eventstore/postgres: append: %w", &eventstore.PayloadError{Type: nulEventType(enc), Op: "encode", Err: fmt.Errorf("PostgreSQL jsonb cannot store this payload (a \\u0000 character?): %w", err)})
+		}
+	}
+	return translate(ctx, "append", err)
+}
+
+// nulEventType names the first event whose payload or metadata contains an
+// escaped NUL character, for the PayloadError of SQLSTATE 22P05.
+func nulEventType(enc []eventstore.EncodedEvent) string {
+	for _, e := range enc {
+		if containsNUL(e.Payload) || containsNUL(e.Metadata) {
+			return e.Type
+		}
+	}
+	return enc[0].Type
+}

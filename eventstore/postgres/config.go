@@ -1,0 +1,113 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/esox-go/esox/eventstore"
+)
+
+// Defaults of Config.
+const (
+	// SchemaDefault is the schema used when Config.Schema is empty.
+	SchemaDefault = "esox"
+	// EventsTableDefault is the events table used when Config.EventsTable is empty.
+	EventsTableDefault = "events"
+	// SnapshotsTableDefault is the snapshots table used when
+	// Config.SnapshotsTable is empty.
+	SnapshotsTableDefault = "snapshots"
+	// ReadStreamPageSizeDefault is the page size used when
+	// Config.ReadStreamPageSize is zero.
+	ReadStreamPageSizeDefault = 1000
+)
+
+// AppendHook runs inside an append's transaction after its rows are inserted,
+// with the records as written (positions, versions and recorded_at set). Use
+// it for inline projections: whatever the hook writes through tx commits or
+// rolls back with the events. An error rolls the append back and is returned
+// by Append wrapped (errors.Is/As reach it).
+type AppendHook func(ctx context.Context, tx *sqlx.Tx, records []eventstore.Record) error
+
+// Config configures a Store. The zero value means all defaults.
+type Config struct {
+	// Schema holds the store's tables. Defaults to SchemaDefault ("esox").
+	// It must pass ValidateIdentifier and not start with "pg_"; it is always
+	// quoted, so its case is kept.
+	Schema string
+	// EventsTable is the events table's name. Defaults to EventsTableDefault.
+	EventsTable string
+	// SnapshotsTable is the snapshots table's name. Defaults to
+	// SnapshotsTableDefault.
+	SnapshotsTable string
+	// ReadStreamPageSize is how many records ReadStream fetches per query.
+	// Defaults to ReadStreamPageSizeDefault (1000); must not be negative.
+	ReadStreamPageSize int
+	// AppendHooks run in order inside every append's transaction (see
+	// AppendHook). With hooks, Append runs BEGIN, the insert, the hooks and
+	// COMMIT; without, it is one statement.
+	AppendHooks []AppendHook
+	// Logger receives the store's logs. Defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// withDefaults returns a copy of c with defaults filled in.
+func (c Config) withDefaults() Config {
+	if c.Schema == "" {
+		c.Schema = SchemaDefault
+	}
+	if c.EventsTable == "" {
+		c.EventsTable = EventsTableDefault
+	}
+	if c.SnapshotsTable == "" {
+		c.SnapshotsTable = SnapshotsTableDefault
+	}
+	if c.ReadStreamPageSize == 0 {
+		c.ReadStreamPageSize = ReadStreamPageSizeDefault
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// validate checks a defaulted config and names the bad field.
+func (c Config) validate() error {
+	if err := ValidateSchemaName(c.Schema); err != nil {
+		return fmt.Errorf("invalid config: Schema: %w", err)
+	}
+	if err := ValidateIdentifier(c.EventsTable); err != nil {
+		return fmt.Errorf("invalid config: EventsTable: %w", err)
+	}
+	if err := ValidateIdentifier(c.SnapshotsTable); err != nil {
+		return fmt.Errorf("invalid config: SnapshotsTable: %w", err)
+	}
+	if c.EventsTable == c.SnapshotsTable || c.EventsTable == migrationsTable || c.SnapshotsTable == migrationsTable {
+		return fmt.Errorf("invalid config: EventsTable, SnapshotsTable: %w", &eventstore.InvalidArgumentError{Field: "table names", Reason: fmt.Sprintf("%q, %q and %q must differ", c.EventsTable, c.SnapshotsTable, migrationsTable)})
+	}
+	if c.ReadStreamPageSize < 0 {
+		return fmt.Errorf("invalid config: ReadStreamPageSize: %w", &eventstore.InvalidArgumentError{Field: "ReadStreamPageSize", Reason: fmt.Sprintf("must not be negative, got %d", c.ReadStreamPageSize)})
+	}
+	for i, h := range c.AppendHooks {
+		if h == nil {
+			return fmt.Errorf("invalid config: AppendHooks[%d]: %w", i, &eventstore.InvalidArgumentError{Field: "AppendHooks", Reason: "nil hook"})
+		}
+	}
+	return nil
+}
+
+// ValidateSchemaName is ValidateIdentifier plus PostgreSQL's rule for schema
+// names: they must not start with "pg_" (reserved for system schemas). Errors
+// match eventstore.ErrInvalidArgument.
+func ValidateSchemaName(name string) error {
+	if err := ValidateIdentifier(name); err != nil {
+		return err
+	}
+	if strings.HasPrefix(strings.ToLower(name), "pg_") {
+		return &eventstore.InvalidArgumentError{Field: "schema", Reason: fmt.Sprintf("%q: names starting with pg_ are reserved by PostgreSQL", name)}
+	}
+	return nil
+}

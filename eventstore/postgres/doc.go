@@ -1,0 +1,49 @@
+// Package postgres is the PostgreSQL event store of esox, on sqlx and lib/pq.
+//
+// Create a Store with New, create its tables with Store.Migrate, then Append
+// events and read them back with ReadStream (one stream, in version order)
+// and ReadAll (the global feed, in (transaction_id, position) order).
+//
+// # Guarantees
+//
+// The store keeps these DESIGN guarantees; each has a test in this package:
+//
+//  1. Optimistic concurrency: Append and AppendTx check the expected version
+//     and insert in one statement; a mismatch or a concurrent winner returns a
+//     *eventstore.ConcurrencyError (eventstore.ErrConcurrencyConflict) with
+//     stream, expected and actual version, and nothing is written.
+//  2. Gap-free global feed: ReadAll returns only rows whose transaction is
+//     older than every running one (pg_snapshot_xmin), ordered by
+//     (transaction_id, position), so a reader resuming from its last Position
+//     never skips an event that commits later with a smaller position.
+//  3. Per-stream order in the feed: the append statement refuses, as a
+//     conflict with a Reason, to append to a stream whose last event was
+//     written by a newer transaction than the appending one, which would put
+//     version N+1 before version N in the feed.
+//  4. Appends in the caller's transaction: AppendTx takes the caller's
+//     *sqlx.Tx; AppendHooks run inline projections in the append's
+//     transaction.
+//  8. Bad input is refused: invalid schema and table names
+//     (ValidateIdentifier), stream IDs, unregistered types and payloads
+//     PostgreSQL cannot store get typed errors and write nothing.
+//
+// # Performance
+//
+// Without AppendHooks, an Append is one prepared statement executed in one
+// round trip: the expected-version check, the per-stream-order check and the
+// rows are a single INSERT … SELECT … WHERE … RETURNING. Statements are
+// prepared once per Store (and per pooled connection) and reused.
+//
+// # Migrations
+//
+// Migrations are numbered text/template SQL files embedded in the binary,
+// applied by ApplyMigrations under a transaction-scoped advisory lock and
+// recorded in <schema>.esox_migrations. Other packages reuse ApplyMigrations
+// for their own tables with their own Component name.
+//
+// # Wake-ups
+//
+// The store sends no NOTIFY (it would take a global lock at every commit).
+// Store.Subscribe wakes readers in the same process after each Append; other
+// readers poll ReadAll, which takes no transaction id.
+package postgres

@@ -1,0 +1,235 @@
+package postgres
+
+import (
+	"bytes"
+	"context"
+	"embed"
+	"fmt"
+	"hash/fnv"
+	"io/fs"
+	"regexp"
+	"slices"
+	"strconv"
+	"text/template"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/esox-go/esox/eventstore"
+)
+
+// migrationsTable records applied migrations in each schema.
+const migrationsTable = "esox_migrations"
+
+// ComponentEventStore is the component name under which Store.Migrate
+// records its migrations.
+const ComponentEventStore = "eventstore"
+
+//go:embed migrations/*.up.sql
+var embeddedMigrations embed.FS
+
+// MigrationParams says which migrations ApplyMigrations applies, and where.
+type MigrationParams struct {
+	// Schema is created if missing and holds the esox_migrations table. It
+	// must pass ValidateSchemaName.
+	Schema string
+	// Component names the set of migrations (e.g. "eventstore",
+	// "projector"); versions are numbered per component. Required.
+	Component string
+	// Files holds the migrations at its root, named NNN_name.up.sql with NNN
+	// a positive number unique in Files. Other files are ignored. Each is a
+	// text/template executed with Data; the template function "quote"
+	// quotes an identifier (QuoteIdentifier).
+	Files fs.FS
+	// Data is the templates' data, typically quoted identifiers.
+	Data any
+}
+
+// MigrateResult reports what a migration run did.
+type MigrateResult struct {
+	// Applied lists the migrations applied by this run, in order; empty
+	// when everything was already applied.
+	Applied []Migration
+}
+
+// Migration identifies one migration file.
+type Migration struct {
+	Component string
+	Version   int
+	Name      string
+}
+
+var migrationName = regexp.MustCompile(`^([0-9]+)_([A-Za-z0-9_]+)\.up\.sql$`)
+
+type migrationFile struct {
+	Migration
+	sql string
+}
+
+// ApplyMigrations applies the migrations in p.Files that are not yet recorded
+// for p.Component in <p.Schema>.esox_migrations, in version order, creating
+// the schema and that table if missing. It runs in one transaction holding
+// pg_advisory_xact_lock on a key derived from the schema name, so several
+// processes may call it at once: one applies, the others then find nothing
+// to do. Either every pending migration is applied or none is.
+//
+// It is safe for concurrent use; ctx bounds the whole run. Errors: an
+// *eventstore.InvalidArgumentError (ErrInvalidArgument) for bad params or
+// file names, template errors, and database errors wrapped.
+func ApplyMigrations(ctx context.Context, db *sqlx.DB, p MigrationParams) (MigrateResult, error) {
+	if err := ValidateSchemaName(p.Schema); err != nil {
+		return MigrateResult{}, fmt.Errorf("migrate: Schema: %w", err)
+	}
+	if p.Component == "" {
+		return MigrateResult{}, fmt.Errorf("migrate: %w", &eventstore.InvalidArgumentError{Field: "Component", Reason: "must not be empty"})
+	}
+	if p.Files == nil {
+		return MigrateResult{}, fmt.Errorf("migrate: %w", &eventstore.InvalidArgumentError{Field: "Files", Reason: "must not be nil"})
+	}
+	files, err := loadMigrations(p)
+	if err != nil {
+		return MigrateResult{}, err
+	}
+
+	tx, err := db.BeginTxx(ctx, nil)
+	if err != nil {
+		return MigrateResult{}, fmt.Errorf("migrate %s: begin: %w", p.Component, err)
+	}
+	defer func() { _ = tx.Rollback() }()
+
+	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, migrationLockKey(p.Schema)); err != nil {
+		return MigrateResult{}, fmt.Errorf("migrate %s: advisory lock: %w", p.Component, err)
+	}
+	schema := QuoteIdentifier(p.Schema)
+	table := schema + "." + QuoteIdentifier(migrationsTable)
+	if _, err := tx.ExecContext(ctx, `CREATE SCHEMA IF NOT EXISTS `+schema); err != nil {
+		return MigrateResult{}, fmt.Errorf("migrate %s: create schema: %w", p.Component, err)
+	}
+	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS `+table+` (
+		component  text        NOT NULL,
+		version    integer     NOT NULL,
+		name       text        NOT NULL,
+		applied_at timestamptz NOT NULL DEFAULT now(),
+		PRIMARY KEY (component, version)
+	)`); err != nil {
+		return MigrateResult{}, fmt.Errorf("migrate %s: create %s: %w", p.Component, migrationsTable, err)
+	}
+	var done []int
+	if err := tx.SelectContext(ctx, &done, `SELECT version FROM `+table+` WHERE component = $1`, p.Component); err != nil {
+		return MigrateResult{}, fmt.Errorf("migrate %s: read applied versions: %w", p.Component, err)
+	}
+	var res MigrateResult
+	for _, f := range files {
+		if slices.Contains(done, f.Version) {
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, f.sql); err != nil {
+			return MigrateResult{}, fmt.Errorf("migrate %s: apply %03d_%s: %w", p.Component, f.Version, f.Name, err)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO `+table+` (component, version, name) VALUES ($1, $2, $3)`, p.Component, f.Version, f.Name); err != nil {
+			return MigrateResult{}, fmt.Errorf("migrate %s: record %03d_%s: %w", p.Component, f.Version, f.Name, err)
+		}
+		res.Applied = append(res.Applied, f.Migration)
+	}
+	if err := tx.Commit(); err != nil {
+		return MigrateResult{}, fmt.Errorf("migrate %s: commit: %w", p.Component, err)
+	}
+	return res, nil
+}
+
+func loadMigrations(p MigrationParams) ([]migrationFile, error) {
+	entries, err := fs.ReadDir(p.Files, ".")
+	if err != nil {
+		return nil, fmt.Errorf("migrate %s: read files: %w", p.Component, err)
+	}
+	var files []migrationFile
+	for _, e := range entries {
+		m := migrationName.FindStringSubmatch(e.Name())
+		if e.IsDir() || m == nil {
+			continue
+		}
+		v, err := strconv.Atoi(m[1])
+		if err != nil || v < 1 {
+			return nil, fmt.Errorf("migrate %s: %w", p.Component, &eventstore.InvalidArgumentError{Field: "migration file " + e.Name(), Reason: "version must be a positive number"})
+		}
+		for _, f := range files {
+			if f.Version == v {
+				return nil, fmt.Errorf("migrate %s: %w", p.Component, &eventstore.InvalidArgumentError{Field: "migration file " + e.Name(), Reason: fmt.Sprintf("version %d is also used by %03d_%s", v, v, f.Name)})
+			}
+		}
+		src, err := fs.ReadFile(p.Files, e.Name())
+		if err != nil {
+			return nil, fmt.Errorf("migrate %s: read %s: %w", p.Component, e.Name(), err)
+		}
+		tmpl, err := template.New(e.Name()).Option("missingkey=error").Funcs(template.FuncMap{"quote": QuoteIdentifier}).Parse(string(src))
+		if err != nil {
+			return nil, fmt.Errorf("migrate %s: parse %s: %w", p.Component, e.Name(), err)
+		}
+		var buf bytes.Buffer
+		if err := tmpl.Execute(&buf, p.Data); err != nil {
+			return nil, fmt.Errorf("migrate %s: render %s: %w", p.Component, e.Name(), err)
+		}
+		files = append(files, migrationFile{Migration: Migration{Component: p.Component, Version: v, Name: m[2]}, sql: buf.String()})
+	}
+	slices.SortFunc(files, func(a, b migrationFile) int { return a.Version - b.Version })
+	return files, nil
+}
+
+// migrationLockKey derives the advisory lock key of a schema's migrations.
+func migrationLockKey(schema string) int64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte("esox_migrations:" + schema))
+	return int64(h.Sum64())
+}
+
+// storeMigrationData is the template data of the store's own migrations.
+type storeMigrationData struct {
+	Schema                   string // quoted
+	Events                   string // quoted, schema-qualified
+	Snapshots                string // quoted, schema-qualified
+	EventsPKey               string // quoted constraint names
+	EventsEventIDKey         string
+	EventsStreamVersionKey   string
+	EventsStreamVersionCheck string
+}
+
+// Migrate creates or updates the store's schema and tables (the events and
+// snapshots tables) with ApplyMigrations, recording them under the component
+// ComponentEventStore. It is idempotent and safe to run from several
+// processes at once. ctx bounds the run.
+func (s *Store) Migrate(ctx context.Context) (MigrateResult, error) {
+	files, err := fs.Sub(embeddedMigrations, "migrations")
+	if err != nil {
+		return MigrateResult{}, fmt.Errorf("eventstore/postgres: migrations: %w", err)
+	}
+	res, err := ApplyMigrations(ctx, s.db, MigrationParams{
+		Schema:    s.cfg.Schema,
+		Component: ComponentEventStore,
+		Files:     files,
+		Data: storeMigrationData{
+			Schema:                   QuoteIdentifier(s.cfg.Schema),
+			Events:                   s.events,
+			Snapshots:                s.snapshots,
+			EventsPKey:               QuoteIdentifier(s.pkeyName),
+			EventsEventIDKey:         QuoteIdentifier(s.eventIDKeyName),
+			EventsStreamVersionKey:   QuoteIdentifier(s.streamVersionKeyName),
+			EventsStreamVersionCheck: QuoteIdentifier(constraintName(s.cfg.EventsTable, "stream_version_check")),
+		},
+	})
+	if err != nil {
+		return res, fmt.Errorf("eventstore/postgres: %w", err)
+	}
+	if len(res.Applied) > 0 {
+		s.log.InfoContext(ctx, "migrated", "schema", s.cfg.Schema, "applied", len(res.Applied))
+	}
+	return res, nil
+}
+
+// constraintName builds a constraint name from a table name and a suffix,
+// shortening the table part so the whole fits in MaxIdentifierLength.
+func constraintName(table, suffix string) string {
+	maxTable := MaxIdentifierLength - len(suffix) - 1
+	if len(table) > maxTable {
+		table = table[:maxTable]
+	}
+	return table + "_" + suffix
+}

@@ -1,0 +1,86 @@
+package postgres
+
+import (
+	"fmt"
+	"strings"
+)
+
+// maxValuesEvents is the largest append written with a VALUES list (one
+// prepared statement per event count); larger appends use one statement
+// over unnest'ed arrays.
+const maxValuesEvents = 64
+
+// Expected-version modes, the $2 of the append statement.
+const (
+	modeAny int64 = iota
+	modeNoStream
+	modeStreamExists
+	modeExact
+)
+
+// appendSQLHead is the common part of the append statement: it reads the
+// stream's last event (version and writing transaction) and inserts the rows
+// only when the expected version holds ($2 mode, $3 version) and the last
+// event's transaction is not newer than the current one (DESIGN guarantee
+// 3); zero rows back mean a conflict.
+const appendSQLHead = `WITH last AS (
+	SELECT stream_version, transaction_id FROM %[1]s
+	WHERE stream_id = $1 ORDER BY stream_version DESC LIMIT 1
+), cur AS (
+	SELECT coalesce((SELECT stream_version FROM last), 0) AS version,
+	       (SELECT transaction_id FROM last) AS last_txid
+)
+INSERT INTO %[1]s (event_id, stream_id, stream_version, event_type, payload, metadata)
+SELECT v.event_id, $1, cur.version + v.ord, v.event_type, v.payload, v.metadata
+FROM cur CROSS JOIN %[2]s
+WHERE (CASE $2::bigint WHEN 0 THEN true WHEN 1 THEN cur.version = 0 WHEN 2 THEN cur.version > 0 ELSE cur.version = $3::bigint END)
+  AND (cur.last_txid IS NULL OR cur.last_txid <= pg_current_xact_id())
+ORDER BY v.ord
+RETURNING position, transaction_id::text, stream_version, recorded_at`
+
+const recordColumns = `position, transaction_id::text, event_id, stream_version, event_type, payload, metadata, recorded_at`
+
+func (s *Store) buildSQL() {
+	ev := s.events
+	s.valuesSQL = make([]string, maxValuesEvents+1)
+	for n := 1; n <= maxValuesEvents; n++ {
+		s.valuesSQL[n] = s.appendValuesSQL(n)
+	}
+	s.appendArraySQL = fmt.Sprintf(appendSQLHead, ev,
+		`unnest($4::uuid[], $5::text[], $6::jsonb[], $7::jsonb[]) WITH ORDINALITY AS v(event_id, event_type, payload, metadata, ord)`)
+	s.readStreamSQL = `SELECT ` + recordColumns + ` FROM ` + ev + `
+WHERE stream_id = $1 AND stream_version >= $2 ORDER BY stream_version LIMIT $3`
+	s.readAllSQL = `SELECT ` + recordColumns + `, stream_id FROM ` + ev + `
+WHERE (transaction_id, position) > ($1::xid8, $2::bigint)
+  AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+ORDER BY transaction_id, position LIMIT $3`
+	s.headSQL = `SELECT transaction_id::text, position FROM ` + ev + `
+WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+ORDER BY transaction_id DESC, position DESC LIMIT 1`
+	s.streamInfoSQL = `SELECT coalesce(max(stream_version), 0) FROM ` + ev + ` WHERE stream_id = $1`
+	s.conflictSQL = `SELECT stream_version, transaction_id::text,
+	coalesce(transaction_id > pg_current_xact_id_if_assigned(), false)
+FROM ` + ev + ` WHERE stream_id = $1 ORDER BY stream_version DESC LIMIT 1`
+	s.saveSnapshotSQL = `INSERT INTO ` + s.snapshots + ` AS s (stream_id, stream_version, snapshot_type, payload)
+VALUES ($1, $2, $3, $4::json)
+ON CONFLICT (stream_id) DO UPDATE SET stream_version = excluded.stream_version,
+	snapshot_type = excluded.snapshot_type, payload = excluded.payload, recorded_at = excluded.recorded_at
+WHERE s.stream_version <= excluded.stream_version`
+	s.loadSnapshotSQL = `SELECT stream_version, snapshot_type, payload::text, recorded_at FROM ` + s.snapshots + ` WHERE stream_id = $1`
+}
+
+// appendValuesSQL returns the append statement for exactly n events, with
+// the events' columns as parameters $4 onwards.
+func (s *Store) appendValuesSQL(n int) string {
+	var b strings.Builder
+	b.WriteString("(VALUES ")
+	for i := range n {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		p := 4 + 4*i
+		fmt.Fprintf(&b, "($%d::uuid, $%d::text, $%d::jsonb, $%d::jsonb, %d)", p, p+1, p+2, p+3, i+1)
+	}
+	b.WriteString(") AS v(event_id, event_type, payload, metadata, ord)")
+	return fmt.Sprintf(appendSQLHead, s.events, b.String())
+}
