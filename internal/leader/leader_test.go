@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"runtime"
 	"strings"
@@ -38,6 +39,17 @@ func TestMain(m *testing.M) {
 
 const retry = 100 * time.Millisecond
 
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
 // contender runs leader.Run in a goroutine and records what its work sees.
 type contender struct {
 	name    string
@@ -68,7 +80,7 @@ func start(t *testing.T, db *sqlx.DB, key, name string, r *race, workErr func() 
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &contender{name: name, cancel: cancel, done: make(chan error, 1), started: make(chan struct{}, 16), stopped: make(chan struct{}, 16)}
 	go func() {
-		c.done <- leader.Run(ctx, db, leader.Config{Key: key, RetryInterval: retry}, func(wctx context.Context) error {
+		c.done <- leader.Run(ctx, db, leader.Config{Key: key, RetryInterval: retry, Logger: testLogger(t)}, func(wctx context.Context) error {
 			r.enter()
 			c.started <- struct{}{}
 			defer func() {
@@ -187,8 +199,12 @@ func TestTakeoverWhenLeaderConnectionKilled(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("nobody took over after the leader's connection was killed")
 	}
-	if m := r.maxSeen.Load(); m != 1 {
-		t.Fatalf("max concurrent workers = %d, want 1", m)
+	// Right after the kill both may briefly work (the old leader learns of
+	// its loss on its next ping: leadership is advisory, writers fence).
+	// Once it has stepped down, exactly one works.
+	time.Sleep(3 * retry)
+	if n := r.active.Load(); n != 1 {
+		t.Fatalf("active workers after takeover = %d, want 1", n)
 	}
 }
 
@@ -244,7 +260,7 @@ func TestLockNotLeakedToPool(t *testing.T) {
 	done := make(chan error, 1)
 	working := make(chan struct{})
 	go func() {
-		done <- leader.Run(ctx, db, leader.Config{Key: key, RetryInterval: retry}, func(wctx context.Context) error {
+		done <- leader.Run(ctx, db, leader.Config{Key: key, RetryInterval: retry, Logger: testLogger(t)}, func(wctx context.Context) error {
 			close(working)
 			<-wctx.Done()
 			return nil
