@@ -1,0 +1,24 @@
+// Package memory is an in-memory eventstore.Store with the same semantics as
+// the PostgreSQL store in eventstore/postgres, for unit tests, demos and
+// examples that should run without a database.
+//
+// It passes the conformance suite in eventstore/storetest, so code tested
+// against it behaves the same against PostgreSQL:
+//
+//   - Optimistic concurrency (DESIGN guarantee 1): Append checks the expected
+//     version and writes all of its events or none, returning a
+//     *eventstore.ConcurrencyError on a mismatch.
+//   - Gap-free global feed and per-stream order (guarantees 2 and 3): every
+//     append is atomic and instantaneous under one lock, so the feed read by
+//     ReadAll is ordered by Position and trivially gap-free. Each append gets
+//     the next Position.TransactionID, each event the next Position.Position.
+//   - Bad input is refused (guarantee 8): Append calls eventstore.EncodeAppend
+//     first and so returns the same typed errors as PostgreSQL. Payloads are
+//     stored as JSON and decoded through the Registry on every read, so a
+//     Record's Data is a fresh value of the registered type, exactly as read
+//     from PostgreSQL. Like a jsonb column, the store refuses JSON strings
+//     containing the escape \u0000.
+//
+// The store lives only as long as the process: it has no durability and no
+// transactions a caller can join (no AppendTx).
+package memory
