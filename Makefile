@@ -48,7 +48,9 @@ run: ## run the example against a prepared database (DATABASE_URL or local)
 	echo "make run: DATABASE_URL=$$url $(GO) run $(RUN_PKG) $(RUN_ARGS)" >&2; \
 	DATABASE_URL="$$url" $(GO) run $(RUN_PKG) $(RUN_ARGS)
 
-test: lint test-only ## lint, then every test with -race against a prepared database
+test: ## lint, then every test with -race against a prepared database
+	@$(MAKE) --no-print-directory lint
+	@$(MAKE) --no-print-directory test-only
 
 test-only: ## the tests without lint
 	@url=$$($(DEV_DB) url test); \
