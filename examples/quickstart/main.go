@@ -17,6 +17,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -48,17 +49,18 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	if err := run(ctx, *schema); err != nil {
+	url := os.Getenv("DATABASE_URL")
+	if url == "" {
+		url = defaultURL
+	}
+	if err := run(ctx, os.Stdout, url, *schema); err != nil {
 		fmt.Fprintln(os.Stderr, "quickstart:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, schema string) error {
-	url := os.Getenv("DATABASE_URL")
-	if url == "" {
-		url = defaultURL
-	}
+// run is the tour, writing what it does to w.
+func run(ctx context.Context, w io.Writer, url, schema string) error {
 	db, err := sqlx.Open("postgres", url)
 	if err != nil {
 		return fmt.Errorf("open database: %w", err)
@@ -83,7 +85,7 @@ func run(ctx context.Context, schema string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("migrated schema %q: %d migration(s) applied\n", schema, len(res.Applied))
+	fmt.Fprintf(w, "migrated schema %q: %d migration(s) applied\n", schema, len(res.Applied))
 
 	head, err := store.Head(ctx)
 	if err != nil {
@@ -102,7 +104,7 @@ func run(ctx context.Context, schema string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("appended versions %d..%d to %s\n", first.FirstVersion, first.LastVersion, stream)
+	fmt.Fprintf(w, "appended versions %d..%d to %s\n", first.FirstVersion, first.LastVersion, stream)
 
 	// 4. The next append expects exactly the version the last one left.
 	second, err := store.Append(ctx, stream, eventstore.Exact(first.LastVersion), []eventstore.Event{
@@ -111,7 +113,7 @@ func run(ctx context.Context, schema string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("appended version %d\n", second.LastVersion)
+	fmt.Fprintf(w, "appended version %d\n", second.LastVersion)
 
 	// 5. A writer that loaded the stream before that append is refused,
 	// and nothing of its append is written.
@@ -122,7 +124,7 @@ func run(ctx context.Context, schema string) error {
 	if !errors.As(err, &conflict) || !errors.Is(err, eventstore.ErrConcurrencyConflict) {
 		return fmt.Errorf("stale append: want a concurrency conflict, got %v", err)
 	}
-	fmt.Printf("stale append refused: expected version %s, actual %d\n", conflict.Expected, conflict.Actual)
+	fmt.Fprintf(w, "stale append refused: expected version %s, actual %d\n", conflict.Expected, conflict.Actual)
 
 	// 6. Read the stream back and fold it into a balance.
 	var balance int64
@@ -132,13 +134,13 @@ func run(ctx context.Context, schema string) error {
 		}
 		switch e := rec.Data.(type) {
 		case AccountOpened:
-			fmt.Printf("  v%d %s owner=%s\n", rec.StreamVersion, rec.Type, e.Owner)
+			fmt.Fprintf(w, "  v%d %s owner=%s\n", rec.StreamVersion, rec.Type, e.Owner)
 		case MoneyDeposited:
 			balance += e.Amount
-			fmt.Printf("  v%d %s amount=%d\n", rec.StreamVersion, rec.Type, e.Amount)
+			fmt.Fprintf(w, "  v%d %s amount=%d\n", rec.StreamVersion, rec.Type, e.Amount)
 		}
 	}
-	fmt.Printf("balance of %s: %d.%02d\n", stream, balance/100, balance%100)
+	fmt.Fprintf(w, "balance of %s: %d.%02d\n", stream, balance/100, balance%100)
 
 	// 7. Read the global feed after the head seen before appending. The feed
 	// shows an event only once no older transaction can still commit before
@@ -147,17 +149,18 @@ func run(ctx context.Context, schema string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("global feed after %s:\n", head)
+	fmt.Fprintf(w, "global feed after %s:\n", head)
 	for _, rec := range recs {
-		fmt.Printf("  %s %s v%d %s correlation_id=%s\n", rec.Position, rec.StreamID, rec.StreamVersion, rec.Type, rec.Metadata.CorrelationID)
+		fmt.Fprintf(w, "  %s %s v%d %s correlation_id=%s\n", rec.Position, rec.StreamID, rec.StreamVersion, rec.Type, rec.Metadata.CorrelationID)
 	}
 	return nil
 }
 
 // readFeedUntil reads the global feed after from until it has returned the
-// record at last, for up to ten seconds.
+// record at last, for up to 30 seconds (a long transaction elsewhere on the
+// server holds the feed back until it ends).
 func readFeedUntil(ctx context.Context, store *postgres.Store, from, last eventstore.Position) ([]eventstore.Record, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	var out []eventstore.Record
 	after := from
