@@ -38,7 +38,7 @@ GO_FILES := git ls-files --cached --others --exclude-standard -- '*.go' 2>/dev/n
 RUN_PKG ?= ./examples/quickstart
 RUN_ARGS ?=
 
-.PHONY: help run test test-only bench lint fmt-check vet staticcheck fmt mod db db-status db-stop db-destroy cover clean
+.PHONY: help run test test-only bench lint lint-sh fmt-check vet staticcheck fmt mod db db-status db-stop db-destroy cover clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -76,6 +76,9 @@ vet:
 
 staticcheck:
 	$(STATICCHECK) $(PKGS)
+
+lint-sh: ## shellcheck the scripts (needs shellcheck: apt-get install shellcheck)
+	shellcheck -x -S warning scripts/*.sh .ci/run
 
 fmt: ## gofmt -w every Go file
 	@files=$$($(GO_FILES)); [[ -z $$files ]] || gofmt -w $$files
