@@ -48,6 +48,8 @@
 //     `\u0000` (an escaped backslash) is fine and round-trips. Metadata
 //     containing NUL is refused with an error matching
 //     eventstore.ErrInvalidArgument or eventstore.ErrMalformedPayload.
+//   - SaveSnapshot refuses a payload that is not valid JSON, or holds
+//     U+0000 in a string, with an error matching eventstore.ErrMalformedPayload.
 //   - Stream IDs are validated on every call that takes one: ReadStream
 //     yields, and StreamInfo, SaveSnapshot and LoadSnapshot return, an error
 //     matching eventstore.ErrInvalidStreamID.
