@@ -1,0 +1,134 @@
+package postgres_test
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/esox-go/esox/eventstore"
+	"github.com/esox-go/esox/eventstore/postgres"
+	"github.com/esox-go/esox/internal/pgtest"
+)
+
+// OrderPlaced and ItemAdded are the test event types.
+type OrderPlaced struct {
+	OrderID string `json:"order_id"`
+	Amount  int    `json:"amount"`
+}
+
+type ItemAdded struct {
+	SKU string `json:"sku"`
+	N   int    `json:"n"`
+}
+
+func testRegistry() *eventstore.Registry {
+	reg := eventstore.NewRegistry()
+	eventstore.MustRegister[OrderPlaced](reg, "order_placed")
+	eventstore.MustRegister[ItemAdded](reg, "item_added")
+	return reg
+}
+
+type bundle struct {
+	db     *sqlx.DB
+	store  *postgres.Store
+	schema string
+}
+
+// setup returns a migrated store in a fresh schema. cfg.Schema is set by
+// setup.
+func setup(t *testing.T, cfg postgres.Config) *bundle {
+	t.Helper()
+	db := pgtest.Open(t)
+	return setupOn(t, db, cfg)
+}
+
+func setupOn(t *testing.T, db *sqlx.DB, cfg postgres.Config) *bundle {
+	t.Helper()
+	cfg.Schema = pgtest.Schema(t, db)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	s, err := postgres.New(db, testRegistry(), cfg)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	if _, err := s.Migrate(testCtx(t)); err != nil {
+		t.Fatalf("Migrate: %v", err)
+	}
+	return &bundle{db: db, store: s, schema: cfg.Schema}
+}
+
+// testCtx returns a context ended at the test's end or after a minute.
+func testCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func placed(id string, amount int) eventstore.Event {
+	return eventstore.Event{Data: OrderPlaced{OrderID: id, Amount: amount}}
+}
+
+func items(n int) []eventstore.Event {
+	out := make([]eventstore.Event, n)
+	for i := range out {
+		out[i] = eventstore.Event{Data: ItemAdded{SKU: "sku", N: i}}
+	}
+	return out
+}
+
+// countRows counts the events table's rows of streamID.
+func (b *bundle) countRows(t *testing.T, streamID string) int {
+	t.Helper()
+	var n int
+	if err := b.db.GetContext(testCtx(t), &n, `SELECT count(*) FROM `+b.store.QualifiedEventsTable()+` WHERE stream_id = $1`, streamID); err != nil {
+		t.Fatalf("count rows: %v", err)
+	}
+	return n
+}
+
+// readStream collects a stream.
+func (b *bundle) readStream(t *testing.T, streamID string, from int64) []eventstore.Record {
+	t.Helper()
+	var out []eventstore.Record
+	for r, err := range b.store.ReadStream(testCtx(t), streamID, from) {
+		if err != nil {
+			t.Fatalf("ReadStream(%s, %d): %v", streamID, from, err)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// drainFeed reads the feed after p until ReadAll returns nothing.
+func (b *bundle) drainFeed(t *testing.T, p eventstore.Position, page int) []eventstore.Record {
+	t.Helper()
+	var out []eventstore.Record
+	for {
+		recs, err := b.store.ReadAll(testCtx(t), p, page)
+		if err != nil {
+			t.Fatalf("ReadAll: %v", err)
+		}
+		if len(recs) == 0 {
+			return out
+		}
+		out = append(out, recs...)
+		p = recs[len(recs)-1].Position
+	}
+}
+
+// waitFor polls cond until it is true or the deadline passes.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
