@@ -1,0 +1,102 @@
+package order
+
+import "github.com/esox-go/esox/eventstore"
+
+// Category is the stream category of orders: order 42 lives in stream
+// "order-42".
+const Category = "order"
+
+// Event type names, as stored in the events table and sent to brokers.
+const (
+	TypeOrderPlaced     = "ordering.order_placed"
+	TypeLineAdded       = "ordering.line_added"
+	TypeLineRemoved     = "ordering.line_removed"
+	TypeDiscountApplied = "ordering.discount_applied"
+	TypeOrderPaid       = "ordering.order_paid"
+	TypeOrderShipped    = "ordering.order_shipped"
+	TypeOrderCancelled  = "ordering.order_cancelled"
+)
+
+// Line is one line of an order.
+type Line struct {
+	SKU            string `json:"sku"`
+	Quantity       int64  `json:"quantity"`
+	UnitPriceCents int64  `json:"unit_price_cents"`
+}
+
+// AmountCents returns quantity × unit price.
+func (l Line) AmountCents() int64 { return l.Quantity * l.UnitPriceCents }
+
+// OrderPlaced starts an order's stream.
+type OrderPlaced struct {
+	OrderID    string `json:"order_id"`
+	CustomerID string `json:"customer_id"`
+	Currency   string `json:"currency"`
+	Lines      []Line `json:"lines"`
+}
+
+// LineAdded adds a line for a SKU the order did not have.
+type LineAdded struct {
+	OrderID string `json:"order_id"`
+	Line    Line   `json:"line"`
+}
+
+// LineRemoved removes the line of a SKU.
+type LineRemoved struct {
+	OrderID string `json:"order_id"`
+	SKU     string `json:"sku"`
+}
+
+// DiscountApplied takes Percent percent off the order's subtotal.
+type DiscountApplied struct {
+	OrderID string `json:"order_id"`
+	Percent int64  `json:"percent"`
+}
+
+// OrderPaid records a payment of the order's total. It carries what a
+// downstream consumer (shipping, billing) needs without reading the order.
+type OrderPaid struct {
+	OrderID     string `json:"order_id"`
+	CustomerID  string `json:"customer_id"`
+	Currency    string `json:"currency"`
+	AmountCents int64  `json:"amount_cents"`
+}
+
+// OrderShipped records that the order left the warehouse.
+type OrderShipped struct {
+	OrderID string `json:"order_id"`
+}
+
+// OrderCancelled closes the order for good.
+type OrderCancelled struct {
+	OrderID string `json:"order_id"`
+	Reason  string `json:"reason"`
+}
+
+// Register registers the order events in r under their Type… names. It
+// returns the registry's error when a name is taken by another type.
+func Register(r *eventstore.Registry) error {
+	for _, f := range []func(*eventstore.Registry) error{
+		func(r *eventstore.Registry) error { return eventstore.Register[OrderPlaced](r, TypeOrderPlaced) },
+		func(r *eventstore.Registry) error { return eventstore.Register[LineAdded](r, TypeLineAdded) },
+		func(r *eventstore.Registry) error { return eventstore.Register[LineRemoved](r, TypeLineRemoved) },
+		func(r *eventstore.Registry) error { return eventstore.Register[DiscountApplied](r, TypeDiscountApplied) },
+		func(r *eventstore.Registry) error { return eventstore.Register[OrderPaid](r, TypeOrderPaid) },
+		func(r *eventstore.Registry) error { return eventstore.Register[OrderShipped](r, TypeOrderShipped) },
+		func(r *eventstore.Registry) error { return eventstore.Register[OrderCancelled](r, TypeOrderCancelled) },
+	} {
+		if err := f(r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// NewRegistry returns a registry holding the order events.
+func NewRegistry() *eventstore.Registry {
+	r := eventstore.NewRegistry()
+	if err := Register(r); err != nil {
+		panic(err) // cannot happen on a fresh registry
+	}
+	return r
+}
