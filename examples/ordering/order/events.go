@@ -80,7 +80,9 @@ func Register(r *eventstore.Registry) error {
 		func(r *eventstore.Registry) error { return eventstore.Register[OrderPlaced](r, TypeOrderPlaced) },
 		func(r *eventstore.Registry) error { return eventstore.Register[LineAdded](r, TypeLineAdded) },
 		func(r *eventstore.Registry) error { return eventstore.Register[LineRemoved](r, TypeLineRemoved) },
-		func(r *eventstore.Registry) error { return eventstore.Register[DiscountApplied](r, TypeDiscountApplied) },
+		func(r *eventstore.Registry) error {
+			return eventstore.Register[DiscountApplied](r, TypeDiscountApplied)
+		},
 		func(r *eventstore.Registry) error { return eventstore.Register[OrderPaid](r, TypeOrderPaid) },
 		func(r *eventstore.Registry) error { return eventstore.Register[OrderShipped](r, TypeOrderShipped) },
 		func(r *eventstore.Registry) error { return eventstore.Register[OrderCancelled](r, TypeOrderCancelled) },
