@@ -241,25 +241,30 @@ func (s *Store) StreamInfo(ctx context.Context, streamID string) (eventstore.Str
 }
 
 // SaveSnapshot stores a copy of snap as the latest snapshot of
-// snap.StreamID, replacing any earlier one, and sets its RecordedAt.
+// snap.StreamID and sets its RecordedAt. It replaces a saved snapshot of the
+// same or an older version; a snapshot older than the saved one is ignored,
+// so racing savers cannot move a stream's snapshot back.
 //
 // Errors: an *eventstore.InvalidStreamIDError; an
-// *eventstore.InvalidArgumentError for a negative Version; a
-// *eventstore.PayloadError when Payload is not valid JSON or contains a
-// \u0000 escape in a string; an error wrapping ctx.Err() when ctx is already
-// done.
+// *eventstore.InvalidArgumentError for a Version below 1, an empty Type, or a
+// Payload that is not valid JSON; an error wrapping ctx.Err() when ctx is
+// already done. Like PostgreSQL, which keeps snapshot payloads byte for byte,
+// it accepts the escape \u0000 in a snapshot.
 func (s *Store) SaveSnapshot(ctx context.Context, snap eventstore.Snapshot) error {
 	if err := eventstore.ValidateStreamID(snap.StreamID); err != nil {
 		return fmt.Errorf("memory: save snapshot: %w", err)
 	}
-	if snap.Version < 0 {
-		return fmt.Errorf("memory: save snapshot: %w", &eventstore.InvalidArgumentError{Field: "version", Reason: fmt.Sprintf("must not be negative, got %d", snap.Version)})
+	var invalid *eventstore.InvalidArgumentError
+	switch {
+	case snap.Version < 1:
+		invalid = &eventstore.InvalidArgumentError{Field: "snapshot version", Reason: fmt.Sprintf("must be at least 1, got %d", snap.Version)}
+	case snap.Type == "":
+		invalid = &eventstore.InvalidArgumentError{Field: "snapshot type", Reason: "must not be empty"}
+	case !json.Valid(snap.Payload):
+		invalid = &eventstore.InvalidArgumentError{Field: "snapshot payload", Reason: "must be valid JSON"}
 	}
-	if !json.Valid(snap.Payload) {
-		return fmt.Errorf("memory: save snapshot: %w", &eventstore.PayloadError{Type: snap.Type, Op: "encode", Err: errors.New("payload is not valid JSON")})
-	}
-	if err := checkNUL(snap.Payload); err != nil {
-		return fmt.Errorf("memory: save snapshot: %w", &eventstore.PayloadError{Type: snap.Type, Op: "encode", Err: err})
+	if invalid != nil {
+		return fmt.Errorf("memory: save snapshot: %w", invalid)
 	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("memory: save snapshot: %w", err)
@@ -267,7 +272,9 @@ func (s *Store) SaveSnapshot(ctx context.Context, snap eventstore.Snapshot) erro
 	snap.Payload = bytes.Clone(snap.Payload)
 	snap.RecordedAt = time.Now().UTC().Truncate(time.Microsecond)
 	s.mu.Lock()
-	s.snapshots[snap.StreamID] = snap
+	if prev, ok := s.snapshots[snap.StreamID]; !ok || prev.Version <= snap.Version {
+		s.snapshots[snap.StreamID] = snap
+	}
 	s.mu.Unlock()
 	return nil
 }

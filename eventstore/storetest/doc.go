@@ -39,8 +39,8 @@
 //
 //   - An event ID that is already stored, or repeated within one append, is
 //     refused with an error matching eventstore.ErrInvalidArgument (an
-//     *eventstore.InvalidArgumentError with Field "event_id"), and nothing of
-//     the append is written. PostgreSQL reports it as a unique violation on
+//     *eventstore.InvalidArgumentError), never with ErrConcurrencyConflict
+//     since retrying cannot succeed, and nothing of the append is written. PostgreSQL reports it as a unique violation on
 //     event_id, which the store translates.
 //   - A payload whose JSON contains a string with U+0000 (the escape
 //     \u0000, which jsonb refuses) is an *eventstore.PayloadError
@@ -48,8 +48,10 @@
 //     `\u0000` (an escaped backslash) is fine and round-trips. Metadata
 //     containing NUL is refused with an error matching
 //     eventstore.ErrInvalidArgument or eventstore.ErrMalformedPayload.
-//   - SaveSnapshot refuses a payload that is not valid JSON, or holds
-//     U+0000 in a string, with an error matching eventstore.ErrMalformedPayload.
+//   - SaveSnapshot keeps the snapshot of the highest version: an older one
+//     is ignored, one of the same version replaces it. It refuses a Version
+//     below 1, an empty Type, and a Payload that is not valid JSON, with an
+//     error matching eventstore.ErrInvalidArgument.
 //   - Stream IDs are validated on every call that takes one: ReadStream
 //     yields, and StreamInfo, SaveSnapshot and LoadSnapshot return, an error
 //     matching eventstore.ErrInvalidStreamID.

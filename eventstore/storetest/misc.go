@@ -74,16 +74,15 @@ func testStreamInfo(t *testing.T, b *bundle) {
 	}
 }
 
-// testSnapshots saves and loads snapshots: not found before the first save,
-// the latest after each save, per stream; bad input refused.
+// testSnapshots saves and loads snapshots: not found before the first save;
+// the latest after each save, per stream; an older snapshot does not replace
+// a newer one; bad input refused with ErrInvalidArgument, changing nothing.
 func testSnapshots(t *testing.T, b *bundle) {
 	_, err := b.store.LoadSnapshot(b.ctx, "snap-1")
 	wantErr(t, "LoadSnapshot before any save", err, eventstore.ErrSnapshotNotFound)
 
 	first := eventstore.Snapshot{StreamID: "snap-1", Version: 3, Type: "order.v1", Payload: []byte(`{"status": "open", "lines": [1, 2], "total": 12.5}`)}
-	if err := b.store.SaveSnapshot(b.ctx, first); err != nil {
-		t.Fatalf("SaveSnapshot: %v", err)
-	}
+	b.saveSnapshot(t, first)
 	got := b.loadSnapshot(t, "snap-1")
 	wantSnapshot(t, got, first)
 	if got.RecordedAt.IsZero() {
@@ -91,21 +90,53 @@ func testSnapshots(t *testing.T, b *bundle) {
 	}
 
 	latest := eventstore.Snapshot{StreamID: "snap-1", Version: 7, Type: "order.v2", Payload: []byte(`{"status":"paid"}`)}
-	if err := b.store.SaveSnapshot(b.ctx, latest); err != nil {
-		t.Fatalf("SaveSnapshot: %v", err)
-	}
+	b.saveSnapshot(t, latest)
+	wantSnapshot(t, b.loadSnapshot(t, "snap-1"), latest)
+
+	// A slower saver's older snapshot does not move the stream back.
+	b.saveSnapshot(t, eventstore.Snapshot{StreamID: "snap-1", Version: 5, Type: "order.v2", Payload: []byte(`{"status":"stale"}`)})
+	wantSnapshot(t, b.loadSnapshot(t, "snap-1"), latest)
+	// One of the same version replaces it (a changed snapshot Type, say).
+	latest = eventstore.Snapshot{StreamID: "snap-1", Version: 7, Type: "order.v3", Payload: []byte(`{"status":"paid","v":3}`)}
+	b.saveSnapshot(t, latest)
 	wantSnapshot(t, b.loadSnapshot(t, "snap-1"), latest)
 
 	_, err = b.store.LoadSnapshot(b.ctx, "snap-2")
 	wantErr(t, "LoadSnapshot of a stream without one", err, eventstore.ErrSnapshotNotFound)
 
-	for _, payload := range []string{``, `{"a":`, `not json`} {
-		err := b.store.SaveSnapshot(b.ctx, eventstore.Snapshot{StreamID: "snap-1", Version: 9, Type: "order.v2", Payload: []byte(payload)})
-		wantErr(t, fmt.Sprintf("SaveSnapshot with payload %q", payload), err, eventstore.ErrMalformedPayload)
+	bad := map[string]eventstore.Snapshot{
+		"empty payload":     {Payload: []byte(``)},
+		"truncated payload": {Payload: []byte(`{"a":`)},
+		"non-JSON payload":  {Payload: []byte(`not json`)},
+		"version 0":         {Version: 0},
+		"version -1":        {Version: -1},
+		"empty type":        {Type: ""},
 	}
-	err = b.store.SaveSnapshot(b.ctx, eventstore.Snapshot{StreamID: "snap-1", Version: 9, Type: "order.v2", Payload: []byte(`{"s":"a\u0000b"}`)})
-	wantErr(t, `SaveSnapshot with a \u0000 in a string`, err, eventstore.ErrMalformedPayload)
+	for _, name := range slices.Sorted(maps.Keys(bad)) {
+		s := eventstore.Snapshot{StreamID: "snap-1", Version: 9, Type: "order.v4", Payload: []byte(`{}`)}
+		switch d := bad[name]; {
+		case d.Payload != nil:
+			s.Payload = d.Payload
+		case strings.HasPrefix(name, "version"):
+			s.Version = d.Version
+		default:
+			s.Type = d.Type
+		}
+		wantErr(t, "SaveSnapshot with "+name, b.store.SaveSnapshot(b.ctx, s), eventstore.ErrInvalidArgument)
+	}
 	wantSnapshot(t, b.loadSnapshot(t, "snap-1"), latest)
+	// A stream with only refused snapshots still has none.
+	err = b.store.SaveSnapshot(b.ctx, eventstore.Snapshot{StreamID: "snap-3", Version: 1, Type: "t", Payload: []byte(`{"a":`)})
+	wantErr(t, "SaveSnapshot with a truncated payload", err, eventstore.ErrInvalidArgument)
+	_, err = b.store.LoadSnapshot(b.ctx, "snap-3")
+	wantErr(t, "LoadSnapshot after a refused save", err, eventstore.ErrSnapshotNotFound)
+}
+
+func (b *bundle) saveSnapshot(t *testing.T, s eventstore.Snapshot) {
+	t.Helper()
+	if err := b.store.SaveSnapshot(b.ctx, s); err != nil {
+		t.Fatalf("SaveSnapshot(%q v%d): %v", s.StreamID, s.Version, err)
+	}
 }
 
 func (b *bundle) loadSnapshot(t *testing.T, streamID string) eventstore.Snapshot {
