@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/esox-go/esox/eventstore"
@@ -291,4 +292,51 @@ func TestSuiteCatchesMutants(t *testing.T) {
 			})
 		}
 	}
+}
+
+// laggingStore is a correct store whose feed lags like PostgreSQL's while
+// another transaction holds back the snapshot xmin: ReadAll shows only
+// records up to a horizon that catches up with the head every third call.
+type laggingStore struct {
+	*memory.Store
+	mu      sync.Mutex
+	calls   int
+	horizon eventstore.Position
+}
+
+func (l *laggingStore) ReadAll(ctx context.Context, after eventstore.Position, limit int) ([]eventstore.Record, error) {
+	l.mu.Lock()
+	l.calls++
+	if l.calls%3 == 0 {
+		for {
+			page, err := l.Store.ReadAll(ctx, l.horizon, eventstore.MaxReadAllLimit)
+			if err != nil || len(page) == 0 {
+				break
+			}
+			l.horizon = page[len(page)-1].Position
+		}
+	}
+	horizon := l.horizon
+	l.mu.Unlock()
+	recs, err := l.Store.ReadAll(ctx, after, limit)
+	if err != nil {
+		return nil, err
+	}
+	n := 0
+	for n < len(recs) && !horizon.Less(recs[n].Position) {
+		n++
+	}
+	return recs[:n], nil
+}
+
+// TestSuiteToleratesFeedLag runs the whole suite against a correct store
+// whose feed shows appended events only after a few reads: the suite must
+// wait for visibility rather than expect it at once.
+func TestSuiteToleratesFeedLag(t *testing.T) {
+	if os.Getenv(mutantEnv) != "" {
+		t.Skip("child process")
+	}
+	storetest.Run(t, func(t *testing.T, reg *eventstore.Registry) eventstore.Store {
+		return &laggingStore{Store: memory.New(reg)}
+	})
 }
