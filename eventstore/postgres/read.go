@@ -108,10 +108,17 @@ func (s *Store) ReadStream(ctx context.Context, streamID string, from int64) ite
 				yield(eventstore.Record{}, fmt.Errorf("eventstore/postgres: read stream: %w", err))
 				return
 			}
-			rows, err := queryRows(ctx, st, false, page, streamID, from, page)
+			// One row more than a page tells whether another page follows,
+			// without a last query that returns nothing.
+			rows, err := queryRows(ctx, st, false, page+1, streamID, from, page+1)
 			if err != nil {
 				yield(eventstore.Record{}, translate(ctx, "read stream", err))
 				return
+			}
+			more := len(rows) > page
+			if more {
+				from = rows[page].version
+				rows = rows[:page]
 			}
 			for _, r := range rows {
 				r.streamID = streamID
@@ -124,10 +131,9 @@ func (s *Store) ReadStream(ctx context.Context, streamID string, from int64) ite
 					return
 				}
 			}
-			if len(rows) < page {
+			if !more {
 				return
 			}
-			from = rows[len(rows)-1].version + 1
 		}
 	}
 }
