@@ -100,8 +100,10 @@ func testConcurrentAppendRace(t *testing.T, b *bundle) {
 		errs   []error
 	)
 	var wg sync.WaitGroup
+	start := make(chan struct{}) // released at once, so the writers collide
 	for w := range writers {
 		wg.Go(func() {
+			<-start
 			for v := range versions {
 				id, err := uuid.NewV7()
 				if err != nil {
@@ -136,6 +138,7 @@ func testConcurrentAppendRace(t *testing.T, b *bundle) {
 			}
 		})
 	}
+	close(start)
 	wg.Wait()
 	for _, err := range errs {
 		t.Error(err)

@@ -8,11 +8,11 @@ import (
 	"maps"
 	"os"
 	"os/exec"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/memory"
@@ -99,9 +99,9 @@ var mutants = map[string]struct {
 			if !exp.Matches(info.Version) {
 				return eventstore.AppendResult{}, &eventstore.ConcurrencyError{StreamID: id, Expected: exp, Actual: info.Version}
 			}
-			for range 3 {
-				runtime.Gosched()
-			}
+			// The window a slow database round trip would open between
+			// the check and the write.
+			time.Sleep(time.Millisecond)
 			return s.Append(ctx, id, eventstore.Any, events)
 		}
 	}},
