@@ -25,7 +25,7 @@ type Cluster struct {
 	URL string
 
 	dir, data, logFile, bin, opts string
-	runAs                   []string // prefix that runs a command as the postgres user
+	runAs                         []string // prefix that runs a command as the postgres user
 }
 
 // findPGBin returns the directory holding initdb and pg_ctl: the newest
