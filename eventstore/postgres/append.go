@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 
@@ -229,7 +230,7 @@ func result(streamID string, recs []eventstore.Record) eventstore.AppendResult {
 		FirstVersion: recs[0].StreamVersion,
 		LastVersion:  recs[len(recs)-1].StreamVersion,
 		LastPosition: recs[len(recs)-1].Position,
-		EventIDs:     make([]uuidT, len(recs)),
+		EventIDs:     make([]uuid.UUID, len(recs)),
 	}
 	for i, r := range recs {
 		res.EventIDs[i] = r.ID

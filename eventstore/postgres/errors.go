@@ -6,11 +6,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-
-	"github.com/google/uuid"
 )
-
-type uuidT = uuid.UUID
 
 // SQLSTATE codes the store translates.
 const (

@@ -53,9 +53,12 @@ type MigrateResult struct {
 
 // Migration identifies one migration file.
 type Migration struct {
+	// Component is the MigrationParams.Component it belongs to.
 	Component string
-	Version   int
-	Name      string
+	// Version is the file's number, NNN in NNN_name.up.sql.
+	Version int
+	// Name is the file's name part, name in NNN_name.up.sql.
+	Name string
 }
 
 var migrationName = regexp.MustCompile(`^([0-9]+)_([A-Za-z0-9_]+)\.up\.sql$`)

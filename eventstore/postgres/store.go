@@ -43,6 +43,12 @@ var _ eventstore.Store = (*Store)(nil)
 // "snapshots"). New does not touch the database; call Migrate before the
 // first append.
 //
+// The store prepares its statements on each pooled connection the first time
+// it uses it there. database/sql keeps only 2 idle connections by default;
+// with more concurrent appenders, raise db.SetMaxIdleConns to about the
+// number of concurrent callers so connections, and their prepared
+// statements, are reused rather than reopened.
+//
 // It returns an error matching eventstore.ErrInvalidArgument for a nil db or
 // reg or an invalid cfg; the message names the bad field.
 func New(db *sqlx.DB, reg *eventstore.Registry, cfg Config) (*Store, error) {
