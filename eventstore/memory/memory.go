@@ -71,7 +71,8 @@ func (s *Store) Registry() *eventstore.Registry { return s.reg }
 // metadata containing NUL (PostgreSQL's jsonb refuses both); an
 // *eventstore.InvalidArgumentError (ErrInvalidArgument) with Field "event_id"
 // when an event ID is already stored or repeated within events; a
-// *eventstore.ConcurrencyError on a version mismatch. Nothing is written in
+// *eventstore.ConcurrencyError on a version mismatch, which takes precedence
+// over a duplicate event ID as it does in PostgreSQL. Nothing is written in
 // any error case.
 func (s *Store) Append(ctx context.Context, streamID string, expected eventstore.ExpectedVersion, events []eventstore.Event) (eventstore.AppendResult, error) {
 	if err := ctx.Err(); err != nil {
@@ -81,7 +82,6 @@ func (s *Store) Append(ctx context.Context, streamID string, expected eventstore
 	if err != nil {
 		return eventstore.AppendResult{}, fmt.Errorf("memory: append: %w", err)
 	}
-	seen := make(map[uuid.UUID]struct{}, len(enc))
 	for i, e := range enc {
 		if err := checkNUL(e.Payload); err != nil {
 			return eventstore.AppendResult{}, fmt.Errorf("memory: append: event %d: %w", i, &eventstore.PayloadError{Type: e.Type, Op: "encode", Err: err})
@@ -89,23 +89,25 @@ func (s *Store) Append(ctx context.Context, streamID string, expected eventstore
 		if metadataHasNUL(e.Meta) {
 			return eventstore.AppendResult{}, fmt.Errorf("memory: append: event %d: %w", i, &eventstore.InvalidArgumentError{Field: "metadata", Reason: "must not contain NUL characters"})
 		}
-		if _, dup := seen[e.ID]; dup {
-			return eventstore.AppendResult{}, fmt.Errorf("memory: append: event %d: %w", i, duplicateID(e.ID))
-		}
-		seen[e.ID] = struct{}{}
 	}
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for i, e := range enc {
-		if _, dup := s.eventIDs[e.ID]; dup {
-			return eventstore.AppendResult{}, fmt.Errorf("memory: append: event %d: %w", i, duplicateID(e.ID))
-		}
-	}
 	idx := s.streams[streamID]
 	current := int64(len(idx))
 	if !expected.Matches(current) {
 		return eventstore.AppendResult{}, fmt.Errorf("memory: append: %w", &eventstore.ConcurrencyError{StreamID: streamID, Expected: expected, Actual: current})
+	}
+	// Like PostgreSQL's unique index, checked only for an append that would
+	// otherwise be written: a version conflict takes precedence.
+	seen := make(map[uuid.UUID]struct{}, len(enc))
+	for i, e := range enc {
+		_, stored := s.eventIDs[e.ID]
+		_, repeated := seen[e.ID]
+		if stored || repeated {
+			return eventstore.AppendResult{}, fmt.Errorf("memory: append: event %d: %w", i, duplicateID(e.ID))
+		}
+		seen[e.ID] = struct{}{}
 	}
 	s.lastTx++
 	now := time.Now().UTC().Truncate(time.Microsecond) // PostgreSQL's timestamptz precision
