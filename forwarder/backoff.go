@@ -1,0 +1,75 @@
+package forwarder
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+)
+
+// pollBackoff is the watermill-sql BackoffManager of a leading Forwarder. The
+// Subscriber calls HandleError after every poll, from its one consume
+// goroutine.
+//
+// After an empty poll it blocks until the store signals an append made
+// through it, PollInterval passes or the leadership ends, and returns 0: so
+// an append in this process reaches the broker at once, others within one
+// PollInterval. After a failed query it backs off exponentially. A
+// *MalformedRowError is fatal: it is handed to the Forwarder, which stops.
+type pollBackoff struct {
+	ctx   context.Context
+	wake  <-chan struct{}
+	poll  time.Duration
+	retry time.Duration
+	max   time.Duration
+	log   *slog.Logger
+
+	failures int
+	fatalCh  chan error
+}
+
+// fatal returns the channel that receives a fatal query error, once.
+func (b *pollBackoff) fatal() <-chan error {
+	if b.fatalCh == nil {
+		b.fatalCh = make(chan error, 1)
+	}
+	return b.fatalCh
+}
+
+// HandleError implements wsql.BackoffManager.
+func (b *pollBackoff) HandleError(_ watermill.LoggerAdapter, noMsg bool, err error) time.Duration {
+	if err != nil {
+		if b.ctx.Err() != nil {
+			return 0 // stopping: the Subscriber sees ctx done next
+		}
+		var bad *MalformedRowError
+		if errors.As(err, &bad) {
+			select {
+			case b.fatalCh <- bad:
+			default:
+			}
+			return b.max
+		}
+		wait := b.retry << min(b.failures, 30)
+		if wait <= 0 || wait > b.max {
+			wait = b.max
+		}
+		b.failures++
+		b.log.WarnContext(b.ctx, "reading the events table failed; retrying", "error", err, "retry_in", wait, "failures", b.failures)
+		return wait
+	}
+	b.failures = 0
+	if !noMsg {
+		return 0
+	}
+	t := time.NewTimer(b.poll)
+	defer t.Stop()
+	select {
+	case <-b.ctx.Done():
+	case <-b.wake:
+	case <-t.C:
+	}
+	return 0
+}

@@ -1,0 +1,469 @@
+package forwarder
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
+
+	"github.com/esox-go/esox/eventstore"
+)
+
+// consume reads msgs in a goroutine until the channel closes, acking each
+// and adding it to c; cleanup waits for the goroutine.
+func consume(t *testing.T, topic string, msgs <-chan *message.Message, c *collector, cancel func()) {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for m := range msgs {
+			c.add(deliveryOf(topic, m))
+			m.Ack()
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+	})
+}
+
+// deliveryScenario is the delivery test every publisher runs: it appends
+// events across several streams, runs a forwarder until about a third has
+// arrived, stops it, appends more, runs a fresh forwarder (as after a crash
+// or a deploy), and checks that every event arrived at least once and per
+// stream first deliveries are in version order.
+func deliveryScenario(t *testing.T, b *bundle, pub message.Publisher, got *collector, category string, cfg Config) {
+	t.Helper()
+	const perStream, m = 60, 5
+	streams := streamsOf(category, m)
+	want := b.appendSpread(t, streams, perStream/2)
+
+	f1 := newForwarder(t, b, pub, cfg)
+	stop, _, _ := runForwarder(t, f1)
+	waitFor(t, 60*time.Second, "a third of the events", func() bool { return got.distinct() >= perStream*m/3 })
+	if err := stop(); err != nil {
+		t.Fatalf("first Run: %v", err)
+	}
+	t.Logf("first forwarder published %d events before it was stopped", f1.Stats().Published)
+
+	more := b.appendSpread(t, streams, perStream/2)
+	for s, ids := range more {
+		want[s] = append(want[s], ids...)
+	}
+	f2 := newForwarder(t, b, pub, cfg)
+	runForwarder(t, f2)
+	waitFor(t, 60*time.Second, "every event", func() bool { return got.distinct() >= perStream*m })
+	checkDelivered(t, got.all(), want)
+	if n := got.len(); n > perStream*m {
+		t.Logf("%d duplicates (at-least-once)", n-perStream*m)
+	}
+}
+
+func TestDeliveryGoChannel(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	// GoChannel delivers each message from its own goroutine: only
+	// BlockPublishUntilSubscriberAck keeps the publish order.
+	gc := gochannel.NewGoChannel(gochannel.Config{BlockPublishUntilSubscriberAck: true}, nil)
+	t.Cleanup(func() { _ = gc.Close() })
+	category := randomCategory("gc")
+	ctx, cancel := context.WithCancel(context.Background())
+	msgs, err := gc.Subscribe(ctx, category)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got collector
+	consume(t, category, msgs, &got, cancel)
+	deliveryScenario(t, b, gc, &got, category, Config{BatchSize: 7})
+}
+
+func TestMetadataFlattening(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := eventstore.WithMetadata(testCtx(t), eventstore.Metadata{
+		CorrelationID: "corr-1", CausationID: "cause-1", Actor: "alice",
+		Extra: map[string]string{"tenant": "acme", MetadataStreamID: "user-value-must-lose"},
+	})
+	res, err := b.store.Append(ctx, "order-42", eventstore.NoStream, []eventstore.Event{{Data: itemAdded{N: 7}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := &recordingPublisher{}
+	runForwarder(t, newForwarder(t, b, pub, Config{}))
+	waitFor(t, 10*time.Second, "the event", func() bool { return pub.len() == 1 })
+	d := pub.all()[0]
+
+	if d.Topic != "order" {
+		t.Errorf("topic = %q, want the category %q", d.Topic, "order")
+	}
+	if d.UUID != res.EventIDs[0].String() {
+		t.Errorf("UUID = %s, want the event ID %s", d.UUID, res.EventIDs[0])
+	}
+	if string(d.Payload) != `{"n": 7}` && string(d.Payload) != `{"n":7}` {
+		t.Errorf("payload = %s", d.Payload)
+	}
+	want := map[string]string{
+		MetadataStreamID: "order-42", MetadataStreamVersion: "1", MetadataEventType: "item_added",
+		MetadataPosition:      fmt.Sprint(res.LastPosition.Position),
+		MetadataTransactionID: fmt.Sprint(res.LastPosition.TransactionID),
+		MetadataCorrelationID: "corr-1", MetadataCausationID: "cause-1", eventstore.MetadataActor: "alice",
+		"tenant": "acme",
+	}
+	for k, v := range want {
+		if got := d.Metadata.Get(k); got != v {
+			t.Errorf("metadata[%q] = %q, want %q", k, got, v)
+		}
+	}
+	if _, err := time.Parse(time.RFC3339Nano, d.Metadata.Get(MetadataRecordedAt)); err != nil {
+		t.Errorf("recorded_at: %v", err)
+	}
+	if len(d.Metadata) != len(want)+1 {
+		t.Errorf("metadata has %d keys, want %d: %v", len(d.Metadata), len(want)+1, d.Metadata)
+	}
+
+	// RecordFromMessage is the inverse, for consumers.
+	msg := message.NewMessage(d.UUID, d.Payload)
+	msg.Metadata = d.Metadata
+	rec, err := RecordFromMessage(msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.ID != res.EventIDs[0] || rec.StreamID != "order-42" || rec.StreamVersion != 1 || rec.Type != "item_added" ||
+		rec.Position != res.LastPosition || rec.Metadata.CorrelationID != "corr-1" || rec.Metadata.Extra["tenant"] != "acme" {
+		t.Errorf("RecordFromMessage = %+v", rec)
+	}
+	if _, ok := rec.Metadata.Extra[MetadataStreamID]; ok {
+		t.Errorf("record fields leaked into user metadata: %v", rec.Metadata.Extra)
+	}
+	delete(msg.Metadata, MetadataPosition)
+	if _, err := RecordFromMessage(msg); !errors.Is(err, eventstore.ErrInvalidArgument) {
+		t.Errorf("RecordFromMessage without position: %v, want ErrInvalidArgument", err)
+	}
+}
+
+// TestFiltersAdvanceOffset: events the filters leave out are not published,
+// and the offset still moves past them.
+func TestFiltersAdvanceOffset(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	want := b.appendSpread(t, []string{"order-1", "invoice-1", "order-2"}, 5)
+	pub := &recordingPublisher{}
+	f := newForwarder(t, b, pub, Config{Categories: []string{"order"}, BatchSize: 4})
+	runForwarder(t, f)
+	head, err := b.store.Head(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the offset to reach the head", func() bool {
+		off, err := f.Offset(testCtx(t))
+		return err == nil && off == head
+	})
+	delete(want, "invoice-1")
+	checkDelivered(t, pub.all(), want)
+	if n := pub.len(); n != 10 {
+		t.Errorf("published %d, want 10", n)
+	}
+	if st := f.Stats(); st.Filtered != 5 || st.Published != 10 {
+		t.Errorf("Stats = %+v, want Filtered 5, Published 10", st)
+	}
+
+	// EventTypes: none match, nothing is published, the offset still moves.
+	b2 := setup(t)
+	b2.appendSpread(t, []string{"order-1"}, 3)
+	pub2 := &recordingPublisher{}
+	f2 := newForwarder(t, b2, pub2, Config{EventTypes: []string{"other_type"}})
+	runForwarder(t, f2)
+	head2, _ := b2.store.Head(testCtx(t))
+	waitFor(t, 10*time.Second, "the offset to reach the head", func() bool {
+		off, err := f2.Offset(testCtx(t))
+		return err == nil && off == head2
+	})
+	if pub2.len() != 0 {
+		t.Errorf("published %d events of a filtered-out type", pub2.len())
+	}
+}
+
+// TestPublishErrorsNeverSkip: a publisher that fails often still gets every
+// event, in order, and a failed event is retried, not skipped.
+func TestPublishErrorsNeverSkip(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	want := b.appendSpread(t, streamsOf("order", 3), 10)
+	var calls atomic.Int64
+	failures := map[string]int{}
+	var mu sync.Mutex
+	pub := &recordingPublisher{before: func(topic string, msg *message.Message) error {
+		n := calls.Add(1)
+		if n%3 != 0 { // two failures out of three calls
+			mu.Lock()
+			failures[msg.UUID]++
+			mu.Unlock()
+			return errors.New("broker says no")
+		}
+		return nil
+	}}
+	f := newForwarder(t, b, pub, Config{RetryInterval: time.Millisecond, RetryMaxInterval: 2 * time.Millisecond})
+	runForwarder(t, f)
+	waitFor(t, 30*time.Second, "every event", func() bool { return pub.distinct() == 30 })
+	got := pub.all()
+	checkDelivered(t, got, want)
+	if len(got) != 30 {
+		t.Errorf("%d publishes succeeded, want exactly 30 (one per event: failed ones are retried, never re-sent after success)", len(got))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(failures) != 30 {
+		t.Errorf("%d events saw a failure, want all 30", len(failures))
+	}
+}
+
+func TestPoisonStop(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.appendSpread(t, []string{"order-1"}, 3)
+	bad, err := b.store.Append(testCtx(t), "bad-1", eventstore.Any, []eventstore.Event{{Data: itemAdded{}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.appendSpread(t, []string{"order-2"}, 3)
+
+	pub := &recordingPublisher{}
+	topicErr := errors.New("no topic for category bad")
+	f := newForwarder(t, b, pub, Config{Topic: func(rec eventstore.Record) (string, error) {
+		if eventstore.Category(rec.StreamID) == "bad" {
+			return "", topicErr
+		}
+		return TopicByCategory(rec)
+	}})
+	_, done, errp := runForwarder(t, f)
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not stop on the poison event")
+	}
+	runErr := *errp
+	var perr *PoisonError
+	if !errors.Is(runErr, ErrPoison) || !errors.As(runErr, &perr) || !errors.Is(runErr, topicErr) {
+		t.Fatalf("Run = %v, want a *PoisonError wrapping the topic error", runErr)
+	}
+	if perr.EventID != bad.EventIDs[0].String() || perr.StreamID != "bad-1" {
+		t.Errorf("PoisonError = %+v", perr)
+	}
+	if pub.len() != 3 {
+		t.Errorf("published %d, want the 3 events before the poison one", pub.len())
+	}
+	off, err := f.Offset(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !off.Less(bad.LastPosition) {
+		t.Errorf("offset %s moved past the poison event at %s", off, bad.LastPosition)
+	}
+}
+
+func TestPoisonDeadLetter(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	want := b.appendSpread(t, []string{"order-1"}, 2)
+	bad, err := b.store.Append(testCtx(t), "bad-1", eventstore.Any, []eventstore.Event{{Data: itemAdded{}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	more := b.appendSpread(t, []string{"order-1"}, 2)
+	want["order-1"] = append(want["order-1"], more["order-1"]...)
+
+	pub := &recordingPublisher{}
+	f := newForwarder(t, b, pub, Config{OnPoison: PoisonDeadLetter, DeadLetterTopic: "dead", Topic: func(rec eventstore.Record) (string, error) {
+		if eventstore.Category(rec.StreamID) == "bad" {
+			return "", errors.New("unroutable")
+		}
+		return TopicByCategory(rec)
+	}})
+	runForwarder(t, f)
+	waitFor(t, 10*time.Second, "every event", func() bool { return pub.len() == 5 })
+	var dead []delivery
+	var ok []delivery
+	for _, d := range pub.all() {
+		if d.Topic == "dead" {
+			dead = append(dead, d)
+		} else {
+			ok = append(ok, d)
+		}
+	}
+	if len(dead) != 1 || dead[0].UUID != bad.EventIDs[0].String() || !strings.Contains(dead[0].Metadata.Get(MetadataPoisonReason), "unroutable") {
+		t.Errorf("dead letters = %+v", dead)
+	}
+	checkDelivered(t, ok, want)
+	if st := f.Stats(); st.Poisoned != 1 || st.Published != 4 {
+		t.Errorf("Stats = %+v", st)
+	}
+}
+
+// TestWakeUpWithoutPolling: an append through the same Store reaches the
+// publisher at once, without waiting for a poll (PollInterval is an hour
+// here), which is what keeps commit-to-publish latency low.
+func TestWakeUpWithoutPolling(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	pub := &recordingPublisher{}
+	f := newForwarder(t, b, pub, Config{PollInterval: time.Hour})
+	runForwarder(t, f)
+	// Let it reach its first idle wait.
+	waitFor(t, 10*time.Second, "the offset row", func() bool {
+		var n int
+		return b.db.Get(&n, `SELECT count(*) FROM `+f.offsets) == nil && n == 1
+	})
+	for i := 1; i <= 3; i++ {
+		b.appendSpread(t, []string{"order-1"}, 1)
+		waitFor(t, 10*time.Second, "the woken forwarder", func() bool { return pub.len() == i })
+	}
+}
+
+// TestIdlePollCommitsNothing: an idle forwarder polls without writing or
+// locking anything: the offsets row keeps its xmin (no UPDATE) and has no
+// xmax (no FOR UPDATE), and the forwarder's connections never hold a
+// transaction id.
+func TestIdlePollCommitsNothing(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.appendSpread(t, []string{"order-1"}, 2)
+	pub := &recordingPublisher{}
+	f := newForwarder(t, b, pub, Config{PollInterval: time.Millisecond})
+	runForwarder(t, f)
+	waitFor(t, 10*time.Second, "the backlog", func() bool { return pub.len() == 2 })
+	head, _ := b.store.Head(testCtx(t))
+	waitFor(t, 10*time.Second, "the offset to reach the head", func() bool {
+		off, err := f.Offset(testCtx(t))
+		return err == nil && off == head
+	})
+	rowVersion := func() (xmin, xmax string) {
+		if err := b.db.QueryRow(`SELECT xmin::text, xmax::text FROM `+f.offsets+` WHERE consumer_group = $1`, f.cfg.ConsumerGroup).Scan(&xmin, &xmax); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	xmin0, xmax0 := rowVersion()
+	// About 300 polls at PollInterval 1ms.
+	deadline := time.Now().Add(300 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		xmin, xmax := rowVersion()
+		if xmin != xmin0 || xmax != "0" {
+			t.Fatalf("idle polling touched the offsets row: xmin %s -> %s, xmax %s -> %s", xmin0, xmin, xmax0, xmax)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestConfigValidation(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	pub := &recordingPublisher{}
+	for _, tc := range []struct {
+		field string
+		cfg   Config
+	}{
+		{"BatchSize", Config{BatchSize: -1}},
+		{"BatchSize", Config{BatchSize: eventstore.MaxReadAllLimit + 1}},
+		{"PollInterval", Config{PollInterval: -time.Second}},
+		{"RetryMaxInterval", Config{RetryInterval: time.Second, RetryMaxInterval: time.Millisecond}},
+		{"DeadLetterTopic", Config{OnPoison: PoisonDeadLetter}},
+		{"DeadLetterTopic", Config{DeadLetterTopic: "dead"}},
+		{"OnPoison", Config{OnPoison: 7}},
+		{"ConsumerGroup", Config{ConsumerGroup: strings.Repeat("g", 256)}},
+	} {
+		_, err := New(b.store, pub, tc.cfg)
+		var iae *eventstore.InvalidArgumentError
+		if !errors.As(err, &iae) || iae.Field != tc.field {
+			t.Errorf("New(%+v) = %v, want an InvalidArgumentError on %s", tc.cfg, err, tc.field)
+		}
+	}
+	if _, err := New(nil, pub, Config{}); !errors.Is(err, eventstore.ErrInvalidArgument) {
+		t.Errorf("New(nil store) = %v", err)
+	}
+	if _, err := New(b.store, nil, Config{}); !errors.Is(err, eventstore.ErrInvalidArgument) {
+		t.Errorf("New(nil publisher) = %v", err)
+	}
+	f, err := New(b.store, pub, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.cfg.ConsumerGroup != ConsumerGroupDefault || f.cfg.BatchSize != BatchSizeDefault || f.cfg.PollInterval != PollIntervalDefault {
+		t.Errorf("defaults not applied: %+v", f.cfg)
+	}
+}
+
+// TestGroupsAndSingleLeader: forwarders of different consumer groups each
+// get every event from the one events table; of two forwarders in the same
+// group only one publishes.
+func TestGroupsAndSingleLeader(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	want := b.appendSpread(t, streamsOf("order", 2), 10)
+	pubA, pubB1, pubB2 := &recordingPublisher{}, &recordingPublisher{}, &recordingPublisher{}
+	fa := newForwarder(t, b, pubA, Config{ConsumerGroup: "a"})
+	fb1 := newForwarder(t, b, pubB1, Config{ConsumerGroup: "b"})
+	fb2 := newForwarder(t, b, pubB2, Config{ConsumerGroup: "b"})
+	runForwarder(t, fa)
+	runForwarder(t, fb1)
+	runForwarder(t, fb2)
+	waitFor(t, 20*time.Second, "both groups", func() bool { return pubA.distinct() == 20 && pubB1.distinct()+pubB2.distinct() >= 20 })
+	more := b.appendSpread(t, streamsOf("order", 2), 5)
+	for s, ids := range more {
+		want[s] = append(want[s], ids...)
+	}
+	waitFor(t, 20*time.Second, "both groups", func() bool { return pubA.distinct() == 30 && pubB1.distinct()+pubB2.distinct() >= 30 })
+	checkDelivered(t, pubA.all(), want)
+	checkDelivered(t, append(pubB1.all(), pubB2.all()...), want)
+	if pubB1.len() > 0 && pubB2.len() > 0 {
+		t.Errorf("two forwarders of group b both published (%d and %d)", pubB1.len(), pubB2.len())
+	}
+	if n := pubB1.len() + pubB2.len(); n != 30 {
+		t.Errorf("group b published %d messages for 30 events", n)
+	}
+}
+
+// TestShutdownRecordsPublished: stopping a forwarder in the middle of a
+// batch records the events already published, so the next one starts after
+// them, and never records one that was not published.
+func TestShutdownRecordsPublished(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.appendSpread(t, []string{"order-1"}, 20)
+	release := make(chan struct{})
+	var n atomic.Int64
+	pub := &recordingPublisher{before: func(topic string, msg *message.Message) error {
+		if n.Add(1) == 6 { // block the 6th publish until shutdown
+			select {
+			case <-msg.Context().Done():
+				return msg.Context().Err()
+			case <-release:
+			}
+		}
+		return nil
+	}}
+	f := newForwarder(t, b, pub, Config{BatchSize: 100})
+	stop, _, _ := runForwarder(t, f)
+	waitFor(t, 10*time.Second, "5 publishes", func() bool { return pub.len() == 5 && n.Load() == 6 })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	off, err := f.Offset(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, err := b.store.ReadAll(testCtx(t), eventstore.Position{}, 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if off != recs[4].Position {
+		t.Errorf("offset after shutdown = %s, want the 5th event's %s", off, recs[4].Position)
+	}
+}
