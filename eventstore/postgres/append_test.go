@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"strings"
@@ -396,5 +397,37 @@ func TestSubscribeWakesAfterAppend(t *testing.T) {
 	case <-ch:
 		t.Fatal("woken after cancel")
 	default:
+	}
+}
+
+// TestAppendTxStricterIsolation: in a REPEATABLE READ or SERIALIZABLE
+// transaction whose snapshot predates another append to the stream, the
+// append does not see that event, collides with it on (stream_id,
+// stream_version), and is refused as a conflict with the actual version.
+func TestAppendTxStricterIsolation(t *testing.T) {
+	t.Parallel()
+	b := setup(t, postgres.Config{})
+	ctx := testCtx(t)
+	for _, iso := range []sql.IsolationLevel{sql.LevelRepeatableRead, sql.LevelSerializable} {
+		stream := fmt.Sprintf("order-iso%d", iso)
+		tx, err := b.db.BeginTxx(ctx, &sql.TxOptions{Isolation: iso})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.ExecContext(ctx, `SELECT 1`); err != nil { // takes the snapshot
+			t.Fatal(err)
+		}
+		if _, err := b.store.Append(ctx, stream, eventstore.NoStream, items(1)); err != nil {
+			t.Fatal(err)
+		}
+		_, err = b.store.AppendTx(ctx, tx, stream, eventstore.NoStream, items(1))
+		var ce *eventstore.ConcurrencyError
+		if !errors.As(err, &ce) || ce.Actual != 1 || ce.StreamID != stream {
+			t.Fatalf("%s: %v, want a conflict with actual version 1", iso, err)
+		}
+		_ = tx.Rollback()
+		if n := b.countRows(t, stream); n != 1 {
+			t.Fatalf("%s: %d rows", iso, n)
+		}
 	}
 }
