@@ -29,7 +29,9 @@ const (
 // with the records as written (positions, versions and recorded_at set). Use
 // it for inline projections: whatever the hook writes through tx commits or
 // rolls back with the events. An error rolls the append back and is returned
-// by Append wrapped (errors.Is/As reach it).
+// by Append wrapped (errors.Is/As reach it). The records' Data is each
+// event's value as given to Append (a pointer if a pointer was appended);
+// their Metadata is the merged metadata that was stored.
 type AppendHook func(ctx context.Context, tx *sqlx.Tx, records []eventstore.Record) error
 
 // Config configures a Store. The zero value means all defaults.

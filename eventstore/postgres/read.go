@@ -72,11 +72,24 @@ func (s *Store) decode(r row) (eventstore.Record, error) {
 		RecordedAt:    r.at,
 	}
 	if len(r.metadata) > 2 { // "{}" is the zero Metadata
-		if err := json.Unmarshal(r.metadata, &rec.Metadata); err != nil {
+		if rec.Metadata, err = decodeMetadata(r.metadata); err != nil {
 			return eventstore.Record{}, fmt.Errorf("eventstore/postgres: stream %q version %d: metadata: %w", r.streamID, r.version, &eventstore.PayloadError{Type: r.typ, Op: "decode", Err: err})
 		}
 	}
 	return rec, nil
+}
+
+// decodeMetadata decodes a metadata column. esox writes flat objects of
+// strings, decoded in one pass; anything else goes through
+// Metadata.UnmarshalJSON, which keeps non-string values as their JSON text.
+func decodeMetadata(b []byte) (eventstore.Metadata, error) {
+	var kv map[string]string
+	if json.Unmarshal(b, &kv) == nil {
+		return eventstore.MetadataFromMap(kv), nil
+	}
+	var md eventstore.Metadata
+	err := json.Unmarshal(b, &md)
+	return md, err
 }
 
 // ReadStream yields the records of streamID with StreamVersion >= from

@@ -254,3 +254,24 @@ func TestSnapshots(t *testing.T) {
 		t.Fatalf("a refused save changed the snapshot: %+v", s)
 	}
 }
+
+// TestReadNonStringMetadata: metadata written by another tool with
+// non-string values reads back with those values as JSON text.
+func TestReadNonStringMetadata(t *testing.T) {
+	t.Parallel()
+	b := setup(t, postgres.Config{})
+	ctx := testCtx(t)
+	if _, err := b.db.ExecContext(ctx, `INSERT INTO `+b.store.QualifiedEventsTable()+
+		` (event_id, stream_id, stream_version, event_type, payload, metadata) VALUES (gen_random_uuid(), 'order-1', 1, 'order_placed', '{}', $1)`,
+		`{"actor": "bob", "retries": 3, "tags": ["a"]}`); err != nil {
+		t.Fatal(err)
+	}
+	recs := b.readStream(t, "order-1", 1)
+	if len(recs) != 1 {
+		t.Fatalf("%d records", len(recs))
+	}
+	md := recs[0].Metadata
+	if md.Actor != "bob" || md.Extra["retries"] != "3" || md.Extra["tags"] != `["a"]` {
+		t.Fatalf("metadata: %+v", md)
+	}
+}
