@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -182,10 +181,9 @@ func scanInserted(ctx context.Context, st *sqlx.Stmt, args []any, recs []eventst
 	}
 	defer rows.Close()
 	type ret struct {
-		pos     int64
-		txid    string
-		version int64
-		at      time.Time
+		pos, version int64
+		txid         uint64
+		at           time.Time
 	}
 	var got []ret
 	if len(recs) > 0 {
@@ -213,11 +211,7 @@ func scanInserted(ctx context.Context, st *sqlx.Stmt, args []any, recs []eventst
 		if i < 0 || i >= len(recs) {
 			return 0, fmt.Errorf("unexpected stream version %d", r.version)
 		}
-		txid, err := strconv.ParseUint(r.txid, 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("parse transaction id %q: %w", r.txid, err)
-		}
-		recs[i].Position = eventstore.Position{TransactionID: txid, Position: r.pos}
+		recs[i].Position = eventstore.Position{TransactionID: r.txid, Position: r.pos}
 		recs[i].StreamVersion = r.version
 		recs[i].RecordedAt = r.at
 	}

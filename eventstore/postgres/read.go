@@ -2,81 +2,73 @@ package postgres
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"iter"
 	"strconv"
-	"time"
 
-	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
 
 	"github.com/esox-go/esox/eventstore"
 )
 
-// row is a stored event as scanned, before decoding.
-type row struct {
-	pos      int64
-	txid     string
-	id       uuid.UUID
-	streamID string
-	version  int64
-	typ      string
-	payload  []byte
-	metadata []byte
-	at       time.Time
-}
-
-// queryRows runs st and scans every row; withStream says whether the query
-// returns stream_id as its last column.
-func queryRows(ctx context.Context, st *sqlx.Stmt, withStream bool, capHint int, args ...any) ([]row, error) {
+// queryRecords runs st and decodes its rows into Records. When streamID is
+// empty the query returns stream_id as its last column; otherwise every row
+// belongs to streamID. Driver errors are translated with op. When a row does
+// not decode, it returns the records before it and the typed error.
+func (s *Store) queryRecords(ctx context.Context, st *sqlx.Stmt, op, streamID string, capHint int, args ...any) ([]eventstore.Record, error) {
 	rows, err := st.QueryContext(ctx, args...)
 	if err != nil {
-		return nil, err
+		return nil, translate(ctx, op, err)
 	}
 	defer rows.Close()
-	out := make([]row, 0, capHint)
+	out := make([]eventstore.Record, 0, capHint)
+	// Type names and stream IDs repeat from row to row: keep one string
+	// of each rather than one per row.
+	names := map[string]string{}
+	intern := func(b []byte) string {
+		if v, ok := names[string(b)]; ok {
+			return v
+		}
+		v := string(b)
+		names[v] = v
+		return v
+	}
+	var (
+		typ, metadata, stream sql.RawBytes
+		payload               []byte
+	)
 	for rows.Next() {
-		var r row
-		dest := []any{&r.pos, &r.txid, &r.id, &r.version, &r.typ, &r.payload, &r.metadata, &r.at}
-		if withStream {
-			dest = append(dest, &r.streamID)
+		var r eventstore.Record
+		dest := []any{&r.Position.Position, &r.Position.TransactionID, &r.ID, &r.StreamVersion, &typ, &payload, &metadata, &r.RecordedAt}
+		if streamID == "" {
+			dest = append(dest, &stream)
 		}
 		if err := rows.Scan(dest...); err != nil {
-			return nil, err
+			return out, translate(ctx, op, err)
+		}
+		r.Type = intern(typ)
+		r.StreamID = streamID
+		if streamID == "" {
+			r.StreamID = intern(stream)
+		}
+		r.Payload = json.RawMessage(payload)
+		payload = nil // the next row scans into a new slice
+		if r.Data, err = s.reg.Decode(r.Type, r.Payload); err != nil {
+			return out, fmt.Errorf("eventstore/postgres: stream %q version %d: %w", r.StreamID, r.StreamVersion, err)
+		}
+		if len(metadata) > 2 { // "{}" is the zero Metadata
+			if r.Metadata, err = decodeMetadata(metadata); err != nil {
+				return out, fmt.Errorf("eventstore/postgres: stream %q version %d: metadata: %w", r.StreamID, r.StreamVersion, &eventstore.PayloadError{Type: r.Type, Op: "decode", Err: err})
+			}
 		}
 		out = append(out, r)
 	}
-	return out, rows.Err()
-}
-
-// decode turns a scanned row into a Record, decoding its payload with the
-// registry.
-func (s *Store) decode(r row) (eventstore.Record, error) {
-	txid, err := strconv.ParseUint(r.txid, 10, 64)
-	if err != nil {
-		return eventstore.Record{}, fmt.Errorf("eventstore/postgres: parse transaction id %q: %w", r.txid, err)
+	if err := rows.Err(); err != nil {
+		return out, translate(ctx, op, err)
 	}
-	data, err := s.reg.Decode(r.typ, r.payload)
-	if err != nil {
-		return eventstore.Record{}, fmt.Errorf("eventstore/postgres: stream %q version %d: %w", r.streamID, r.version, err)
-	}
-	rec := eventstore.Record{
-		Position:      eventstore.Position{TransactionID: txid, Position: r.pos},
-		ID:            r.id,
-		StreamID:      r.streamID,
-		StreamVersion: r.version,
-		Type:          r.typ,
-		Data:          data,
-		Payload:       json.RawMessage(r.payload),
-		RecordedAt:    r.at,
-	}
-	if len(r.metadata) > 2 { // "{}" is the zero Metadata
-		if rec.Metadata, err = decodeMetadata(r.metadata); err != nil {
-			return eventstore.Record{}, fmt.Errorf("eventstore/postgres: stream %q version %d: metadata: %w", r.streamID, r.version, &eventstore.PayloadError{Type: r.typ, Op: "decode", Err: err})
-		}
-	}
-	return rec, nil
+	return out, nil
 }
 
 // decodeMetadata decodes a metadata column. esox writes flat objects of
@@ -123,26 +115,21 @@ func (s *Store) ReadStream(ctx context.Context, streamID string, from int64) ite
 			}
 			// One row more than a page tells whether another page follows,
 			// without a last query that returns nothing.
-			rows, err := queryRows(ctx, st, false, page+1, streamID, from, page+1)
-			if err != nil {
-				yield(eventstore.Record{}, translate(ctx, "read stream", err))
-				return
-			}
-			more := len(rows) > page
+			recs, err := s.queryRecords(ctx, st, "read stream", streamID, page+1, streamID, from, page+1)
+			more := len(recs) > page
 			if more {
-				from = rows[page].version
-				rows = rows[:page]
+				from = recs[page].StreamVersion
+				recs = recs[:page]
+				err = nil // a bad extra row fails the next page
 			}
-			for _, r := range rows {
-				r.streamID = streamID
-				rec, err := s.decode(r)
-				if err != nil {
-					yield(eventstore.Record{}, err)
-					return
-				}
+			for _, rec := range recs {
 				if !yield(rec, nil) {
 					return
 				}
+			}
+			if err != nil {
+				yield(eventstore.Record{}, err)
+				return
 			}
 			if !more {
 				return
@@ -176,17 +163,11 @@ func (s *Store) ReadAll(ctx context.Context, after eventstore.Position, limit in
 	if err != nil {
 		return nil, err
 	}
-	rows, err := queryRows(ctx, st, true, min(limit, 1024), strconv.FormatUint(after.TransactionID, 10), after.Position, limit)
+	recs, err := s.queryRecords(ctx, st, "read all", "", min(limit, 1024), strconv.FormatUint(after.TransactionID, 10), after.Position, limit)
 	if err != nil {
-		return nil, translate(ctx, "read all", err)
+		return nil, err
 	}
-	out := make([]eventstore.Record, len(rows))
-	for i, r := range rows {
-		if out[i], err = s.decode(r); err != nil {
-			return nil, err
-		}
-	}
-	return out, nil
+	return recs, nil
 }
 
 // StreamInfo reports whether streamID has events and its current version.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"sync"
 
 	"github.com/jmoiron/sqlx"
@@ -178,16 +177,12 @@ func (s *Store) Head(ctx context.Context) (eventstore.Position, error) {
 		return eventstore.Position{}, err
 	}
 	var p eventstore.Position
-	var txid string
-	err = st.QueryRowContext(ctx).Scan(&txid, &p.Position)
-	if err != nil {
-		if isNoRows(err) {
-			return eventstore.Position{}, nil
-		}
-		return eventstore.Position{}, translate(ctx, "head", err)
+	err = st.QueryRowContext(ctx).Scan(&p.TransactionID, &p.Position)
+	if isNoRows(err) {
+		return eventstore.Position{}, nil
 	}
-	if p.TransactionID, err = strconv.ParseUint(txid, 10, 64); err != nil {
-		return eventstore.Position{}, fmt.Errorf("eventstore/postgres: head: parse transaction id %q: %w", txid, err)
+	if err != nil {
+		return eventstore.Position{}, translate(ctx, "head", err)
 	}
 	return p, nil
 }
