@@ -57,7 +57,7 @@ func (b *pollBackoff) HandleError(_ watermill.LoggerAdapter, noMsg bool, err err
 			wait = b.max
 		}
 		b.failures++
-		b.log.WarnContext(b.ctx, "reading the events table failed; retrying", "error", err, "retry_in", wait, "failures", b.failures)
+		b.log.WarnContext(b.ctx, "reading the events table failed; retrying", "error", err.Error(), "retry_in", wait, "failures", b.failures)
 		return wait
 	}
 	b.failures = 0

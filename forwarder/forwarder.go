@@ -437,7 +437,10 @@ func (f *Forwarder) lead(ctx context.Context) error {
 		BackoffManager: backoff,
 		SchemaAdapter:  SchemaAdapter{EventsTable: f.store.QualifiedEventsTable(), BatchSize: f.cfg.BatchSize},
 		OffsetsAdapter: offsets,
-	}, watermill.NewSlogLogger(f.log.With("component", "forwarder.subscriber")))
+	}, watermill.NewSlogLoggerWithLevelMapping(f.log.With("component", "forwarder.subscriber"), map[slog.Level]slog.Level{
+		// The subscriber logs every stop and discarded message at Info.
+		slog.LevelInfo: slog.LevelDebug,
+	}))
 	if err != nil {
 		return fmt.Errorf("forwarder: subscriber: %w", err)
 	}
@@ -494,10 +497,10 @@ func (f *Forwarder) handle(ctx context.Context, msg *message.Message) error {
 		f.poisoned.Add(1)
 		perr := &PoisonError{Position: rec.Position, EventID: msg.UUID, StreamID: rec.StreamID, Type: rec.Type, Err: err}
 		if f.cfg.OnPoison != PoisonDeadLetter {
-			f.log.ErrorContext(ctx, "poison event: stopping", "event_id", msg.UUID, "stream_id", rec.StreamID, "position", rec.Position.String(), "error", err)
+			f.log.ErrorContext(ctx, "poison event: stopping", "event_id", msg.UUID, "stream_id", rec.StreamID, "position", rec.Position.String(), "error", err.Error())
 			return perr
 		}
-		f.log.WarnContext(ctx, "poison event: publishing to dead-letter topic", "event_id", msg.UUID, "stream_id", rec.StreamID, "position", rec.Position.String(), "topic", f.cfg.DeadLetterTopic, "error", err)
+		f.log.WarnContext(ctx, "poison event: publishing to dead-letter topic", "event_id", msg.UUID, "stream_id", rec.StreamID, "position", rec.Position.String(), "topic", f.cfg.DeadLetterTopic, "error", err.Error())
 		out.Metadata.Set(MetadataPoisonReason, err.Error())
 		topic = f.cfg.DeadLetterTopic
 		deadLetter = true
@@ -529,7 +532,7 @@ func (f *Forwarder) publish(ctx context.Context, topic string, msg *message.Mess
 			return false
 		}
 		f.log.WarnContext(ctx, "publish failed; retrying the same event", "event_id", msg.UUID, "stream_id", rec.StreamID,
-			"position", rec.Position.String(), "topic", topic, "attempt", attempt, "retry_in", wait, "error", err)
+			"position", rec.Position.String(), "topic", topic, "attempt", attempt, "retry_in", wait, "error", err.Error())
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():

@@ -1,0 +1,52 @@
+// Package forwarder relays the events table to any Watermill publisher
+// (RabbitMQ, NATS JetStream, Kafka, GoChannel, …): the events table is the
+// transactional outbox, so an event reaches the broker if and only if its
+// append committed — one write, no dual write.
+//
+// The outbox is read through watermill-sql/v4's Subscriber with this
+// package's SchemaAdapter and OffsetsAdapter over the event store's own
+// events table (no second table). Each message's UUID is the event ID, its
+// payload the event's JSON and its metadata the flattened record: see the
+// Metadata… constants, NewMessage and RecordFromMessage.
+//
+// # Guarantees
+//
+// The package keeps DESIGN.md guarantees 6 and 7:
+//
+//   - Forwarding: at least once, in order (6). Every committed event is
+//     published at least once, in global-feed order and so in version order
+//     per stream; the message UUID is the event ID, so consumers de-duplicate
+//     on it. A failed publish is retried with backoff, never skipped; a
+//     broker outage only delays delivery. The offset moves past an event only
+//     after the publisher returned without error for it; a crash or a stop
+//     publishes the unrecorded tail of a batch again.
+//   - One active worker per job (7). Any number of instances may run the same
+//     consumer group; a session advisory lock (internal/leader, key
+//     LeaderKey) makes exactly one of them publish, and a standby takes over
+//     within about Config.LeaderRetryInterval (1 s by default) after the
+//     leader's process dies.
+//
+// It also never holds back the global feed for anyone else: it reads the
+// feed without FOR UPDATE, in autocommit statements that take no
+// transaction id, and writes its offset in one short statement after a
+// batch's last publish, so no transaction (and no transaction id, which
+// would hold back pg_snapshot_xmin for every reader on the server) is open
+// while a publish is in flight — however slow the broker.
+//
+// # Usage
+//
+//	store, _ := postgres.New(db, registry, postgres.Config{})
+//	pub, _ := amqp.NewPublisher(amqpConfig, watermill.NewSlogLogger(logger))
+//	fwd, err := forwarder.New(store, pub, forwarder.Config{ConsumerGroup: "rabbitmq"})
+//	if err != nil { … }
+//	err = fwd.Run(ctx) // blocks until ctx is done
+//
+// Events go to the topic Config.Topic returns, by default the stream's
+// category ("order" for "order-7f3c"). Config.Categories and
+// Config.EventTypes filter what is forwarded. An event the topic function
+// rejects is a poison event: Run stops on it (PoisonStop, the default) or
+// sends it to a dead-letter topic (PoisonDeadLetter), never drops it.
+//
+// See docs/forwarding.md for brokers, ordering and de-duplication on the
+// consumer side, running several instances, outages, and the xid trap.
+package forwarder
