@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
-	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill-amqp/v3/pkg/amqp"
 	wnats "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/nats"
+	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
 	nc "github.com/nats-io/nats.go"
