@@ -26,7 +26,7 @@ const (
 
 // requireBroker skips (or, with ESOX_REQUIRE_BROKERS=1, fails) t when
 // nothing listens at addr.
-func requireBroker(t *testing.T, name, addr string) {
+func requireBroker(t testing.TB, name, addr string) {
 	t.Helper()
 	conn, err := net.DialTimeout("tcp", addr, 2*time.Second)
 	if err != nil {
@@ -38,7 +38,7 @@ func requireBroker(t *testing.T, name, addr string) {
 
 // brokerLogger silences the broker clients (their reconnect errors during
 // TestRabbitMQOutage are expected and carry stack traces).
-func brokerLogger(t *testing.T) watermill.LoggerAdapter {
+func brokerLogger(t testing.TB) watermill.LoggerAdapter {
 	return watermill.NewSlogLogger(slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelError + 4})))
 }
 

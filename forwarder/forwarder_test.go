@@ -467,3 +467,42 @@ func TestShutdownRecordsPublished(t *testing.T) {
 		t.Errorf("offset after shutdown = %s, want the 5th event's %s", off, recs[4].Position)
 	}
 }
+
+// TestSetOffset: moving the offset replays from (or skips to) a position,
+// the operation a restore or a replay needs.
+func TestSetOffset(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	if _, err := Migrate(testCtx(t), b.store); err != nil {
+		t.Fatal(err)
+	}
+	b.appendSpread(t, []string{"order-1"}, 6)
+	recs, err := b.store.ReadAll(testCtx(t), eventstore.Position{}, 10)
+	if err != nil || len(recs) != 6 {
+		t.Fatalf("ReadAll: %d records, %v", len(recs), err)
+	}
+	pub := &recordingPublisher{}
+	f := newForwarder(t, b, pub, Config{})
+	if err := f.SetOffset(testCtx(t), recs[3].Position); err != nil {
+		t.Fatal(err)
+	}
+	if off, err := f.Offset(testCtx(t)); err != nil || off != recs[3].Position {
+		t.Fatalf("Offset = %s, %v; want %s", off, err, recs[3].Position)
+	}
+	stop, _, _ := runForwarder(t, f)
+	waitFor(t, 10*time.Second, "the events after the offset", func() bool { return pub.len() == 2 })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	got := pub.all()
+	if got[0].UUID != recs[4].ID.String() || got[1].UUID != recs[5].ID.String() {
+		t.Errorf("published %v, want the 5th and 6th events", got)
+	}
+
+	// Replay everything from the start.
+	if err := f.SetOffset(testCtx(t), eventstore.Position{}); err != nil {
+		t.Fatal(err)
+	}
+	runForwarder(t, f)
+	waitFor(t, 10*time.Second, "the replay", func() bool { return pub.len() == 8 })
+}
