@@ -16,7 +16,9 @@ type Store interface {
 	// Append writes events to the end of streamID atomically if the stream's
 	// current version satisfies expected, assigning each event the next
 	// version and, when its ID is zero, a UUIDv7. Metadata carried by ctx (see
-	// WithMetadata) is merged under each event's own.
+	// WithMetadata) is merged under each event's own. Any and StreamExists
+	// appends do not fail because a concurrent append to the same stream
+	// won the next version: the store retries them.
 	//
 	// It returns a *ConcurrencyError (ErrConcurrencyConflict) on a version
 	// mismatch, an *InvalidStreamIDError, an *UnknownEventTypeError, a

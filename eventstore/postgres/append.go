@@ -17,7 +17,10 @@ import (
 // satisfies expected (see eventstore.Store.Append). Without AppendHooks it is
 // one prepared statement, one round trip, committed on its own; with hooks it
 // runs BEGIN, the insert, the hooks and COMMIT. After it commits, Subscribe
-// channels are woken.
+// channels are woken. An Any or StreamExists append that loses a race for the
+// stream's next version to a concurrent append is retried (up to 32 times),
+// since its expectation still holds; Exact and NoStream conflicts are
+// returned.
 //
 // Errors: *eventstore.ConcurrencyError (ErrConcurrencyConflict) when the
 // expected version does not hold or a concurrent append won; the typed
@@ -32,6 +35,33 @@ func (s *Store) Append(ctx context.Context, streamID string, expected eventstore
 	if err != nil {
 		return eventstore.AppendResult{}, fmt.Errorf("eventstore/postgres: append: %w", err)
 	}
+	for attempt := 1; ; attempt++ {
+		res, err := s.appendOnce(ctx, streamID, expected, enc)
+		if attempt < maxAnyAttempts && lostRace(expected, err) {
+			continue
+		}
+		return res, err
+	}
+}
+
+// maxAnyAttempts bounds how often Append retries an Any or StreamExists
+// append that lost a race for the stream's next version.
+const maxAnyAttempts = 32
+
+// lostRace reports whether err is a conflict that an append whose
+// expectation does not name a version should retry: a concurrent append
+// took the version this one computed, and the stream still satisfies the
+// expectation. Exact and NoStream conflicts are final.
+func lostRace(expected eventstore.ExpectedVersion, err error) bool {
+	if _, exact := expected.Version(); exact || err == nil {
+		return false
+	}
+	var ce *eventstore.ConcurrencyError
+	return errors.As(err, &ce) && ce.Reason == "" && expected.Matches(ce.Actual)
+}
+
+// appendOnce is one attempt of Append with the events already encoded.
+func (s *Store) appendOnce(ctx context.Context, streamID string, expected eventstore.ExpectedVersion, enc []eventstore.EncodedEvent) (eventstore.AppendResult, error) {
 	st, err := s.appendStmt(ctx, len(enc))
 	if err != nil {
 		return eventstore.AppendResult{}, err

@@ -244,3 +244,54 @@ func testAppendCopiesInput(t *testing.T, b *bundle) {
 func equalData(got, want any) bool {
 	return reflect.DeepEqual(got, want)
 }
+
+// testConcurrentAnyAppends has 16 goroutines append to one stream with Any
+// (and, after its first event, StreamExists) at once: neither expectation
+// depends on the version, so every append must succeed, each at its own
+// versions, however the writers collide.
+func testConcurrentAnyAppends(t *testing.T, b *bundle) {
+	const (
+		writers = 16
+		each    = 10
+		stream  = "any-1"
+	)
+	b.append(t, stream, eventstore.NoStream, ev("first", 0))
+	var (
+		mu   sync.Mutex
+		ids  = map[uuid.UUID]bool{}
+		errs []error
+		wg   sync.WaitGroup
+	)
+	start := make(chan struct{})
+	for w := range writers {
+		wg.Go(func() {
+			<-start
+			expected := eventstore.Any
+			if w%2 == 1 {
+				expected = eventstore.StreamExists
+			}
+			for i := range each {
+				res, err := b.store.Append(b.ctx, stream, expected, []eventstore.Event{ev(fmt.Sprintf("writer %d", w), i)})
+				mu.Lock()
+				if err != nil {
+					errs = append(errs, fmt.Errorf("writer %d: append %d with %s: %w", w, i, expected, err))
+				} else {
+					ids[res.EventIDs[0]] = true
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	for _, err := range errs {
+		t.Error(err)
+	}
+	info, err := b.store.StreamInfo(b.ctx, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := int64(1 + writers*each); info.Version != want || len(ids) != writers*each {
+		t.Errorf("stream at version %d with %d distinct appended events, want version %d and %d events", info.Version, len(ids), want, writers*each)
+	}
+}

@@ -40,8 +40,12 @@
 //   - An event ID that is already stored, or repeated within one append, is
 //     refused with an error matching eventstore.ErrInvalidArgument (an
 //     *eventstore.InvalidArgumentError), never with ErrConcurrencyConflict
-//     since retrying cannot succeed, and nothing of the append is written. PostgreSQL reports it as a unique violation on
-//     event_id, which the store translates.
+//     since retrying cannot succeed, and nothing of the append is written.
+//     PostgreSQL reports it as a unique violation on event_id, which the
+//     store translates.
+//   - Any and StreamExists appends racing on one stream all succeed: a store
+//     whose optimistic insert loses the next version to a concurrent writer
+//     retries, since the expectation still holds.
 //   - A payload whose JSON contains a string with U+0000 (the escape
 //     \u0000, which jsonb refuses) is an *eventstore.PayloadError
 //     (eventstore.ErrMalformedPayload); a string holding the six characters

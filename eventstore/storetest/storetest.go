@@ -45,6 +45,7 @@ var suite = []struct {
 }{
 	{"ExpectedVersionMatrix", testExpectedVersionMatrix},
 	{"ConcurrentAppendRace", testConcurrentAppendRace},
+	{"ConcurrentAnyAppends", testConcurrentAnyAppends},
 	{"AppendIsAtomic", testAppendIsAtomic},
 	{"AppendResultAndRecordFields", testRecordFields},
 	{"AppendCopiesInput", testAppendCopiesInput},
