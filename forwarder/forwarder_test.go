@@ -157,10 +157,7 @@ func TestFiltersAdvanceOffset(t *testing.T) {
 	pub := &recordingPublisher{}
 	f := newForwarder(t, b, pub, Config{Categories: []string{"order"}, BatchSize: 4})
 	runForwarder(t, f)
-	head, err := b.store.Head(testCtx(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	head := b.waitFeed(t, 15)
 	waitFor(t, 10*time.Second, "the offset to reach the head", func() bool {
 		off, err := f.Offset(testCtx(t))
 		return err == nil && off == head
@@ -180,7 +177,7 @@ func TestFiltersAdvanceOffset(t *testing.T) {
 	pub2 := &recordingPublisher{}
 	f2 := newForwarder(t, b2, pub2, Config{EventTypes: []string{"other_type"}})
 	runForwarder(t, f2)
-	head2, _ := b2.store.Head(testCtx(t))
+	head2 := b2.waitFeed(t, 3)
 	waitFor(t, 10*time.Second, "the offset to reach the head", func() bool {
 		off, err := f2.Offset(testCtx(t))
 		return err == nil && off == head2
@@ -306,9 +303,13 @@ func TestPoisonDeadLetter(t *testing.T) {
 	}
 }
 
-// TestWakeUpWithoutPolling: an append through the same Store reaches the
-// publisher at once, without waiting for a poll (PollInterval is an hour
-// here), which is what keeps commit-to-publish latency low.
+// TestWakeUpWithoutPolling: an append through the same Store wakes the
+// forwarder at once, without waiting for a poll (PollInterval is an hour
+// here), which is what keeps commit-to-publish latency low. A fresh append
+// only becomes visible to the feed once no older transaction is open on the
+// server (other tests' included), so a wake-up may find nothing yet: each
+// round appends again (another wake-up) until the events arrive; with an
+// hour-long poll only wake-ups can deliver them.
 func TestWakeUpWithoutPolling(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -320,9 +321,17 @@ func TestWakeUpWithoutPolling(t *testing.T) {
 		var n int
 		return b.db.Get(&n, `SELECT count(*) FROM `+f.offsets) == nil && n == 1
 	})
-	for i := 1; i <= 3; i++ {
+	appended := 0
+	for round := 0; round < 20 && pub.len() < 3; round++ {
 		b.appendSpread(t, []string{"order-1"}, 1)
-		waitFor(t, 10*time.Second, "the woken forwarder", func() bool { return pub.len() == i })
+		appended++
+		deadline := time.Now().Add(500 * time.Millisecond)
+		for pub.len() < appended && time.Now().Before(deadline) {
+			time.Sleep(2 * time.Millisecond)
+		}
+	}
+	if pub.len() < 3 {
+		t.Fatalf("%d of %d appends published with an hour-long poll: the store's wake-up does not reach the forwarder", pub.len(), appended)
 	}
 }
 
@@ -338,7 +347,7 @@ func TestIdlePollCommitsNothing(t *testing.T) {
 	f := newForwarder(t, b, pub, Config{PollInterval: time.Millisecond})
 	runForwarder(t, f)
 	waitFor(t, 10*time.Second, "the backlog", func() bool { return pub.len() == 2 })
-	head, _ := b.store.Head(testCtx(t))
+	head := b.waitFeed(t, 2)
 	waitFor(t, 10*time.Second, "the offset to reach the head", func() bool {
 		off, err := f.Offset(testCtx(t))
 		return err == nil && off == head
@@ -477,6 +486,7 @@ func TestSetOffset(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.appendSpread(t, []string{"order-1"}, 6)
+	b.waitFeed(t, 6)
 	recs, err := b.store.ReadAll(testCtx(t), eventstore.Position{}, 10)
 	if err != nil || len(recs) != 6 {
 		t.Fatalf("ReadAll: %d records, %v", len(recs), err)

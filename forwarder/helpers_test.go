@@ -287,3 +287,29 @@ func newForwarder(t *testing.T, b *bundle, pub message.Publisher, cfg Config) *F
 	}
 	return f
 }
+
+// waitFeed waits until the global feed shows n events and returns its
+// head. Appends commit before they become visible to the feed only once no
+// older transaction (of any test on the server) is still open.
+func (b *bundle) waitFeed(t *testing.T, n int) eventstore.Position {
+	t.Helper()
+	var head eventstore.Position
+	waitFor(t, 30*time.Second, fmt.Sprintf("%d events visible in the feed", n), func() bool {
+		count := 0
+		var after eventstore.Position
+		for {
+			recs, err := b.store.ReadAll(testCtx(t), after, 1000)
+			if err != nil {
+				t.Fatalf("ReadAll: %v", err)
+			}
+			if len(recs) == 0 {
+				break
+			}
+			count += len(recs)
+			after = recs[len(recs)-1].Position
+		}
+		head = after
+		return count == n
+	})
+	return head
+}
