@@ -245,6 +245,8 @@ func (o *Order) Cancel(reason string) error {
 		return invalid("reason", "must not be empty")
 	case len(reason) > MaxReasonLength:
 		return invalid("reason", "at most %d bytes", MaxReasonLength)
+	case strings.ContainsFunc(reason, func(r rune) bool { return unicode.IsControl(r) && r != '\n' && r != '\t' }):
+		return invalid("reason", "must not hold control characters other than newlines and tabs")
 	}
 	switch o.Status {
 	case StatusNone:

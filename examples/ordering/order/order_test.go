@@ -315,6 +315,7 @@ func TestCancelRefused(t *testing.T) {
 	}{
 		{"empty reason", []any{placed}, "  ", order.ErrInvalid},
 		{"long reason", []any{placed}, strings.Repeat("r", order.MaxReasonLength+1), order.ErrInvalid},
+		{"control character", []any{placed}, "a\x00b", order.ErrInvalid},
 		{"not placed", nil, "r", order.ErrNotPlaced},
 		{"twice", []any{placed, order.OrderCancelled{OrderID: id, Reason: "r"}}, "r", order.ErrOrderCancelled},
 		{"shipped", []any{placed, paid, order.OrderShipped{OrderID: id}}, "r", order.ErrOrderShipped},
