@@ -89,13 +89,18 @@ func (a SchemaAdapter) batchSize() int {
 	return a.BatchSize
 }
 
+// malformedKey marks a message whose row could not be fully decoded; its
+// value is the reason. Such a message is never published.
+const malformedKey = "esox_forwarder_malformed_row"
+
 // UnmarshalMessage scans one row of SelectQuery into a watermill-sql Row
 // whose Msg is the message to publish. Row.Offset is the event's position and
 // Row.ExtraData["transaction_id"] its transaction id (uint64), which
 // OffsetsAdapter.AckMessageQuery records.
 //
-// It returns a *MalformedRowError when the stored metadata is not a JSON
-// object; the Forwarder stops on it rather than skip the event.
+// A row whose stored metadata is not a JSON object yields a message the
+// Forwarder stops on with a *MalformedRowError, rather than skip the event;
+// a row whose IDs do not parse yields a *MalformedRowError here.
 func (a SchemaAdapter) UnmarshalMessage(p wsql.UnmarshalMessageParams) (wsql.Row, error) {
 	var (
 		rec      eventstore.Record
@@ -114,12 +119,20 @@ func (a SchemaAdapter) UnmarshalMessage(p wsql.UnmarshalMessageParams) (wsql.Row
 	if rec.ID, err = uuid.Parse(id); err != nil {
 		return wsql.Row{}, &MalformedRowError{Position: rec.Position, Err: fmt.Errorf("parse event id %q: %w", id, err)}
 	}
+	var metadataErr error
 	if len(metadata) > 0 {
 		if err := rec.Metadata.UnmarshalJSON(metadata); err != nil {
-			return wsql.Row{}, &MalformedRowError{Position: rec.Position, EventID: rec.ID, Err: fmt.Errorf("decode metadata: %w", err)}
+			rec.Metadata = eventstore.Metadata{}
+			metadataErr = fmt.Errorf("decode metadata: %w", err)
 		}
 	}
 	msg := NewMessage(rec)
+	if metadataErr != nil {
+		// Not an error here: that would fail the whole batch, the events
+		// before this one included. The Forwarder stops at this message
+		// once those are published.
+		msg.Metadata[malformedKey] = metadataErr.Error()
+	}
 	return wsql.Row{
 		Offset:    rec.Position.Position,
 		UUID:      []byte(msg.UUID),
@@ -185,19 +198,31 @@ type OffsetsAdapter struct {
 	// default, xid-holding design. Tests only, to show that it holds back
 	// the feed.
 	forUpdate bool
+	// through, when set, is called with the batch's last position before
+	// the ack query is built; it waits until the Forwarder has published
+	// every event up to it and returns the position that may be recorded
+	// (less, if the leadership ended first).
+	through func(target eventstore.Position) eventstore.Position
 }
 
 // AckMessageQuery moves the group's offset to the last row of the batch
-// (params.LastRow), if that is further than the stored offset.
+// (params.LastRow), if that is further than the stored offset. Under a
+// Forwarder, it first waits until every event of the batch is published
+// (events are published concurrently, per stream, after their ack; see
+// pipeline), and records only those that were if the leadership ends first.
 func (a OffsetsAdapter) AckMessageQuery(p wsql.AckMessageQueryParams) (wsql.Query, error) {
 	txid, ok := p.LastRow.ExtraData["transaction_id"].(uint64)
 	if !ok {
 		return wsql.Query{}, fmt.Errorf("forwarder: ack: row at position %d carries no transaction id", p.LastRow.Offset)
 	}
+	pos := eventstore.Position{TransactionID: txid, Position: p.LastRow.Offset}
+	if a.through != nil {
+		pos = a.through(pos) // the zero Position makes the UPDATE a no-op
+	}
 	return wsql.Query{
 		Query: `UPDATE ` + a.OffsetsTable + ` SET transaction_id = $1::text::xid8, position = $2, updated_at = now()
 WHERE consumer_group = $3 AND (transaction_id, position) < ($1::text::xid8, $2::bigint)`,
-		Args: []any{strconv.FormatUint(txid, 10), p.LastRow.Offset, p.ConsumerGroup},
+		Args: []any{strconv.FormatUint(pos.TransactionID, 10), pos.Position, p.ConsumerGroup},
 	}, nil
 }
 

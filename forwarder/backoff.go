@@ -31,12 +31,7 @@ type pollBackoff struct {
 }
 
 // fatal returns the channel that receives a fatal query error, once.
-func (b *pollBackoff) fatal() <-chan error {
-	if b.fatalCh == nil {
-		b.fatalCh = make(chan error, 1)
-	}
-	return b.fatalCh
-}
+func (b *pollBackoff) fatal() <-chan error { return b.fatalCh }
 
 // HandleError implements wsql.BackoffManager.
 func (b *pollBackoff) HandleError(_ watermill.LoggerAdapter, noMsg bool, err error) time.Duration {

@@ -3,6 +3,7 @@ package forwarder
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"slices"
@@ -95,7 +96,7 @@ func benchSetup(b *testing.B) *bundle {
 	db := pgtest.Open(b)
 	db.SetMaxOpenConns(20)
 	schema := pgtest.Schema(b, db)
-	store, err := postgres.New(db, testRegistry(), postgres.Config{Schema: schema})
+	store, err := postgres.New(db, testRegistry(), postgres.Config{Schema: schema, Logger: benchLogger})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -116,7 +117,7 @@ func forwardBacklog(b *testing.B, pub message.Publisher, backlog int) {
 	bb := benchSetup(b)
 	seedEvents(b, bb.store, max(backlog, b.N))
 	cp := newCountingPub(pub, b.N)
-	f, err := New(bb.store, cp, Config{BatchSize: 500, Topic: func(eventstore.Record) (string, error) { return benchTopic, nil }, Logger: testLogger(b)})
+	f, err := New(bb.store, cp, Config{BatchSize: 500, PublishConcurrency: benchConcurrency, Topic: func(eventstore.Record) (string, error) { return benchTopic, nil }, Logger: benchLogger})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -141,6 +142,9 @@ func forwardBacklog(b *testing.B, pub message.Publisher, backlog int) {
 		b.ReportMetric(float64(b.N-1)/elapsed.Seconds(), "events/s")
 	}
 }
+
+// benchLogger keeps benchmark output to the figures.
+var benchLogger = slog.New(slog.DiscardHandler)
 
 var benchTopic = "esoxbench" + strconv.FormatInt(time.Now().UnixNano()%1e9, 36)
 
@@ -284,7 +288,7 @@ func latencyRun(b *testing.B, sameStore bool) {
 		mu.Unlock()
 		return cp.Publish(topic, msg)
 	}}
-	f, err := New(bb.store, pub, Config{Logger: testLogger(b)})
+	f, err := New(bb.store, pub, Config{Logger: benchLogger})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -402,3 +406,12 @@ var uuidSeq atomic.Int64
 func watermillUUID() string {
 	return fmt.Sprintf("00000000-0000-7000-8000-%012d", uuidSeq.Add(1))
 }
+
+// benchConcurrency is Config.PublishConcurrency in the throughput
+// benchmarks: ESOX_BENCH_CONCURRENCY, default PublishConcurrencyDefault.
+var benchConcurrency = func() int {
+	if n, err := strconv.Atoi(os.Getenv("ESOX_BENCH_CONCURRENCY")); err == nil && n > 0 {
+		return n
+	}
+	return PublishConcurrencyDefault
+}()

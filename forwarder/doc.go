@@ -14,12 +14,14 @@
 // The package keeps DESIGN.md guarantees 6 and 7:
 //
 //   - Forwarding: at least once, in order (6). Every committed event is
-//     published at least once, in global-feed order and so in version order
-//     per stream; the message UUID is the event ID, so consumers de-duplicate
-//     on it. A failed publish is retried with backoff, never skipped; a
-//     broker outage only delays delivery. The offset moves past an event only
-//     after the publisher returned without error for it; a crash or a stop
-//     publishes the unrecorded tail of a batch again.
+//     published at least once, in version order per stream (the events of a
+//     stream are published one after the other; different streams may be
+//     published concurrently, see Config.PublishConcurrency); the message
+//     UUID is the event ID, so consumers de-duplicate on it. A failed
+//     publish is retried with backoff, never skipped; a broker outage only
+//     delays delivery. The offset moves past an event only after the
+//     publisher returned without error for it and for every event before
+//     it; a crash or a stop publishes the unrecorded part of a batch again.
 //   - One active worker per job (7). Any number of instances may run the same
 //     consumer group; a session advisory lock (internal/leader, key
 //     LeaderKey) makes exactly one of them publish, and a standby takes over

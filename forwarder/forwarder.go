@@ -31,6 +31,8 @@ const (
 	BatchSizeDefault = 100
 	// PollIntervalDefault is the default Config.PollInterval.
 	PollIntervalDefault = 10 * time.Millisecond
+	// PublishConcurrencyDefault is the default Config.PublishConcurrency.
+	PublishConcurrencyDefault = 16
 	// RetryIntervalDefault is the default Config.RetryInterval.
 	RetryIntervalDefault = 100 * time.Millisecond
 	// RetryMaxIntervalDefault is the default Config.RetryMaxInterval.
@@ -130,8 +132,8 @@ type Config struct {
 	// Other events are skipped, but the offset still moves past them.
 	EventTypes []string
 	// BatchSize is the number of events read per query; the offset is
-	// written once per batch, after its last publish. A crash re-publishes
-	// at most one batch. Defaults to BatchSizeDefault.
+	// written once per batch, after all its events are published. A crash
+	// re-publishes at most one batch. Defaults to BatchSizeDefault.
 	BatchSize int
 	// PollInterval is how long the forwarder waits after finding nothing
 	// new before it polls again; appends made through the same
@@ -146,6 +148,13 @@ type Config struct {
 	// RetryMaxInterval caps the backoff. Defaults to
 	// RetryMaxIntervalDefault.
 	RetryMaxInterval time.Duration
+	// PublishConcurrency is how many publishes may be in flight at once,
+	// for different streams: events are sharded by stream ID, and the
+	// events of one stream are always published one after the other, in
+	// version order. 1 publishes strictly in feed order. Defaults to
+	// PublishConcurrencyDefault. Publishers must allow concurrent Publish
+	// calls, as Watermill's Publisher contract requires.
+	PublishConcurrency int
 	// OnPoison is the policy for events Topic rejects. Defaults to
 	// PoisonStop.
 	OnPoison PoisonPolicy
@@ -182,6 +191,9 @@ func (c Config) withDefaults() Config {
 	if c.RetryInterval == 0 {
 		c.RetryInterval = RetryIntervalDefault
 	}
+	if c.PublishConcurrency == 0 {
+		c.PublishConcurrency = PublishConcurrencyDefault
+	}
 	if c.RetryMaxInterval == 0 {
 		c.RetryMaxInterval = RetryMaxIntervalDefault
 	}
@@ -203,6 +215,8 @@ func (c Config) validate() error {
 		return invalid("ConsumerGroup", "longer than 255 bytes")
 	case c.BatchSize < 1 || c.BatchSize > eventstore.MaxReadAllLimit:
 		return invalid("BatchSize", fmt.Sprintf("must be between 1 and %d, got %d", eventstore.MaxReadAllLimit, c.BatchSize))
+	case c.PublishConcurrency < 1 || c.PublishConcurrency > 1024:
+		return invalid("PublishConcurrency", fmt.Sprintf("must be between 1 and 1024, got %d", c.PublishConcurrency))
 	case c.PollInterval < 0:
 		return invalid("PollInterval", "must not be negative")
 	case c.RetryInterval < 0:
@@ -358,17 +372,20 @@ ON CONFLICT (consumer_group) DO UPDATE SET transaction_id = excluded.transaction
 // LeaderKey): while another instance leads, it waits as a standby and retries
 // every Config.LeaderRetryInterval.
 //
-// While leading, it polls the feed after the group's offset, publishes each
-// event in feed order and waits for the publisher to return, retrying failed
-// publishes with backoff until they succeed or ctx ends; after the last
-// publish of a batch it moves the offset past the batch. No transaction is
-// open while a publish is in flight.
+// While leading, it polls the feed after the group's offset, a batch at a
+// time, and publishes the batch's events with up to
+// Config.PublishConcurrency publishes in flight: events of one stream one
+// after the other in version order, different streams in parallel. A failed
+// publish is retried with backoff until it succeeds or ctx ends. Once every
+// event of the batch is published it moves the offset past the batch, and
+// only then reads the next one. No transaction is open while a publish is in
+// flight.
 //
-// On cancellation the publish in flight is abandoned (or finished, for
-// publishers that ignore the message context), the offset is moved past the
-// events already published, and Run returns once every goroutine it started
-// has exited. Events published but not yet recorded are published again by
-// the next leader: delivery is at least once.
+// On cancellation the publishes in flight are abandoned (or finished, for
+// publishers that ignore the message context), the offset is moved over the
+// prefix of the batch already published, and Run returns once every
+// goroutine it started has exited. Events published but not yet recorded
+// are published again by the next leader: delivery is at least once.
 //
 // Run returns an error matching ErrPoison when an event cannot be forwarded
 // under PoisonStop, a migration error, or an error when called while another
@@ -424,7 +441,9 @@ func (f *Forwarder) lead(ctx context.Context) error {
 		beginner = wsql.BeginnerFromStdSQL(f.db.DB)
 		offsets.forUpdate = true
 	}
-	backoff := &pollBackoff{ctx: ctx, wake: wake, poll: f.cfg.PollInterval, retry: f.cfg.RetryInterval, max: f.cfg.RetryMaxInterval, log: f.log}
+	pl := newPipeline(ctx, f, f.cfg.PublishConcurrency)
+	offsets.through = pl.through
+	backoff := &pollBackoff{ctx: ctx, wake: wake, poll: f.cfg.PollInterval, retry: f.cfg.RetryInterval, max: f.cfg.RetryMaxInterval, log: f.log, fatalCh: make(chan error, 1)}
 	noDeadline := time.Duration(0)
 	sub, err := wsql.NewSubscriber(beginner, wsql.SubscriberConfig{
 		ConsumerGroup: f.cfg.ConsumerGroup,
@@ -442,11 +461,14 @@ func (f *Forwarder) lead(ctx context.Context) error {
 		slog.LevelInfo: slog.LevelDebug,
 	}))
 	if err != nil {
+		cancel()
+		pl.close()
 		return fmt.Errorf("forwarder: subscriber: %w", err)
 	}
 	defer func() {
 		cancel()
-		_ = sub.Close() // waits for the subscriber's goroutine
+		_ = sub.Close() // waits for the subscriber's goroutine (its last ack query included)
+		pl.close()      // then for the publish workers
 	}()
 	msgs, err := sub.Subscribe(ctx, subscriberTopic)
 	if err != nil {
@@ -465,24 +487,32 @@ func (f *Forwarder) lead(ctx context.Context) error {
 			if !ok {
 				return nil
 			}
-			if err := f.handle(ctx, msg); err != nil {
+			if err := f.handle(ctx, msg, pl); err != nil {
 				return err
 			}
 		}
 	}
 }
 
-// handle forwards one message and acks it once the broker accepted it (or
-// once it was filtered out or dead-lettered). It returns nil without acking
-// when ctx ends, and a *PoisonError under PoisonStop.
-func (f *Forwarder) handle(ctx context.Context, msg *message.Message) error {
+// handle routes one message and hands it to the pipeline, then acks it to
+// the Subscriber: the offset write at the end of the batch waits for the
+// pipeline (see pipeline). Filtered-out events are done at once. It returns
+// a *PoisonError under PoisonStop, after waiting for the events before the
+// poison one to be published, so that the offset stops right before it.
+func (f *Forwarder) handle(ctx context.Context, msg *message.Message, pl *pipeline) error {
 	rec, err := RecordFromMessage(msg)
 	if err != nil {
 		// Cannot happen for messages built by SchemaAdapter.
 		return fmt.Errorf("forwarder: %w: %w", ErrPoison, err)
 	}
+	if reason, bad := msg.Metadata[malformedKey]; bad {
+		f.log.ErrorContext(ctx, "malformed event row: stopping", "event_id", msg.UUID, "stream_id", rec.StreamID, "position", rec.Position.String(), "error", reason)
+		pl.drain()
+		return &MalformedRowError{Position: rec.Position, EventID: rec.ID, Err: errors.New(reason)}
+	}
 	if !f.selected(rec) {
 		f.filtered.Add(1)
+		pl.done(pl.track(rec.Position))
 		msg.Ack()
 		return nil
 	}
@@ -498,6 +528,7 @@ func (f *Forwarder) handle(ctx context.Context, msg *message.Message) error {
 		perr := &PoisonError{Position: rec.Position, EventID: msg.UUID, StreamID: rec.StreamID, Type: rec.Type, Err: err}
 		if f.cfg.OnPoison != PoisonDeadLetter {
 			f.log.ErrorContext(ctx, "poison event: stopping", "event_id", msg.UUID, "stream_id", rec.StreamID, "position", rec.Position.String(), "error", err.Error())
+			pl.drain()
 			return perr
 		}
 		f.log.WarnContext(ctx, "poison event: publishing to dead-letter topic", "event_id", msg.UUID, "stream_id", rec.StreamID, "position", rec.Position.String(), "topic", f.cfg.DeadLetterTopic, "error", err.Error())
@@ -505,11 +536,8 @@ func (f *Forwarder) handle(ctx context.Context, msg *message.Message) error {
 		topic = f.cfg.DeadLetterTopic
 		deadLetter = true
 	}
-	if !f.publish(ctx, topic, out, rec) {
+	if !pl.dispatch(job{e: pl.track(rec.Position), topic: topic, msg: out, rec: rec, deadLetter: deadLetter}) {
 		return nil // ctx ended: not acked, published again by the next leader
-	}
-	if !deadLetter {
-		f.published.Add(1)
 	}
 	msg.Ack()
 	return nil
@@ -520,6 +548,9 @@ func (f *Forwarder) handle(ctx context.Context, msg *message.Message) error {
 func (f *Forwarder) publish(ctx context.Context, topic string, msg *message.Message, rec eventstore.Record) bool {
 	wait := f.cfg.RetryInterval
 	for attempt := 1; ; attempt++ {
+		if ctx.Err() != nil {
+			return false
+		}
 		msg.SetContext(ctx)
 		err := f.pub.Publish(topic, msg)
 		if err == nil {

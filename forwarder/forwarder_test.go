@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -193,15 +194,13 @@ func TestPublishErrorsNeverSkip(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	want := b.appendSpread(t, streamsOf("order", 3), 10)
-	var calls atomic.Int64
 	failures := map[string]int{}
 	var mu sync.Mutex
 	pub := &recordingPublisher{before: func(topic string, msg *message.Message) error {
-		n := calls.Add(1)
-		if n%3 != 0 { // two failures out of three calls
-			mu.Lock()
+		mu.Lock()
+		defer mu.Unlock()
+		if failures[msg.UUID] < 2 { // every event fails twice, then succeeds
 			failures[msg.UUID]++
-			mu.Unlock()
 			return errors.New("broker says no")
 		}
 		return nil
@@ -218,6 +217,11 @@ func TestPublishErrorsNeverSkip(t *testing.T) {
 	defer mu.Unlock()
 	if len(failures) != 30 {
 		t.Errorf("%d events saw a failure, want all 30", len(failures))
+	}
+	for id, n := range failures {
+		if n != 2 {
+			t.Errorf("event %s failed %d times, want 2", id, n)
+		}
 	}
 }
 
@@ -515,4 +519,80 @@ func TestSetOffset(t *testing.T) {
 	}
 	runForwarder(t, f)
 	waitFor(t, 10*time.Second, "the replay", func() bool { return pub.len() == 8 })
+}
+
+// TestConcurrentPublishKeepsStreamOrder: with several publishes in flight
+// (different streams) and a publisher of uneven speed, each stream's events
+// still arrive in version order, exactly once, and publishes really overlap.
+// With PublishConcurrency 1 the whole feed order is kept.
+func TestConcurrentPublishKeepsStreamOrder(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	want := b.appendSpread(t, streamsOf("order", 8), 15)
+	var inFlight, maxInFlight atomic.Int64
+	pub := &recordingPublisher{before: func(topic string, msg *message.Message) error {
+		n := inFlight.Add(1)
+		defer inFlight.Add(-1)
+		for {
+			m := maxInFlight.Load()
+			if n <= m || maxInFlight.CompareAndSwap(m, n) {
+				break
+			}
+		}
+		v, _ := strconv.Atoi(msg.Metadata.Get(MetadataStreamVersion))
+		time.Sleep(time.Duration(v%4) * time.Millisecond)
+		return nil
+	}}
+	runForwarder(t, newForwarder(t, b, pub, Config{PublishConcurrency: 8, BatchSize: 50}))
+	waitFor(t, 30*time.Second, "every event", func() bool { return pub.distinct() == 120 })
+	checkDelivered(t, pub.all(), want)
+	if pub.len() != 120 {
+		t.Errorf("%d publishes for 120 events", pub.len())
+	}
+	if maxInFlight.Load() < 2 {
+		t.Errorf("at most %d publish in flight: no concurrency", maxInFlight.Load())
+	}
+
+	b2 := setup(t)
+	b2.appendSpread(t, streamsOf("order", 4), 5)
+	head := b2.waitFeed(t, 20)
+	recs, err := b2.store.ReadAll(testCtx(t), eventstore.Position{}, 100)
+	if err != nil || len(recs) != 20 || recs[19].Position != head {
+		t.Fatalf("ReadAll: %d, %v", len(recs), err)
+	}
+	seq := &recordingPublisher{}
+	runForwarder(t, newForwarder(t, b2, seq, Config{PublishConcurrency: 1}))
+	waitFor(t, 10*time.Second, "every event", func() bool { return seq.len() == 20 })
+	for i, d := range seq.all() {
+		if d.UUID != recs[i].ID.String() {
+			t.Fatalf("PublishConcurrency 1: publish %d is %s, want feed order %s", i, d.UUID, recs[i].ID)
+		}
+	}
+}
+
+// TestMalformedRowStops: a row whose metadata is not a JSON object cannot
+// become a message; Run stops with a *MalformedRowError (ErrPoison) instead
+// of skipping it.
+func TestMalformedRowStops(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.appendSpread(t, []string{"order-1"}, 2)
+	if _, err := b.db.Exec(`INSERT INTO ` + b.store.QualifiedEventsTable() + ` (event_id, stream_id, stream_version, event_type, payload, metadata)
+VALUES (gen_random_uuid(), 'order-2', 1, 'item_added', '{}', '[1, 2]')`); err != nil {
+		t.Fatal(err)
+	}
+	pub := &recordingPublisher{}
+	_, done, errp := runForwarder(t, newForwarder(t, b, pub, Config{}))
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not stop on the malformed row")
+	}
+	var mre *MalformedRowError
+	if !errors.Is(*errp, ErrPoison) || !errors.As(*errp, &mre) {
+		t.Fatalf("Run = %v, want a *MalformedRowError", *errp)
+	}
+	if pub.len() != 2 {
+		t.Errorf("published %d, want the 2 events before the malformed row", pub.len())
+	}
 }

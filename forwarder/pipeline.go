@@ -1,0 +1,165 @@
+package forwarder
+
+import (
+	"context"
+	"hash/fnv"
+	"sync"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/esox-go/esox/eventstore"
+)
+
+// pipeline publishes the messages of one leadership with up to
+// Config.PublishConcurrency publishes in flight, one worker per shard of
+// streams: all events of a stream go to the same worker, which publishes
+// them one after the other, so per-stream order is kept while different
+// streams are published in parallel.
+//
+// It tracks, in feed order, which events are done (published, or filtered
+// out) and exposes the end of the done prefix: the offset the batch may
+// record. watermill-sql's Subscriber hands the forwarder one message at a
+// time and waits for its ack; the forwarder acks as soon as the message is
+// handed to a worker, and the Subscriber's end-of-batch ack query
+// (OffsetsAdapter.AckMessageQuery) waits, through through(), until every
+// event of the batch is done, and records only the done prefix if the
+// leadership ends first. No transaction is open meanwhile (see
+// autocommitBeginner), so waiting holds nothing back.
+type pipeline struct {
+	ctx     context.Context
+	f       *Forwarder
+	workers []chan job
+	wg      sync.WaitGroup
+
+	mu        sync.Mutex
+	pending   []*entry // not yet done, or done but behind an undone one; feed order
+	confirmed eventstore.Position
+	changed   chan struct{} // closed and replaced whenever confirmed moves
+}
+
+type entry struct {
+	pos  eventstore.Position
+	done bool
+}
+
+type job struct {
+	e          *entry
+	topic      string
+	msg        *message.Message
+	rec        eventstore.Record
+	deadLetter bool
+}
+
+func newPipeline(ctx context.Context, f *Forwarder, n int) *pipeline {
+	p := &pipeline{ctx: ctx, f: f, workers: make([]chan job, n), changed: make(chan struct{})}
+	for i := range p.workers {
+		ch := make(chan job, f.cfg.BatchSize)
+		p.workers[i] = ch
+		p.wg.Add(1)
+		go p.work(ch)
+	}
+	return p
+}
+
+// track appends an entry for pos, the next event in feed order.
+func (p *pipeline) track(pos eventstore.Position) *entry {
+	e := &entry{pos: pos}
+	p.mu.Lock()
+	p.pending = append(p.pending, e)
+	p.mu.Unlock()
+	return e
+}
+
+// done marks e done and moves confirmed over the done prefix.
+func (p *pipeline) done(e *entry) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	e.done = true
+	moved := false
+	for len(p.pending) > 0 && p.pending[0].done {
+		p.confirmed = p.pending[0].pos
+		p.pending[0] = nil
+		p.pending = p.pending[1:]
+		moved = true
+	}
+	if moved {
+		close(p.changed)
+		p.changed = make(chan struct{})
+	}
+}
+
+// dispatch hands j to its stream's worker; false when ctx ended first.
+func (p *pipeline) dispatch(j job) bool {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(j.rec.StreamID))
+	select {
+	case p.workers[h.Sum32()%uint32(len(p.workers))] <- j:
+		return true
+	case <-p.ctx.Done():
+		return false
+	}
+}
+
+// through waits until every tracked event up to target is done and returns
+// target; if the leadership ends first, it returns the end of the done
+// prefix (the zero Position when nothing is done yet).
+func (p *pipeline) through(target eventstore.Position) eventstore.Position {
+	for {
+		p.mu.Lock()
+		confirmed, changed := p.confirmed, p.changed
+		idle := len(p.pending) == 0
+		p.mu.Unlock()
+		if !confirmed.Less(target) || idle {
+			return confirmed
+		}
+		select {
+		case <-changed:
+		case <-p.ctx.Done():
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			return p.confirmed
+		}
+	}
+}
+
+// drain waits until every tracked event is done, or ctx ends.
+func (p *pipeline) drain() {
+	for {
+		p.mu.Lock()
+		idle, changed := len(p.pending) == 0, p.changed
+		p.mu.Unlock()
+		if idle {
+			return
+		}
+		select {
+		case <-changed:
+		case <-p.ctx.Done():
+			return
+		}
+	}
+}
+
+func (p *pipeline) work(jobs <-chan job) {
+	defer p.wg.Done()
+	for j := range jobs {
+		if p.ctx.Err() != nil {
+			continue // leadership over: not published, not recorded
+		}
+		if !p.f.publish(p.ctx, j.topic, j.msg, j.rec) {
+			continue
+		}
+		if !j.deadLetter {
+			p.f.published.Add(1)
+		}
+		p.done(j.e)
+	}
+}
+
+// close stops the workers once their queues are empty and waits for them.
+// Call it after the last dispatch.
+func (p *pipeline) close() {
+	for _, ch := range p.workers {
+		close(ch)
+	}
+	p.wg.Wait()
+}
