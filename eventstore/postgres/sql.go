@@ -38,7 +38,10 @@ WHERE (CASE $2::bigint WHEN 0 THEN true WHEN 1 THEN cur.version = 0 WHEN 2 THEN 
 ORDER BY v.ord
 RETURNING position, transaction_id::text, stream_version, recorded_at`
 
-const recordColumns = `position, transaction_id::text, event_id, stream_version, event_type, payload, metadata, recorded_at`
+// transaction_id::text is aliased so that ORDER BY transaction_id sorts by
+// the xid8 column (and uses the primary key), not by the text output column
+// of the same name: "999" sorts after "1000" as text.
+const recordColumns = `position, transaction_id::text AS transaction_id_text, event_id, stream_version, event_type, payload, metadata, recorded_at`
 
 func (s *Store) buildSQL() {
 	ev := s.events
@@ -54,7 +57,7 @@ WHERE stream_id = $1 AND stream_version >= $2 ORDER BY stream_version LIMIT $3`
 WHERE (transaction_id, position) > ($1::xid8, $2::bigint)
   AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
 ORDER BY transaction_id, position LIMIT $3`
-	s.headSQL = `SELECT transaction_id::text, position FROM ` + ev + `
+	s.headSQL = `SELECT transaction_id::text AS transaction_id_text, position FROM ` + ev + `
 WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())
 ORDER BY transaction_id DESC, position DESC LIMIT 1`
 	s.streamInfoSQL = `SELECT coalesce(max(stream_version), 0) FROM ` + ev + ` WHERE stream_id = $1`
