@@ -1,0 +1,113 @@
+package projector
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/esox-go/esox/eventstore"
+	"github.com/esox-go/esox/internal/leader"
+)
+
+// Defaults of Config.
+const (
+	// BatchSizeDefault is how many records a batch reads when
+	// Config.BatchSize is zero.
+	BatchSizeDefault = 1000
+	// PollIntervalDefault is how often an idle projection polls the feed
+	// when Config.PollInterval is zero.
+	PollIntervalDefault = 10 * time.Millisecond
+	// MaxRetriesDefault is how many times a failing batch is retried when
+	// Config.MaxRetries is zero.
+	MaxRetriesDefault = 3
+	// RetryBackoffDefault is the first retry's delay when
+	// Config.RetryBackoff is zero.
+	RetryBackoffDefault = 100 * time.Millisecond
+	// MaxRetryBackoffDefault caps the retry delays when
+	// Config.MaxRetryBackoff is zero.
+	MaxRetryBackoffDefault = 5 * time.Second
+)
+
+// Config configures a Runner. The zero value means all defaults.
+type Config struct {
+	// BatchSize is the most records read and applied per transaction.
+	// Defaults to BatchSizeDefault (1000); at most
+	// eventstore.MaxReadAllLimit.
+	BatchSize int
+	// PollInterval is how often an idle projection polls the feed for
+	// events appended by other processes (appends through the runner's own
+	// Store wake it at once). Defaults to PollIntervalDefault (10 ms). A
+	// poll is one read-only index range scan that takes no transaction id.
+	PollInterval time.Duration
+	// MaxRetries is how many times a batch whose handler fails is retried
+	// (with exponential backoff from RetryBackoff) before the projection
+	// stops, or parks the failing event when Projection.DeadLetter is set.
+	// Defaults to MaxRetriesDefault (3); set DisableRetries for none.
+	// Database errors (connection lost, server restarting) are not handler
+	// failures: they are retried without limit.
+	MaxRetries int
+	// DisableRetries makes the first handler failure final.
+	DisableRetries bool
+	// RetryBackoff is the delay before the first retry; it doubles per
+	// attempt up to MaxRetryBackoff. Defaults to RetryBackoffDefault.
+	RetryBackoff time.Duration
+	// MaxRetryBackoff caps retry delays, also those after database errors.
+	// Defaults to MaxRetryBackoffDefault (5 s).
+	MaxRetryBackoff time.Duration
+	// LeaderRetryInterval is how often a standby process tries to take over
+	// a projection and how often the active one checks its leadership
+	// connection; takeover after a crash takes about this long. Defaults to
+	// 1 s.
+	LeaderRetryInterval time.Duration
+	// Logger receives the runner's logs. Defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	if c.BatchSize == 0 {
+		c.BatchSize = BatchSizeDefault
+	}
+	if c.PollInterval == 0 {
+		c.PollInterval = PollIntervalDefault
+	}
+	if c.MaxRetries == 0 {
+		c.MaxRetries = MaxRetriesDefault
+	}
+	if c.DisableRetries {
+		c.MaxRetries = 0
+	}
+	if c.RetryBackoff == 0 {
+		c.RetryBackoff = RetryBackoffDefault
+	}
+	if c.MaxRetryBackoff == 0 {
+		c.MaxRetryBackoff = MaxRetryBackoffDefault
+	}
+	if c.LeaderRetryInterval == 0 {
+		c.LeaderRetryInterval = leader.RetryIntervalDefault
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	bad := func(field, reason string) error {
+		return fmt.Errorf("projector: invalid config: %s: %w", field, &eventstore.InvalidArgumentError{Field: field, Reason: reason})
+	}
+	switch {
+	case c.BatchSize < 1 || c.BatchSize > eventstore.MaxReadAllLimit:
+		return bad("BatchSize", fmt.Sprintf("must be between 1 and %d, got %d", eventstore.MaxReadAllLimit, c.BatchSize))
+	case c.PollInterval < 0:
+		return bad("PollInterval", "must not be negative")
+	case c.MaxRetries < 0:
+		return bad("MaxRetries", "must not be negative")
+	case c.RetryBackoff < 0:
+		return bad("RetryBackoff", "must not be negative")
+	case c.MaxRetryBackoff < 0:
+		return bad("MaxRetryBackoff", "must not be negative")
+	case c.LeaderRetryInterval < 0:
+		return bad("LeaderRetryInterval", "must not be negative")
+	}
+	return nil
+}

@@ -1,0 +1,269 @@
+package projector_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/esox-go/esox/eventstore"
+	"github.com/esox-go/esox/eventstore/postgres"
+	"github.com/esox-go/esox/internal/pgtest"
+	"github.com/esox-go/esox/projector"
+)
+
+func TestCancelMidBatchRollsBackWhole(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.appendDeposits(t, 50, 5, 5)
+	p := b.balances("balances", "balances")
+	inner := p.Handler
+	inside := make(chan struct{})
+	var once sync.Once
+	p.Handler = projector.Batch(func(ctx context.Context, tx *sqlx.Tx, recs []eventstore.Record) error {
+		if err := inner.Handle(ctx, tx, recs); err != nil {
+			return err
+		}
+		once.Do(func() { close(inside) })
+		<-ctx.Done() // the process is told to stop between handler and commit
+		return ctx.Err()
+	}, "deposited")
+	r, err := projector.NewRunner(b.store, fastConfig(t), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := start(t, r)
+	select {
+	case <-inside:
+	case <-time.After(30 * time.Second):
+		t.Fatal("handler never ran")
+	}
+	run.stop(t)
+	if got := b.model(t, "balances"); len(got) != 0 {
+		t.Fatalf("the cancelled batch left effects: %v", got)
+	}
+	if s := statusOf(t, r, "balances", 1); !s.Checkpoint.IsZero() {
+		t.Fatalf("the cancelled batch moved the checkpoint to %s", s.Checkpoint)
+	}
+
+	r2, err := projector.NewRunner(b.store, fastConfig(t), b.balances("balances", "balances"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start(t, r2)
+	waitFor(t, r2, "balances", b.lastEvent(t))
+	equalBalances(t, "after restart", b.model(t, "balances"), b.foldAll(t))
+}
+
+const (
+	childEnv       = "ESOX_PROJECTOR_TEST_CHILD"
+	childSchemaEnv = "ESOX_PROJECTOR_TEST_CHILD_SCHEMA"
+	childURLEnv    = "ESOX_PROJECTOR_TEST_CHILD_URL"
+)
+
+// childMain runs a runner until the parent test kills the process. Its
+// handler lingers inside each batch's transaction, so a kill lands between
+// handler and commit.
+func childMain() int {
+	db, err := sqlx.Open("postgres", os.Getenv(childURLEnv))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	schema := os.Getenv(childSchemaEnv)
+	reg := newRegistry()
+	store, err := postgres.New(db, reg, postgres.Config{Schema: schema})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	b := &bundle{db: db, schema: schema, reg: reg, store: store}
+	p := b.balances("balances", "balances")
+	inner := p.Handler
+	p.Handler = projector.Batch(func(ctx context.Context, tx *sqlx.Tx, recs []eventstore.Record) error {
+		if err := inner.Handle(ctx, tx, recs); err != nil {
+			return err
+		}
+		time.Sleep(30 * time.Millisecond)
+		return nil
+	}, "deposited")
+	r, err := projector.NewRunner(store, projector.Config{BatchSize: 20, LeaderRetryInterval: 100 * time.Millisecond}, p)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	if err := r.Run(context.Background()); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
+
+func TestKilledProcessNeitherLosesNorDoubles(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.appendDeposits(t, 1000, 9, 4)
+	r, err := projector.NewRunner(b.store, fastConfig(t), b.balances("balances", "balances"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+
+	app := "esox_child_" + b.schema[len(b.schema)-12:]
+	url := pgtest.DatabaseURL()
+	if strings.Contains(url, "?") {
+		url += "&application_name=" + app
+	} else {
+		url += "?application_name=" + app
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"=1", childSchemaEnv+"="+b.schema, childURLEnv+"="+url)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	defer func() {
+		_ = cmd.Process.Kill()
+		<-exited
+	}()
+
+	// Kill it once it has committed some batches and is inside one whose
+	// writes are made but not committed.
+	eventually(t, "the child to commit a batch and be mid-batch", 60*time.Second, func() bool {
+		var ready bool
+		err := b.db.QueryRow(`SELECT
+			(SELECT position > 0 FROM `+b.q(projector.CheckpointsTable)+` WHERE projection = 'balances')
+			AND EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name = $1 AND state = 'idle in transaction' AND backend_xid IS NOT NULL)`, app).Scan(&ready)
+		return err == nil && ready
+	})
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-exited
+	t.Logf("child stderr: %s", stderr.String())
+	eventually(t, "the child's sessions to end", 30*time.Second, func() bool {
+		var n int
+		return b.db.QueryRow(`SELECT count(*) FROM pg_stat_activity WHERE application_name = $1`, app).Scan(&n) == nil && n == 0
+	})
+
+	// What committed is consistent: the model is the fold up to the checkpoint.
+	cp := statusOf(t, r, "balances", 1).Checkpoint
+	if cp.IsZero() {
+		t.Fatal("the child committed nothing")
+	}
+	equalBalances(t, "after the kill", b.model(t, "balances"), b.fold(t, cp))
+
+	// A new process finishes the job: every event exactly once.
+	start(t, r)
+	waitFor(t, r, "balances", b.lastEvent(t))
+	equalBalances(t, "after recovery", b.model(t, "balances"), b.foldAll(t))
+}
+
+func TestTwoRunnersRaceForOneProjection(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var inHandler, maxIn atomic.Int32
+	mk := func() *projector.Runner {
+		p := b.balances("balances", "balances")
+		inner := p.Handler
+		p.Handler = projector.Batch(func(ctx context.Context, tx *sqlx.Tx, recs []eventstore.Record) error {
+			n := inHandler.Add(1)
+			defer inHandler.Add(-1)
+			for m := maxIn.Load(); n > m && !maxIn.CompareAndSwap(m, n); m = maxIn.Load() {
+			}
+			return inner.Handle(ctx, tx, recs)
+		}, "deposited")
+		r, err := projector.NewRunner(b.store, fastConfig(t), p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	r1, r2 := mk(), mk()
+	run1, run2 := start(t, r1), start(t, r2)
+
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() { b.appendDeposits(t, 300, 6, 2) })
+	}
+	wg.Wait()
+	waitFor(t, r1, "balances", b.lastEvent(t))
+	equalBalances(t, "raced", b.model(t, "balances"), b.foldAll(t))
+	if m := maxIn.Load(); m != 1 {
+		t.Fatalf("%d handlers ran at once, want 1", m)
+	}
+	s1, s2 := statusOf(t, r1, "balances", 1), statusOf(t, r2, "balances", 1)
+	if s1.Leading == s2.Leading {
+		t.Fatalf("leading: r1 %v, r2 %v; want exactly one", s1.Leading, s2.Leading)
+	}
+
+	// The leader goes away; the other takes over.
+	leaderRun, other := run1, r2
+	if s2.Leading {
+		leaderRun, other = run2, r1
+	}
+	stopped := time.Now()
+	leaderRun.stop(t)
+	last := b.appendDeposits(t, 40, 6, 2)
+	waitFor(t, other, "balances", last.LastPosition)
+	t.Logf("takeover and catch-up took %s", time.Since(stopped))
+	equalBalances(t, "after takeover", b.model(t, "balances"), b.foldAll(t))
+	if !statusOf(t, other, "balances", 1).Leading {
+		t.Fatal("the remaining runner does not lead")
+	}
+}
+
+func TestRecoversFromPostgresRestart(t *testing.T) {
+	t.Parallel()
+	c := pgtest.StartCluster(t)
+	db := c.Open(t)
+	b := setupOn(t, db, "restart_test", nil, nil)
+	cfg := fastConfig(t)
+	r, err := projector.NewRunner(b.store, cfg, b.balances("balances", "balances"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start(t, r)
+
+	var appended atomic.Int64
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := 0; i < 400 && ctx.Err() == nil; {
+			_, err := b.store.Append(ctx, fmt.Sprintf("account-r%d", i%5), eventstore.Any, []eventstore.Event{{Data: Deposited{Account: fmt.Sprintf("r%d", i%5), Amount: 1}}})
+			if err != nil {
+				time.Sleep(20 * time.Millisecond) // the server is restarting
+				continue
+			}
+			i++
+			appended.Add(1)
+			time.Sleep(2 * time.Millisecond)
+		}
+	})
+	eventually(t, "some appends", 30*time.Second, func() bool { return appended.Load() >= 100 })
+	c.Restart(t)
+	t.Log("server restarted")
+	wg.Wait()
+	if appended.Load() != 400 {
+		t.Fatalf("appended %d", appended.Load())
+	}
+	waitFor(t, r, "balances", b.lastEvent(t))
+	equalBalances(t, "after restart", b.model(t, "balances"), b.foldAll(t))
+	if s := statusOf(t, r, "balances", 1); s.State != projector.StateRunning {
+		t.Fatalf("status after restart = %+v", s)
+	}
+}

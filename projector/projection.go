@@ -1,0 +1,254 @@
+package projector
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/esox-go/esox/eventstore"
+	"github.com/esox-go/esox/eventstore/postgres"
+)
+
+// Handler applies records to a read model. It is the extension point of a
+// Projection; build one with Batch, Records or NewHandlers and On.
+//
+// Handle receives the records of one batch, in feed order, whose Type is in
+// EventTypes (all records when EventTypes returns nil), with Data decoded by
+// the registry. It must write only through tx: the runner commits tx together
+// with the projection's checkpoint, or rolls both back, so an effect is
+// applied exactly once (DESIGN guarantee 5). It must not keep state in memory
+// across calls that a rolled-back tx would leave wrong, and must not commit or
+// roll back tx. A Handler may be called concurrently for different
+// projections, never concurrently for the same one.
+type Handler interface {
+	// EventTypes returns the registered event type names the handler
+	// applies; records of other types are passed over (the checkpoint still
+	// moves past them). nil means every type.
+	EventTypes() []string
+	// Handle applies records through tx. An error rolls the batch back.
+	Handle(ctx context.Context, tx *sqlx.Tx, records []eventstore.Record) error
+}
+
+// BatchFunc applies a whole batch of records through tx. Seeing the batch lets
+// a projection write it with one multi-row statement.
+type BatchFunc func(ctx context.Context, tx *sqlx.Tx, records []eventstore.Record) error
+
+// RecordFunc applies one record through tx.
+type RecordFunc func(ctx context.Context, tx *sqlx.Tx, record eventstore.Record) error
+
+// Batch returns a Handler that passes each batch's records of the given types
+// (every type when types is empty) to fn at once.
+func Batch(fn BatchFunc, types ...string) Handler {
+	return batchHandler{fn: fn, types: nilIfEmpty(types)}
+}
+
+// Records returns a Handler that calls fn once per record of the given types
+// (every type when types is empty), in feed order.
+func Records(fn RecordFunc, types ...string) Handler {
+	return batchHandler{types: nilIfEmpty(types), fn: func(ctx context.Context, tx *sqlx.Tx, recs []eventstore.Record) error {
+		for _, r := range recs {
+			if err := fn(ctx, tx, r); err != nil {
+				return recordError(r, err)
+			}
+		}
+		return nil
+	}}
+}
+
+type batchHandler struct {
+	fn    BatchFunc
+	types []string
+}
+
+func (b batchHandler) EventTypes() []string { return b.types }
+func (b batchHandler) Handle(ctx context.Context, tx *sqlx.Tx, recs []eventstore.Record) error {
+	return b.fn(ctx, tx, recs)
+}
+
+func nilIfEmpty(s []string) []string {
+	if len(s) == 0 {
+		return nil
+	}
+	return slices.Clone(s)
+}
+
+// recordError names the record a handler failed on.
+func recordError(r eventstore.Record, err error) error {
+	return fmt.Errorf("event %s (%s, stream %q version %d, position %s): %w", r.ID, r.Type, r.StreamID, r.StreamVersion, r.Position, err)
+}
+
+// Handlers is a Handler built from one typed function per event type with On.
+// Its EventTypes are the types given to On. Build it before the runner
+// starts; it is safe for concurrent use once built.
+type Handlers struct {
+	reg   *eventstore.Registry
+	byTyp map[string]RecordFunc
+	types []string
+	err   error
+}
+
+// NewHandlers returns an empty Handlers that maps Go event types to their
+// names with reg.
+func NewHandlers(reg *eventstore.Registry) *Handlers {
+	return &Handlers{reg: reg, byTyp: map[string]RecordFunc{}}
+}
+
+// On registers fn for the event type E (E must be registered in h's
+// registry) and returns h for chaining. fn receives the record and its Data
+// as an E (decoded from the payload if Data holds something else, such as a
+// *E from an inline append). A registration error (E not registered, a nil
+// registry, E handled twice) is kept and returned by Err; NewRunner and
+// InlineHook refuse a Handlers with an error.
+func On[E any](h *Handlers, fn func(ctx context.Context, tx *sqlx.Tx, record eventstore.Record, event E) error) *Handlers {
+	if h.err != nil {
+		return h
+	}
+	if h.reg == nil {
+		h.err = fmt.Errorf("projector: On: %w", &eventstore.InvalidArgumentError{Field: "registry", Reason: "NewHandlers was given a nil registry"})
+		return h
+	}
+	name, err := h.reg.NameOf(*new(E))
+	if err != nil {
+		h.err = fmt.Errorf("projector: On: %w", err)
+		return h
+	}
+	if _, dup := h.byTyp[name]; dup {
+		h.err = fmt.Errorf("projector: On: %w", &eventstore.InvalidArgumentError{Field: "handler", Reason: fmt.Sprintf("event type %q is handled twice", name)})
+		return h
+	}
+	reg := h.reg
+	h.byTyp[name] = func(ctx context.Context, tx *sqlx.Tx, r eventstore.Record) error {
+		var e E
+		switch d := r.Data.(type) {
+		case E:
+			e = d
+		case *E:
+			if d == nil {
+				return fmt.Errorf("nil *%T in record data", e)
+			}
+			e = *d
+		default:
+			v, err := reg.Decode(r.Type, r.Payload)
+			if err != nil {
+				return err
+			}
+			var ok bool
+			if e, ok = v.(E); !ok {
+				return fmt.Errorf("event type %q decodes to %T, not %T", r.Type, v, e)
+			}
+		}
+		return fn(ctx, tx, r, e)
+	}
+	h.types = append(h.types, name)
+	return h
+}
+
+// OnType registers an untyped fn for the event type name and returns h.
+func (h *Handlers) OnType(name string, fn RecordFunc) *Handlers {
+	if h.err != nil {
+		return h
+	}
+	if _, dup := h.byTyp[name]; dup {
+		h.err = fmt.Errorf("projector: OnType: %w", &eventstore.InvalidArgumentError{Field: "handler", Reason: fmt.Sprintf("event type %q is handled twice", name)})
+		return h
+	}
+	h.byTyp[name] = fn
+	h.types = append(h.types, name)
+	return h
+}
+
+// Err returns the first registration error, if any.
+func (h *Handlers) Err() error { return h.err }
+
+// EventTypes returns the types registered with On and OnType.
+func (h *Handlers) EventTypes() []string {
+	if len(h.types) == 0 {
+		// A Handlers without handlers handles nothing, not everything.
+		return []string{}
+	}
+	return slices.Clone(h.types)
+}
+
+// Handle calls the function registered for each record's type, in order.
+func (h *Handlers) Handle(ctx context.Context, tx *sqlx.Tx, recs []eventstore.Record) error {
+	for _, r := range recs {
+		fn, ok := h.byTyp[r.Type]
+		if !ok {
+			continue
+		}
+		if err := fn(ctx, tx, r); err != nil {
+			return recordError(r, err)
+		}
+	}
+	return nil
+}
+
+// Projection is a read model built from the events feed.
+//
+// Setup, Reset, Activate and the Handler write the projection's own tables;
+// they belong to one Version of the projection, so a new version can write
+// new tables beside the old ones (see Version and docs/projections.md).
+type Projection struct {
+	// Name identifies the projection in checkpoints, status and logs. It
+	// must pass postgres.ValidateIdentifier (ASCII letters, digits,
+	// underscores), so it can also prefix table names. Required.
+	Name string
+	// Version is the version of the read model's shape and code; 0 means 1.
+	// Running a higher Version than the live one fills the new version from
+	// the start of the feed beside the live one, then switches it live in
+	// one transaction once it has caught up (blue/green rebuild): its
+	// Activate runs in that transaction and the lower versions are retired.
+	Version int
+	// Handler applies records. Required.
+	Handler Handler
+	// Setup creates the version's tables. The runner calls it once, when
+	// it first registers this version (in the transaction that creates its
+	// checkpoint). Optional: create tables in your own migrations instead.
+	Setup func(ctx context.Context, tx *sqlx.Tx) error
+	// Reset empties the version's tables for Rebuild (e.g. TRUNCATE).
+	// Optional; Rebuild refuses a projection without it.
+	Reset func(ctx context.Context, tx *sqlx.Tx) error
+	// Activate makes this version the one readers see, e.g.
+	// CREATE OR REPLACE VIEW orders AS SELECT * FROM orders_v2. It runs in
+	// the transaction that switches the version live, so readers never see
+	// a half-built model. Optional.
+	Activate func(ctx context.Context, tx *sqlx.Tx) error
+	// DeadLetter opts in to parking events the handler keeps failing on:
+	// after Config.MaxRetries failed attempts at a batch, the runner applies
+	// it record by record, stores each failing record with its error in the
+	// dead_letters table and goes on. Without it (the default) the
+	// projection stops with the error in its status; others go on.
+	DeadLetter bool
+}
+
+func (p Projection) version() int {
+	if p.Version == 0 {
+		return 1
+	}
+	return p.Version
+}
+
+func (p Projection) validate() error {
+	if err := postgres.ValidateIdentifier(p.Name); err != nil {
+		return fmt.Errorf("projection name: %w", err)
+	}
+	if p.Version < 0 {
+		return fmt.Errorf("projection %q: Version: %w", p.Name, &eventstore.InvalidArgumentError{Field: "Version", Reason: fmt.Sprintf("must not be negative, got %d", p.Version)})
+	}
+	if p.Handler == nil {
+		return fmt.Errorf("projection %q: Handler: %w", p.Name, &eventstore.InvalidArgumentError{Field: "Handler", Reason: "must not be nil"})
+	}
+	if h, ok := p.Handler.(interface{ Err() error }); ok {
+		if err := h.Err(); err != nil {
+			return fmt.Errorf("projection %q: Handler: %w", p.Name, err)
+		}
+	}
+	return nil
+}
+
+// wants reports whether h applies records of type typ.
+func wants(types []string, typ string) bool {
+	return types == nil || slices.Contains(types, typ)
+}

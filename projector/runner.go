@@ -1,0 +1,249 @@
+package projector
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/esox-go/esox/eventstore"
+	"github.com/esox-go/esox/eventstore/postgres"
+	"github.com/esox-go/esox/internal/leader"
+)
+
+// Runner keeps projections up to date with the global feed of a PostgreSQL
+// store. One Runner hosts many projections; several processes may run the
+// same projections, and for each projection (version) exactly one process
+// works at a time (DESIGN guarantee 7), elected with a session advisory lock
+// on a dedicated connection per projection (so the pool needs one connection
+// per projection plus the workers' own).
+//
+// Each batch is read outside any transaction from the gap-free feed, then
+// applied in one transaction that first advances the projection's checkpoint
+// with a compare-and-set (so two workers can never both apply a batch) and
+// then runs the handler: the read model and its checkpoint commit or roll
+// back together (DESIGN guarantee 5).
+//
+// A Runner is safe for concurrent use: Status, WaitFor, Rebuild, Resume and
+// SetCheckpoint may be called while Run runs, from any process.
+type Runner struct {
+	store   *postgres.Store
+	db      *sqlx.DB
+	cfg     Config
+	log     *slog.Logger
+	t       tables
+	feedSQL string
+	workers []*worker // sorted by name, then version
+
+	running atomic.Bool
+
+	advMu    sync.Mutex
+	advanced chan struct{} // closed and replaced whenever a checkpoint moves in this process
+}
+
+// NewRunner returns a Runner for projections over store's feed. It validates
+// cfg and the projections (names, handlers, no duplicate name and version)
+// and does not touch the database.
+//
+// Errors match eventstore.ErrInvalidArgument (or carry a Handlers' Err) and
+// name the bad field or projection.
+func NewRunner(store *postgres.Store, cfg Config, projections ...Projection) (*Runner, error) {
+	if store == nil {
+		return nil, fmt.Errorf("projector: %w", &eventstore.InvalidArgumentError{Field: "store", Reason: "must not be nil"})
+	}
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if len(projections) == 0 {
+		return nil, fmt.Errorf("projector: %w", &eventstore.InvalidArgumentError{Field: "projections", Reason: "at least one is required"})
+	}
+	r := &Runner{
+		store:    store,
+		db:       store.DB(),
+		cfg:      cfg,
+		log:      cfg.Logger.With("component", "projector"),
+		t:        tablesIn(store.Schema()),
+		feedSQL:  feedSQL(store.QualifiedEventsTable()),
+		advanced: make(chan struct{}),
+	}
+	seen := map[string]bool{}
+	for _, p := range projections {
+		if err := p.validate(); err != nil {
+			return nil, fmt.Errorf("projector: invalid projection: %w", err)
+		}
+		id := p.Name + "@" + strconv.Itoa(p.version())
+		if seen[id] {
+			return nil, fmt.Errorf("projector: %w", &eventstore.InvalidArgumentError{Field: "projections", Reason: fmt.Sprintf("projection %q version %d is given twice", p.Name, p.version())})
+		}
+		seen[id] = true
+		r.workers = append(r.workers, newWorker(r, p))
+	}
+	slices.SortFunc(r.workers, func(a, b *worker) int {
+		return cmp.Or(cmp.Compare(a.p.Name, b.p.Name), cmp.Compare(a.version, b.version))
+	})
+	return r, nil
+}
+
+// Migrate creates the projector's tables in the store's schema (see the
+// package-level Migrate) and registers each projection version: a version
+// seen for the first time gets a checkpoint at the start of the feed and its
+// Setup runs in the same transaction. The first version of a projection is
+// active; a version higher than the active one is building (blue/green, see
+// Projection.Version); a lower one is retired. When a runner registers
+// several versions of a new projection at once, the highest is active.
+//
+// Run calls Migrate; call it yourself to use Status or WaitFor before Run.
+// It is idempotent and safe to call from several processes at once. ctx
+// bounds it.
+func (r *Runner) Migrate(ctx context.Context) error {
+	if _, err := Migrate(ctx, r.db, r.t.schema); err != nil {
+		return err
+	}
+	// Highest version first, so a fresh install activates the newest.
+	ws := slices.Clone(r.workers)
+	slices.SortStableFunc(ws, func(a, b *worker) int {
+		return cmp.Or(cmp.Compare(a.p.Name, b.p.Name), cmp.Compare(b.version, a.version))
+	})
+	for _, w := range ws {
+		if err := r.register(ctx, w); err != nil {
+			return fmt.Errorf("projector: register projection %q version %d: %w", w.p.Name, w.version, err)
+		}
+	}
+	return nil
+}
+
+func (r *Runner) register(ctx context.Context, w *worker) error {
+	tx, err := r.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback() }()
+	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, lockKey("esox:projector-register:"+r.t.schema+":"+w.p.Name)); err != nil {
+		return err
+	}
+	var rows []struct {
+		Version int    `db:"version"`
+		Status  string `db:"status"`
+	}
+	if err := tx.SelectContext(ctx, &rows, `SELECT version, status FROM `+r.t.checkpoints+` WHERE projection = $1`, w.p.Name); err != nil {
+		return err
+	}
+	active := 0
+	for _, row := range rows {
+		if row.Version == w.version {
+			return nil // already registered
+		}
+		if row.Status == statusActive {
+			active = row.Version
+		}
+	}
+	status := statusActive
+	switch {
+	case active == 0:
+	case w.version > active:
+		status = statusBuilding
+	default:
+		status = statusRetired
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO `+r.t.checkpoints+` (projection, version, status, activated_at)
+		VALUES ($1, $2, $3, CASE WHEN $3 = 'active' THEN now() END)`, w.p.Name, w.version, status); err != nil {
+		return err
+	}
+	if status != statusRetired && w.p.Setup != nil {
+		if err := w.p.Setup(ctx, tx); err != nil {
+			return fmt.Errorf("setup: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	r.log.InfoContext(ctx, "projection registered", "projection", w.p.Name, "version", w.version, "status", status)
+	return nil
+}
+
+// Checkpoint statuses, as stored.
+const (
+	statusActive   = "active"
+	statusBuilding = "building"
+	statusRetired  = "retired"
+)
+
+// Run runs every projection until ctx is done: it calls Migrate, then for
+// each projection version competes for leadership and, while it leads,
+// applies the feed batch by batch. It returns nil after ctx is cancelled,
+// once every goroutine it started has exited; the batch in flight commits or
+// rolls back whole. It returns an error only when Migrate fails or Run is
+// already running.
+//
+// A projection whose handler keeps failing stops with the error in its
+// Status (and in the checkpoints table) while the others go on; see
+// Config.MaxRetries, Projection.DeadLetter and Resume. Database errors are
+// retried until the database is back.
+func (r *Runner) Run(ctx context.Context) error {
+	if !r.running.CompareAndSwap(false, true) {
+		return errors.New("projector: Run is already running")
+	}
+	defer r.running.Store(false)
+	if err := r.Migrate(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting
+		}
+		return err
+	}
+	var wg sync.WaitGroup
+	for _, w := range r.workers {
+		wg.Go(func() {
+			_ = leader.Run(ctx, r.db, leader.Config{
+				Key:           w.leaderKey,
+				RetryInterval: r.cfg.LeaderRetryInterval,
+				Logger:        w.log,
+			}, w.work)
+		})
+	}
+	wg.Wait()
+	return nil
+}
+
+// notifyAdvanced wakes WaitFor calls in this process.
+func (r *Runner) notifyAdvanced() {
+	r.advMu.Lock()
+	close(r.advanced)
+	r.advanced = make(chan struct{})
+	r.advMu.Unlock()
+}
+
+func (r *Runner) advancedCh() <-chan struct{} {
+	r.advMu.Lock()
+	defer r.advMu.Unlock()
+	return r.advanced
+}
+
+// workersNamed returns the runner's workers of projection name.
+func (r *Runner) workersNamed(name string) []*worker {
+	var out []*worker
+	for _, w := range r.workers {
+		if w.p.Name == name {
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
+func (r *Runner) unknown(name string) error {
+	return fmt.Errorf("projector: %w", &eventstore.InvalidArgumentError{Field: "projection", Reason: fmt.Sprintf("%q is not one of this runner's projections", name)})
+}
+
+func lockKey(s string) int64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(s))
+	return int64(h.Sum64())
+}

@@ -1,0 +1,211 @@
+package projector
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/esox-go/esox/eventstore"
+	"github.com/esox-go/esox/internal/leader"
+)
+
+// State is what a projection version is doing, as reported by Status.
+type State string
+
+// The states of a projection version.
+const (
+	// StateRunning: live and close to the head of the feed.
+	StateRunning State = "running"
+	// StateCatchingUp: live and at least one batch behind.
+	StateCatchingUp State = "catching_up"
+	// StateRebuilding: replaying from the start after Rebuild, or a newer
+	// version filling beside the live one (blue/green).
+	StateRebuilding State = "rebuilding"
+	// StateStoppedWithError: its handler kept failing; see LastError.
+	StateStoppedWithError State = "stopped_with_error"
+	// StateRetired: replaced by a newer live version; no longer applied.
+	StateRetired State = "retired"
+	// StateNotRunning: no process currently works on it.
+	StateNotRunning State = "not_running"
+)
+
+// ProjectionStatus reports one projection version.
+type ProjectionStatus struct {
+	Name    string
+	Version int
+	// Live is true for the version readers see (Activate ran for it, or it
+	// is the only version).
+	Live bool
+	// State is what it is doing now.
+	State State
+	// Checkpoint is the feed position of the last record applied (the zero
+	// Position before the first).
+	Checkpoint eventstore.Position
+	// Head is the last position of the feed visible to readers.
+	Head eventstore.Position
+	// LagEvents approximates the records not yet applied: the difference
+	// of the head's and the checkpoint's positions, 0 when caught up. It
+	// can be off by the positions of rolled-back appends and of
+	// transactions that commit out of position order.
+	LagEvents int64
+	// Lag is the age of the oldest record not yet applied (by the
+	// database's clock), 0 when caught up.
+	Lag time.Duration
+	// LastError is the handler error that stopped it, if StateStoppedWithError.
+	LastError string
+	// ErrorAt is when LastError was recorded.
+	ErrorAt time.Time
+	// DeadLetters counts its parked events.
+	DeadLetters int64
+	// Leading is true when this process is the one working on it.
+	Leading bool
+	// UpdatedAt is when its checkpoint row last changed.
+	UpdatedAt time.Time
+}
+
+// Status reports every projection version of the runner, in name and
+// version order, from the database (so it is right whichever process does
+// the work) and this process's own view. Each projection costs a few
+// index lookups. ctx bounds the queries; errors wrap the database's.
+func (r *Runner) Status(ctx context.Context) ([]ProjectionStatus, error) {
+	head, err := r.store.Head(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("projector: status: %w", err)
+	}
+	out := make([]ProjectionStatus, 0, len(r.workers))
+	for _, w := range r.workers {
+		s, err := r.status(ctx, w, head)
+		if err != nil {
+			return nil, fmt.Errorf("projector: status of %q version %d: %w", w.p.Name, w.version, err)
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+func (r *Runner) status(ctx context.Context, w *worker, head eventstore.Position) (ProjectionStatus, error) {
+	s := ProjectionStatus{Name: w.p.Name, Version: w.version, Head: head}
+	c, err := scanCheckpoint(r.db.QueryRowContext(ctx, `SELECT `+checkpointColumns+` FROM `+r.t.checkpoints+`
+		WHERE projection = $1 AND version = $2`, w.p.Name, w.version))
+	if errors.Is(err, sql.ErrNoRows) {
+		s.State = StateNotRunning
+		return s, nil // not registered yet: Run (or Migrate) has not run
+	}
+	if err != nil {
+		return s, err
+	}
+	s.Checkpoint, s.Live, s.UpdatedAt = c.pos, c.status == statusActive, c.updatedAt
+	s.LastError, s.ErrorAt = c.lastError.String, c.errorAt.Time
+	if head.Compare(c.pos) > 0 {
+		s.LagEvents = max(head.Position-c.pos.Position, 1)
+		var secs sql.NullFloat64
+		if err := r.db.QueryRowContext(ctx, `SELECT extract(epoch FROM now() - recorded_at)::float8 FROM `+r.store.QualifiedEventsTable()+`
+			WHERE (transaction_id, position) > ($1::xid8, $2::bigint) ORDER BY transaction_id, position LIMIT 1`,
+			strconv.FormatUint(c.pos.TransactionID, 10), c.pos.Position).Scan(&secs); err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return s, err
+		}
+		s.Lag = time.Duration(max(secs.Float64, 0) * float64(time.Second))
+	}
+	if err := r.db.QueryRowContext(ctx, `SELECT count(*) FROM `+r.t.deadLetters+` WHERE projection = $1 AND version = $2`,
+		w.p.Name, w.version).Scan(&s.DeadLetters); err != nil {
+		return s, err
+	}
+	leading, stopped := w.state()
+	s.Leading = leading
+	if stopped != nil && s.LastError == "" {
+		s.LastError = stopped.Error()
+	}
+	held := leading
+	if !held {
+		k := uint64(leader.LockKey(w.leaderKey))
+		if err := r.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
+			AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+			AND classid = $1 AND objid = $2 AND objsubid = 1)`, int64(k>>32), int64(k&0xffffffff)).Scan(&held); err != nil {
+			return s, err
+		}
+	}
+	switch {
+	case c.status == statusRetired:
+		s.State = StateRetired
+	case c.stopped || stopped != nil:
+		s.State = StateStoppedWithError
+	case !held:
+		s.State = StateNotRunning
+	case c.rebuilding || c.status == statusBuilding:
+		s.State = StateRebuilding
+	case s.LagEvents >= int64(r.cfg.BatchSize):
+		s.State = StateCatchingUp
+	default:
+		s.State = StateRunning
+	}
+	return s, nil
+}
+
+// ErrStopped matches a *StoppedError: WaitFor gave up because the projection
+// stopped with an error before reaching the position.
+var ErrStopped = errors.New("projector: projection stopped with an error")
+
+// StoppedError reports that a projection stopped with an error (see
+// StateStoppedWithError). It matches ErrStopped.
+type StoppedError struct {
+	Projection string
+	Version    int
+	// Err is the handler's error as recorded.
+	Err string
+}
+
+func (e *StoppedError) Error() string {
+	return fmt.Sprintf("projector: projection %q version %d stopped with an error: %s", e.Projection, e.Version, e.Err)
+}
+
+// Is makes errors.Is(err, ErrStopped) true.
+func (e *StoppedError) Is(target error) bool { return target == ErrStopped }
+
+// WaitFor returns nil once the live version of projection has applied the
+// record at pos (its checkpoint is at or past pos), for read-your-writes:
+// append, then WaitFor(ctx, name, result.LastPosition), then query the read
+// model. It checks the checkpoint row (one index lookup) at once, whenever
+// this process applies a batch, and every Config.PollInterval otherwise, so
+// it works whichever process runs the projection.
+//
+// It returns ctx's error when ctx ends first, a *StoppedError (ErrStopped)
+// when the projection stopped with an error short of pos, an error matching
+// eventstore.ErrInvalidArgument for a projection the runner does not have,
+// and database errors wrapped. Safe for concurrent use.
+func (r *Runner) WaitFor(ctx context.Context, projection string, pos eventstore.Position) error {
+	if len(r.workersNamed(projection)) == 0 {
+		return r.unknown(projection)
+	}
+	t := time.NewTimer(r.cfg.PollInterval)
+	defer t.Stop()
+	for {
+		advanced := r.advancedCh()
+		var version int
+		c, err := scanCheckpoint(r.db.QueryRowContext(ctx, `SELECT `+checkpointColumns+` FROM `+r.t.checkpoints+`
+			WHERE projection = $1 AND status = 'active'`, projection))
+		switch {
+		case errors.Is(err, sql.ErrNoRows) || isUndefinedTable(err):
+			// Not registered yet: wait for Run to register it.
+		case err != nil:
+			if ctx.Err() != nil {
+				return fmt.Errorf("projector: wait for %q at %s: %w", projection, pos, ctx.Err())
+			}
+			return fmt.Errorf("projector: wait for %q at %s: %w", projection, pos, err)
+		case c.pos.Compare(pos) >= 0:
+			return nil
+		case c.stopped:
+			_ = r.db.QueryRowContext(ctx, `SELECT version FROM `+r.t.checkpoints+` WHERE projection = $1 AND status = 'active'`, projection).Scan(&version)
+			return &StoppedError{Projection: projection, Version: version, Err: c.lastError.String}
+		}
+		t.Reset(r.cfg.PollInterval)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("projector: wait for %q at %s: %w", projection, pos, ctx.Err())
+		case <-advanced:
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,396 @@
+package projector
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/esox-go/esox/eventstore"
+	"github.com/jmoiron/sqlx"
+)
+
+// reloadInterval is how often an idle worker re-reads its checkpoint row, to
+// notice a Rebuild, Resume or SetCheckpoint made by another process.
+const reloadInterval = time.Second
+
+// worker runs one projection version while its process leads it.
+type worker struct {
+	r         *Runner
+	p         Projection
+	version   int
+	types     []string // nil: every type
+	leaderKey string
+	log       *slog.Logger
+	reload    chan struct{} // buffer 1: re-read the checkpoint row now
+
+	mu      sync.Mutex
+	active  bool  // this process leads the projection
+	stopped error // the handler failure that stopped it in this process
+}
+
+func newWorker(r *Runner, p Projection) *worker {
+	v := p.version()
+	return &worker{
+		r:         r,
+		p:         p,
+		version:   v,
+		types:     p.Handler.EventTypes(),
+		leaderKey: "esox:projector:" + r.t.schema + ":" + p.Name + ":v" + strconv.Itoa(v),
+		log:       r.log.With("projection", p.Name, "version", v),
+		reload:    make(chan struct{}, 1),
+	}
+}
+
+// checkpoint is a projection version's row.
+type checkpoint struct {
+	pos        eventstore.Position
+	status     string
+	rebuilding bool
+	stopped    bool
+	lastError  sql.NullString
+	errorAt    sql.NullTime
+	updatedAt  time.Time
+}
+
+const checkpointColumns = `transaction_id::text AS transaction_id_text, position, status, rebuilding, stopped, last_error, error_at, updated_at`
+
+func scanCheckpoint(row interface{ Scan(...any) error }) (checkpoint, error) {
+	var c checkpoint
+	var txid string
+	if err := row.Scan(&txid, &c.pos.Position, &c.status, &c.rebuilding, &c.stopped, &c.lastError, &c.errorAt, &c.updatedAt); err != nil {
+		return c, err
+	}
+	var err error
+	if c.pos.TransactionID, err = strconv.ParseUint(txid, 10, 64); err != nil {
+		return c, fmt.Errorf("parse transaction id %q: %w", txid, err)
+	}
+	return c, nil
+}
+
+func (w *worker) load(ctx context.Context) (checkpoint, error) {
+	c, err := scanCheckpoint(w.r.db.QueryRowContext(ctx, `SELECT `+checkpointColumns+` FROM `+w.r.t.checkpoints+`
+		WHERE projection = $1 AND version = $2`, w.p.Name, w.version))
+	if errors.Is(err, sql.ErrNoRows) {
+		return c, fmt.Errorf("checkpoint of projection %q version %d is missing (was the checkpoints table changed by hand?)", w.p.Name, w.version)
+	}
+	if err != nil {
+		return c, fmt.Errorf("load checkpoint: %w", err)
+	}
+	return c, nil
+}
+
+func (w *worker) setActive(v bool) {
+	w.mu.Lock()
+	w.active = v
+	w.mu.Unlock()
+}
+
+func (w *worker) state() (active bool, stopped error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.active, w.stopped
+}
+
+// signalReload asks the worker to re-read its checkpoint row; it never
+// blocks.
+func (w *worker) signalReload() {
+	select {
+	case w.reload <- struct{}{}:
+	default:
+	}
+}
+
+// errFenced: the checkpoint moved under the worker (another worker, a
+// Rebuild, a version switch); re-read it.
+var errFenced = errors.New("checkpoint moved")
+
+// handlerError is a failure of the projection's own code (handler, decoding
+// a handled event, Activate), as opposed to a database error.
+type handlerError struct{ err error }
+
+func (e *handlerError) Error() string { return e.err.Error() }
+func (e *handlerError) Unwrap() error { return e.err }
+
+// work is the leader's job: apply the feed until ctx ends.
+func (w *worker) work(ctx context.Context) error {
+	w.setActive(true)
+	defer w.setActive(false)
+	wake, unsubscribe := w.r.store.Subscribe()
+	defer unsubscribe()
+	w.log.InfoContext(ctx, "projection worker started")
+
+	var (
+		cp        checkpoint
+		loaded    bool
+		lastLoad  time.Time
+		failures  int // consecutive handler failures of the current batch
+		transient int // consecutive database errors
+		firstLoad = true
+	)
+	cfg := w.r.cfg
+	for ctx.Err() == nil {
+		if !loaded {
+			c, err := w.load(ctx)
+			if err != nil {
+				w.backoffTransient(ctx, &transient, err)
+				continue
+			}
+			cp, loaded, lastLoad = c, true, time.Now()
+			w.mu.Lock()
+			if w.stopped != nil && !c.stopped && !firstLoad {
+				w.log.InfoContext(ctx, "projection resumed")
+				w.stopped, failures = nil, 0
+			}
+			w.mu.Unlock()
+			firstLoad = false
+		}
+		if _, stopped := w.state(); stopped != nil || cp.status == statusRetired {
+			if !w.idle(ctx, nil, reloadInterval) {
+				break
+			}
+			loaded = false
+			continue
+		}
+
+		raws, err := w.r.readFeed(ctx, cp.pos, cfg.BatchSize)
+		if err != nil {
+			w.backoffTransient(ctx, &transient, err)
+			continue
+		}
+		caughtUp := len(raws) < cfg.BatchSize
+		if len(raws) == 0 && cp.status != statusBuilding && !cp.rebuilding {
+			transient = 0
+			if !w.idle(ctx, wake, cfg.PollInterval) {
+				break
+			}
+			if time.Since(lastLoad) >= reloadInterval {
+				loaded = false
+			}
+			continue
+		}
+
+		park := w.p.DeadLetter && failures > cfg.MaxRetries
+		next, err := w.apply(ctx, cp, raws, caughtUp, park)
+		var he *handlerError
+		switch {
+		case err == nil:
+			if next.status != cp.status {
+				w.log.InfoContext(ctx, "projection version is now live", "position", next.pos.String())
+			}
+			if cp.rebuilding && !next.rebuilding {
+				w.log.InfoContext(ctx, "projection rebuild caught up", "position", next.pos.String())
+			}
+			cp, failures, transient = next, 0, 0
+			w.r.notifyAdvanced()
+		case ctx.Err() != nil:
+			// Stopping: the batch rolled back whole.
+		case errors.Is(err, errFenced):
+			w.log.DebugContext(ctx, "checkpoint moved; re-reading it")
+			loaded = false
+		case errors.As(err, &he) && !isTransient(err):
+			failures++
+			if failures <= cfg.MaxRetries || (w.p.DeadLetter && failures == cfg.MaxRetries+1) {
+				w.log.WarnContext(ctx, "projection handler failed; retrying", "attempt", failures, "error", he.err)
+				w.sleep(ctx, backoff(cfg, failures))
+				continue
+			}
+			w.stop(ctx, he.err)
+		default:
+			loaded = false // a failed COMMIT may have committed: re-read
+			w.backoffTransient(ctx, &transient, err)
+		}
+	}
+	w.log.InfoContext(ctx, "projection worker stopped")
+	return nil
+}
+
+// apply applies one batch in one transaction: the checkpoint compare-and-set
+// first (it locks the row, so a concurrent worker or Rebuild waits or fails),
+// then the handler, then, for a building version that has caught up, the
+// switch to live. With park, it applies the handled records one at a time
+// under savepoints and parks those that fail in the dead-letter table.
+func (w *worker) apply(ctx context.Context, cp checkpoint, raws []rawRecord, caughtUp, park bool) (checkpoint, error) {
+	tx, err := w.r.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return cp, fmt.Errorf("begin: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+
+	next := cp
+	if len(raws) > 0 {
+		next.pos = raws[len(raws)-1].pos
+	}
+	res, err := tx.ExecContext(ctx, `UPDATE `+w.r.t.checkpoints+` SET transaction_id = $3::xid8, position = $4,
+		rebuilding = rebuilding AND NOT $7, stopped = false, last_error = NULL, error_at = NULL, updated_at = now()
+		WHERE projection = $1 AND version = $2 AND transaction_id = $5::xid8 AND position = $6 AND status <> 'retired'`,
+		w.p.Name, w.version, strconv.FormatUint(next.pos.TransactionID, 10), next.pos.Position,
+		strconv.FormatUint(cp.pos.TransactionID, 10), cp.pos.Position, caughtUp)
+	if err != nil {
+		return cp, fmt.Errorf("advance checkpoint: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return cp, fmt.Errorf("advance checkpoint: %w", err)
+	} else if n == 0 {
+		return cp, errFenced
+	}
+	next.rebuilding = cp.rebuilding && !caughtUp
+	next.stopped, next.lastError, next.errorAt = false, sql.NullString{}, sql.NullTime{}
+
+	if park {
+		if err := w.applyParking(ctx, tx, raws); err != nil {
+			return cp, err
+		}
+	} else {
+		recs := make([]eventstore.Record, 0, len(raws))
+		for _, rr := range raws {
+			if !wants(w.types, rr.typ) {
+				continue
+			}
+			rec, err := decode(w.r.store.Registry(), rr)
+			if err != nil {
+				return cp, &handlerError{err}
+			}
+			recs = append(recs, rec)
+		}
+		if len(recs) > 0 {
+			if err := w.p.Handler.Handle(ctx, tx, recs); err != nil {
+				return cp, &handlerError{err}
+			}
+		}
+	}
+
+	if caughtUp && cp.status == statusBuilding {
+		if err := w.activate(ctx, tx); err != nil {
+			return cp, err
+		}
+		next.status = statusActive
+	}
+	if err := tx.Commit(); err != nil {
+		return cp, fmt.Errorf("commit: %w", err)
+	}
+	return next, nil
+}
+
+// applyParking applies the handled records one by one, each under a
+// savepoint; a record whose decoding or handler fails is rolled back to its
+// savepoint and parked with its error.
+func (w *worker) applyParking(ctx context.Context, tx *sqlx.Tx, raws []rawRecord) error {
+	for _, rr := range raws {
+		if !wants(w.types, rr.typ) {
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, `SAVEPOINT esox_record`); err != nil {
+			return fmt.Errorf("savepoint: %w", err)
+		}
+		rec, err := decode(w.r.store.Registry(), rr)
+		if err == nil {
+			err = w.p.Handler.Handle(ctx, tx, []eventstore.Record{rec})
+		}
+		if err == nil {
+			if _, err := tx.ExecContext(ctx, `RELEASE SAVEPOINT esox_record`); err != nil {
+				return fmt.Errorf("release savepoint: %w", err)
+			}
+			continue
+		}
+		if isTransient(err) || ctx.Err() != nil {
+			return err
+		}
+		if _, rerr := tx.ExecContext(ctx, `ROLLBACK TO SAVEPOINT esox_record`); rerr != nil {
+			return fmt.Errorf("rollback to savepoint: %w", rerr)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO `+w.r.t.deadLetters+`
+			(projection, version, event_id, transaction_id, position, stream_id, event_type, error)
+			VALUES ($1, $2, $3, $4::xid8, $5, $6, $7, $8)
+			ON CONFLICT (projection, version, event_id) DO UPDATE SET error = excluded.error, recorded_at = now()`,
+			w.p.Name, w.version, rr.id, strconv.FormatUint(rr.pos.TransactionID, 10), rr.pos.Position, rr.streamID, rr.typ, err.Error()); err != nil {
+			return fmt.Errorf("park event: %w", err)
+		}
+		w.log.WarnContext(ctx, "event parked in the dead-letter table", "event_id", rr.id.String(), "stream_id", rr.streamID,
+			"event_type", rr.typ, "position", rr.pos.String(), "error", err)
+	}
+	return nil
+}
+
+// activate switches this (building, caught-up) version live in tx: lower
+// versions are retired and Activate runs.
+func (w *worker) activate(ctx context.Context, tx *sqlx.Tx) error {
+	if _, err := tx.ExecContext(ctx, `UPDATE `+w.r.t.checkpoints+` SET status = 'retired', updated_at = now()
+		WHERE projection = $1 AND version < $2 AND status <> 'retired'`, w.p.Name, w.version); err != nil {
+		return fmt.Errorf("retire older versions: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE `+w.r.t.checkpoints+` SET status = 'active', activated_at = now(), updated_at = now()
+		WHERE projection = $1 AND version = $2`, w.p.Name, w.version); err != nil {
+		return fmt.Errorf("activate version: %w", err)
+	}
+	if w.p.Activate != nil {
+		if err := w.p.Activate(ctx, tx); err != nil {
+			return &handlerError{fmt.Errorf("activate: %w", err)}
+		}
+	}
+	return nil
+}
+
+// stop records a final handler failure: the projection stops in this
+// process until Resume, Rebuild or a restart, and its row says why.
+func (w *worker) stop(ctx context.Context, err error) {
+	w.mu.Lock()
+	w.stopped = err
+	w.mu.Unlock()
+	w.log.ErrorContext(ctx, "projection stopped: its handler keeps failing; fix it, then Resume or restart (other projections go on)", "error", err)
+	msg := err.Error()
+	if _, dberr := w.r.db.ExecContext(ctx, `UPDATE `+w.r.t.checkpoints+` SET stopped = true, last_error = $3, error_at = now(), updated_at = now()
+		WHERE projection = $1 AND version = $2`, w.p.Name, w.version, msg); dberr != nil {
+		w.log.WarnContext(ctx, "could not record the projection's error", "error", dberr)
+	}
+}
+
+// idle waits for a wake-up, a reload request, d, or ctx; it reports whether
+// ctx is still live. wake may be nil.
+func (w *worker) idle(ctx context.Context, wake <-chan struct{}, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-wake:
+	case <-w.reload:
+	case <-t.C:
+	}
+	return true
+}
+
+func (w *worker) sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+func (w *worker) backoffTransient(ctx context.Context, n *int, err error) {
+	if ctx.Err() != nil {
+		return
+	}
+	*n++
+	level := slog.LevelWarn
+	if *n > 1 {
+		level = slog.LevelDebug
+	}
+	w.log.Log(ctx, level, "database error; retrying", "attempt", *n, "error", err)
+	w.sleep(ctx, backoff(w.r.cfg, *n))
+}
+
+// backoff returns the delay before retry attempt n (1-based).
+func backoff(cfg Config, n int) time.Duration {
+	d := cfg.RetryBackoff
+	for i := 1; i < n && d < cfg.MaxRetryBackoff; i++ {
+		d *= 2
+	}
+	return min(d, cfg.MaxRetryBackoff)
+}
