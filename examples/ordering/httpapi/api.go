@@ -1,0 +1,762 @@
+// Package httpapi is the ordering service's HTTP API: JSON commands that
+// load, change and save Order aggregates, and queries over the read models.
+// The contract — every endpoint, body, status code and error code — is in
+// examples/ordering/API.md; clients script against it, so it only grows.
+//
+// Guarantees the handlers keep:
+//
+//   - bad input is refused with 400 and never reaches the store (DESIGN
+//     guarantee 8): malformed JSON, unknown fields, missing or out-of-range
+//     values, bad path parameters and headers; a refused command writes
+//     nothing, so the response is never a 500 for bad input;
+//   - unknown order → 404, a broken invariant → 409 with the domain's code
+//     and message, an If-Match version that is not the order's → 412;
+//   - a command with an Idempotency-Key is recorded in the transaction that
+//     appends its events (see Idempotency): sent again, it returns the same
+//     status and body and appends nothing; the same key with another request
+//     → 422;
+//   - read-your-writes: a command answers only once the read models have
+//     applied its events (Config.WaitFor, bounded by Config.WaitTimeout), so
+//     a GET sent after the response sees the change.
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jmoiron/sqlx"
+
+	"github.com/esox-go/esox/aggregate"
+	"github.com/esox-go/esox/eventstore"
+	"github.com/esox-go/esox/examples/ordering/order"
+	"github.com/esox-go/esox/examples/ordering/readmodel"
+)
+
+// Defaults of Config.
+const (
+	// WaitTimeoutDefault bounds how long a command waits for the read
+	// models when Config.WaitTimeout is zero.
+	WaitTimeoutDefault = 5 * time.Second
+	// MaxBodyBytes is the largest request body accepted.
+	MaxBodyBytes = 64 << 10
+)
+
+// Config wires an API.
+type Config struct {
+	// Orders loads and saves orders. Required.
+	Orders *aggregate.Repository[*order.Order]
+	// DB is the pool the read models are queried through. Required.
+	DB *sqlx.DB
+	// Tables are the read model tables. Required.
+	Tables readmodel.Tables
+	// Idempotency stores results of commands with an Idempotency-Key; its
+	// AppendHook must be one of the store's AppendHooks. Required.
+	Idempotency *Idempotency
+	// WaitFor returns once every read model has applied the event at pos
+	// (projector.Runner.WaitFor for each projection). Nil: commands do not
+	// wait, and reads may lag behind writes.
+	WaitFor func(ctx context.Context, pos eventstore.Position) error
+	// WaitTimeout bounds WaitFor per command; when it expires the command
+	// still succeeds (its events are committed) and the response carries
+	// the header "X-Read-Models: stale". Defaults to WaitTimeoutDefault.
+	WaitTimeout time.Duration
+	// Metrics counts requests and serves /metrics. Defaults to NewMetrics().
+	Metrics *Metrics
+	// Logger receives one line per request (Info; Error for 5xx). Defaults
+	// to slog.Default().
+	Logger *slog.Logger
+}
+
+// API serves the HTTP API. Safe for concurrent use.
+type API struct {
+	cfg Config
+	log *slog.Logger
+	mux *http.ServeMux
+}
+
+// New returns the API; it names the first missing required field of cfg.
+func New(cfg Config) (*API, error) {
+	switch {
+	case cfg.Orders == nil:
+		return nil, errors.New("httpapi: invalid config: Orders is required")
+	case cfg.DB == nil:
+		return nil, errors.New("httpapi: invalid config: DB is required")
+	case cfg.Tables.Orders == "" || cfg.Tables.CustomerStats == "":
+		return nil, errors.New("httpapi: invalid config: Tables is required (readmodel.TablesIn)")
+	case cfg.Idempotency == nil:
+		return nil, errors.New("httpapi: invalid config: Idempotency is required")
+	case cfg.WaitTimeout < 0:
+		return nil, errors.New("httpapi: invalid config: WaitTimeout must not be negative")
+	}
+	if cfg.WaitTimeout == 0 {
+		cfg.WaitTimeout = WaitTimeoutDefault
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	a := &API{cfg: cfg, log: cfg.Logger.With("component", "http"), mux: http.NewServeMux()}
+	a.mux.HandleFunc("POST /orders", a.placeOrder)
+	a.mux.HandleFunc("POST /orders/{id}/lines", a.addLine)
+	a.mux.HandleFunc("DELETE /orders/{id}/lines/{sku}", a.removeLine)
+	a.mux.HandleFunc("POST /orders/{id}/discount", a.applyDiscount)
+	a.mux.HandleFunc("POST /orders/{id}/pay", a.pay)
+	a.mux.HandleFunc("POST /orders/{id}/ship", a.ship)
+	a.mux.HandleFunc("POST /orders/{id}/cancel", a.cancel)
+	a.mux.HandleFunc("GET /orders/{id}", a.getOrder)
+	a.mux.HandleFunc("GET /orders", a.listOrders)
+	a.mux.HandleFunc("GET /customers/{id}/stats", a.customerStats)
+	a.mux.HandleFunc("GET /healthz", a.healthz)
+	a.mux.Handle("GET /metrics", cfg.Metrics)
+	return a, nil
+}
+
+// Metrics returns the API's metrics, to add collectors to.
+func (a *API) Metrics() *Metrics { return a.cfg.Metrics }
+
+// ServeHTTP routes the request, logs it, counts it, turns a panic into a 500
+// and the router's own 404 and 405 into JSON errors.
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rw := &statusWriter{ResponseWriter: w}
+	// Handler only finds the pattern; ServeHTTP sets the path values.
+	var h http.Handler = a.mux
+	_, pattern := a.mux.Handler(r)
+	route := pattern
+	if pattern == "" {
+		route = "unmatched"
+		h = a.routerError(a.mux)
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			a.log.ErrorContext(r.Context(), "panic in handler", "method", r.Method, "path", r.URL.Path, "panic", fmt.Sprint(p))
+			if !rw.wrote {
+				writeError(rw, http.StatusInternalServerError, "internal", "internal error")
+			}
+		}
+		a.cfg.Metrics.observeRequest(route, rw.code())
+		level := slog.LevelInfo
+		if rw.code() >= 500 {
+			level = slog.LevelError
+		}
+		a.log.Log(r.Context(), level, "request", "method", r.Method, "path", r.URL.Path, "route", route,
+			"status", rw.code(), "duration_ms", float64(time.Since(start).Microseconds())/1000)
+	}()
+	h.ServeHTTP(rw, r)
+}
+
+// routerError turns the mux's plain-text 404 and 405 into the JSON error
+// shape, keeping the Allow header.
+func (a *API) routerError(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec := &headerRecorder{header: http.Header{}}
+		h.ServeHTTP(rec, r)
+		if allow := rec.header.Get("Allow"); allow != "" {
+			w.Header().Set("Allow", allow)
+		}
+		if rec.status == http.StatusMethodNotAllowed {
+			writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", fmt.Sprintf("%s is not allowed here; allowed: %s", r.Method, rec.header.Get("Allow")))
+			return
+		}
+		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.Method+" "+r.URL.Path)
+	})
+}
+
+// ---- commands
+
+type lineBody struct {
+	SKU            *string `json:"sku"`
+	Quantity       *int64  `json:"quantity"`
+	UnitPriceCents *int64  `json:"unit_price_cents"`
+	Currency       *string `json:"currency,omitempty"`
+}
+
+func (l lineBody) line(field string) (order.Line, error) {
+	switch {
+	case l.SKU == nil:
+		return order.Line{}, missing(field + ".sku")
+	case l.Quantity == nil:
+		return order.Line{}, missing(field + ".quantity")
+	case l.UnitPriceCents == nil:
+		return order.Line{}, missing(field + ".unit_price_cents")
+	}
+	return order.Line{SKU: *l.SKU, Quantity: *l.Quantity, UnitPriceCents: *l.UnitPriceCents}, nil
+}
+
+type placeBody struct {
+	CustomerID *string    `json:"customer_id"`
+	Currency   *string    `json:"currency"`
+	Lines      []lineBody `json:"lines"`
+}
+
+func missing(field string) error {
+	return &order.ValidationError{Field: field, Reason: "is required"}
+}
+
+func (a *API) placeOrder(w http.ResponseWriter, r *http.Request) {
+	a.command(w, r, http.StatusCreated, func(ctx context.Context, body []byte) (string, eventstore.AppendResult, error) {
+		var b placeBody
+		if err := decode(body, &b); err != nil {
+			return "", eventstore.AppendResult{}, err
+		}
+		switch {
+		case b.CustomerID == nil:
+			return "", eventstore.AppendResult{}, missing("customer_id")
+		case b.Currency == nil:
+			return "", eventstore.AppendResult{}, missing("currency")
+		case b.Lines == nil:
+			return "", eventstore.AppendResult{}, missing("lines")
+		}
+		lines := make([]order.Line, len(b.Lines))
+		for i, lb := range b.Lines {
+			if lb.Currency != nil {
+				return "", eventstore.AppendResult{}, &order.ValidationError{Field: fmt.Sprintf("lines[%d].currency", i), Reason: "is not allowed here: the order's currency applies to all its lines"}
+			}
+			l, err := lb.line(fmt.Sprintf("lines[%d]", i))
+			if err != nil {
+				return "", eventstore.AppendResult{}, err
+			}
+			lines[i] = l
+		}
+		id, err := uuid.NewV7()
+		if err != nil {
+			return "", eventstore.AppendResult{}, err
+		}
+		res, err := a.cfg.Orders.Create(ctx, id.String(), func(o *order.Order) error {
+			return o.Place(*b.CustomerID, *b.Currency, lines)
+		})
+		return id.String(), res, err
+	})
+}
+
+func (a *API) addLine(w http.ResponseWriter, r *http.Request) {
+	a.update(w, r, func(body []byte) (func(*order.Order) error, error) {
+		var b lineBody
+		if err := decode(body, &b); err != nil {
+			return nil, err
+		}
+		l, err := b.line("line")
+		if err != nil {
+			return nil, err
+		}
+		cur := ""
+		if b.Currency != nil {
+			cur = *b.Currency
+		}
+		return func(o *order.Order) error { return o.AddLine(l, cur) }, nil
+	})
+}
+
+func (a *API) removeLine(w http.ResponseWriter, r *http.Request) {
+	sku := r.PathValue("sku")
+	a.update(w, r, func(body []byte) (func(*order.Order) error, error) {
+		if err := decodeEmpty(body); err != nil {
+			return nil, err
+		}
+		if err := order.ValidSKU(sku); err != nil {
+			return nil, err
+		}
+		return func(o *order.Order) error { return o.RemoveLine(sku) }, nil
+	})
+}
+
+func (a *API) applyDiscount(w http.ResponseWriter, r *http.Request) {
+	a.update(w, r, func(body []byte) (func(*order.Order) error, error) {
+		var b struct {
+			Percent *int64 `json:"percent"`
+		}
+		if err := decode(body, &b); err != nil {
+			return nil, err
+		}
+		if b.Percent == nil {
+			return nil, missing("percent")
+		}
+		return func(o *order.Order) error { return o.ApplyDiscount(*b.Percent) }, nil
+	})
+}
+
+func (a *API) pay(w http.ResponseWriter, r *http.Request) {
+	a.update(w, r, func(body []byte) (func(*order.Order) error, error) {
+		var b struct {
+			AmountCents *int64  `json:"amount_cents"`
+			Currency    *string `json:"currency"`
+		}
+		if err := decode(body, &b); err != nil {
+			return nil, err
+		}
+		if b.AmountCents == nil {
+			return nil, missing("amount_cents")
+		}
+		cur := ""
+		if b.Currency != nil {
+			cur = *b.Currency
+		}
+		return func(o *order.Order) error { return o.Pay(*b.AmountCents, cur) }, nil
+	})
+}
+
+func (a *API) ship(w http.ResponseWriter, r *http.Request) {
+	a.update(w, r, func(body []byte) (func(*order.Order) error, error) {
+		if err := decodeEmpty(body); err != nil {
+			return nil, err
+		}
+		return func(o *order.Order) error { return o.Ship() }, nil
+	})
+}
+
+func (a *API) cancel(w http.ResponseWriter, r *http.Request) {
+	a.update(w, r, func(body []byte) (func(*order.Order) error, error) {
+		var b struct {
+			Reason *string `json:"reason"`
+		}
+		if err := decode(body, &b); err != nil {
+			return nil, err
+		}
+		if b.Reason == nil {
+			return nil, missing("reason")
+		}
+		return func(o *order.Order) error { return o.Cancel(*b.Reason) }, nil
+	})
+}
+
+// errVersionMismatch is an If-Match version that is not the order's.
+type errVersionMismatch struct{ want, have int64 }
+
+func (e errVersionMismatch) Error() string {
+	return fmt.Sprintf("If-Match: the order is at version %d, not %d", e.have, e.want)
+}
+
+// errOrderNotFound is a path ID that names no order.
+var errOrderNotFound = errors.New("order not found")
+
+// update runs a command on an existing order: parse builds the order change
+// from the body (or refuses it), then the order is loaded, changed and saved,
+// with If-Match's version as the expected version when given, else with the
+// repository's conflict retries.
+func (a *API) update(w http.ResponseWriter, r *http.Request, parse func(body []byte) (func(*order.Order) error, error)) {
+	id := r.PathValue("id")
+	a.command(w, r, http.StatusOK, func(ctx context.Context, body []byte) (string, eventstore.AppendResult, error) {
+		if !validOrderID(id) {
+			return "", eventstore.AppendResult{}, errOrderNotFound
+		}
+		ifMatch, hasIfMatch, err := parseIfMatch(r.Header.Get("If-Match"))
+		if err != nil {
+			return "", eventstore.AppendResult{}, err
+		}
+		change, err := parse(body)
+		if err != nil {
+			return "", eventstore.AppendResult{}, err
+		}
+		if !hasIfMatch {
+			res, err := a.cfg.Orders.Update(ctx, id, change)
+			return id, res, err
+		}
+		o, err := a.cfg.Orders.Load(ctx, id)
+		if err != nil {
+			return "", eventstore.AppendResult{}, err
+		}
+		if o.Version() != ifMatch {
+			return "", eventstore.AppendResult{}, errVersionMismatch{want: ifMatch, have: o.Version()}
+		}
+		if err := change(o); err != nil {
+			return "", eventstore.AppendResult{}, err
+		}
+		res, err := a.cfg.Orders.Save(ctx, o) // expects exactly ifMatch
+		var ce *eventstore.ConcurrencyError
+		if errors.As(err, &ce) {
+			return "", eventstore.AppendResult{}, errVersionMismatch{want: ifMatch, have: ce.Actual}
+		}
+		return id, res, err
+	})
+}
+
+// commandResult is the body of a successful command.
+type commandResult struct {
+	ID      string `json:"id"`
+	Version int64  `json:"version"`
+}
+
+// command runs one command with the API's shared rules: body size limit,
+// Idempotency-Key replay and recording, error mapping, read-your-writes.
+func (a *API) command(w http.ResponseWriter, r *http.Request, okStatus int, run func(ctx context.Context, body []byte) (string, eventstore.AppendResult, error)) {
+	ctx := r.Context()
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeError(w, http.StatusBadRequest, "body_too_large", fmt.Sprintf("the body is larger than %d bytes", MaxBodyBytes))
+			return
+		}
+		writeError(w, http.StatusBadRequest, "bad_body", "cannot read the body: "+err.Error())
+		return
+	}
+	var pending *pendingKey
+	if keys, ok := r.Header["Idempotency-Key"]; ok {
+		if len(keys) != 1 || !validKey(keys[0]) {
+			writeError(w, http.StatusBadRequest, "invalid_idempotency_key", fmt.Sprintf("Idempotency-Key must be one header of 1 to %d printable ASCII characters", MaxIdempotencyKeyLength))
+			return
+		}
+		hash := requestHash(r.Method, r.URL.Path, r.Header.Get("If-Match"), body)
+		if a.replay(w, r, keys[0], hash) {
+			return
+		}
+		pending = &pendingKey{key: keys[0], hash: hash, status: okStatus}
+		ctx = withPendingKey(ctx, pending)
+	}
+	if pending != nil {
+		pending.render = func(recs []eventstore.Record) ([]byte, error) {
+			last := recs[len(recs)-1]
+			return json.Marshal(commandResult{ID: strings.TrimPrefix(last.StreamID, order.Category+"-"), Version: last.StreamVersion})
+		}
+	}
+	id, res, err := run(ctx, body)
+	if err != nil {
+		if pending != nil && errors.Is(err, errKeyTaken) {
+			a.log.InfoContext(ctx, "a concurrent request with the same Idempotency-Key won; replaying its result", "path", r.URL.Path)
+			if a.replay(w, r, pending.key, pending.hash) {
+				return
+			}
+		}
+		a.writeCommandError(w, r, err)
+		return
+	}
+	a.waitForReadModels(ctx, w, res.LastPosition)
+	if okStatus == http.StatusCreated {
+		w.Header().Set("Location", "/orders/"+id)
+	}
+	w.Header().Set("ETag", strconv.Quote(strconv.FormatInt(res.LastVersion, 10)))
+	if pending != nil && pending.body != nil {
+		writeRaw(w, okStatus, pending.body)
+		return
+	}
+	writeJSON(w, okStatus, commandResult{ID: id, Version: res.LastVersion})
+}
+
+// replay answers with the result stored under key, if any, and reports
+// whether it did.
+func (a *API) replay(w http.ResponseWriter, r *http.Request, key, hash string) bool {
+	stored, ok, err := a.cfg.Idempotency.lookup(r.Context(), key)
+	switch {
+	case err != nil:
+		a.log.ErrorContext(r.Context(), "idempotency lookup failed", "error", err)
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "cannot check the Idempotency-Key now; retry")
+		return true
+	case !ok:
+		return false
+	case stored.RequestHash != hash:
+		writeError(w, http.StatusUnprocessableEntity, "idempotency_key_reused", "this Idempotency-Key was used for another request; use a new key per distinct request")
+		return true
+	}
+	w.Header().Set("Idempotent-Replayed", "true")
+	writeRaw(w, stored.Status, stored.Body)
+	return true
+}
+
+// waitForReadModels waits, bounded, until the read models applied pos.
+func (a *API) waitForReadModels(ctx context.Context, w http.ResponseWriter, pos eventstore.Position) {
+	if a.cfg.WaitFor == nil || pos.IsZero() {
+		return
+	}
+	wctx, cancel := context.WithTimeout(ctx, a.cfg.WaitTimeout)
+	defer cancel()
+	if err := a.cfg.WaitFor(wctx, pos); err != nil {
+		a.log.WarnContext(ctx, "read models did not catch up before the response", "position", pos.String(), "error", err)
+		w.Header().Set("X-Read-Models", "stale")
+	}
+}
+
+// writeCommandError maps a command's error to its response, once.
+func (a *API) writeCommandError(w http.ResponseWriter, r *http.Request, err error) {
+	var (
+		bad  *badRequestError
+		ve   *order.ValidationError
+		re   *order.RuleError
+		vm   errVersionMismatch
+		ce   *eventstore.ConcurrencyError
+		invA *eventstore.InvalidArgumentError
+	)
+	switch {
+	case errors.As(err, &bad):
+		writeError(w, http.StatusBadRequest, bad.code, bad.msg)
+	case errors.As(err, &ve):
+		writeError(w, http.StatusBadRequest, "invalid_field", ve.Error())
+	case errors.Is(err, errOrderNotFound), errors.Is(err, eventstore.ErrStreamNotFound):
+		writeError(w, http.StatusNotFound, "order_not_found", "no order with ID "+strconv.Quote(r.PathValue("id")))
+	case errors.As(err, &re):
+		status := http.StatusConflict
+		if re.Code == order.ErrLineNotFound.Code {
+			status = http.StatusNotFound
+		}
+		writeError(w, status, re.Code, re.Message)
+	case errors.As(err, &vm):
+		w.Header().Set("ETag", strconv.Quote(strconv.FormatInt(vm.have, 10)))
+		writeError(w, http.StatusPreconditionFailed, "version_mismatch", vm.Error())
+	case errors.Is(err, errKeyTaken):
+		writeError(w, http.StatusConflict, "idempotency_key_in_use", "a concurrent request with this Idempotency-Key is being processed; retry")
+	case errors.As(err, &ce):
+		writeError(w, http.StatusConflict, "concurrency_conflict", "the order kept changing under this command; retry")
+	case errors.As(err, &invA), errors.Is(err, eventstore.ErrInvalidStreamID), errors.Is(err, eventstore.ErrMalformedPayload):
+		// Input the domain let through but the store refused (e.g. a
+		// character jsonb cannot hold): still the client's input.
+		writeError(w, http.StatusBadRequest, "invalid_request", "the store refused the request's data")
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "the request was cancelled or timed out; retry with the same Idempotency-Key")
+	default:
+		a.log.ErrorContext(r.Context(), "command failed", "method", r.Method, "path", r.URL.Path, "error", err)
+		writeError(w, http.StatusInternalServerError, "internal", "internal error; retry with the same Idempotency-Key")
+	}
+}
+
+// ---- queries
+
+func (a *API) getOrder(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if !validOrderID(id) {
+		writeError(w, http.StatusNotFound, "order_not_found", "no order with ID "+strconv.Quote(id))
+		return
+	}
+	o, err := readmodel.Get(r.Context(), a.cfg.DB, a.cfg.Tables, id)
+	switch {
+	case errors.Is(err, readmodel.ErrNotFound):
+		writeError(w, http.StatusNotFound, "order_not_found", "no order with ID "+strconv.Quote(id))
+		return
+	case err != nil:
+		a.queryFailed(w, r, err)
+		return
+	}
+	w.Header().Set("ETag", strconv.Quote(strconv.FormatInt(o.Version, 10)))
+	writeJSON(w, http.StatusOK, o)
+}
+
+func (a *API) listOrders(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	for k := range q {
+		if k != "customer_id" && k != "status" && k != "limit" {
+			writeError(w, http.StatusBadRequest, "invalid_query", fmt.Sprintf("unknown query parameter %q (want customer_id, status, limit)", k))
+			return
+		}
+	}
+	f := readmodel.Filter{CustomerID: q.Get("customer_id"), Status: q.Get("status")}
+	if f.CustomerID != "" {
+		if err := order.ValidCustomerID(f.CustomerID); err != nil {
+			writeError(w, http.StatusBadRequest, "invalid_query", err.Error())
+			return
+		}
+	}
+	if f.Status != "" && !order.ValidStatus(f.Status) {
+		writeError(w, http.StatusBadRequest, "invalid_query", "invalid status: want placed, paid, shipped or cancelled")
+		return
+	}
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > readmodel.ListLimitMax {
+			writeError(w, http.StatusBadRequest, "invalid_query", fmt.Sprintf("invalid limit: want 1 to %d", readmodel.ListLimitMax))
+			return
+		}
+		f.Limit = n
+	}
+	orders, err := readmodel.List(r.Context(), a.cfg.DB, a.cfg.Tables, f)
+	if err != nil {
+		a.queryFailed(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, orders)
+}
+
+func (a *API) customerStats(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if err := order.ValidCustomerID(id); err != nil {
+		writeError(w, http.StatusBadRequest, "invalid_customer_id", err.Error())
+		return
+	}
+	s, err := readmodel.Stats(r.Context(), a.cfg.DB, a.cfg.Tables, id)
+	if err != nil {
+		a.queryFailed(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, s)
+}
+
+func (a *API) healthz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := a.cfg.DB.PingContext(ctx); err != nil {
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "the database does not answer")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (a *API) queryFailed(w http.ResponseWriter, r *http.Request, err error) {
+	if r.Context().Err() != nil {
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "the request was cancelled")
+		return
+	}
+	a.log.ErrorContext(r.Context(), "query failed", "path", r.URL.Path, "error", err)
+	writeError(w, http.StatusInternalServerError, "internal", "internal error")
+}
+
+// ---- helpers
+
+// validOrderID reports whether id is an order ID the API hands out: a UUID
+// in its canonical lower-case form. Any other ID names no order.
+func validOrderID(id string) bool {
+	u, err := uuid.Parse(id)
+	return err == nil && u.String() == id
+}
+
+// parseIfMatch parses If-Match: a version number, bare or quoted ("3").
+func parseIfMatch(h string) (int64, bool, error) {
+	if h == "" {
+		return 0, false, nil
+	}
+	s := strings.TrimPrefix(strings.TrimSpace(h), "W/")
+	if uq, err := strconv.Unquote(s); err == nil {
+		s = uq
+	}
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || v < 1 {
+		return 0, false, &badRequestError{code: "invalid_if_match", msg: "If-Match must be an order version, a positive integer such as 3 or \"3\""}
+	}
+	return v, true, nil
+}
+
+// badRequestError is a 400 with its own code.
+type badRequestError struct{ code, msg string }
+
+func (e *badRequestError) Error() string { return e.msg }
+
+// decode parses a JSON object body strictly: no unknown fields, no trailing
+// data, numbers that fit their fields.
+func decode(body []byte, v any) error {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return &badRequestError{code: "invalid_json", msg: "the body must be a JSON object"}
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return &badRequestError{code: "invalid_json", msg: "the body is not valid JSON for this request: " + jsonError(err)}
+	}
+	if dec.More() {
+		return &badRequestError{code: "invalid_json", msg: "the body has data after its JSON object"}
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return &badRequestError{code: "invalid_json", msg: "the body has data after its JSON object"}
+	}
+	if bytes.HasPrefix(bytes.TrimSpace(body), []byte("null")) {
+		return &badRequestError{code: "invalid_json", msg: "the body must be a JSON object, not null"}
+	}
+	return nil
+}
+
+// decodeEmpty accepts an empty body or an empty JSON object.
+func decodeEmpty(body []byte) error {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil
+	}
+	var v struct{}
+	return decode(body, &v)
+}
+
+// jsonError describes a decoding error without echoing large input.
+func jsonError(err error) string {
+	var (
+		te *json.UnmarshalTypeError
+		se *json.SyntaxError
+	)
+	switch {
+	case errors.As(err, &te):
+		if te.Field != "" {
+			return fmt.Sprintf("field %s: want %s, got a JSON %s", te.Field, te.Type, te.Value)
+		}
+		return fmt.Sprintf("want a JSON object, got a JSON %s", te.Value)
+	case errors.As(err, &se):
+		return fmt.Sprintf("syntax error at byte %d", se.Offset)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "unexpected end of the body"
+	}
+	msg := err.Error()
+	if len(msg) > 200 {
+		msg = msg[:200] + "…"
+	}
+	return msg
+}
+
+// errorBody is the shape of every error response.
+type errorBody struct {
+	Error struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	var b errorBody
+	b.Error.Code, b.Error.Message = code, msg
+	writeJSON(w, status, b)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status, b = http.StatusInternalServerError, []byte(`{"error":{"code":"internal","message":"cannot encode the response"}}`)
+	}
+	writeRaw(w, status, b)
+}
+
+func writeRaw(w http.ResponseWriter, status int, body []byte) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+	_, _ = w.Write([]byte("\n"))
+}
+
+// statusWriter remembers the status code written.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	wrote  bool
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if !w.wrote {
+		w.status, w.wrote = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if !w.wrote {
+		w.status, w.wrote = http.StatusOK, true
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) code() int {
+	if !w.wrote {
+		return http.StatusOK
+	}
+	return w.status
+}
+
+// headerRecorder captures the mux's own error response.
+type headerRecorder struct {
+	header http.Header
+	status int
+}
+
+func (h *headerRecorder) Header() http.Header         { return h.header }
+func (h *headerRecorder) Write(b []byte) (int, error) { return len(b), nil }
+func (h *headerRecorder) WriteHeader(code int)        { h.status = code }

@@ -1,0 +1,201 @@
+package readmodel_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/esox-go/esox/aggregate"
+	"github.com/esox-go/esox/eventstore/postgres"
+	"github.com/esox-go/esox/examples/ordering/order"
+	"github.com/esox-go/esox/examples/ordering/readmodel"
+	"github.com/esox-go/esox/internal/pgtest"
+	"github.com/esox-go/esox/projector"
+)
+
+// TestProjections runs both projections over orders saved through a
+// Repository, and checks the queries: totals after line changes and a
+// discount, status changes, filters, limit, stats, not found.
+func TestProjections(t *testing.T) {
+	db := pgtest.Open(t)
+	schema := pgtest.Schema(t, db)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	log := slog.New(slog.DiscardHandler)
+	reg := order.NewRegistry()
+	store, err := postgres.New(db, reg, postgres.Config{Schema: schema, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	if _, err := store.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tables, err := readmodel.TablesIn(schema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runner, err := projector.NewRunner(store, projector.Config{Logger: log},
+		readmodel.OrdersProjection(reg, tables), readmodel.CustomerStatsProjection(reg, tables))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := runner.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- runner.Run(runCtx) }()
+	defer func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+
+	orders, err := aggregate.NewRepository(store, order.Category, order.New, aggregate.Config{Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	book := order.Line{SKU: "book", Quantity: 2, UnitPriceCents: 1500}
+	pen := order.Line{SKU: "pen", Quantity: 3, UnitPriceCents: 200}
+	// apply runs a command (Create for the first of an order) and waits
+	// until both projections applied it.
+	apply := func(create bool, id string, fn func(*order.Order) error) {
+		t.Helper()
+		save := orders.Update
+		if create {
+			save = orders.Create
+		}
+		res, err := save(ctx, id, fn)
+		if err != nil {
+			t.Fatalf("order %s: %v", id, err)
+		}
+		for _, name := range []string{readmodel.OrdersName, readmodel.CustomerStatsName} {
+			if err := runner.WaitFor(ctx, name, res.LastPosition); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	apply(true, "a", func(o *order.Order) error { return o.Place("alice", "EUR", []order.Line{book}) })
+	apply(false, "a", func(o *order.Order) error { return o.AddLine(pen, "") })
+	apply(false, "a", func(o *order.Order) error { return o.RemoveLine("book") })
+	apply(false, "a", func(o *order.Order) error { return o.ApplyDiscount(50) })
+	apply(false, "a", func(o *order.Order) error { return o.Pay(300, "") })
+	apply(true, "b", func(o *order.Order) error { return o.Place("alice", "EUR", []order.Line{book}) })
+	apply(false, "b", func(o *order.Order) error { return o.Cancel("changed my mind") })
+	apply(true, "c", func(o *order.Order) error { return o.Place("bob", "USD", []order.Line{pen}) })
+
+	a, err := readmodel.Get(ctx, db, tables, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Status != "paid" || a.SubtotalCents != 600 || a.TotalCents != 300 || a.DiscountPercent != 50 || a.Version != 5 || len(a.Lines) != 1 || a.Lines[0] != pen || a.CustomerID != "alice" || a.Currency != "EUR" {
+		t.Errorf("order a: %+v", a)
+	}
+	b, err := readmodel.Get(ctx, db, tables, "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Status != "cancelled" || b.CancelReason != "changed my mind" || b.Version != 2 {
+		t.Errorf("order b: %+v", b)
+	}
+	if _, err := readmodel.Get(ctx, db, tables, "nope"); !errors.Is(err, readmodel.ErrNotFound) {
+		t.Errorf("Get of a missing order: %v, want ErrNotFound", err)
+	}
+
+	ids := func(f readmodel.Filter) []string {
+		t.Helper()
+		list, err := readmodel.List(ctx, db, tables, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := []string{}
+		for _, o := range list {
+			out = append(out, o.ID)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		f    readmodel.Filter
+		want []string
+	}{
+		{readmodel.Filter{}, []string{"c", "b", "a"}},
+		{readmodel.Filter{CustomerID: "alice"}, []string{"b", "a"}},
+		{readmodel.Filter{CustomerID: "alice", Status: "paid"}, []string{"a"}},
+		{readmodel.Filter{Status: "placed"}, []string{"c"}},
+		{readmodel.Filter{CustomerID: "nobody"}, []string{}},
+		{readmodel.Filter{Limit: 2}, []string{"c", "b"}},
+	} {
+		if got := ids(tc.f); !equal(got, tc.want) {
+			t.Errorf("List(%+v) = %v, want %v", tc.f, got, tc.want)
+		}
+	}
+
+	for cust, want := range map[string]readmodel.CustomerStats{
+		"alice":  {Orders: 2, PaidOrders: 1, TotalSpentCents: 300},
+		"bob":    {Orders: 1},
+		"nobody": {},
+	} {
+		got, err := readmodel.Stats(ctx, db, tables, cust)
+		if err != nil || got != want {
+			t.Errorf("Stats(%s) = %+v, %v; want %+v", cust, got, err, want)
+		}
+	}
+
+	// Rebuild replays both models from the start to the same result.
+	for _, name := range []string{readmodel.OrdersName, readmodel.CustomerStatsName} {
+		if err := runner.Rebuild(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	head, err := store.Head(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got, err := readmodel.Stats(ctx, db, tables, "alice")
+		if err == nil && got == (readmodel.CustomerStats{Orders: 2, PaidOrders: 1, TotalSpentCents: 300}) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after Rebuild: stats %+v (%v), head %s", got, err, head)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := runner.WaitFor(ctx, readmodel.OrdersName, head); err != nil {
+		t.Fatal(err)
+	}
+	if a2, err := readmodel.Get(ctx, db, tables, "a"); err != nil || a2.TotalCents != 300 || a2.Version != 5 {
+		t.Errorf("order a after Rebuild: %+v, %v", a2, err)
+	}
+}
+
+func equal(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func TestTablesIn(t *testing.T) {
+	t.Parallel()
+	if _, err := readmodel.TablesIn("pg_bad"); err == nil {
+		t.Error("TablesIn(pg_bad): no error")
+	}
+	if _, err := readmodel.TablesIn(`a"b`); err == nil {
+		t.Error(`TablesIn(a"b): no error`)
+	}
+	tb, err := readmodel.TablesIn("Shop")
+	if err != nil || tb.Orders != `"Shop".orders` {
+		t.Errorf("TablesIn(Shop) = %+v, %v", tb, err)
+	}
+}
