@@ -34,8 +34,9 @@ BENCH_OUT ?= .esox/bench.txt
 # every file outside dot folders when this is not a git work tree.
 GO_FILES := git ls-files --cached --others --exclude-standard -- '*.go' 2>/dev/null || find . -name '*.go' -not -path '*/.*' -not -path '*/testdata/*'
 
-# What `make run` runs: the example service once it exists.
-RUN_PKG ?= ./examples/quickstart
+# What `make run` runs: the reference service (examples/quickstart is the
+# smaller tour: make run RUN_PKG=./examples/quickstart).
+RUN_PKG ?= ./examples/ordering
 RUN_ARGS ?=
 
 .PHONY: help run test test-only bench lint lint-sh fmt-check vet staticcheck fmt mod db db-status db-stop db-destroy cover clean
