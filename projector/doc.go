@@ -1,0 +1,87 @@
+// Package projector builds read models from the global feed of the
+// PostgreSQL event store, exactly once, with failover, rebuilds and
+// read-your-writes; it also applies broker messages to read models of other
+// services exactly once (the inbox).
+//
+// # Writing a projection
+//
+// A Projection has a Name, a Handler and optional Setup, Reset and Activate
+// funcs for its own tables. Handlers see a whole batch of records and write
+// through the batch's *sqlx.Tx; build one with NewHandlers and On (one typed
+// func per event type), Records (one func per record) or Batch (the whole
+// batch at once, e.g. one multi-row upsert). Records of types a handler does
+// not declare are passed over, never decoded, and the checkpoint still moves
+// past them.
+//
+//	hs := projector.NewHandlers(reg)
+//	projector.On(hs, func(ctx context.Context, tx *sqlx.Tx, r eventstore.Record, e OrderPlaced) error {
+//		_, err := tx.ExecContext(ctx, `INSERT INTO orders_view (id, total) VALUES ($1, $2)`, e.OrderID, e.Total)
+//		return err
+//	})
+//	r, err := projector.NewRunner(store, projector.Config{}, projector.Projection{Name: "orders", Handler: hs})
+//	...
+//	go r.Run(ctx) // until ctx is cancelled
+//	res, _ := store.Append(ctx, ...)
+//	_ = r.WaitFor(ctx, "orders", res.LastPosition) // read your writes
+//
+// # Guarantees
+//
+// The package keeps DESIGN guarantees 5 and 7:
+//
+//   - Exactly-once effect (5). Each batch is read outside any transaction
+//     from the gap-free feed, then applied in one transaction that first
+//     advances the projection's checkpoint (transaction_id, position) with a
+//     compare-and-set on its old value, then runs the handler, then
+//     commits. The read model and its checkpoint commit together or not at
+//     all, so a crash, a cancelled context or a lost connection at any point
+//     neither loses nor doubles an effect; a batch whose compare-and-set
+//     finds the checkpoint moved applies nothing.
+//   - One active worker per projection (7). For each projection version,
+//     the processes running it compete for a PostgreSQL session advisory
+//     lock held on a dedicated connection (internal/leader); the holder
+//     works, the others stand by and retry every Config.LeaderRetryInterval
+//     (1 s), so another process takes over within about two seconds after
+//     the active one dies. The lock holds no transaction, so it never holds
+//     back the feed. If two workers briefly overlap (the old one has not
+//     yet noticed it lost its session), the checkpoint compare-and-set lets
+//     only one of them apply each batch.
+//
+// # Failures
+//
+// Database errors (connection lost, server restarting) are retried with
+// backoff until the database is back; the runner recovers by itself. A
+// handler error is retried Config.MaxRetries times with backoff; then that
+// projection stops with the error in its Status (StateStoppedWithError) and
+// the checkpoints table, while the other projections go on. Nothing is
+// skipped silently: with Projection.DeadLetter the failing events are parked
+// one by one in the dead-letter table with their error and the projection
+// goes on. Resume restarts a stopped projection after a fix.
+//
+// # Rebuilds and versions
+//
+// Rebuild resets a projection in place (Reset, checkpoint to the start) and
+// the runner replays it. For a rebuild readers must not see, give the
+// projection a higher Version writing new tables: it fills beside the live
+// version and, once caught up, becomes live in one transaction that runs its
+// Activate (e.g. CREATE OR REPLACE VIEW) and retires the old version.
+//
+// # Waking up
+//
+// Workers wake at once after an Append through the runner's own Store
+// (Store.Subscribe) and otherwise poll every Config.PollInterval (10 ms). A
+// poll is one index range scan of the events table's primary key from the
+// checkpoint, whose cost does not depend on how far behind the projection
+// is, and takes no transaction id. esox does not use LISTEN/NOTIFY: NOTIFY
+// serializes committing transactions on a global lock, a cost every
+// appender would pay; see docs/projections.md for the measured cost of
+// polling.
+//
+// # Inline projections and the inbox
+//
+// InlineHook runs projections inside each append's transaction, for read
+// models that must never lag. NewInboxHandler adapts a projection handler to
+// a Watermill handler that de-duplicates broker messages by UUID in the same
+// transaction as their effect.
+//
+// See docs/projections.md for a guide.
+package projector
