@@ -136,7 +136,7 @@ func brokerScenario(t *testing.T, s *service, sub message.Subscriber, topic stri
 
 	wantTypes := []string{order.TypeOrderPlaced, order.TypeLineAdded, order.TypeLineRemoved, order.TypeDiscountApplied, order.TypeOrderPaid, order.TypeOrderShipped}
 	var got []*message.Message
-	deadline := time.After(30 * time.Second)
+	deadline := time.After(60 * time.Second)
 	for len(got) < len(wantTypes) {
 		select {
 		case m := <-msgs:
@@ -145,7 +145,7 @@ func brokerScenario(t *testing.T, s *service, sub message.Subscriber, topic stri
 				got = append(got, m)
 			}
 		case <-deadline:
-			t.Fatalf("got %d of the order's %d messages after 30 s", len(got), len(wantTypes))
+			t.Fatalf("got %d of the order's %d messages after 60 s", len(got), len(wantTypes))
 		}
 	}
 	for i, m := range got {

@@ -130,7 +130,11 @@ func launch(t *testing.T, db *sqlx.DB, schema, prefix, broker string) *service {
 	t.Helper()
 	s := &service{t: t, db: db, schema: schema, prefix: prefix, logs: &syncBuffer{}, done: make(chan struct{})}
 	s.cmd = exec.Command(binPath, "-addr", "127.0.0.1:0", "-schema", s.schema, "-broker", broker,
-		"-topic-prefix", s.prefix, "-log-format", "json", "-log-level", "info")
+		"-topic-prefix", s.prefix, "-log-format", "json", "-log-level", "info",
+		// Generous: other tests on the same server may hold transaction ids
+		// open for seconds, which holds back every feed reader (DESIGN's
+		// xid trap); read-your-writes must still hold, however long it takes.
+		"-wait-timeout", "60s")
 	s.cmd.Env = append(os.Environ(), "DATABASE_URL="+pgtest.DatabaseURL())
 	s.cmd.Stderr = s.logs
 	stdout, err := s.cmd.StdoutPipe()
@@ -369,6 +373,9 @@ func lifecycle(t *testing.T, s *service, customer string) string {
 	for i, st := range steps {
 		r := s.do(st.method, "/orders/"+id+st.path, st.body)
 		want(t, st.method+" "+st.path, r, st.status, "")
+		if h := r.header.Get("X-Read-Models"); h != "" {
+			t.Fatalf("%s %s: X-Read-Models: %s (the projections did not catch up within -wait-timeout)", st.method, st.path, h)
+		}
 		var c cmdResult
 		r.json(t, &c)
 		if c.ID != id || c.Version != int64(i+2) {
@@ -412,7 +419,7 @@ func waitShipment(t *testing.T, s *service, id string) {
 // waitShipmentOf is waitShipment for an order of amount cents.
 func waitShipmentOf(t *testing.T, s *service, id string, amount int64) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		var n int
 		if err := s.db.Get(&n, `SELECT count(*) FROM "`+s.schema+`".shipments WHERE order_id = $1`, id); err != nil {
@@ -422,7 +429,7 @@ func waitShipmentOf(t *testing.T, s *service, id string, amount int64) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no shipment for order %s after 30 s", id)
+			t.Fatalf("no shipment for order %s after 60 s", id)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
