@@ -204,6 +204,13 @@ func (w *worker) work(ctx context.Context) error {
 			loaded = false // a failed COMMIT may have committed: re-read
 			w.backoffTransient(ctx, &transient, err)
 		}
+		if len(raws) == 0 && ctx.Err() == nil {
+			// An empty batch only tried to finish a rebuild or a
+			// version switch; wait for news before trying again.
+			if !w.idle(ctx, wake, cfg.PollInterval) {
+				break
+			}
+		}
 	}
 	w.log.InfoContext(ctx, "projection worker stopped")
 	return nil
@@ -265,10 +272,13 @@ func (w *worker) apply(ctx context.Context, cp checkpoint, raws []rawRecord, cau
 	}
 
 	if caughtUp && cp.status == statusBuilding {
-		if err := w.activate(ctx, tx); err != nil {
+		switched, err := w.activate(ctx, tx, next.pos)
+		if err != nil {
 			return cp, err
 		}
-		next.status = statusActive
+		if switched {
+			next.status = statusActive
+		}
 	}
 	if err := tx.Commit(); err != nil {
 		return cp, fmt.Errorf("commit: %w", err)
@@ -316,23 +326,43 @@ func (w *worker) applyParking(ctx context.Context, tx *sqlx.Tx, raws []rawRecord
 	return nil
 }
 
-// activate switches this (building, caught-up) version live in tx: lower
-// versions are retired and Activate runs.
-func (w *worker) activate(ctx context.Context, tx *sqlx.Tx) error {
+// activate switches this (building, caught-up) version live in tx, unless
+// the live version is still ahead of pos (it may have applied events that
+// became visible after this batch was read: switching then would move
+// readers back in time). It locks the live version's row first, so that
+// version cannot advance during the check. Lower versions are retired and
+// Activate runs. It reports whether it switched.
+func (w *worker) activate(ctx context.Context, tx *sqlx.Tx, pos eventstore.Position) (bool, error) {
+	var txid string
+	var live eventstore.Position
+	err := tx.QueryRowContext(ctx, `SELECT transaction_id::text AS transaction_id_text, position FROM `+w.r.t.checkpoints+`
+		WHERE projection = $1 AND status = 'active' AND version <> $2 FOR UPDATE`, w.p.Name, w.version).Scan(&txid, &live.Position)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+	case err != nil:
+		return false, fmt.Errorf("lock live version: %w", err)
+	default:
+		if live.TransactionID, err = strconv.ParseUint(txid, 10, 64); err != nil {
+			return false, fmt.Errorf("parse transaction id %q: %w", txid, err)
+		}
+		if live.Compare(pos) > 0 {
+			return false, nil // not caught up with the live version yet
+		}
+	}
 	if _, err := tx.ExecContext(ctx, `UPDATE `+w.r.t.checkpoints+` SET status = 'retired', updated_at = now()
 		WHERE projection = $1 AND version < $2 AND status <> 'retired'`, w.p.Name, w.version); err != nil {
-		return fmt.Errorf("retire older versions: %w", err)
+		return false, fmt.Errorf("retire older versions: %w", err)
 	}
 	if _, err := tx.ExecContext(ctx, `UPDATE `+w.r.t.checkpoints+` SET status = 'active', activated_at = now(), updated_at = now()
 		WHERE projection = $1 AND version = $2`, w.p.Name, w.version); err != nil {
-		return fmt.Errorf("activate version: %w", err)
+		return false, fmt.Errorf("activate version: %w", err)
 	}
 	if w.p.Activate != nil {
 		if err := w.p.Activate(ctx, tx); err != nil {
-			return &handlerError{fmt.Errorf("activate: %w", err)}
+			return false, &handlerError{fmt.Errorf("activate: %w", err)}
 		}
 	}
-	return nil
+	return true, nil
 }
 
 // stop records a final handler failure: the projection stops in this
