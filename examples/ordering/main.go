@@ -101,15 +101,25 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	var c config
 	var level, wait string
 	fs.StringVar(&c.Addr, "addr", env("ADDR", "127.0.0.1:8080"), "listen address (env ADDR)")
-	fs.StringVar(&c.DatabaseURL, "database-url", env("DATABASE_URL", DefaultDatabaseURL), "PostgreSQL URL (env DATABASE_URL)")
+	// The URL may hold a password: -h shows the built-in default only.
+	fs.StringVar(&c.DatabaseURL, "database-url", DefaultDatabaseURL, "PostgreSQL URL (env DATABASE_URL)")
 	fs.StringVar(&c.Schema, "schema", env("SCHEMA", "ordering"), "PostgreSQL schema of every table (env SCHEMA)")
 	fs.StringVar(&c.Broker, "broker", env("BROKER_URL", "gochannel"), "broker: gochannel, amqp://… (RabbitMQ) or nats://… (NATS JetStream) (env BROKER_URL)")
 	fs.StringVar(&c.TopicPrefix, "topic-prefix", env("TOPIC_PREFIX", ""), "prefix of broker topics (env TOPIC_PREFIX)")
 	fs.StringVar(&level, "log-level", env("LOG_LEVEL", "info"), "debug, info, warn or error (env LOG_LEVEL)")
 	fs.StringVar(&c.LogFormat, "log-format", env("LOG_FORMAT", "text"), "text or json (env LOG_FORMAT)")
 	fs.StringVar(&wait, "wait-timeout", env("WAIT_TIMEOUT", "5s"), "how long a command waits for the read models (env WAIT_TIMEOUT)")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: ordering [serve | reset-after-restore] [flags]\n\n")
+		fs.PrintDefaults()
+	}
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if !set["database-url"] {
+		c.DatabaseURL = env("DATABASE_URL", DefaultDatabaseURL)
 	}
 	if fs.NArg() > 0 {
 		return config{}, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))

@@ -1,0 +1,64 @@
+package main
+
+import (
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+)
+
+func TestParseConfig(t *testing.T) {
+	t.Parallel()
+	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+	c, err := parseConfig(nil, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Addr != "127.0.0.1:8080" || c.DatabaseURL != DefaultDatabaseURL || c.Schema != "ordering" || c.Broker != "gochannel" ||
+		c.LogLevel != slog.LevelInfo || c.LogFormat != "text" || c.WaitTimeout != 5*time.Second {
+		t.Errorf("defaults: %+v", c)
+	}
+
+	e := env(map[string]string{"ADDR": "127.0.0.1:9000", "DATABASE_URL": "postgres://x/y", "SCHEMA": "shop", "BROKER_URL": "amqp://guest:guest@h:5672/", "LOG_LEVEL": "debug", "WAIT_TIMEOUT": "2s"})
+	c, err = parseConfig(nil, e, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Addr != "127.0.0.1:9000" || c.DatabaseURL != "postgres://x/y" || c.Schema != "shop" || c.Broker != "amqp://guest:guest@h:5672/" || c.LogLevel != slog.LevelDebug || c.WaitTimeout != 2*time.Second {
+		t.Errorf("from the environment: %+v", c)
+	}
+
+	c, err = parseConfig([]string{"-addr", ":1", "-database-url", "postgres://flag/db", "-broker", "nats://h:4222"}, e, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Addr != ":1" || c.DatabaseURL != "postgres://flag/db" || c.Broker != "nats://h:4222" || c.Schema != "shop" {
+		t.Errorf("flags over the environment: %+v", c)
+	}
+
+	for _, args := range [][]string{
+		{"-broker", "kafka://h"}, {"-log-level", "loud"}, {"-log-format", "xml"}, {"-wait-timeout", "0s"},
+		{"-wait-timeout", "soon"}, {"extra"}, {"-nope"},
+	} {
+		if _, err := parseConfig(args, env(nil), io.Discard); err == nil {
+			t.Errorf("parseConfig(%q): no error", args)
+		}
+	}
+}
+
+func TestBrokerKind(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{"": "gochannel", "gochannel": "gochannel", "amqp://guest:secret@h:5672/": "amqp", "amqps://h": "amqp", "nats://h:4222": "nats"} {
+		kind, redacted, err := brokerKind(in)
+		if err != nil || kind != want {
+			t.Errorf("brokerKind(%q) = %q, %v; want %q", in, kind, err, want)
+		}
+		if in == "amqp://guest:secret@h:5672/" && redacted != "amqp://guest:xxxxx@h:5672/" {
+			t.Errorf("redacted %q", redacted)
+		}
+	}
+	if _, _, err := brokerKind("kafka://h"); err == nil {
+		t.Error("kafka: no error")
+	}
+}
