@@ -257,9 +257,10 @@ func BenchmarkCatchUp(b *testing.B) {
 
 // BenchmarkPollCost measures what idle projections polling the feed cost
 // concurrent appenders: 4 goroutines append single events for
-// ESOX_BENCH_SECONDS (default 10) with no runner, then with a runner of 10
-// idle projections polling every 10 ms (1,000 polls/s) on another schema of
-// the same server. It reports appends/s for each.
+// ESOX_BENCH_SECONDS (default 10) with no runner, with a runner of 1 and of
+// 10 idle projections polling every 10 ms (100 and 1,000 polls/s) on
+// another schema of the same server, and with none again. It reports
+// appends/s for each.
 func BenchmarkPollCost(b *testing.B) {
 	secs := 10
 	if s := os.Getenv("ESOX_BENCH_SECONDS"); s != "" {
@@ -302,41 +303,38 @@ func BenchmarkPollCost(b *testing.B) {
 		wg.Wait()
 		return float64(n.Load()) / d.Seconds()
 	}
-	b.Run("no_runner", func(b *testing.B) {
-		var rate float64
-		for range b.N {
-			rate += appendFor(b, time.Duration(secs)*time.Second)
-		}
-		b.ReportMetric(rate/float64(b.N), "appends/s")
-		b.ReportMetric(0, "ns/op")
-	})
-	b.Run("idle_runner_10_projections", func(b *testing.B) {
-		var ps []projector.Projection
-		for i := range 10 {
-			ps = append(ps, projector.Projection{Name: fmt.Sprintf("idle_%d", i), Handler: projector.Batch(func(context.Context, *sqlx.Tx, []eventstore.Record) error { return nil })})
-		}
-		r, err := projector.NewRunner(idle.store, projector.Config{Logger: testLogger(b)}, ps...)
-		if err != nil {
-			b.Fatal(err)
-		}
-		rctx, cancel := context.WithCancel(ctx)
-		done := make(chan error, 1)
-		go func() { done <- r.Run(rctx) }()
-		defer func() {
-			cancel()
-			<-done
-		}()
-		if err := r.Migrate(ctx); err != nil {
-			b.Fatal(err)
-		}
-		time.Sleep(200 * time.Millisecond) // let the workers start polling
-		var rate float64
-		for range b.N {
-			rate += appendFor(b, time.Duration(secs)*time.Second)
-		}
-		b.ReportMetric(rate/float64(b.N), "appends/s")
-		b.ReportMetric(0, "ns/op")
-	})
+	// Interleaved, to see the machine's drift: none, 1, 10, none.
+	for i, projections := range []int{0, 1, 10, 0} {
+		b.Run(fmt.Sprintf("idle_projections_%d_run_%d", projections, i), func(b *testing.B) {
+			if projections > 0 {
+				var ps []projector.Projection
+				for j := range projections {
+					ps = append(ps, projector.Projection{Name: fmt.Sprintf("idle_%d_%d", i, j), Handler: projector.Batch(func(context.Context, *sqlx.Tx, []eventstore.Record) error { return nil })})
+				}
+				r, err := projector.NewRunner(idle.store, projector.Config{Logger: testLogger(b)}, ps...)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := r.Migrate(ctx); err != nil {
+					b.Fatal(err)
+				}
+				rctx, cancel := context.WithCancel(ctx)
+				done := make(chan error, 1)
+				go func() { done <- r.Run(rctx) }()
+				defer func() {
+					cancel()
+					<-done
+				}()
+				time.Sleep(200 * time.Millisecond) // let the workers start polling
+			}
+			var rate float64
+			for range b.N {
+				rate += appendFor(b, time.Duration(secs)*time.Second)
+			}
+			b.ReportMetric(rate/float64(b.N), "appends/s")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
 }
 
 // BenchmarkCommitToReadModelLatency appends about 1,000 events/s for

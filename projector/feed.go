@@ -49,7 +49,14 @@ ORDER BY transaction_id, position LIMIT $3`
 
 // readFeed reads up to limit raw records after pos, outside any transaction.
 func (r *Runner) readFeed(ctx context.Context, after eventstore.Position, limit int) ([]rawRecord, error) {
-	rows, err := r.db.QueryContext(ctx, r.feedSQL, strconv.FormatUint(after.TransactionID, 10), after.Position, limit)
+	args := []any{strconv.FormatUint(after.TransactionID, 10), after.Position, limit}
+	var rows *sql.Rows
+	var err error
+	if st := r.feedStmt.Load(); st != nil {
+		rows, err = st.QueryContext(ctx, args...)
+	} else {
+		rows, err = r.db.QueryContext(ctx, r.feedSQL, args...)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("read feed: %w", err)
 	}

@@ -43,7 +43,8 @@ type Runner struct {
 	feedSQL string
 	workers []*worker // sorted by name, then version
 
-	running atomic.Bool
+	running  atomic.Bool
+	feedStmt atomic.Pointer[sqlx.Stmt] // prepared while Run runs: a poll is then bind and execute only
 
 	advMu    sync.Mutex
 	advanced chan struct{} // closed and replaced whenever a checkpoint moves in this process
@@ -198,6 +199,17 @@ func (r *Runner) Run(ctx context.Context) error {
 			return nil // stopped while starting
 		}
 		return err
+	}
+	if st, err := r.db.PreparexContext(ctx, r.feedSQL); err == nil {
+		r.feedStmt.Store(st)
+		defer func() {
+			r.feedStmt.Store(nil)
+			_ = st.Close()
+		}()
+	} else if ctx.Err() != nil {
+		return nil
+	} else {
+		r.log.WarnContext(ctx, "could not prepare the feed query; polling unprepared", "error", err)
 	}
 	var wg sync.WaitGroup
 	for _, w := range r.workers {
