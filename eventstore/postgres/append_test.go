@@ -360,7 +360,7 @@ func TestBinaryParameters(t *testing.T) {
 	if s, err := b.store.LoadSnapshot(ctx, "order-1"); err != nil || string(s.Payload) != `{"a":1}` {
 		t.Fatalf("snapshot: %+v, %v", s, err)
 	}
-	if recs := b.drainFeed(t, eventstore.Position{}, 50); len(recs) != 111 {
+	if recs := b.drainFeed(t, eventstore.Position{}, 50, 111); len(recs) != 111 {
 		t.Fatalf("feed has %d records, want 111", len(recs))
 	}
 }

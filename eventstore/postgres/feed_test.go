@@ -305,7 +305,7 @@ func TestFeedUnderConcurrentWritersWithRollbacks(t *testing.T) {
 	// ReadAll from zero in pages of 1,000.
 	all := map[uuid.UUID]seenEvent{}
 	last := map[string]int64{}
-	for _, r := range b.drainFeed(t, eventstore.Position{}, 1000) {
+	for _, r := range b.drainFeed(t, eventstore.Position{}, 1000, len(committed)) {
 		if _, dup := all[r.ID]; dup {
 			t.Fatalf("event %s twice in the feed", r.ID)
 		}

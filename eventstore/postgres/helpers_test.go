@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"testing"
 	"time"
@@ -104,21 +105,28 @@ func (b *bundle) readStream(t *testing.T, streamID string, from int64) []eventst
 	return out
 }
 
-// drainFeed reads the feed after p until ReadAll returns nothing.
-func (b *bundle) drainFeed(t *testing.T, p eventstore.Position, page int) []eventstore.Record {
+// drainFeed reads the feed after p in pages until it has returned at least
+// want records. An empty page does not end it early: while a transaction of
+// another test on the server is open, pg_snapshot_xmin holds committed events
+// back from every reader, so it waits (up to waitFor's deadline) for them to
+// show. Callers check the exact count themselves.
+func (b *bundle) drainFeed(t *testing.T, p eventstore.Position, page, want int) []eventstore.Record {
 	t.Helper()
 	var out []eventstore.Record
-	for {
-		recs, err := b.store.ReadAll(testCtx(t), p, page)
-		if err != nil {
-			t.Fatalf("ReadAll: %v", err)
+	waitFor(t, fmt.Sprintf("%d records in the feed", want), func() bool {
+		for {
+			recs, err := b.store.ReadAll(testCtx(t), p, page)
+			if err != nil {
+				t.Fatalf("ReadAll: %v", err)
+			}
+			if len(recs) == 0 {
+				return len(out) >= want
+			}
+			out = append(out, recs...)
+			p = recs[len(recs)-1].Position
 		}
-		if len(recs) == 0 {
-			return out
-		}
-		out = append(out, recs...)
-		p = recs[len(recs)-1].Position
-	}
+	})
+	return out
 }
 
 // waitFor polls cond until it is true or the deadline passes.

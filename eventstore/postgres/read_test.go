@@ -181,11 +181,10 @@ func TestReadAllRoundTripsMetadata(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var recs []eventstore.Record
-	waitFor(t, "both records in the feed", func() bool {
-		recs = b.drainFeed(t, eventstore.Position{}, 1)
-		return len(recs) == 2
-	})
+	recs := b.drainFeed(t, eventstore.Position{}, 1, 2)
+	if len(recs) != 2 {
+		t.Fatalf("feed has %d records, want 2", len(recs))
+	}
 	r := recs[0]
 	if r.ID != res.EventIDs[0] || r.Metadata.CorrelationID != "corr-1" || r.Metadata.Actor != "alice" || r.Metadata.Extra["tenant"] != "t1" {
 		t.Fatalf("record: %+v", r)
