@@ -22,7 +22,7 @@ STATICCHECK_VERSION ?= v0.8.2
 STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
 # Packages with benchmarks: add a package here when it gets one.
-BENCH_PKGS ?= ./eventstore/postgres/...
+BENCH_PKGS ?= ./eventstore/postgres/... ./projector/... ./forwarder/...
 BENCH ?= .
 BENCHTIME ?= 1s
 BENCH_COUNT ?= 1

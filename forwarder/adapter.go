@@ -72,7 +72,7 @@ func (a SchemaAdapter) SelectQuery(p wsql.SelectQueryParams) (wsql.Query, error)
 	// A missing offsets row compares as NULL and returns nothing, never
 	// "everything again".
 	q := `WITH last_processed AS (` + next.Query + `)
-SELECT e.position, e.transaction_id::text, e.event_id::text, e.stream_id, e.stream_version,
+SELECT e.position, e.transaction_id::text AS transaction_id_text, e.event_id::text, e.stream_id, e.stream_version,
        e.event_type, e.payload, e.metadata, e.recorded_at
 FROM ` + a.EventsTable + ` e
 WHERE (e.transaction_id, e.position) > ((SELECT transaction_id FROM last_processed), (SELECT position FROM last_processed))

@@ -217,7 +217,7 @@ func BenchmarkReadStream(b *testing.B) {
 		env := newBenchEnv(b, 1)
 		fillStream(b, env, "bench-1", n)
 		ctx := context.Background()
-		stmt, err := env.db.PreparexContext(ctx, `SELECT position, transaction_id::text, event_id, stream_version, event_type, payload, metadata, recorded_at
+		stmt, err := env.db.PreparexContext(ctx, `SELECT position, transaction_id::text AS transaction_id_text, event_id, stream_version, event_type, payload, metadata, recorded_at
 FROM `+env.store.QualifiedEventsTable()+` WHERE stream_id = $1 AND stream_version >= $2 ORDER BY stream_version LIMIT $3`)
 		if err != nil {
 			b.Fatal(err)
@@ -298,7 +298,7 @@ func BenchmarkReadAll(b *testing.B) {
 		ctx := context.Background()
 		// The same keyset over the primary key as esox, without the
 		// snapshot-xmin filter and without decoding.
-		stmt, err := env.db.PreparexContext(ctx, `SELECT position, transaction_id::text, event_id, stream_version, event_type, payload, metadata, recorded_at, stream_id
+		stmt, err := env.db.PreparexContext(ctx, `SELECT position, transaction_id::text AS transaction_id_text, event_id, stream_version, event_type, payload, metadata, recorded_at, stream_id
 FROM `+env.store.QualifiedEventsTable()+` WHERE (transaction_id, position) > ($1::xid8, $2::bigint) ORDER BY transaction_id, position LIMIT $3`)
 		if err != nil {
 			b.Fatal(err)
