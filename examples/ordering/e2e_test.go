@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,6 +21,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
 
+	"github.com/esox-go/esox/internal/leaktest"
 	"github.com/esox-go/esox/internal/pgtest"
 )
 
@@ -57,23 +57,9 @@ func testMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "build the service:", err)
 		return 1
 	}
-	base := runtime.NumGoroutine()
-	code := m.Run()
-	if code == 0 {
-		// A green run must not leave goroutines behind (broker clients
-		// closed, pools closed).
-		deadline := time.Now().Add(10 * time.Second)
-		for runtime.NumGoroutine() > base && time.Now().Before(deadline) {
-			time.Sleep(20 * time.Millisecond)
-		}
-		if n := runtime.NumGoroutine(); n > base {
-			buf := make([]byte, 1<<20)
-			buf = buf[:runtime.Stack(buf, true)]
-			fmt.Fprintf(os.Stderr, "leaked goroutines: %d > %d\n%s\n", n, base, buf)
-			code = 1
-		}
-	}
-	return code
+	// A green run must not leave goroutines behind (broker clients
+	// closed, pools closed).
+	return leaktest.Run(m)
 }
 
 // service is one running ordering process.
