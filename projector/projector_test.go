@@ -200,11 +200,19 @@ func TestRebuildWhileWritersAppend(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Rebuild below needs the tables and the live version Run registers;
+	// migrate first so it cannot race Run's start.
+	if err := r.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	start(t, r)
 	b.appendDeposits(t, 300, 5, 3)
 
 	ctx, stopWriters := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
+	// Stop the writers before the schema is dropped, also when a check
+	// below fails the test early.
+	t.Cleanup(func() { stopWriters(); wg.Wait() })
 	for w := range 3 {
 		wg.Go(func() {
 			for i := 0; ctx.Err() == nil; i++ {
