@@ -9,10 +9,23 @@
 // PostgreSQL releases it when the session ends, so a killed process loses
 // leadership as soon as the server notices its socket closed.
 //
+// A process that freezes, or whose host dies or is cut off, closes no socket.
+// So that the server still ends its session (and the lock) in bounded time,
+// the lock session sets, right after taking the lock, idle_session_timeout to
+// max(3*RetryInterval, 5 s) (PostgreSQL 14 and later; older servers log a
+// warning and rely on keepalives alone) and server-side TCP keepalives of
+// 2 s idle, 1 s interval, 3 probes (about 5 s to detect a dead peer; they do
+// not apply to Unix-socket connections). A healthy leader pings its session
+// every RetryInterval, so it never idles that long; a frozen one does, and
+// the server terminates its session about idle_session_timeout after its
+// last ping. With the default RetryInterval a standby therefore takes over
+// within about 6 s of a freeze (5 s + one retry).
+//
 // Leadership is advisory: between the moment a leader's session dies and the
-// moment its work notices (at most one ping interval plus the ping timeout),
-// two workers may run. Jobs that write must therefore fence their writes too
-// (the projector does, with a compare-and-set on its checkpoint).
+// moment its work notices (at most one ping interval plus the ping timeout,
+// or, for a frozen process, whenever it thaws), two workers may run. Jobs that
+// write must therefore fence their writes too (the projector does, with a
+// compare-and-set on its checkpoint).
 package leader
 
 import (
@@ -23,6 +36,8 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -42,6 +57,21 @@ type Config struct {
 	RetryInterval time.Duration
 	// Logger receives state changes and errors. Defaults to slog.Default().
 	Logger *slog.Logger
+
+	// pausePings, when set and true, makes the leader skip its pings (tests
+	// simulate a frozen process with it).
+	pausePings *atomic.Bool
+}
+
+// IdleSessionTimeout returns the idle_session_timeout Run sets on the lock
+// session for retry (a RetryInterval; 0 means RetryIntervalDefault):
+// max(3*retry, 5 s). The server ends a leader's session, and so releases its
+// lock, this long after the leader's last ping.
+func IdleSessionTimeout(retry time.Duration) time.Duration {
+	if retry == 0 {
+		retry = RetryIntervalDefault
+	}
+	return max(3*retry, 5*time.Second)
 }
 
 func (c Config) withDefaults() Config {
@@ -147,6 +177,9 @@ func (e *elector) runOnce(ctx context.Context, work func(ctx context.Context) er
 		return false, nil
 	}
 	defer e.release(ctx, conn)
+	if err := e.armSession(ctx, conn); err != nil {
+		return true, err
+	}
 	e.log.Info("leadership acquired")
 
 	leaderCtx, cancel := context.WithCancel(ctx)
@@ -163,6 +196,28 @@ func (e *elector) runOnce(ctx context.Context, work func(ctx context.Context) er
 	return true, err
 }
 
+// armSession makes the server end the lock session, and so release the lock,
+// when the leader stops pinging (frozen process) or its host stops answering
+// (dead host, partition): server-side TCP keepalives and, on PostgreSQL 14
+// and later, idle_session_timeout. Only a failure of the keepalive settings
+// (which every supported server has) is returned; an older server's refusal
+// of idle_session_timeout is logged.
+func (e *elector) armSession(ctx context.Context, conn *sql.Conn) error {
+	if _, err := conn.ExecContext(ctx, `SELECT set_config('tcp_keepalives_idle', '2', false),
+		set_config('tcp_keepalives_interval', '1', false), set_config('tcp_keepalives_count', '3', false)`); err != nil {
+		return fmt.Errorf("leader: set keepalives on the lock session: %w", err)
+	}
+	ms := strconv.FormatInt(IdleSessionTimeout(e.cfg.RetryInterval).Milliseconds(), 10) + "ms"
+	if _, err := conn.ExecContext(ctx, `SELECT set_config('idle_session_timeout', $1, false)`, ms); err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("leader: set idle_session_timeout: %w", err)
+		}
+		e.log.Warn("could not set idle_session_timeout on the lock session (PostgreSQL 14+ needed); "+
+			"a frozen leader keeps the lock until TCP keepalives end its session", "error", err)
+	}
+	return nil
+}
+
 // pingLoop pings the lock connection every RetryInterval and calls lost when a
 // ping fails: the session, and with it the lock, may be gone.
 func (e *elector) pingLoop(ctx context.Context, conn *sql.Conn, lost context.CancelFunc) {
@@ -174,6 +229,9 @@ func (e *elector) pingLoop(ctx context.Context, conn *sql.Conn, lost context.Can
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		if p := e.cfg.pausePings; p != nil && p.Load() {
+			continue
 		}
 		pctx, cancel := context.WithTimeout(ctx, timeout)
 		var one int

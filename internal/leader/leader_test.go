@@ -43,6 +43,7 @@ type contender struct {
 	done    chan error
 	started chan struct{} // receives each time work starts
 	stopped chan struct{} // receives each time work returns
+	paused  *atomic.Bool  // true: the leader skips its pings (frozen)
 }
 
 // race tracks how many contenders work at once.
@@ -64,9 +65,11 @@ func (r *race) enter() {
 func start(t *testing.T, db *sqlx.DB, key, name string, r *race, workErr func() error) *contender {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &contender{name: name, cancel: cancel, done: make(chan error, 1), started: make(chan struct{}, 16), stopped: make(chan struct{}, 16)}
+	c := &contender{name: name, cancel: cancel, done: make(chan error, 1), started: make(chan struct{}, 16), stopped: make(chan struct{}, 16),
+		paused: new(atomic.Bool)}
+	cfg := leader.WithPausedPings(leader.Config{Key: key, RetryInterval: retry, Logger: testLogger(t)}, c.paused)
 	go func() {
-		c.done <- leader.Run(ctx, db, leader.Config{Key: key, RetryInterval: retry, Logger: testLogger(t)}, func(wctx context.Context) error {
+		c.done <- leader.Run(ctx, db, cfg, func(wctx context.Context) error {
 			r.enter()
 			c.started <- struct{}{}
 			defer func() {
@@ -191,6 +194,52 @@ func TestTakeoverWhenLeaderConnectionKilled(t *testing.T) {
 	time.Sleep(3 * retry)
 	if n := r.active.Load(); n != 1 {
 		t.Fatalf("active workers after takeover = %d, want 1", n)
+	}
+}
+
+// TestTakeoverWhenLeaderFrozen: a leader whose process freezes (its work
+// blocks and it stops pinging) closes no socket, so only the server can end
+// its session: idle_session_timeout on the lock session does, and a standby
+// takes over within about IdleSessionTimeout instead of when TCP keepalives
+// give up (hours with common server settings).
+func TestTakeoverWhenLeaderFrozen(t *testing.T) {
+	t.Parallel()
+	db := pgtest.Open(t)
+	key := uniqueKey(t)
+	r := &race{}
+	a := start(t, db, key, "a", r, nil)
+	b := start(t, db, key, "b", r, nil)
+	lead, standby := firstLeader(t, a, b)
+	lead.paused.Store(true)
+	frozenAt := time.Now()
+
+	select {
+	case <-standby.started:
+		t.Logf("standby took over %s after the leader froze (idle_session_timeout %s)",
+			time.Since(frozenAt).Round(time.Millisecond), leader.IdleSessionTimeout(retry))
+	case <-lead.stopped:
+		t.Fatal("the frozen leader's work returned although it never pinged")
+	case <-time.After(leader.IdleSessionTimeout(retry) + 15*time.Second):
+		t.Fatal("standby did not take over from a frozen leader")
+	}
+	// The frozen leader thaws: its next ping fails and it steps down.
+	lead.paused.Store(false)
+	select {
+	case <-lead.stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the thawed leader did not notice it lost its session")
+	}
+	eventually(t, "exactly one worker after the thawed leader stepped down", func() bool { return r.active.Load() == 1 })
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
