@@ -303,8 +303,20 @@ type autocommitTx struct{ db *sql.DB }
 func (t autocommitTx) ExecContext(ctx context.Context, query string, args ...any) (wsql.Result, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ackTimeout)
 	defer cancel()
-	return t.db.ExecContext(ctx, query, args...)
+	res, err := t.db.ExecContext(ctx, query, args...)
+	if err != nil {
+		return nil, &offsetWriteError{err: err}
+	}
+	return res, nil
 }
+
+// offsetWriteError marks a failed offset write (the only statement run
+// through autocommitTx.ExecContext), so pollBackoff can report it even when
+// the leadership has ended.
+type offsetWriteError struct{ err error }
+
+func (e *offsetWriteError) Error() string { return "write offset: " + e.err.Error() }
+func (e *offsetWriteError) Unwrap() error { return e.err }
 
 func (t autocommitTx) QueryContext(ctx context.Context, query string, args ...any) (wsql.Rows, error) {
 	return t.db.QueryContext(ctx, query, args...)

@@ -37,7 +37,16 @@ func (b *pollBackoff) fatal() <-chan error { return b.fatalCh }
 func (b *pollBackoff) HandleError(_ watermill.LoggerAdapter, noMsg bool, err error) time.Duration {
 	if err != nil {
 		if b.ctx.Err() != nil {
-			return 0 // stopping: the Subscriber sees ctx done next
+			// Stopping: the Subscriber sees ctx done next. A failed poll
+			// is expected then (its query is cancelled), but the final
+			// offset write is detached from ctx: its failure means the
+			// events just published are published again by the next
+			// leader, which deserves a word.
+			var ow *offsetWriteError
+			if errors.As(err, &ow) && !errors.Is(err, context.Canceled) {
+				b.log.WarnContext(b.ctx, "recording the offset of the events published before stopping failed; the next leader publishes them again", "error", err.Error())
+			}
+			return 0
 		}
 		var bad *MalformedRowError
 		if errors.As(err, &bad) {
@@ -52,7 +61,7 @@ func (b *pollBackoff) HandleError(_ watermill.LoggerAdapter, noMsg bool, err err
 			wait = b.max
 		}
 		b.failures++
-		b.log.WarnContext(b.ctx, "reading the events table failed; retrying", "error", err.Error(), "retry_in", wait, "failures", b.failures)
+		b.log.WarnContext(b.ctx, "polling the events table or writing the offset failed; retrying", "error", err.Error(), "retry_in", wait, "failures", b.failures)
 		return wait
 	}
 	b.failures = 0

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -351,17 +352,46 @@ func (f *Forwarder) Offset(ctx context.Context) (eventstore.Position, error) {
 	return pos, nil
 }
 
-// SetOffset stores pos as the consumer group's offset: the forwarder then
-// publishes the events after pos, as soon as it next polls. Use it to replay
-// (an earlier pos), to skip (a later one), or after a dump and restore, when
-// transaction ids restart (see docs/forwarding.md). Safe for concurrent use;
-// ctx bounds the statement.
+// ErrForwarderRunning is returned by SetOffset while an instance of the
+// consumer group is leading (running and forwarding), in this process or
+// another. Stop every instance of the group (cancel their Run) first, then
+// call SetOffset, then start them again.
+var ErrForwarderRunning = errors.New("forwarder: an instance of the consumer group is running; stop every instance before SetOffset")
+
+// SetOffset stores pos as the consumer group's offset: the next leader
+// publishes the events after pos. Use it to replay (an earlier pos), to skip
+// (a later one), or after a dump and restore, when transaction ids restart
+// (see docs/forwarding.md).
+//
+// The group's forwarders must be stopped: SetOffset runs in a transaction
+// that takes the group's leader lock (pg_try_advisory_xact_lock on the key of
+// LeaderKey, which conflicts with the session lock a leader holds) and
+// returns ErrForwarderRunning, changing nothing, when an instance leads. A
+// running leader would otherwise publish from its own idea of the offset
+// and overwrite the stored one when its batch completes. Standbys do not
+// hold the lock, but one takes over as soon as the leader stops, so stop
+// them all. Safe for concurrent use; ctx bounds the transaction.
 func (f *Forwarder) SetOffset(ctx context.Context, pos eventstore.Position) error {
-	_, err := f.db.ExecContext(ctx, `INSERT INTO `+f.offsets+` (consumer_group, transaction_id, position) VALUES ($1, $2::text::xid8, $3)
-ON CONFLICT (consumer_group) DO UPDATE SET transaction_id = excluded.transaction_id, position = excluded.position, updated_at = now()`,
-		f.cfg.ConsumerGroup, fmt.Sprint(pos.TransactionID), pos.Position)
+	tx, err := f.db.BeginTxx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("forwarder: set offset: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	var locked bool
+	key := leader.LockKey(LeaderKey(f.store.Schema(), f.cfg.ConsumerGroup))
+	if err := tx.QueryRowContext(ctx, `SELECT pg_try_advisory_xact_lock($1)`, key).Scan(&locked); err != nil {
+		return fmt.Errorf("forwarder: set offset: leader lock: %w", err)
+	}
+	if !locked {
+		return ErrForwarderRunning
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO `+f.offsets+` (consumer_group, transaction_id, position) VALUES ($1, $2::text::xid8, $3)
+ON CONFLICT (consumer_group) DO UPDATE SET transaction_id = excluded.transaction_id, position = excluded.position, updated_at = now()`,
+		f.cfg.ConsumerGroup, strconv.FormatUint(pos.TransactionID, 10), pos.Position); err != nil {
+		return fmt.Errorf("forwarder: set offset: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("forwarder: set offset: commit: %w", err)
 	}
 	return nil
 }

@@ -90,36 +90,66 @@ func (p *pipeline) done(e *entry) {
 
 // dispatch hands j to its stream's worker; false when ctx ended first.
 func (p *pipeline) dispatch(j job) bool {
-	h := fnv.New32a()
-	_, _ = h.Write([]byte(j.rec.StreamID))
 	select {
-	case p.workers[h.Sum32()%uint32(len(p.workers))] <- j:
+	case p.workers[shard(j.rec.StreamID, len(p.workers))] <- j:
 		return true
 	case <-p.ctx.Done():
 		return false
 	}
 }
 
-// through waits until every tracked event up to target is done and returns
-// target; if the leadership ends first, it returns the end of the done
-// prefix (the zero Position when nothing is done yet).
+// shard returns the worker, of n, that publishes streamID's events.
+func shard(streamID string, n int) int {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(streamID))
+	return int(h.Sum32() % uint32(n))
+}
+
+// through waits until no tracked event at or before target is still
+// pending, and returns target then. If the leadership ends first, it returns
+// the end of the done prefix, or the zero Position (which makes the offset
+// write a no-op) when nothing is done yet, or the done prefix lies beyond
+// target or beyond an unpublished event. It never returns a position after target: confirmed spans the
+// whole leadership, so after an offset moved back it may be ahead of this
+// batch, and recording it would skip events never published.
 func (p *pipeline) through(target eventstore.Position) eventstore.Position {
 	for {
 		p.mu.Lock()
-		confirmed, changed := p.confirmed, p.changed
-		idle := len(p.pending) == 0
+		waiting, changed := p.pendingThrough(target), p.changed
 		p.mu.Unlock()
-		if !confirmed.Less(target) || idle {
-			return confirmed
+		if !waiting {
+			return target
 		}
 		select {
 		case <-changed:
 		case <-p.ctx.Done():
 			p.mu.Lock()
 			defer p.mu.Unlock()
+			if !p.pendingThrough(target) {
+				return target
+			}
+			if target.Less(p.confirmed) {
+				return eventstore.Position{}
+			}
+			for _, e := range p.pending {
+				if !e.done && !p.confirmed.Less(e.pos) {
+					return eventstore.Position{} // an unpublished event at or before it
+				}
+			}
 			return p.confirmed
 		}
 	}
+}
+
+// pendingThrough reports whether an event at or before target is pending
+// (not done, or done but behind an undone one). Call with mu held.
+func (p *pipeline) pendingThrough(target eventstore.Position) bool {
+	for _, e := range p.pending {
+		if !target.Less(e.pos) {
+			return true
+		}
+	}
+	return false
 }
 
 // drain waits until every tracked event is done, or ctx ends.
