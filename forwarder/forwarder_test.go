@@ -264,8 +264,13 @@ func TestPoisonStop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !off.Less(bad.LastPosition) {
-		t.Errorf("offset %s moved past the poison event at %s", off, bad.LastPosition)
+	b.waitFeed(t, 7)
+	recs, err := b.store.ReadAll(testCtx(t), eventstore.Position{}, 10)
+	if err != nil || len(recs) != 7 || recs[3].Position != bad.LastPosition {
+		t.Fatalf("ReadAll: %d records, %v; want 7 with the poison event 4th", len(recs), err)
+	}
+	if off != recs[2].Position {
+		t.Errorf("offset = %s, want %s, the event just before the poison one at %s", off, recs[2].Position, bad.LastPosition)
 	}
 }
 

@@ -25,7 +25,7 @@ const childEnvSchema = "ESOX_FORWARDER_TEST_CHILD_SCHEMA"
 
 // runChild runs a forwarder on the schema named by childEnvSchema that
 // "publishes" by printing "published <uuid> <stream_id> <version>" lines on
-// stdout, 20 ms each, until the process is killed. It returns the exit code.
+// stdout, 20 ms each and one at a time, until the process is killed. It returns the exit code.
 func runChild() int {
 	db, err := sqlx.Open("postgres", pgtest.DatabaseURL())
 	if err != nil {
@@ -45,7 +45,10 @@ func runChild() int {
 		_, err := fmt.Fprintf(os.Stdout, "published %s %s %s\n", msg.UUID, msg.Metadata.Get(MetadataStreamID), msg.Metadata.Get(MetadataStreamVersion))
 		return err
 	}}
-	f, err := New(store, pub, Config{})
+	// One publish at a time: 200 events take 4 s, so the child is still
+	// publishing when the test kills it (with concurrent publishes it would
+	// finish in well under a second).
+	f, err := New(store, pub, Config{PublishConcurrency: 1})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "child:", err)
 		return 2
@@ -114,6 +117,9 @@ func TestTakeoverAfterKill(t *testing.T) {
 		t.Fatalf("the standby published %d events while the child led", pub.len())
 	}
 
+	if n := childGot.distinct(); n >= 200 {
+		t.Fatalf("the child published all %d events before the kill: the takeover would not be tested", n)
+	}
 	if err := cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
