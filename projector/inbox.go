@@ -56,8 +56,10 @@ type InboxConfig struct {
 // de-duplicates, it does not reorder.
 //
 // The message's context bounds the transaction. It returns an error
-// matching eventstore.ErrInvalidArgument for bad arguments. The handler is
-// safe for concurrent use.
+// matching eventstore.ErrInvalidArgument for bad arguments. The returned
+// handler is safe for concurrent use if h is: concurrent messages (also
+// concurrent duplicates of one, which the inbox serializes) call h
+// concurrently.
 func NewInboxHandler(db *sqlx.DB, reg *eventstore.Registry, h Handler, cfg InboxConfig) (message.NoPublishHandlerFunc, error) {
 	bad := func(field, reason string) error {
 		return fmt.Errorf("projector: inbox: %w", &eventstore.InvalidArgumentError{Field: field, Reason: reason})

@@ -91,8 +91,10 @@ func TestInboxAppliesEachMessageOnce(t *testing.T) {
 		t.Fatal("router did not start")
 	}
 
-	// 20 deposits and one unhandled note, each delivered twice, the
-	// duplicates partly concurrent with the originals.
+	// 20 deposits and one unhandled note, each delivered twice or three
+	// times through the router (gochannel hands a subscriber one message at
+	// a time, so these duplicates are sequential; see
+	// TestInboxConcurrentDuplicatesApplyOnce for truly concurrent ones).
 	type ev struct {
 		id   uuid.UUID
 		typ  string
@@ -145,6 +147,65 @@ func TestInboxAppliesEachMessageOnce(t *testing.T) {
 		r.Metadata.CausationID != "cause-1" || r.Metadata.CorrelationID == "" || r.Metadata.Extra["tenant"] != "t1" ||
 		!r.RecordedAt.Equal(time.Date(2026, 1, 2, 3, 4, 5, 6000, time.UTC)) || r.ID == uuid.Nil {
 		t.Fatalf("record from message = %+v", r)
+	}
+}
+
+// TestInboxConcurrentDuplicatesApplyOnce calls the inbox handler itself from
+// several goroutines at once with copies of one message (as redelivery to
+// several consumers of a queue can): the effect is applied exactly once.
+func TestInboxConcurrentDuplicatesApplyOnce(t *testing.T) {
+	t.Parallel()
+	db := pgtest.Open(t)
+	b := &bundle{db: db, schema: pgtest.Schema(t, db), reg: newRegistry()}
+	ctx := context.Background()
+	if _, err := projector.Migrate(ctx, db, b.schema); err != nil {
+		t.Fatal(err)
+	}
+	tbl := b.q("inbox_effects")
+	if _, err := db.Exec(`CREATE TABLE ` + tbl + ` (event_id uuid NOT NULL, amount bigint NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+	h := projector.On(projector.NewHandlers(b.reg), func(ctx context.Context, tx *sqlx.Tx, r eventstore.Record, e Deposited) error {
+		// No unique key here: only the inbox stops a duplicate.
+		_, err := tx.ExecContext(ctx, `INSERT INTO `+tbl+` (event_id, amount) VALUES ($1, $2)`, r.ID, e.Amount)
+		return err
+	})
+	handler, err := projector.NewInboxHandler(db, b.reg, h, projector.InboxConfig{Schema: b.schema, Consumer: "effects", Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const messages, copies = 10, 6
+	for i := range messages {
+		id := uuid.Must(uuid.NewV7())
+		pos := eventstore.Position{TransactionID: 1000 + uint64(i), Position: int64(i + 1)}
+		startLine := make(chan struct{})
+		var wg sync.WaitGroup
+		for range copies {
+			msg := eventMessage(t, id, "deposited", Deposited{Account: "a", Amount: int64(i + 1)}, "account-a", int64(i+1), pos)
+			wg.Go(func() {
+				<-startLine
+				if err := handler(msg); err != nil {
+					t.Errorf("message %d: %v", i, err)
+				}
+			})
+		}
+		close(startLine)
+		wg.Wait()
+	}
+	var rows []struct {
+		EventID string `db:"event_id"`
+		N       int    `db:"n"`
+	}
+	if err := db.Select(&rows, `SELECT event_id::text AS event_id, count(*) AS n FROM `+tbl+` GROUP BY 1`); err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != messages {
+		t.Fatalf("%d messages had an effect, want %d", len(rows), messages)
+	}
+	for _, r := range rows {
+		if r.N != 1 {
+			t.Fatalf("message %s applied %d times, want once", r.EventID, r.N)
+		}
 	}
 }
 

@@ -28,7 +28,8 @@ import (
 //
 // It returns an error matching eventstore.ErrInvalidArgument (or a Handlers'
 // Err) for an invalid projection or a duplicate name. The hook is safe for
-// concurrent use.
+// concurrent use if the projections' handlers are: concurrent appends call
+// them concurrently.
 func InlineHook(projections ...Projection) (postgres.AppendHook, error) {
 	seen := map[string]bool{}
 	for _, p := range projections {

@@ -20,8 +20,12 @@ import (
 // with the projection's checkpoint, or rolls both back, so an effect is
 // applied exactly once (DESIGN guarantee 5). It must not keep state in memory
 // across calls that a rolled-back tx would leave wrong, and must not commit or
-// roll back tx. A Handler may be called concurrently for different
-// projections, never concurrently for the same one.
+// roll back tx. A Runner may call a Handler concurrently for different
+// projections, never concurrently for the same one. A Handler used with
+// InlineHook runs in each appender's transaction, and one used with
+// NewInboxHandler in each message's: both are called concurrently (also
+// with duplicates of one message), so such a Handler must be safe for
+// concurrent use.
 type Handler interface {
 	// EventTypes returns the registered event type names the handler
 	// applies; records of other types are passed over (the checkpoint still
