@@ -26,6 +26,9 @@ const (
 	// MaxRetryBackoffDefault caps the retry delays when
 	// Config.MaxRetryBackoff is zero.
 	MaxRetryBackoffDefault = 5 * time.Second
+	// IdleInTransactionTimeoutDefault bounds a batch transaction's idle time
+	// when Config.IdleInTransactionTimeout is zero.
+	IdleInTransactionTimeoutDefault = time.Minute
 )
 
 // Config configures a Runner. The zero value means all defaults.
@@ -55,10 +58,23 @@ type Config struct {
 	// Defaults to MaxRetryBackoffDefault (5 s).
 	MaxRetryBackoff time.Duration
 	// LeaderRetryInterval is how often a standby process tries to take over
-	// a projection and how often the active one checks its leadership
-	// connection; takeover after a crash takes about this long. Defaults to
-	// 1 s.
+	// a projection and how often the active one pings its leadership
+	// connection. Defaults to 1 s. After a crash (the process's sockets
+	// close) another process takes over within about two intervals. After
+	// a freeze, or when the host dies or is cut off, the server ends the
+	// silent leader's lock session through idle_session_timeout,
+	// max(3*LeaderRetryInterval, 5 s) (PostgreSQL 14+), or server-side TCP
+	// keepalives (about 5 s): takeover then takes about 6 s by default.
 	LeaderRetryInterval time.Duration
+	// IdleInTransactionTimeout is set (SET LOCAL
+	// idle_in_transaction_session_timeout) on every batch transaction: if
+	// the process freezes mid-batch, the server ends its session after this
+	// long idle, rolling the batch back and releasing its transaction id
+	// (which otherwise holds back the feed of every projection and
+	// forwarder) and its checkpoint row lock (which would block the new
+	// leader). It must exceed the longest pause between two statements of
+	// a handler. Defaults to IdleInTransactionTimeoutDefault (1 minute).
+	IdleInTransactionTimeout time.Duration
 	// Logger receives the runner's logs. Defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -85,6 +101,9 @@ func (c Config) withDefaults() Config {
 	if c.LeaderRetryInterval == 0 {
 		c.LeaderRetryInterval = leader.RetryIntervalDefault
 	}
+	if c.IdleInTransactionTimeout == 0 {
+		c.IdleInTransactionTimeout = IdleInTransactionTimeoutDefault
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -108,6 +127,10 @@ func (c Config) validate() error {
 		return bad("MaxRetryBackoff", "must not be negative")
 	case c.LeaderRetryInterval < 0:
 		return bad("LeaderRetryInterval", "must not be negative")
+	case c.IdleInTransactionTimeout < 0:
+		return bad("IdleInTransactionTimeout", "must not be negative")
+	case c.IdleInTransactionTimeout > 0 && c.IdleInTransactionTimeout < time.Millisecond:
+		return bad("IdleInTransactionTimeout", "must be at least 1ms (0 means the default)")
 	}
 	return nil
 }

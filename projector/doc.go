@@ -41,7 +41,14 @@
 //     lock held on a dedicated connection (internal/leader); the holder
 //     works, the others stand by and retry every Config.LeaderRetryInterval
 //     (1 s), so another process takes over within about two seconds after
-//     the active one dies. The lock holds no transaction, so it never holds
+//     the active one crashes (its sockets close). A frozen process, or one
+//     whose host died or was cut off, closes nothing: the server ends its
+//     lock session itself, through idle_session_timeout
+//     (max(3*LeaderRetryInterval, 5 s), PostgreSQL 14+) and server-side TCP
+//     keepalives (about 5 s), so another process takes over after about 6 s
+//     by default. A batch transaction left open by a frozen process is
+//     rolled back by the server after Config.IdleInTransactionTimeout (1
+//     minute by default). The lock holds no transaction, so it never holds
 //     back the feed. If two workers briefly overlap (the old one has not
 //     yet noticed it lost its session), the checkpoint compare-and-set lets
 //     only one of them apply each batch.

@@ -2,11 +2,13 @@ package projector
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 
@@ -100,6 +102,7 @@ func TestConfigAndProjectionValidation(t *testing.T) {
 		{"BatchSize", Config{BatchSize: eventstore.MaxReadAllLimit + 1}, []Projection{ok}},
 		{"PollInterval", Config{PollInterval: -1}, []Projection{ok}},
 		{"MaxRetries", Config{MaxRetries: -1}, []Projection{ok}},
+		{"IdleInTransactionTimeout", Config{IdleInTransactionTimeout: -1}, []Projection{ok}},
 		{"projections", Config{}, nil},
 		{"projection name", Config{}, []Projection{{Name: "bad name", Handler: ok.Handler}}},
 		{"Handler", Config{}, []Projection{{Name: "p"}}},
@@ -157,5 +160,217 @@ func TestFeedQueryIsAnIndexRangeScan(t *testing.T) {
 	joined := strings.Join(plan, "\n")
 	if strings.Contains(joined, "Sort") || !strings.Contains(joined, "Index Scan") || !strings.Contains(joined, "Limit") {
 		t.Fatalf("the feed query is not a limited primary-key range scan:\n%s", joined)
+	}
+}
+
+// fencedRunner makes a migrated store and runner in a fresh schema with one
+// projection p (its registry from reg), for the white-box tests below.
+func fencedRunner(t *testing.T, reg *eventstore.Registry, cfg Config, p Projection) (*Runner, *postgres.Store, *sqlx.DB) {
+	t.Helper()
+	db := pgtest.Open(t)
+	schema := pgtest.Schema(t, db)
+	store, err := postgres.New(db, reg, postgres.Config{Schema: schema})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := store.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	r, err := NewRunner(store, cfg, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return r, store, db
+}
+
+// readAll waits until the feed shows n records and returns them.
+func readAll(t *testing.T, r *Runner, n int) []rawRecord {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		raws, err := r.readFeed(context.Background(), eventstore.Position{}, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(raws) >= n {
+			return raws
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("feed shows %d records, want %d", len(raws), n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestStopIsFenced: a deposed leader whose handler failed must not mark the
+// projection stopped once the new leader has moved the checkpoint: the
+// stop's update is fenced on the checkpoint like a batch.
+func TestStopIsFenced(t *testing.T) {
+	t.Parallel()
+	reg := eventstore.NewRegistry()
+	eventstore.MustRegister[note](reg, "note")
+	p := Projection{Name: "count", Handler: Batch(func(context.Context, *sqlx.Tx, []eventstore.Record) error { return nil })}
+	r, store, _ := fencedRunner(t, reg, Config{}, p)
+	ctx := context.Background()
+	for i := range 2 {
+		if _, err := store.Append(ctx, "note-1", eventstore.Any, []eventstore.Event{{Data: note{i}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	raws := readAll(t, r, 2)
+	w := r.workers[0]
+	stale, err := w.load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The "new leader" applies a batch.
+	next, err := w.apply(ctx, stale, raws, true, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The deposed one, still at the stale checkpoint, gives up on its batch.
+	if w.stop(ctx, stale, errors.New("old leader's failure")) {
+		t.Fatal("stop with a stale checkpoint reported it stopped the projection")
+	}
+	if c, err := w.load(ctx); err != nil || c.stopped || c.lastError.Valid {
+		t.Fatalf("row after a stale stop: %+v, %v; want not stopped", c, err)
+	}
+	if _, stopped := w.state(); stopped != nil {
+		t.Fatalf("worker stopped in memory after a stale stop: %v", stopped)
+	}
+	// At the current checkpoint the stop takes.
+	if !w.stop(ctx, next, errors.New("current failure")) {
+		t.Fatal("stop at the current checkpoint did not stop")
+	}
+	if c, err := w.load(ctx); err != nil || !c.stopped || c.lastError.String != "current failure" {
+		t.Fatalf("row after stop: %+v, %v", c, err)
+	}
+}
+
+// gatedNote decodes only once its test's gate opens, and says when decoding
+// started.
+type gatedNote struct {
+	N int `json:"n"`
+}
+
+var (
+	gatedDecoding = make(chan struct{}, 1)
+	gatedGate     = make(chan struct{})
+)
+
+func (g *gatedNote) UnmarshalJSON(b []byte) error {
+	select {
+	case gatedDecoding <- struct{}{}:
+	default:
+	}
+	<-gatedGate
+	var v struct {
+		N int `json:"n"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	g.N = v.N
+	return nil
+}
+
+// TestApplyDecodesBeforeItsTransaction: while a batch's events are being
+// decoded, no transaction of the worker holds the checkpoint row (nor a
+// transaction id that would hold back the feed).
+func TestApplyDecodesBeforeItsTransaction(t *testing.T) {
+	t.Parallel()
+	reg := eventstore.NewRegistry()
+	eventstore.MustRegister[gatedNote](reg, "gated")
+	applied := 0
+	p := Projection{Name: "gated", Handler: On(NewHandlers(reg), func(context.Context, *sqlx.Tx, eventstore.Record, gatedNote) error {
+		applied++
+		return nil
+	})}
+	r, store, db := fencedRunner(t, reg, Config{}, p)
+	ctx := context.Background()
+	if _, err := store.Append(ctx, "gated-1", eventstore.Any, []eventstore.Event{{Data: gatedNote{1}}}); err != nil {
+		t.Fatal(err)
+	}
+	raws := readAll(t, r, 1)
+	w := r.workers[0]
+	cp, err := w.load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := w.apply(ctx, cp, raws, true, false)
+		done <- err
+	}()
+	opened := false
+	defer func() {
+		if !opened {
+			close(gatedGate)
+			<-done
+		}
+	}()
+	select {
+	case <-gatedDecoding:
+	case <-time.After(10 * time.Second):
+		t.Fatal("apply did not start decoding")
+	}
+	// Decoding is blocked: the checkpoint row must be free.
+	tx, err := db.BeginTxx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var one int
+	err = tx.QueryRowContext(ctx, `SELECT 1 FROM `+r.t.checkpoints+` WHERE projection = 'gated' FOR UPDATE NOWAIT`).Scan(&one)
+	_ = tx.Rollback()
+	if err != nil {
+		t.Fatalf("checkpoint row is locked while the batch decodes: %v", err)
+	}
+	close(gatedGate)
+	opened = true
+	if err := <-done; err != nil || applied != 1 {
+		t.Fatalf("apply: %v, applied %d", err, applied)
+	}
+}
+
+// TestBatchTransactionBoundsIdleTime: each batch transaction sets
+// idle_in_transaction_session_timeout, so a process frozen mid-batch does
+// not hold its transaction id and the checkpoint row lock forever.
+func TestBatchTransactionBoundsIdleTime(t *testing.T) {
+	t.Parallel()
+	reg := eventstore.NewRegistry()
+	eventstore.MustRegister[note](reg, "note")
+	var got []string
+	p := Projection{Name: "count", Handler: Batch(func(ctx context.Context, tx *sqlx.Tx, _ []eventstore.Record) error {
+		var s string
+		err := tx.QueryRowContext(ctx, `SELECT current_setting('idle_in_transaction_session_timeout')`).Scan(&s)
+		got = append(got, s)
+		return err
+	})}
+	for _, c := range []struct {
+		cfg  time.Duration
+		want string
+	}{{0, "1min"}, {45 * time.Second, "45s"}} {
+		r, store, _ := fencedRunner(t, reg, Config{IdleInTransactionTimeout: c.cfg}, p)
+		ctx := context.Background()
+		if _, err := store.Append(ctx, "note-1", eventstore.Any, []eventstore.Event{{Data: note{1}}}); err != nil {
+			t.Fatal(err)
+		}
+		raws := readAll(t, r, 1)
+		cp, err := r.workers[0].load(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = nil
+		if _, err := r.workers[0].apply(ctx, cp, raws, true, false); err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 1 || got[0] != c.want {
+			t.Fatalf("IdleInTransactionTimeout %s: the batch saw idle_in_transaction_session_timeout %q, want %q", c.cfg, got, c.want)
+		}
 	}
 }

@@ -225,8 +225,20 @@ func TestRebuildWhileWritersAppend(t *testing.T) {
 		})
 	}
 	time.Sleep(100 * time.Millisecond) // let writers and the runner interleave
+	// A row no event produces: only the Reset that Rebuild runs removes it.
+	if _, err := b.db.Exec(`INSERT INTO ` + b.q("balances") + ` (account, total, n) VALUES ('sentinel', 0, 0)`); err != nil {
+		t.Fatal(err)
+	}
+	before := statusOf(t, r, "balances", 1).Checkpoint
 	if err := r.Rebuild(context.Background(), "balances"); err != nil {
 		t.Fatal(err)
+	}
+	var sentinels int
+	if err := b.db.Get(&sentinels, `SELECT count(*) FROM `+b.q("balances")+` WHERE account = 'sentinel'`); err != nil || sentinels != 0 {
+		t.Fatalf("sentinel rows after Rebuild = %d (%v): Rebuild did not reset the model", sentinels, err)
+	}
+	if after := statusOf(t, r, "balances", 1).Checkpoint; before.Position > 0 && after.Compare(before) >= 0 {
+		t.Fatalf("checkpoint right after Rebuild %s is not below the one before %s", after, before)
 	}
 	eventually(t, "the rebuild to show in Status", 10*time.Second, func() bool {
 		s := statusOf(t, r, "balances", 1)
@@ -397,4 +409,79 @@ func TestInlineHookAppliesInTheAppendTransaction(t *testing.T) {
 	if _, err := projector.InlineHook(p, p); !errors.Is(err, eventstore.ErrInvalidArgument) {
 		t.Fatalf("InlineHook with a duplicate = %v", err)
 	}
+}
+
+// TestStatusForgetsStopAfterLeadership: a process that stopped a projection
+// and then stopped leading it must not keep reporting its own stale
+// in-memory "stopped" state: once it no longer leads, Status reads the row.
+func TestStatusForgetsStopAfterLeadership(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	p := b.balances("flaky", "flaky")
+	p.Handler = projector.Batch(func(context.Context, *sqlx.Tx, []eventstore.Record) error {
+		return errors.New("handler broken")
+	})
+	cfg := fastConfig(t)
+	cfg.DisableRetries = true
+	r, err := projector.NewRunner(b.store, cfg, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	rr := start(t, r)
+	b.appendDeposits(t, 1, 1, 1)
+	eventually(t, "the projection to stop", 20*time.Second, func() bool {
+		s := statusOf(t, r, "flaky", 1)
+		return s.State == projector.StateStoppedWithError && s.Leading
+	})
+	rr.stop(t)
+	// Someone (an operator, another instance) resumes it in the database.
+	if err := r.Resume(context.Background(), "flaky"); err != nil {
+		t.Fatal(err)
+	}
+	if s := statusOf(t, r, "flaky", 1); s.State != projector.StateNotRunning || s.Leading {
+		t.Fatalf("status after leadership ended and Resume = %+v, want not_running", s)
+	}
+}
+
+// TestStatusShowsDatabaseErrorWhileRetrying: a projection stuck retrying a
+// database error says so in Status, not only in the logs, and clears it once
+// a batch commits.
+func TestStatusShowsDatabaseErrorWhileRetrying(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var healthy atomic.Bool
+	p := b.balances("busy", "busy")
+	inner := p.Handler
+	p.Handler = projector.Batch(func(ctx context.Context, tx *sqlx.Tx, recs []eventstore.Record) error {
+		if !healthy.Load() {
+			// A serialization failure: a database error, retried without limit.
+			_, err := tx.ExecContext(ctx, `DO $$ BEGIN RAISE EXCEPTION 'simulated conflict' USING ERRCODE = '40001'; END $$`)
+			return err
+		}
+		return inner.Handle(ctx, tx, recs)
+	}, "deposited")
+	r, err := projector.NewRunner(b.store, fastConfig(t), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	start(t, r)
+	last := b.appendDeposits(t, 3, 1, 3)
+	eventually(t, "Status to show the database error", 20*time.Second, func() bool {
+		s := statusOf(t, r, "busy", 1)
+		return s.Leading && strings.Contains(s.DatabaseError, "simulated conflict") && s.DatabaseErrors >= 2 &&
+			s.State != projector.StateStoppedWithError
+	})
+	healthy.Store(true)
+	waitFor(t, r, "busy", last.LastPosition)
+	eventually(t, "the database error to clear", 10*time.Second, func() bool {
+		s := statusOf(t, r, "busy", 1)
+		return s.DatabaseError == "" && s.DatabaseErrors == 0
+	})
+	equalBalances(t, "after the retries", b.model(t, "busy"), b.foldAll(t))
 }

@@ -60,6 +60,12 @@ type ProjectionStatus struct {
 	ErrorAt time.Time
 	// DeadLetters counts its parked events.
 	DeadLetters int64
+	// DatabaseError is the last database error this process's worker met,
+	// while it leads the projection and retries after it (empty otherwise):
+	// a projection stuck on a database problem shows here, not only in the
+	// logs. DatabaseErrors counts those errors in a row.
+	DatabaseError  string
+	DatabaseErrors int
 	// Leading is true when this process is the one working on it.
 	Leading bool
 	// UpdatedAt is when its checkpoint row last changed.
@@ -115,6 +121,12 @@ func (r *Runner) status(ctx context.Context, w *worker, head eventstore.Position
 	}
 	leading, stopped := w.state()
 	s.Leading = leading
+	if !leading {
+		// Only the leader's memory is current; the row speaks otherwise.
+		stopped = nil
+	} else if n, dbErr := w.retrying(); dbErr != nil {
+		s.DatabaseError, s.DatabaseErrors = dbErr.Error(), n
+	}
 	if stopped != nil && s.LastError == "" {
 		s.LastError = stopped.Error()
 	}

@@ -28,9 +28,11 @@ type worker struct {
 	log       *slog.Logger
 	reload    chan struct{} // buffer 1: re-read the checkpoint row now
 
-	mu      sync.Mutex
-	active  bool  // this process leads the projection
-	stopped error // the handler failure that stopped it in this process
+	mu       sync.Mutex
+	active   bool  // this process leads the projection
+	stopped  error // the handler failure that stopped it in this process (while it leads)
+	dbErr    error // the last database error, while the worker retries after it
+	dbErrors int   // consecutive database errors
 }
 
 func newWorker(r *Runner, p Projection) *worker {
@@ -96,6 +98,22 @@ func (w *worker) state() (active bool, stopped error) {
 	return w.active, w.stopped
 }
 
+// retrying returns how many database errors in a row the worker has met and
+// the last one, while it retries after it (0, nil otherwise).
+func (w *worker) retrying() (n int, last error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.dbErrors, w.dbErr
+}
+
+// transientOK records that a database round trip worked again.
+func (w *worker) transientOK(n *int) {
+	*n = 0
+	w.mu.Lock()
+	w.dbErr, w.dbErrors = nil, 0
+	w.mu.Unlock()
+}
+
 // signalReload asks the worker to re-read its checkpoint row; it never
 // blocks.
 func (w *worker) signalReload() {
@@ -119,7 +137,13 @@ func (e *handlerError) Unwrap() error { return e.err }
 // work is the leader's job: apply the feed until ctx ends.
 func (w *worker) work(ctx context.Context) error {
 	w.setActive(true)
-	defer w.setActive(false)
+	defer func() {
+		// A process that no longer leads has no say on the projection's
+		// state: forget what this leadership saw (Status reads the row).
+		w.mu.Lock()
+		w.active, w.stopped, w.dbErr, w.dbErrors = false, nil, nil, 0
+		w.mu.Unlock()
+	}()
 	wake, unsubscribe := w.r.store.Subscribe()
 	defer unsubscribe()
 	w.log.InfoContext(ctx, "projection worker started")
@@ -130,7 +154,6 @@ func (w *worker) work(ctx context.Context) error {
 		lastLoad  time.Time
 		failures  int // consecutive handler failures of the current batch
 		transient int // consecutive database errors
-		firstLoad = true
 	)
 	cfg := w.r.cfg
 	for ctx.Err() == nil {
@@ -142,12 +165,11 @@ func (w *worker) work(ctx context.Context) error {
 			}
 			cp, loaded, lastLoad = c, true, time.Now()
 			w.mu.Lock()
-			if w.stopped != nil && !c.stopped && !firstLoad {
+			if w.stopped != nil && !c.stopped {
 				w.log.InfoContext(ctx, "projection resumed")
 				w.stopped, failures = nil, 0
 			}
 			w.mu.Unlock()
-			firstLoad = false
 		}
 		if _, stopped := w.state(); stopped != nil || cp.status == statusRetired {
 			if !w.idle(ctx, nil, reloadInterval) {
@@ -164,7 +186,7 @@ func (w *worker) work(ctx context.Context) error {
 		}
 		caughtUp := len(raws) < cfg.BatchSize
 		if len(raws) == 0 && cp.status != statusBuilding && !cp.rebuilding {
-			transient = 0
+			w.transientOK(&transient)
 			if !w.idle(ctx, wake, cfg.PollInterval) {
 				break
 			}
@@ -185,7 +207,8 @@ func (w *worker) work(ctx context.Context) error {
 			if cp.rebuilding && !next.rebuilding {
 				w.log.InfoContext(ctx, "projection rebuild caught up", "position", next.pos.String())
 			}
-			cp, failures, transient = next, 0, 0
+			cp, failures = next, 0
+			w.transientOK(&transient)
 			w.r.notifyAdvanced()
 		case ctx.Err() != nil:
 			// Stopping: the batch rolled back whole.
@@ -199,7 +222,11 @@ func (w *worker) work(ctx context.Context) error {
 				w.sleep(ctx, backoff(cfg, failures))
 				continue
 			}
-			w.stop(ctx, he.err)
+			if !w.stop(ctx, cp, he.err) {
+				// The checkpoint moved under this worker: the failed
+				// batch may not be its to apply any more.
+				failures, loaded = 0, false
+			}
 		default:
 			loaded = false // a failed COMMIT may have committed: re-read
 			w.backoffTransient(ctx, &transient, err)
@@ -216,17 +243,45 @@ func (w *worker) work(ctx context.Context) error {
 	return nil
 }
 
-// apply applies one batch in one transaction: the checkpoint compare-and-set
-// first (it locks the row, so a concurrent worker or Rebuild waits or fails),
-// then the handler, then, for a building version that has caught up, the
+// apply decodes one batch, then applies it in one transaction: the
+// checkpoint compare-and-set first (it locks the row, so a concurrent worker
+// or Rebuild waits or fails; only a set_config of the transaction's idle
+// timeout precedes it), then the handler, then, for a building version that has caught up, the
 // switch to live. With park, it applies the handled records one at a time
 // under savepoints and parks those that fail in the dead-letter table.
 func (w *worker) apply(ctx context.Context, cp checkpoint, raws []rawRecord, caughtUp, park bool) (checkpoint, error) {
+	// Decode before the transaction begins, so it is not held open (with a
+	// transaction id that holds back every feed reader, and the checkpoint
+	// row locked) while JSON is decoded. Parking decodes each record under
+	// its savepoint instead: a record that fails to decode is parked.
+	var recs []eventstore.Record
+	if !park {
+		recs = make([]eventstore.Record, 0, len(raws))
+		for _, rr := range raws {
+			if !wants(w.types, rr.typ) {
+				continue
+			}
+			rec, err := decode(w.r.store.Registry(), rr)
+			if err != nil {
+				return cp, &handlerError{err}
+			}
+			recs = append(recs, rec)
+		}
+	}
+
 	tx, err := w.r.db.BeginTxx(ctx, nil)
 	if err != nil {
 		return cp, fmt.Errorf("begin: %w", err)
 	}
 	defer func() { _ = tx.Rollback() }()
+	// Not a data statement (it takes no transaction id and no lock): should
+	// this process freeze mid-batch, the server rolls the batch back after
+	// IdleInTransactionTimeout, releasing its transaction id and the row
+	// lock of the compare-and-set below.
+	if _, err := tx.ExecContext(ctx, `SELECT set_config('idle_in_transaction_session_timeout', $1, true)`,
+		strconv.FormatInt(w.r.cfg.IdleInTransactionTimeout.Milliseconds(), 10)+"ms"); err != nil {
+		return cp, fmt.Errorf("set idle_in_transaction_session_timeout: %w", err)
+	}
 
 	next := cp
 	if len(raws) > 0 {
@@ -252,22 +307,9 @@ func (w *worker) apply(ctx context.Context, cp checkpoint, raws []rawRecord, cau
 		if err := w.applyParking(ctx, tx, raws); err != nil {
 			return cp, err
 		}
-	} else {
-		recs := make([]eventstore.Record, 0, len(raws))
-		for _, rr := range raws {
-			if !wants(w.types, rr.typ) {
-				continue
-			}
-			rec, err := decode(w.r.store.Registry(), rr)
-			if err != nil {
-				return cp, &handlerError{err}
-			}
-			recs = append(recs, rec)
-		}
-		if len(recs) > 0 {
-			if err := w.p.Handler.Handle(ctx, tx, recs); err != nil {
-				return cp, &handlerError{err}
-			}
+	} else if len(recs) > 0 {
+		if err := w.p.Handler.Handle(ctx, tx, recs); err != nil {
+			return cp, &handlerError{err}
 		}
 	}
 
@@ -365,18 +407,32 @@ func (w *worker) activate(ctx context.Context, tx *sqlx.Tx, pos eventstore.Posit
 	return true, nil
 }
 
-// stop records a final handler failure: the projection stops in this
-// process until Resume, Rebuild or a restart, and its row says why.
-func (w *worker) stop(ctx context.Context, err error) {
+// stop records a final handler failure at checkpoint cp: the projection
+// stops in this process until Resume, Rebuild or a restart, and its row says
+// why. The update is fenced like a batch's: when the row's checkpoint is no
+// longer cp (a newer leader or a Rebuild moved it), it changes nothing and
+// stop reports false, so a deposed leader cannot mark the new leader's
+// projection stopped.
+func (w *worker) stop(ctx context.Context, cp checkpoint, err error) bool {
+	res, dberr := w.r.db.ExecContext(ctx, `UPDATE `+w.r.t.checkpoints+` SET stopped = true, last_error = $3, error_at = now(), updated_at = now()
+		WHERE projection = $1 AND version = $2 AND transaction_id = $4::xid8 AND position = $5`,
+		w.p.Name, w.version, err.Error(), strconv.FormatUint(cp.pos.TransactionID, 10), cp.pos.Position)
+	var n int64
+	if dberr == nil {
+		n, dberr = res.RowsAffected()
+	}
+	if dberr == nil && n == 0 {
+		w.log.DebugContext(ctx, "handler failed but the checkpoint moved; re-reading it instead of stopping", "error", err)
+		return false
+	}
 	w.mu.Lock()
 	w.stopped = err
 	w.mu.Unlock()
 	w.log.ErrorContext(ctx, "projection stopped: its handler keeps failing; fix it, then Resume or restart (other projections go on)", "error", err)
-	msg := err.Error()
-	if _, dberr := w.r.db.ExecContext(ctx, `UPDATE `+w.r.t.checkpoints+` SET stopped = true, last_error = $3, error_at = now(), updated_at = now()
-		WHERE projection = $1 AND version = $2`, w.p.Name, w.version, msg); dberr != nil {
+	if dberr != nil {
 		w.log.WarnContext(ctx, "could not record the projection's error", "error", dberr)
 	}
+	return true
 }
 
 // idle waits for a wake-up, a reload request, d, or ctx; it reports whether
@@ -403,14 +459,21 @@ func (w *worker) sleep(ctx context.Context, d time.Duration) {
 	}
 }
 
+// warnEvery is how often, in consecutive database errors, the retry loop
+// logs at Warn (the others at Debug): the first and every warnEvery-th.
+const warnEvery = 10
+
 func (w *worker) backoffTransient(ctx context.Context, n *int, err error) {
 	if ctx.Err() != nil {
 		return
 	}
 	*n++
-	level := slog.LevelWarn
-	if *n > 1 {
-		level = slog.LevelDebug
+	w.mu.Lock()
+	w.dbErr, w.dbErrors = err, *n
+	w.mu.Unlock()
+	level := slog.LevelDebug
+	if *n == 1 || *n%warnEvery == 0 {
+		level = slog.LevelWarn
 	}
 	w.log.Log(ctx, level, "database error; retrying", "attempt", *n, "error", err)
 	w.sleep(ctx, backoff(w.r.cfg, *n))
