@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -258,17 +259,22 @@ type gatedNote struct {
 	N int `json:"n"`
 }
 
-var (
-	gatedDecoding = make(chan struct{}, 1)
-	gatedGate     = make(chan struct{})
-)
+// gate holds gatedNote's decoding: decoding receives when it starts, and it
+// goes on once open is closed.
+type gate struct{ decoding, open chan struct{} }
+
+// gated is the gate of the running TestApplyDecodesBeforeItsTransaction
+// (nil: decode at once).
+var gated atomic.Pointer[gate]
 
 func (g *gatedNote) UnmarshalJSON(b []byte) error {
-	select {
-	case gatedDecoding <- struct{}{}:
-	default:
+	if gt := gated.Load(); gt != nil {
+		select {
+		case gt.decoding <- struct{}{}:
+		default:
+		}
+		<-gt.open
 	}
-	<-gatedGate
 	var v struct {
 		N int `json:"n"`
 	}
@@ -286,6 +292,9 @@ func TestApplyDecodesBeforeItsTransaction(t *testing.T) {
 	t.Parallel()
 	reg := eventstore.NewRegistry()
 	eventstore.MustRegister[gatedNote](reg, "gated")
+	gt := &gate{decoding: make(chan struct{}, 1), open: make(chan struct{})}
+	gated.Store(gt)
+	defer gated.Store(nil)
 	applied := 0
 	p := Projection{Name: "gated", Handler: On(NewHandlers(reg), func(context.Context, *sqlx.Tx, eventstore.Record, gatedNote) error {
 		applied++
@@ -310,12 +319,12 @@ func TestApplyDecodesBeforeItsTransaction(t *testing.T) {
 	opened := false
 	defer func() {
 		if !opened {
-			close(gatedGate)
+			close(gt.open)
 			<-done
 		}
 	}()
 	select {
-	case <-gatedDecoding:
+	case <-gt.decoding:
 	case <-time.After(10 * time.Second):
 		t.Fatal("apply did not start decoding")
 	}
@@ -330,7 +339,7 @@ func TestApplyDecodesBeforeItsTransaction(t *testing.T) {
 	if err != nil {
 		t.Fatalf("checkpoint row is locked while the batch decodes: %v", err)
 	}
-	close(gatedGate)
+	close(gt.open)
 	opened = true
 	if err := <-done; err != nil || applied != 1 {
 		t.Fatalf("apply: %v, applied %d", err, applied)
