@@ -8,6 +8,9 @@
 // event; a refused command raises nothing:
 //
 //   - a line's quantity is > 0 and its unit price ≥ 0 (*ValidationError);
+//   - a line's amount and the order's subtotal are at most MaxSubtotalCents
+//     (*ValidationError for a line or for the lines of Place,
+//     ErrSubtotalTooLarge for a line AddLine would push over it);
 //   - an order has one currency: a line or payment in another is refused
 //     (ErrCurrencyMismatch);
 //   - an empty or cancelled order cannot be paid (ErrOrderEmpty,

@@ -79,6 +79,8 @@ var (
 	ErrDiscountApplied = &RuleError{Code: "discount_already_applied", Message: "the order already has a discount"}
 	// ErrTooManyLines: an order has at most MaxLines lines.
 	ErrTooManyLines = &RuleError{Code: "too_many_lines", Message: "the order has too many lines"}
+	// ErrSubtotalTooLarge: an order's subtotal is at most MaxSubtotalCents.
+	ErrSubtotalTooLarge = &RuleError{Code: "subtotal_too_large", Message: "the order's subtotal would be too large"}
 )
 
 func sprintf(format string, args ...any) string { return fmt.Sprintf(format, args...) }

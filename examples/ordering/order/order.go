@@ -20,6 +20,11 @@ const (
 	MaxIDLength = 64
 	// MaxReasonLength bounds a cancellation reason.
 	MaxReasonLength = 500
+	// MaxSubtotalCents is the largest amount of a line (quantity × unit
+	// price) and the largest subtotal of an order: 10^12 cents. It keeps
+	// every sum and product of amounts, and the customer totals the read
+	// models add up, far from int64 overflow.
+	MaxSubtotalCents = 1_000_000_000_000
 )
 
 // Status is where an order is in its life.
@@ -102,7 +107,9 @@ func Subtotal(lines []Line) int64 {
 // rounded down to the cent (so the total is rounded up).
 func Total(lines []Line, percent int64) int64 {
 	s := Subtotal(lines)
-	return s - s*percent/100
+	// s*percent/100 without forming s*percent, which could overflow:
+	// with s = 100q + r, floor(s*p/100) = q*p + floor(r*p/100).
+	return s - (s/100*percent + s%100*percent/100)
 }
 
 // Place starts the order for customerID in currency (an ISO 4217 code such
@@ -133,6 +140,9 @@ func (o *Order) Place(customerID, currency string, lines []Line) error {
 		}
 		seen[l.SKU] = true
 	}
+	if s := Subtotal(lines); s > MaxSubtotalCents {
+		return invalid("lines", "the subtotal of %d cents is more than the most allowed, %d cents", s, int64(MaxSubtotalCents))
+	}
 	aggregate.Raise(o, OrderPlaced{OrderID: o.ID(), CustomerID: customerID, Currency: currency, Lines: slices.Clone(lines)})
 	return nil
 }
@@ -158,6 +168,8 @@ func (o *Order) AddLine(l Line, currency string) error {
 		return ErrDuplicateLine.with("the order already has a line for SKU %q; remove it first", l.SKU)
 	case len(o.Lines) >= MaxLines:
 		return ErrTooManyLines.with("the order already has %d lines, the most allowed", MaxLines)
+	case o.SubtotalCents()+l.AmountCents() > MaxSubtotalCents:
+		return ErrSubtotalTooLarge.with("the subtotal would be %d cents, more than the most allowed, %d cents", o.SubtotalCents()+l.AmountCents(), int64(MaxSubtotalCents))
 	}
 	aggregate.Raise(o, LineAdded{OrderID: o.ID(), Line: l})
 	return nil
@@ -293,6 +305,8 @@ func validLine(field string, l Line) error {
 		return invalid(field+".unit_price_cents", "must not be negative, got %d", l.UnitPriceCents)
 	case l.UnitPriceCents > MaxUnitPriceCents:
 		return invalid(field+".unit_price_cents", "at most %d, got %d", MaxUnitPriceCents, l.UnitPriceCents)
+	case l.AmountCents() > MaxSubtotalCents: // both bounded above: no overflow
+		return invalid(field, "quantity × unit_price_cents is %d cents, more than the most allowed, %d cents", l.AmountCents(), int64(MaxSubtotalCents))
 	}
 	return nil
 }

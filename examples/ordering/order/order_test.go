@@ -2,6 +2,7 @@ package order_test
 
 import (
 	"errors"
+	"math/big"
 	"strings"
 	"testing"
 
@@ -129,6 +130,8 @@ func TestAddLineRefused(t *testing.T) {
 		{"other currency", []any{placed}, gadget, "USD", order.ErrCurrencyMismatch},
 		{"duplicate sku", []any{placed}, widget, "", order.ErrDuplicateLine},
 		{"too many lines", []any{full}, gadget, "", order.ErrTooManyLines},
+		{"line amount over the cap", []any{placed}, order.Line{SKU: "g", Quantity: order.MaxQuantity, UnitPriceCents: order.MaxUnitPriceCents}, "", order.ErrInvalid},
+		{"subtotal over the cap", []any{bigPlaced}, order.Line{SKU: "g", Quantity: 1, UnitPriceCents: 1}, "", order.ErrSubtotalTooLarge},
 		{"paid", []any{placed, paid}, gadget, "", order.ErrOrderPaid},
 		{"shipped", []any{placed, paid, order.OrderShipped{OrderID: id}}, gadget, "", order.ErrOrderShipped},
 		{"cancelled", []any{placed, order.OrderCancelled{OrderID: id, Reason: "r"}}, gadget, "", order.ErrOrderCancelled},
@@ -353,6 +356,65 @@ func TestRegister(t *testing.T) {
 	for _, name := range []string{order.TypeOrderPlaced, order.TypeLineAdded, order.TypeLineRemoved, order.TypeDiscountApplied, order.TypeOrderPaid, order.TypeOrderShipped, order.TypeOrderCancelled} {
 		if !r.Has(name) {
 			t.Errorf("%s not registered", name)
+		}
+	}
+}
+
+// bigPlaced is an order whose subtotal is exactly MaxSubtotalCents.
+var bigPlaced = order.OrderPlaced{OrderID: id, CustomerID: "c1", Currency: "EUR", Lines: []order.Line{
+	{SKU: "a", Quantity: 1000, UnitPriceCents: order.MaxUnitPriceCents},
+}}
+
+// TestSubtotalCap: an order may reach MaxSubtotalCents but not pass it, and
+// no valid order's totals overflow (before the cap, 100 lines at the
+// largest quantity and price made Total's s*percent overflow int64).
+func TestSubtotalCap(t *testing.T) {
+	t.Parallel()
+	o := scenario(t).
+		When(func(o *order.Order) error { return o.Place("c1", "EUR", bigPlaced.Lines) }).
+		Then(bigPlaced)
+	if o.SubtotalCents() != order.MaxSubtotalCents {
+		t.Fatalf("subtotal %d", o.SubtotalCents())
+	}
+	var max []order.Line
+	for i := range order.MaxLines {
+		max = append(max, order.Line{SKU: "s" + string(rune('a'+i%26)) + string(rune('a'+i/26)), Quantity: order.MaxQuantity, UnitPriceCents: 1_000_000})
+	}
+	scenario(t).
+		When(func(o *order.Order) error { return o.Place("c1", "EUR", max) }).
+		ThenError(order.ErrInvalid)
+	scenario(t).
+		When(func(o *order.Order) error {
+			return o.Place("c1", "EUR", []order.Line{{SKU: "x", Quantity: order.MaxQuantity, UnitPriceCents: order.MaxUnitPriceCents}})
+		}).
+		ThenError(order.ErrInvalid)
+	// Paying the largest order with the largest discount works.
+	scenario(t).Given(bigPlaced, order.DiscountApplied{OrderID: id, Percent: 99}).
+		When(func(o *order.Order) error { return o.Pay(order.MaxSubtotalCents/100, "") }).
+		Then(order.OrderPaid{OrderID: id, CustomerID: "c1", Currency: "EUR", AmountCents: order.MaxSubtotalCents / 100})
+}
+
+// TestTotalDoesNotOverflow checks Total against exact arithmetic where the
+// old s*percent/100 overflowed, and its rounding on small amounts.
+func TestTotalDoesNotOverflow(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		lines   []order.Line
+		percent int64
+	}{
+		{[]order.Line{{SKU: "a", Quantity: 1, UnitPriceCents: 999}}, 15},
+		{[]order.Line{{SKU: "a", Quantity: 3, UnitPriceCents: 33}}, 33},
+		{[]order.Line{{SKU: "a", Quantity: 1, UnitPriceCents: 1}}, 99},
+		{[]order.Line{{SKU: "a", Quantity: 1, UnitPriceCents: 1}}, 100},
+		{[]order.Line{{SKU: "a", Quantity: 1 << 62 / 50, UnitPriceCents: 1}}, 99},
+		{[]order.Line{{SKU: "a", Quantity: 1 << 62, UnitPriceCents: 1}}, 100},
+	} {
+		s := big.NewInt(order.Subtotal(tc.lines))
+		d := new(big.Int).Mul(s, big.NewInt(tc.percent))
+		d.Quo(d, big.NewInt(100))
+		want := new(big.Int).Sub(s, d)
+		if got := order.Total(tc.lines, tc.percent); !want.IsInt64() || got != want.Int64() {
+			t.Errorf("Total(%v, %d) = %d, want %s", tc.lines, tc.percent, got, want)
 		}
 	}
 }

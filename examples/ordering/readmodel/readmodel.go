@@ -78,6 +78,10 @@ type Order struct {
 // CustomerStats is one row of the customer stats read model. Orders counts
 // orders placed; PaidOrders and TotalSpentCents count payments (a paid order
 // cancelled later stays counted: refunds are another service's business).
+//
+// The table keeps total_spent_cents as numeric, so no sum of payments can
+// overflow and stop the projection; Stats fails for a sum past int64 (more
+// than 9 million orders at order.MaxSubtotalCents for one customer).
 type CustomerStats struct {
 	Orders          int64 `json:"orders"`
 	PaidOrders      int64 `json:"paid_orders"`
@@ -223,7 +227,7 @@ func CustomerStatsProjection(reg *eventstore.Registry, t Tables) projector.Proje
 				customer_id       text   PRIMARY KEY,
 				orders            bigint NOT NULL DEFAULT 0,
 				paid_orders       bigint NOT NULL DEFAULT 0,
-				total_spent_cents bigint NOT NULL DEFAULT 0
+				total_spent_cents numeric NOT NULL DEFAULT 0
 			)`)
 			return err
 		},

@@ -199,3 +199,81 @@ func TestTablesIn(t *testing.T) {
 		t.Errorf("TablesIn(Shop) = %+v, %v", tb, err)
 	}
 }
+
+// TestCustomerStatsDoNotOverflow: a customer whose payments add up past
+// int64 keeps the stats projection running (with a bigint column the
+// addition failed with "bigint out of range" and the projection stopped,
+// leaving every read model stale).
+func TestCustomerStatsDoNotOverflow(t *testing.T) {
+	db := pgtest.Open(t)
+	schema := pgtest.Schema(t, db)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	log := slog.New(slog.DiscardHandler)
+	reg := order.NewRegistry()
+	store, err := postgres.New(db, reg, postgres.Config{Schema: schema, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	if _, err := store.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tables, err := readmodel.TablesIn(schema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runner, err := projector.NewRunner(store, projector.Config{Logger: log}, readmodel.CustomerStatsProjection(reg, tables))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := runner.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- runner.Run(runCtx) }()
+	defer func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	orders, err := aggregate.NewRepository(store, order.Category, order.New, aggregate.Config{Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The largest order the domain allows.
+	lines := []order.Line{{SKU: "gold", Quantity: 1000, UnitPriceCents: order.MaxUnitPriceCents}}
+	payOne := func(id string) {
+		t.Helper()
+		if _, err := orders.Create(ctx, id, func(o *order.Order) error { return o.Place("whale", "EUR", lines) }); err != nil {
+			t.Fatal(err)
+		}
+		res, err := orders.Update(ctx, id, func(o *order.Order) error { return o.Pay(order.MaxSubtotalCents, "") })
+		if err != nil {
+			t.Fatal(err)
+		}
+		wctx, wcancel := context.WithTimeout(ctx, time.Minute)
+		defer wcancel()
+		if err := runner.WaitFor(wctx, readmodel.CustomerStatsName, res.LastPosition); err != nil {
+			st, _ := runner.Status(ctx)
+			t.Fatalf("WaitFor: %v; status %+v", err, st)
+		}
+	}
+	payOne("w1")
+	// Stand in for 9.2 million earlier orders: the sum is one payment
+	// short of int64's maximum.
+	const near = int64(9_223_372_036_854_775_807) - order.MaxSubtotalCents/2
+	if _, err := db.ExecContext(ctx, `UPDATE `+tables.CustomerStats+` SET total_spent_cents = $1 WHERE customer_id = 'whale'`, near); err != nil {
+		t.Fatal(err)
+	}
+	payOne("w2")
+	var total string
+	if err := db.GetContext(ctx, &total, `SELECT total_spent_cents::text FROM `+tables.CustomerStats+` WHERE customer_id = 'whale'`); err != nil {
+		t.Fatal(err)
+	}
+	if want := "9223372536854775807"; total != want {
+		t.Fatalf("total_spent_cents = %s, want %s", total, want)
+	}
+}
