@@ -69,7 +69,7 @@ func (s *Store) appendOnce(ctx context.Context, streamID string, expected events
 	if len(s.cfg.AppendHooks) == 0 {
 		recs, err := s.insert(ctx, st, nil, streamID, expected, enc)
 		if err != nil {
-			return eventstore.AppendResult{}, err
+			return eventstore.AppendResult{}, s.settle(ctx, err)
 		}
 		s.wake()
 		return result(streamID, recs), nil
@@ -82,7 +82,8 @@ func (s *Store) appendOnce(ctx context.Context, streamID string, expected events
 	defer func() { _ = tx.Rollback() }()
 	recs, err := s.insert(ctx, tx.StmtxContext(ctx, st), tx, streamID, expected, enc)
 	if err != nil {
-		return eventstore.AppendResult{}, err
+		_ = tx.Rollback() // release the connection before settle reads
+		return eventstore.AppendResult{}, s.settle(ctx, err)
 	}
 	if err := s.runHooks(ctx, tx, recs); err != nil {
 		return eventstore.AppendResult{}, err
@@ -123,7 +124,10 @@ func (s *Store) AppendTx(ctx context.Context, tx *sqlx.Tx, streamID string, expe
 	}
 	recs, err := s.insert(ctx, tx.StmtxContext(ctx, st), tx, streamID, expected, enc)
 	if err != nil {
-		return eventstore.AppendResult{}, err
+		// tx is aborted; a lost race reads the stream's version through
+		// the pool, so leave the pool one connection more than the
+		// transactions that may append at once.
+		return eventstore.AppendResult{}, s.settle(ctx, err)
 	}
 	if err := s.runHooks(ctx, tx, recs); err != nil {
 		return eventstore.AppendResult{}, err
@@ -296,13 +300,10 @@ func (s *Store) appendError(ctx context.Context, streamID string, expected event
 		case codeUniqueViolation:
 			switch pqErr.Constraint {
 			case s.streamVersionKeyName:
-				// A concurrent append won; its transaction committed, so
-				// the pool sees the stream's new version.
-				var actual int64
-				if qerr := s.db.QueryRowxContext(ctx, s.streamInfoSQL, streamID).Scan(&actual); qerr != nil {
-					s.log.DebugContext(ctx, "read stream version after unique violation", "stream_id", streamID, "error", qerr)
-				}
-				return &eventstore.ConcurrencyError{StreamID: streamID, Expected: expected, Actual: actual}
+				// A concurrent append won. Its version is read by
+				// settle, once the caller has let go of this append's
+				// connection.
+				return &versionTaken{streamID: streamID, expected: expected}
 			case s.eventIDKeyName:
 				return fmt.Errorf("eventstore/postgres: append: %w", &eventstore.InvalidArgumentError{Field: "events", Reason: "an event ID is already stored"})
 			}
@@ -311,6 +312,33 @@ func (s *Store) appendError(ctx context.Context, streamID string, expected event
 		}
 	}
 	return translate(ctx, "append", err)
+}
+
+// versionTaken is the unique violation of an append whose next version a
+// concurrent append committed first. settle turns it into the
+// *eventstore.ConcurrencyError callers see.
+type versionTaken struct {
+	streamID string
+	expected eventstore.ExpectedVersion
+}
+
+func (e *versionTaken) Error() string { return "stream version taken by a concurrent append" }
+
+// settle returns err, with a versionTaken replaced by the ConcurrencyError
+// carrying the stream's actual version. The winner has committed, so the pool
+// sees it. Call it only after releasing the failed append's transaction:
+// reading through the pool while holding a connection could wait forever on
+// a pool that is at MaxOpenConns.
+func (s *Store) settle(ctx context.Context, err error) error {
+	var vt *versionTaken
+	if !errors.As(err, &vt) {
+		return err
+	}
+	var actual int64
+	if qerr := s.db.QueryRowxContext(ctx, s.streamInfoSQL, vt.streamID).Scan(&actual); qerr != nil {
+		s.log.DebugContext(ctx, "read stream version after unique violation", "stream_id", vt.streamID, "error", qerr)
+	}
+	return &eventstore.ConcurrencyError{StreamID: vt.streamID, Expected: vt.expected, Actual: actual}
 }
 
 // nulEventType names the first event whose payload or metadata contains an
