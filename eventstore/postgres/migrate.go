@@ -21,8 +21,20 @@ import (
 const migrationsTable = "esox_migrations"
 
 // ComponentEventStore is the component name under which Store.Migrate
-// records its migrations.
+// records its migrations for the default table names. A store with other
+// table names records them as "eventstore:<events table>,<snapshots table>",
+// so several stores can share a schema.
 const ComponentEventStore = "eventstore"
+
+// migrationComponent names the store's migrations in esox_migrations: the
+// tables they create, so that a second store in the same schema with other
+// table names is migrated too.
+func (s *Store) migrationComponent() string {
+	if s.cfg.EventsTable == EventsTableDefault && s.cfg.SnapshotsTable == SnapshotsTableDefault {
+		return ComponentEventStore
+	}
+	return ComponentEventStore + ":" + s.cfg.EventsTable + "," + s.cfg.SnapshotsTable
+}
 
 //go:embed migrations/*.up.sql
 var embeddedMigrations embed.FS
@@ -197,7 +209,8 @@ type storeMigrationData struct {
 
 // Migrate creates or updates the store's schema and tables (the events and
 // snapshots tables) with ApplyMigrations, recording them under the component
-// ComponentEventStore. It is idempotent and safe to run from several
+// ComponentEventStore (with the table names when they are not the
+// defaults). It is idempotent and safe to run from several
 // processes at once. ctx bounds the run.
 func (s *Store) Migrate(ctx context.Context) (MigrateResult, error) {
 	files, err := fs.Sub(embeddedMigrations, "migrations")
@@ -206,7 +219,7 @@ func (s *Store) Migrate(ctx context.Context) (MigrateResult, error) {
 	}
 	res, err := ApplyMigrations(ctx, s.db, MigrationParams{
 		Schema:    s.cfg.Schema,
-		Component: ComponentEventStore,
+		Component: s.migrationComponent(),
 		Files:     files,
 		Data: storeMigrationData{
 			Schema:                   QuoteIdentifier(s.cfg.Schema),

@@ -166,3 +166,32 @@ func TestMigrateHonorsContext(t *testing.T) {
 		t.Fatalf("Migrate with cancelled ctx: %v, want context.Canceled", err)
 	}
 }
+
+// TestMigrateTwoStoresInOneSchema: a store with other table names in a schema
+// that another store already migrated gets its own tables, not "nothing to
+// do" (migrations are recorded per set of table names).
+func TestMigrateTwoStoresInOneSchema(t *testing.T) {
+	t.Parallel()
+	b := setup(t, postgres.Config{})
+	ctx := testCtx(t)
+	second, err := postgres.New(b.db, testRegistry(), postgres.Config{Schema: b.schema, EventsTable: "events_b", SnapshotsTable: "snapshots_b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = second.Close() })
+	res, err := second.Migrate(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Applied) == 0 {
+		t.Fatal("the second store's Migrate applied nothing")
+	}
+	for _, s := range []*postgres.Store{b.store, second} {
+		if _, err := s.Append(ctx, "order-1", eventstore.NoStream, []eventstore.Event{placed("1", 1)}); err != nil {
+			t.Fatalf("append through %s: %v", s.QualifiedEventsTable(), err)
+		}
+	}
+	if res, err := second.Migrate(ctx); err != nil || len(res.Applied) != 0 {
+		t.Fatalf("second Migrate of the second store: %+v, %v; want nothing applied", res, err)
+	}
+}
