@@ -141,7 +141,7 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		Handler:           api,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
+		WriteTimeout:      writeTimeout(cfg.WaitTimeout),
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
@@ -295,3 +295,10 @@ Try it from another terminal (Ctrl-C here stops the service):
 
 `, base)
 }
+
+// writeTimeout is the HTTP server's WriteTimeout for a -wait-timeout of
+// wait: the wait plus 30 s for the command itself. A fixed WriteTimeout at
+// or below the wait would cut a command off while it waits for the read
+// models: its events committed, the client sees a dropped connection
+// instead of the response with X-Read-Models: stale.
+func writeTimeout(wait time.Duration) time.Duration { return wait + 30*time.Second }

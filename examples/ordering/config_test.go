@@ -62,3 +62,15 @@ func TestBrokerKind(t *testing.T) {
 		t.Error("kafka: no error")
 	}
 }
+
+// TestWriteTimeoutCoversWait: the server never cuts off a command that is
+// still waiting for the read models (WriteTimeout was a fixed 30 s, below a
+// -wait-timeout of 60 s).
+func TestWriteTimeoutCoversWait(t *testing.T) {
+	t.Parallel()
+	for _, wait := range []time.Duration{time.Millisecond, 5 * time.Second, 30 * time.Second, time.Minute, time.Hour} {
+		if wt := writeTimeout(wait); wt < wait+10*time.Second {
+			t.Errorf("writeTimeout(%v) = %v, want at least the wait plus 10 s", wait, wt)
+		}
+	}
+}

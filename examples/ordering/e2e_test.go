@@ -520,6 +520,7 @@ func errorCases(t *testing.T, s *service) {
 		{"malformed If-Match", "POST", "/orders/" + id + "/discount", `{"percent":5}`, []string{"If-Match", "abc"}, 400, "invalid_if_match"},
 		{"bad status filter", "GET", "/orders?status=lost", "", nil, 400, "invalid_query"},
 		{"bad limit", "GET", "/orders?limit=0", "", nil, 400, "invalid_query"},
+		{"empty customer filter", "GET", "/orders?customer_id=", "", nil, 400, "invalid_query"},
 		{"unknown query parameter", "GET", "/orders?customer=x", "", nil, 400, "invalid_query"},
 		{"bad customer id", "GET", "/customers/%20x/stats", "", nil, 400, "invalid_customer_id"},
 		{"unknown endpoint", "GET", "/nope", "", nil, 404, "not_found"},
@@ -594,6 +595,12 @@ func idempotencyCases(t *testing.T, s *service) {
 		if r2.header.Get("Idempotent-Replayed") != "true" {
 			t.Errorf("replay without Idempotent-Replayed: true")
 		}
+		// A replay has the first response's headers too.
+		for _, h := range []string{"Location", "ETag"} {
+			if r1.header.Get(h) == "" || r2.header.Get(h) != r1.header.Get(h) {
+				t.Errorf("replay %s %q, first response %q", h, r2.header.Get(h), r1.header.Get(h))
+			}
+		}
 		if n := s.events(); n != before+1 {
 			t.Fatalf("two requests with one key wrote %d events, want 1", n-before)
 		}
@@ -606,6 +613,9 @@ func idempotencyCases(t *testing.T, s *service) {
 		p2 := s.do("POST", "/orders/"+c.ID+"/pay", `{"amount_cents":100}`, "Idempotency-Key", pkey)
 		if p2.status != 200 || !bytes.Equal(p1.body, p2.body) {
 			t.Fatalf("pay replay: %d %s, want 200 %s (a second pay without the key would be 409)", p2.status, p2.body, p1.body)
+		}
+		if p1.header.Get("ETag") != `"2"` || p2.header.Get("ETag") != p1.header.Get("ETag") || p2.header.Get("Location") != "" {
+			t.Errorf("pay replay: ETag %q Location %q, first ETag %q", p2.header.Get("ETag"), p2.header.Get("Location"), p1.header.Get("ETag"))
 		}
 		if n := s.events(); n != before+2 {
 			t.Fatalf("wrote %d events, want 2", n-before)
@@ -628,9 +638,12 @@ func idempotencyCases(t *testing.T, s *service) {
 		// under a new key works, and the old key still refuses the same way.
 		want(t, "wrong amount again", s.do("POST", "/orders/"+c.ID+"/pay", `{"amount_cents":1}`, "Idempotency-Key", key), 409, "payment_mismatch")
 	})
-	t.Run("concurrent duplicates", func(t *testing.T) {
+	// concurrently sends n identical requests with one Idempotency-Key
+	// (plus headers) and checks that all get status and one body, and
+	// that one event was written.
+	concurrently := func(t *testing.T, path, body string, status int, headers ...string) {
+		t.Helper()
 		key := uuid.NewString()
-		body := `{"customer_id":"jo","currency":"EUR","lines":[{"sku":"book","quantity":1,"unit_price_cents":100}]}`
 		before := s.events()
 		const n = 8
 		results := make([]response, n)
@@ -639,26 +652,47 @@ func idempotencyCases(t *testing.T, s *service) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				req, _ := http.NewRequest("POST", s.base+"/orders", strings.NewReader(body))
+				req, _ := http.NewRequest("POST", s.base+path, strings.NewReader(body))
 				req.Header.Set("Idempotency-Key", key)
+				for j := 0; j+1 < len(headers); j += 2 {
+					req.Header.Set(headers[j], headers[j+1])
+				}
 				resp, err := http.DefaultClient.Do(req)
 				if err != nil {
+					results[i] = response{body: []byte(err.Error())}
 					return
 				}
 				defer resp.Body.Close()
 				b, _ := io.ReadAll(resp.Body)
-				results[i] = response{status: resp.StatusCode, body: b}
+				results[i] = response{status: resp.StatusCode, header: resp.Header, body: b}
 			}()
 		}
 		wg.Wait()
 		for i, r := range results {
-			if r.status != 201 || !bytes.Equal(r.body, results[0].body) {
-				t.Fatalf("request %d: %d %s, want 201 %s", i, r.status, r.body, results[0].body)
+			if r.status != status || !bytes.Equal(r.body, results[0].body) {
+				t.Fatalf("request %d: %d %s, want %d %s", i, r.status, r.body, status, results[0].body)
+			}
+			if r.header.Get("ETag") != results[0].header.Get("ETag") || r.header.Get("ETag") == "" {
+				t.Fatalf("request %d: ETag %q, request 0 %q", i, r.header.Get("ETag"), results[0].header.Get("ETag"))
 			}
 		}
 		if got := s.events(); got != before+1 {
 			t.Fatalf("%d concurrent requests with one key wrote %d events, want 1", n, got-before)
 		}
+	}
+	t.Run("concurrent duplicates", func(t *testing.T) {
+		concurrently(t, "/orders", `{"customer_id":"jo","currency":"EUR","lines":[{"sku":"book","quantity":1,"unit_price_cents":100}]}`, 201)
+	})
+	// On an existing order the losers used to fail on the version or on
+	// the rule the winner's event now breaks (409 order_paid, 412) before
+	// the key was checked; they must replay the winner's result.
+	t.Run("concurrent duplicates on an existing order", func(t *testing.T) {
+		c := s.place("lou-" + uuid.NewString()[:8])
+		concurrently(t, "/orders/"+c.ID+"/pay", `{"amount_cents":3000}`, 200)
+		d := s.place("max-" + uuid.NewString()[:8])
+		concurrently(t, "/orders/"+d.ID+"/pay", `{"amount_cents":3000}`, 200, "If-Match", "1")
+		e := s.place("ned-" + uuid.NewString()[:8])
+		concurrently(t, "/orders/"+e.ID+"/discount", `{"percent":10}`, 200)
 	})
 	t.Run("bad key", func(t *testing.T) {
 		want(t, "long key", s.do("POST", "/orders", `{}`, "Idempotency-Key", strings.Repeat("k", 201)), 400, "invalid_idempotency_key")

@@ -23,11 +23,14 @@ package httpapi
 import (
 	"bytes"
 	"context"
+	"database/sql"
+	"database/sql/driver"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -35,6 +38,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
 
 	"github.com/esox-go/esox/aggregate"
 	"github.com/esox-go/esox/eventstore"
@@ -423,11 +427,13 @@ func (a *API) command(w http.ResponseWriter, r *http.Request, okStatus int, run 
 	}
 	id, res, err := run(ctx, body)
 	if err != nil {
-		if pending != nil && errors.Is(err, errKeyTaken) {
-			a.log.InfoContext(ctx, "a concurrent request with the same Idempotency-Key won; replaying its result", "path", r.URL.Path)
-			if a.replay(w, r, pending.key, pending.hash) {
-				return
-			}
+		// A concurrent duplicate with the same key may have committed
+		// while this one ran: this one then fails on the key (errKeyTaken),
+		// on the version (412, 409 concurrency_conflict) or on the rule the
+		// winner's events now break (409 order_paid, …). Whatever the
+		// error, a stored result under the key is the answer.
+		if pending != nil && a.replayAfterError(w, r, pending, err) {
+			return
 		}
 		a.writeCommandError(w, r, err)
 		return
@@ -455,12 +461,44 @@ func (a *API) replay(w http.ResponseWriter, r *http.Request, key, hash string) b
 		return true
 	case !ok:
 		return false
-	case stored.RequestHash != hash:
+	}
+	writeStored(w, stored, hash)
+	return true
+}
+
+// writeStored answers with stored, the result of an earlier request with
+// the same key: 422 if that request was not the one hashed to hash.
+func writeStored(w http.ResponseWriter, stored storedResult, hash string) {
+	if stored.RequestHash != hash {
 		writeError(w, http.StatusUnprocessableEntity, "idempotency_key_reused", "this Idempotency-Key was used for another request; use a new key per distinct request")
-		return true
+		return
+	}
+	// The stored body is the command's commandResult: its headers follow
+	// from it as they did for the first response.
+	var res commandResult
+	if err := json.Unmarshal(stored.Body, &res); err == nil && res.ID != "" {
+		if stored.Status == http.StatusCreated {
+			w.Header().Set("Location", "/orders/"+res.ID)
+		}
+		w.Header().Set("ETag", strconv.Quote(strconv.FormatInt(res.Version, 10)))
 	}
 	w.Header().Set("Idempotent-Replayed", "true")
 	writeRaw(w, stored.Status, stored.Body)
+}
+
+// replayAfterError answers a failed command with the result stored under
+// its key, if a concurrent duplicate stored one, and reports whether it
+// did. A failed lookup leaves the command's own error to be written.
+func (a *API) replayAfterError(w http.ResponseWriter, r *http.Request, p *pendingKey, cmdErr error) bool {
+	stored, ok, err := a.cfg.Idempotency.lookup(r.Context(), p.key)
+	if err != nil || !ok {
+		if err != nil {
+			a.log.WarnContext(r.Context(), "idempotency lookup after a failed command failed", "error", err)
+		}
+		return false
+	}
+	a.log.InfoContext(r.Context(), "a concurrent request with the same Idempotency-Key won; replaying its result", "path", r.URL.Path, "error", cmdErr)
+	writeStored(w, stored, p.hash)
 	return true
 }
 
@@ -513,6 +551,9 @@ func (a *API) writeCommandError(w http.ResponseWriter, r *http.Request, err erro
 		writeError(w, http.StatusBadRequest, "invalid_request", "the store refused the request's data")
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		writeError(w, http.StatusServiceUnavailable, "unavailable", "the request was cancelled or timed out; retry with the same Idempotency-Key")
+	case isUnavailable(err):
+		a.log.WarnContext(r.Context(), "command failed: the database is unavailable", "method", r.Method, "path", r.URL.Path, "error", err)
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "the database is unavailable; retry with the same Idempotency-Key")
 	default:
 		a.log.ErrorContext(r.Context(), "command failed", "method", r.Method, "path", r.URL.Path, "error", err)
 		writeError(w, http.StatusInternalServerError, "internal", "internal error; retry with the same Idempotency-Key")
@@ -548,18 +589,21 @@ func (a *API) listOrders(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	// A parameter given is a filter: an empty one (customer_id=) is
+	// refused, not read as "every customer".
 	f := readmodel.Filter{CustomerID: q.Get("customer_id"), Status: q.Get("status")}
-	if f.CustomerID != "" {
+	if q.Has("customer_id") {
 		if err := order.ValidCustomerID(f.CustomerID); err != nil {
 			writeError(w, http.StatusBadRequest, "invalid_query", err.Error())
 			return
 		}
 	}
-	if f.Status != "" && !order.ValidStatus(f.Status) {
+	if q.Has("status") && !order.ValidStatus(f.Status) {
 		writeError(w, http.StatusBadRequest, "invalid_query", "invalid status: want placed, paid, shipped or cancelled")
 		return
 	}
-	if s := q.Get("limit"); s != "" {
+	if q.Has("limit") {
+		s := q.Get("limit")
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > readmodel.ListLimitMax {
 			writeError(w, http.StatusBadRequest, "invalid_query", fmt.Sprintf("invalid limit: want 1 to %d", readmodel.ListLimitMax))
@@ -604,8 +648,33 @@ func (a *API) queryFailed(w http.ResponseWriter, r *http.Request, err error) {
 		writeError(w, http.StatusServiceUnavailable, "unavailable", "the request was cancelled")
 		return
 	}
+	if isUnavailable(err) {
+		a.log.WarnContext(r.Context(), "query failed: the database is unavailable", "path", r.URL.Path, "error", err)
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "the database is unavailable; retry")
+		return
+	}
 	a.log.ErrorContext(r.Context(), "query failed", "path", r.URL.Path, "error", err)
 	writeError(w, http.StatusInternalServerError, "internal", "internal error")
+}
+
+// isUnavailable reports whether err means the database could not be
+// reached or is going away, not that the request or the code is wrong: a
+// broken or refused connection, or a PostgreSQL error of class 08
+// (connection exception) or 57P01–57P03 (admin shutdown, crash shutdown,
+// cannot connect now). Those are 503: the same request may succeed later.
+func isUnavailable(err error) bool {
+	var (
+		opErr *net.OpError
+		pqErr *pq.Error
+	)
+	switch {
+	case errors.Is(err, driver.ErrBadConn), errors.Is(err, sql.ErrConnDone), errors.As(err, &opErr):
+		return true
+	case errors.As(err, &pqErr):
+		code := string(pqErr.Code)
+		return strings.HasPrefix(code, "08") || code == "57P01" || code == "57P02" || code == "57P03"
+	}
+	return false
 }
 
 // ---- helpers

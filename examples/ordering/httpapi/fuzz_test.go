@@ -19,8 +19,8 @@ import (
 
 // commandAPI returns an API whose commands run on an in-memory store (the
 // read side is never queried by commands without Idempotency-Key), and an
-// order placed in it.
-func commandAPI(t testing.TB) (*API, *memory.Store, string) {
+// order placed in it. opts change the Config before New.
+func commandAPI(t testing.TB, opts ...func(*Config)) (*API, *memory.Store, string) {
 	reg := order.NewRegistry()
 	store := memory.New(reg)
 	orders, err := aggregate.NewRepository(store, order.Category, order.New, aggregate.Config{Logger: slog.New(slog.DiscardHandler)})
@@ -38,7 +38,11 @@ func commandAPI(t testing.TB) (*API, *memory.Store, string) {
 		t.Fatal(err)
 	}
 	tables, _ := readmodel.TablesIn("ordering")
-	api, err := New(Config{Orders: orders, DB: db, Tables: tables, Idempotency: idem, Logger: slog.New(slog.DiscardHandler)})
+	cfg := Config{Orders: orders, DB: db, Tables: tables, Idempotency: idem, Logger: slog.New(slog.DiscardHandler)}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	api, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
