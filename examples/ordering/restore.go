@@ -29,8 +29,11 @@ const restoredTxID = 1
 // so new events would sort before the restored ones and behind every
 // checkpoint. It:
 //
-//  1. finds the restored events: those whose transaction id is at or past
-//     the new cluster's next one (none: nothing to do);
+//  1. finds out whether there was a restore: an event whose transaction id
+//     is at or past the new cluster's next one (none: nothing to do). If
+//     so, every event not yet renumbered is a restored one — also those
+//     below the next id, when the old cluster's ids straddle it — since no
+//     instance ran since the restore;
 //  2. moves each live projection's checkpoint and the forwarder's offset to
 //     the same place in the renumbered feed, (1, position): exactly when the
 //     events applied before form a prefix by position; otherwise a
@@ -41,28 +44,28 @@ const restoredTxID = 1
 //     position order (and so each stream's order).
 //
 // Steps 2 and 3 are in that order so that a run that dies half-way can be
-// run again. Every instance of the service must be stopped while it runs.
+// run again. Every instance of the service must be stopped from the restore
+// until it has run: an event appended in between would be taken for a
+// restored one.
 func resetAfterRestore(ctx context.Context, db *sqlx.DB, store *postgres.Store, runner *projector.Runner, fwd *forwarder.Forwarder, out io.Writer) error {
 	events := store.QualifiedEventsTable()
 	var next string
 	if err := db.GetContext(ctx, &next, `SELECT pg_snapshot_xmax(pg_current_snapshot())::text`); err != nil {
 		return fmt.Errorf("read the next transaction id: %w", err)
 	}
-	var restored, newer int64
-	if err := db.GetContext(ctx, &restored, `SELECT count(*) FROM `+events+` WHERE transaction_id >= $1::xid8`, next); err != nil {
+	var ahead int64
+	if err := db.GetContext(ctx, &ahead, `SELECT count(*) FROM `+events+` WHERE transaction_id >= $1::xid8`, next); err != nil {
 		return err
 	}
-	if err := db.GetContext(ctx, &newer, `SELECT count(*) FROM `+events+` WHERE transaction_id < $1::xid8 AND transaction_id <> $2::xid8`, next, strconv.Itoa(restoredTxID)); err != nil {
-		return err
+	if ahead == 0 {
+		fmt.Fprintf(out, "events: 0 renumbered (none is at or past the next transaction id of this cluster, %s: nothing to do)\n", next)
+		return nil
 	}
-	if restored > 0 && newer > 0 {
-		return fmt.Errorf("%d events were appended after the restore, before this reset: their order against the %d restored events is lost; "+
-			"restore again and run reset-after-restore before starting the service", newer, restored)
-	}
-	future := func(p eventstore.Position) bool {
-		n, _ := strconv.ParseUint(next, 10, 64)
-		return p.TransactionID >= n
-	}
+	// Some events are ahead of this cluster: a restore. The old cluster's
+	// transaction ids may straddle this one's next id, so every event not
+	// yet renumbered is a restored one — which holds because every
+	// instance is stopped and none appended since the restore.
+	restored := func(p eventstore.Position) bool { return p.TransactionID > restoredTxID }
 	// moved returns the position in the renumbered feed equivalent to c,
 	// and whether it is exact.
 	moved := func(c eventstore.Position) (eventstore.Position, bool, error) {
@@ -88,7 +91,7 @@ func resetAfterRestore(ctx context.Context, db *sqlx.DB, store *postgres.Store, 
 		return err
 	}
 	for _, s := range statuses {
-		if !s.Live || !future(s.Checkpoint) {
+		if !s.Live || !restored(s.Checkpoint) {
 			continue
 		}
 		pos, exact, err := moved(s.Checkpoint)
@@ -111,7 +114,7 @@ func resetAfterRestore(ctx context.Context, db *sqlx.DB, store *postgres.Store, 
 	if err != nil {
 		return err
 	}
-	if future(off) {
+	if restored(off) {
 		pos, exact, err := moved(off)
 		if err != nil {
 			return err
@@ -125,7 +128,7 @@ func resetAfterRestore(ctx context.Context, db *sqlx.DB, store *postgres.Store, 
 		}
 		fmt.Fprintf(out, "forwarder: offset %s -> %s%s\n", off, pos, note)
 	}
-	res, err := db.ExecContext(ctx, `UPDATE `+events+` SET transaction_id = $2::xid8 WHERE transaction_id >= $1::xid8`, next, strconv.Itoa(restoredTxID))
+	res, err := db.ExecContext(ctx, `UPDATE `+events+` SET transaction_id = $1::xid8 WHERE transaction_id <> $1::xid8`, strconv.Itoa(restoredTxID))
 	if err != nil {
 		return fmt.Errorf("renumber restored events: %w", err)
 	}
