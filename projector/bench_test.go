@@ -272,37 +272,7 @@ func BenchmarkPollCost(b *testing.B) {
 	idle := setupOn(b, db, pgtest.Schema(b, db), nil, nil)
 	ctx := context.Background()
 
-	xacts := func() int64 {
-		var n int64
-		if err := db.QueryRowContext(ctx, `SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()`).Scan(&n); err != nil {
-			b.Fatal(err)
-		}
-		return n
-	}
-	appendFor := func(b *testing.B, d time.Duration) float64 {
-		x0 := xacts()
-		defer func() { b.Logf("server transactions/s during the run: %.0f", float64(xacts()-x0)/d.Seconds()) }()
-		var n atomic.Int64
-		actx, cancel := context.WithTimeout(ctx, d)
-		defer cancel()
-		var wg sync.WaitGroup
-		for w := range 4 {
-			wg.Go(func() {
-				for i := 0; actx.Err() == nil; i++ {
-					_, err := bn.store.Append(actx, fmt.Sprintf("account-w%d-%d", w, i%100), eventstore.Any,
-						[]eventstore.Event{{Data: Deposited{Account: "x", Amount: 1}}})
-					if err == nil {
-						n.Add(1)
-					} else if actx.Err() == nil {
-						b.Error(err)
-						return
-					}
-				}
-			})
-		}
-		wg.Wait()
-		return float64(n.Load()) / d.Seconds()
-	}
+	appendFor := func(b *testing.B, d time.Duration) float64 { return appendRate(b, db, bn.store, 4, d) }
 	// Interleaved, to see the machine's drift: none, 1, 10, none.
 	for i, projections := range []int{0, 1, 10, 0} {
 		b.Run(fmt.Sprintf("idle_projections_%d_run_%d", projections, i), func(b *testing.B) {
@@ -333,6 +303,104 @@ func BenchmarkPollCost(b *testing.B) {
 			}
 			b.ReportMetric(rate/float64(b.N), "appends/s")
 			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
+
+// appendRate has writers goroutines append single events to their own
+// streams through store for d and returns the appends/s; it logs the
+// server's transactions/s during the run.
+func appendRate(b *testing.B, db *sqlx.DB, store *postgres.Store, writers int, d time.Duration) float64 {
+	ctx := context.Background()
+	xacts := func() int64 {
+		var n int64
+		if err := db.QueryRowContext(ctx, `SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()`).Scan(&n); err != nil {
+			b.Fatal(err)
+		}
+		return n
+	}
+	x0 := xacts()
+	defer func() { b.Logf("server transactions/s during the run: %.0f", float64(xacts()-x0)/d.Seconds()) }()
+	var n atomic.Int64
+	actx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for i := 0; actx.Err() == nil; i++ {
+				_, err := store.Append(actx, fmt.Sprintf("account-w%d-%d", w, i%100), eventstore.Any,
+					[]eventstore.Event{{Data: Deposited{Account: "x", Amount: 1}}})
+				if err == nil {
+					n.Add(1)
+				} else if actx.Err() == nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return float64(n.Load()) / d.Seconds()
+}
+
+// BenchmarkNotifyCost measures what the alternative wake-up, NOTIFY on every
+// append, would cost appenders: 8 goroutines append single events for
+// ESOX_BENCH_SECONDS (default 10), alternately without and with a
+// statement-level trigger on the events table that calls pg_notify, while a
+// LISTEN connection drains the notifications. NOTIFY takes a lock held
+// until commit that serialises every notifying transaction of the database,
+// which is the cost DESIGN's known traps warn of; compare with
+// BenchmarkPollCost, the wake-up esox uses.
+func BenchmarkNotifyCost(b *testing.B) {
+	secs := 10
+	if s := os.Getenv("ESOX_BENCH_SECONDS"); s != "" {
+		secs, _ = strconv.Atoi(s)
+	}
+	db := pgtest.Open(b)
+	db.SetMaxIdleConns(32)
+	bn := setupOn(b, db, pgtest.Schema(b, db), nil, nil)
+	ctx := context.Background()
+	channel := "esox_bench_" + strconv.FormatInt(time.Now().UnixNano()%1e9, 36)
+	fn := bn.q("notify_append")
+	if _, err := db.ExecContext(ctx, `CREATE FUNCTION `+fn+`() RETURNS trigger LANGUAGE plpgsql AS
+$$BEGIN PERFORM pg_notify('`+channel+`', ''); RETURN NULL; END$$`); err != nil {
+		b.Fatal(err)
+	}
+	listener := pq.NewListener(pgtest.DatabaseURL(), 10*time.Millisecond, time.Second, nil)
+	defer listener.Close()
+	if err := listener.Listen(channel); err != nil {
+		b.Fatal(err)
+	}
+	var got atomic.Int64
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		for range listener.Notify {
+			got.Add(1)
+		}
+	}()
+	defer func() { listener.Close(); <-drained }()
+	for i, notify := range []bool{false, true, false, true} {
+		name := "no_notify"
+		if notify {
+			name = "notify_per_append"
+		}
+		b.Run(fmt.Sprintf("%s_run_%d", name, i), func(b *testing.B) {
+			trigger := `DROP TRIGGER IF EXISTS notify_append ON ` + bn.store.QualifiedEventsTable()
+			if notify {
+				trigger = `CREATE TRIGGER notify_append AFTER INSERT ON ` + bn.store.QualifiedEventsTable() + ` FOR EACH STATEMENT EXECUTE FUNCTION ` + fn + `()`
+			}
+			if _, err := db.ExecContext(ctx, trigger); err != nil {
+				b.Fatal(err)
+			}
+			before := got.Load()
+			var rate float64
+			for range b.N {
+				rate += appendRate(b, db, bn.store, 8, time.Duration(secs)*time.Second)
+			}
+			b.ReportMetric(rate/float64(b.N), "appends/s")
+			b.ReportMetric(0, "ns/op")
+			b.Logf("notifications received: %d", got.Load()-before)
 		})
 	}
 }
