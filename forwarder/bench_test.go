@@ -33,16 +33,7 @@ import (
 // target is measured at 1000000).
 
 // benchBacklog returns the large backlog size.
-func benchBacklog(b *testing.B) int {
-	if v := os.Getenv("ESOX_BENCH_BACKLOG"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			b.Fatalf("ESOX_BENCH_BACKLOG=%q: want a positive number", v)
-		}
-		return n
-	}
-	return 100_000
-}
+func benchBacklog(b *testing.B) int { return pgtest.EnvInt(b, "ESOX_BENCH_BACKLOG", 100_000) }
 
 // countingPub counts publishes and closes done at target.
 type countingPub struct {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"runtime"
 	"slices"
 	"strconv"
@@ -25,16 +24,7 @@ import (
 
 // benchEvents is the number of events the catch-up benchmark seeds:
 // ESOX_BENCH_EVENTS, default 1,000,000.
-func benchEvents(b *testing.B) int {
-	if s := os.Getenv("ESOX_BENCH_EVENTS"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 {
-			b.Fatalf("ESOX_BENCH_EVENTS=%q: want a positive number", s)
-		}
-		return n
-	}
-	return 1_000_000
-}
+func benchEvents(b *testing.B) int { return pgtest.EnvInt(b, "ESOX_BENCH_EVENTS", 1_000_000) }
 
 // peakHeap samples HeapInuse until stop is called and returns the maximum.
 func peakHeap() (stop func() uint64) {
@@ -262,10 +252,7 @@ func BenchmarkCatchUp(b *testing.B) {
 // another schema of the same server, and with none again. It reports
 // appends/s for each.
 func BenchmarkPollCost(b *testing.B) {
-	secs := 10
-	if s := os.Getenv("ESOX_BENCH_SECONDS"); s != "" {
-		secs, _ = strconv.Atoi(s)
-	}
+	secs := pgtest.EnvInt(b, "ESOX_BENCH_SECONDS", 10)
 	db := pgtest.Open(b)
 	db.SetMaxIdleConns(32)
 	bn := setupOn(b, db, pgtest.Schema(b, db), nil, nil)
@@ -352,10 +339,7 @@ func appendRate(b *testing.B, db *sqlx.DB, store *postgres.Store, writers int, d
 // which is the cost DESIGN's known traps warn of; compare with
 // BenchmarkPollCost, the wake-up esox uses.
 func BenchmarkNotifyCost(b *testing.B) {
-	secs := 10
-	if s := os.Getenv("ESOX_BENCH_SECONDS"); s != "" {
-		secs, _ = strconv.Atoi(s)
-	}
+	secs := pgtest.EnvInt(b, "ESOX_BENCH_SECONDS", 10)
 	db := pgtest.Open(b)
 	db.SetMaxIdleConns(32)
 	bn := setupOn(b, db, pgtest.Schema(b, db), nil, nil)
@@ -413,10 +397,7 @@ $$BEGIN PERFORM pg_notify('`+channel+`', ''); RETURN NULL; END$$`); err != nil {
 // as with an appender in another process; the "same_store" case shows the
 // in-process wake-up.
 func BenchmarkCommitToReadModelLatency(b *testing.B) {
-	secs := 10
-	if s := os.Getenv("ESOX_BENCH_SECONDS"); s != "" {
-		secs, _ = strconv.Atoi(s)
-	}
+	secs := pgtest.EnvInt(b, "ESOX_BENCH_SECONDS", 10)
 	for _, sameStore := range []bool{false, true} {
 		name := "other_process"
 		if sameStore {
