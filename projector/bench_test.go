@@ -211,7 +211,7 @@ func BenchmarkCatchUp(b *testing.B) {
 		tbl := bn.q("per_event_model")
 		upsert := `INSERT INTO ` + tbl + ` (account, total, n) VALUES ($1, $2, 1)
 			ON CONFLICT (account) DO UPDATE SET total = ` + tbl + `.total + excluded.total, n = ` + tbl + `.n + 1`
-		h := projector.On(projector.NewHandlers(bn.reg), func(ctx context.Context, tx *sqlx.Tx, _ eventstore.Record, e Deposited) error {
+		h := projector.On(projector.NewHandlers(bn.reg), func(ctx context.Context, tx postgres.Tx, _ eventstore.Record, e Deposited) error {
 			_, err := tx.ExecContext(ctx, upsert, e.Account, e.Amount)
 			return err
 		})
@@ -223,7 +223,7 @@ func BenchmarkCatchUp(b *testing.B) {
 		upsert := `INSERT INTO ` + tbl + ` AS m (account, total, n)
 			SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[])
 			ON CONFLICT (account) DO UPDATE SET total = m.total + excluded.total, n = m.n + excluded.n`
-		h := projector.Batch(func(ctx context.Context, tx *sqlx.Tx, recs []eventstore.Record) error {
+		h := projector.Batch(func(ctx context.Context, tx postgres.Tx, recs []eventstore.Record) error {
 			idx := map[string]int{}
 			var accts []string
 			var totals, counts []int64
@@ -266,7 +266,7 @@ func BenchmarkPollCost(b *testing.B) {
 			if projections > 0 {
 				var ps []projector.Projection
 				for j := range projections {
-					ps = append(ps, projector.Projection{Name: fmt.Sprintf("idle_%d_%d", i, j), Handler: projector.Batch(func(context.Context, *sqlx.Tx, []eventstore.Record) error { return nil })})
+					ps = append(ps, projector.Projection{Name: fmt.Sprintf("idle_%d_%d", i, j), Handler: projector.Batch(func(context.Context, postgres.Tx, []eventstore.Record) error { return nil })})
 				}
 				r, err := projector.NewRunner(idle.store, projector.Config{Logger: testLogger(b)}, ps...)
 				if err != nil {
@@ -418,7 +418,7 @@ func BenchmarkCommitToReadModelLatency(b *testing.B) {
 			committed := map[uuid.UUID]time.Time{}
 			var lat []time.Duration
 			applied := map[uuid.UUID]time.Time{}
-			h := projector.Batch(func(ctx context.Context, tx *sqlx.Tx, recs []eventstore.Record) error {
+			h := projector.Batch(func(ctx context.Context, tx postgres.Tx, recs []eventstore.Record) error {
 				now := time.Now()
 				mu.Lock()
 				for _, r := range recs {

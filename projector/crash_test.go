@@ -29,7 +29,7 @@ func TestCancelMidBatchRollsBackWhole(t *testing.T) {
 	inner := p.Handler
 	inside := make(chan struct{})
 	var once sync.Once
-	p.Handler = projector.Batch(func(ctx context.Context, tx *sqlx.Tx, recs []eventstore.Record) error {
+	p.Handler = projector.Batch(func(ctx context.Context, tx postgres.Tx, recs []eventstore.Record) error {
 		if err := inner.Handle(ctx, tx, recs); err != nil {
 			return err
 		}
@@ -89,7 +89,7 @@ func childMain() int {
 	b := &bundle{db: db, schema: schema, reg: reg, store: store}
 	p := b.balances("balances", "balances")
 	inner := p.Handler
-	p.Handler = projector.Batch(func(ctx context.Context, tx *sqlx.Tx, recs []eventstore.Record) error {
+	p.Handler = projector.Batch(func(ctx context.Context, tx postgres.Tx, recs []eventstore.Record) error {
 		if err := inner.Handle(ctx, tx, recs); err != nil {
 			return err
 		}
@@ -210,7 +210,7 @@ func TestTwoRunnersRaceForOneProjection(t *testing.T) {
 	mk := func() *projector.Runner {
 		p := b.balances("balances", "balances")
 		inner := p.Handler
-		p.Handler = projector.Batch(func(ctx context.Context, tx *sqlx.Tx, recs []eventstore.Record) error {
+		p.Handler = projector.Batch(func(ctx context.Context, tx postgres.Tx, recs []eventstore.Record) error {
 			n := inHandler.Add(1)
 			defer inHandler.Add(-1)
 			for m := maxIn.Load(); n > m && !maxIn.CompareAndSwap(m, n); m = maxIn.Load() {

@@ -7,14 +7,15 @@
 //
 // A Projection has a Name, a Handler and optional Setup, Reset and Activate
 // funcs for its own tables. Handlers see a whole batch of records and write
-// through the batch's *sqlx.Tx; build one with NewHandlers and On (one typed
+// through the batch's postgres.Tx (a transaction without Commit or Rollback:
+// the runner ends it together with the checkpoint); build one with NewHandlers and On (one typed
 // func per event type), Records (one func per record) or Batch (the whole
 // batch at once, e.g. one multi-row upsert). Records of types a handler does
 // not declare are passed over, never decoded, and the checkpoint still moves
 // past them.
 //
 //	hs := projector.NewHandlers(reg)
-//	projector.On(hs, func(ctx context.Context, tx *sqlx.Tx, r eventstore.Record, e OrderPlaced) error {
+//	projector.On(hs, func(ctx context.Context, tx postgres.Tx, r eventstore.Record, e OrderPlaced) error {
 //		_, err := tx.ExecContext(ctx, `INSERT INTO orders_view (id, total) VALUES ($1, $2)`, e.OrderID, e.Total)
 //		return err
 //	})

@@ -40,7 +40,7 @@ func Example() {
 
 	table := schema + ".balances"
 	hs := projector.NewHandlers(reg)
-	projector.On(hs, func(ctx context.Context, tx *sqlx.Tx, r eventstore.Record, e Deposited) error {
+	projector.On(hs, func(ctx context.Context, tx postgres.Tx, r eventstore.Record, e Deposited) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO `+table+` (account, total) VALUES ($1, $2)
 			ON CONFLICT (account) DO UPDATE SET total = balances.total + excluded.total`, e.Account, e.Amount)
 		return err
@@ -48,7 +48,7 @@ func Example() {
 	balances := projector.Projection{
 		Name:    "balances",
 		Handler: hs,
-		Setup: func(ctx context.Context, tx *sqlx.Tx) error {
+		Setup: func(ctx context.Context, tx postgres.Tx) error {
 			_, err := tx.ExecContext(ctx, `CREATE TABLE `+table+` (account text PRIMARY KEY, total bigint NOT NULL)`)
 			return err
 		},

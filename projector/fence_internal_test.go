@@ -40,7 +40,7 @@ func TestFenceRefusesAStaleCheckpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	applied := 0
-	p := Projection{Name: "count", Handler: Batch(func(ctx context.Context, tx *sqlx.Tx, recs []eventstore.Record) error {
+	p := Projection{Name: "count", Handler: Batch(func(ctx context.Context, tx postgres.Tx, recs []eventstore.Record) error {
 		applied += len(recs)
 		return nil
 	})}
@@ -94,7 +94,7 @@ func TestConfigAndProjectionValidation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ok := Projection{Name: "p", Handler: Batch(func(context.Context, *sqlx.Tx, []eventstore.Record) error { return nil })}
+	ok := Projection{Name: "p", Handler: Batch(func(context.Context, postgres.Tx, []eventstore.Record) error { return nil })}
 	bad := []struct {
 		name string
 		cfg  Config
@@ -109,7 +109,7 @@ func TestConfigAndProjectionValidation(t *testing.T) {
 		{"Handler", Config{}, []Projection{{Name: "p"}}},
 		{"Version", Config{}, []Projection{{Name: "p", Version: -1, Handler: ok.Handler}}},
 		{"given twice", Config{}, []Projection{ok, ok}},
-		{"not registered", Config{}, []Projection{{Name: "p", Handler: On(NewHandlers(reg), func(context.Context, *sqlx.Tx, eventstore.Record, note) error { return nil })}}},
+		{"not registered", Config{}, []Projection{{Name: "p", Handler: On(NewHandlers(reg), func(context.Context, postgres.Tx, eventstore.Record, note) error { return nil })}}},
 	}
 	for _, c := range bad {
 		if _, err := NewRunner(store, c.cfg, c.ps...); err == nil {
@@ -215,7 +215,7 @@ func TestStopIsFenced(t *testing.T) {
 	t.Parallel()
 	reg := eventstore.NewRegistry()
 	eventstore.MustRegister[note](reg, "note")
-	p := Projection{Name: "count", Handler: Batch(func(context.Context, *sqlx.Tx, []eventstore.Record) error { return nil })}
+	p := Projection{Name: "count", Handler: Batch(func(context.Context, postgres.Tx, []eventstore.Record) error { return nil })}
 	r, store, _ := fencedRunner(t, reg, Config{}, p)
 	ctx := context.Background()
 	for i := range 2 {
@@ -296,7 +296,7 @@ func TestApplyDecodesBeforeItsTransaction(t *testing.T) {
 	gated.Store(gt)
 	defer gated.Store(nil)
 	applied := 0
-	p := Projection{Name: "gated", Handler: On(NewHandlers(reg), func(context.Context, *sqlx.Tx, eventstore.Record, gatedNote) error {
+	p := Projection{Name: "gated", Handler: On(NewHandlers(reg), func(context.Context, postgres.Tx, eventstore.Record, gatedNote) error {
 		applied++
 		return nil
 	})}
@@ -354,7 +354,7 @@ func TestBatchTransactionBoundsIdleTime(t *testing.T) {
 	reg := eventstore.NewRegistry()
 	eventstore.MustRegister[note](reg, "note")
 	var got []string
-	p := Projection{Name: "count", Handler: Batch(func(ctx context.Context, tx *sqlx.Tx, _ []eventstore.Record) error {
+	p := Projection{Name: "count", Handler: Batch(func(ctx context.Context, tx postgres.Tx, _ []eventstore.Record) error {
 		var s string
 		err := tx.QueryRowContext(ctx, `SELECT current_setting('idle_in_transaction_session_timeout')`).Scan(&s)
 		got = append(got, s)

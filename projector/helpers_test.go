@@ -104,7 +104,7 @@ func (b *bundle) q(name string) string {
 func (b *bundle) balances(name, table string) projector.Projection {
 	tbl := b.q(table)
 	hs := projector.NewHandlers(b.reg)
-	projector.On(hs, func(ctx context.Context, tx *sqlx.Tx, r eventstore.Record, e Deposited) error {
+	projector.On(hs, func(ctx context.Context, tx postgres.Tx, r eventstore.Record, e Deposited) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO `+tbl+` (account, total, n) VALUES ($1, $2, 1)
 			ON CONFLICT (account) DO UPDATE SET total = `+tbl+`.total + excluded.total, n = `+tbl+`.n + 1`, e.Account, e.Amount)
 		return err
@@ -112,11 +112,11 @@ func (b *bundle) balances(name, table string) projector.Projection {
 	return projector.Projection{
 		Name:    name,
 		Handler: hs,
-		Setup: func(ctx context.Context, tx *sqlx.Tx) error {
+		Setup: func(ctx context.Context, tx postgres.Tx) error {
 			_, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS `+tbl+` (account text PRIMARY KEY, total bigint NOT NULL, n bigint NOT NULL)`)
 			return err
 		},
-		Reset: func(ctx context.Context, tx *sqlx.Tx) error {
+		Reset: func(ctx context.Context, tx postgres.Tx) error {
 			_, err := tx.ExecContext(ctx, `TRUNCATE `+tbl)
 			return err
 		},

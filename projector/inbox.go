@@ -102,13 +102,13 @@ func NewInboxHandler(db *sqlx.DB, reg *eventstore.Registry, h Handler, cfg Inbox
 			return fmt.Errorf("projector: inbox %s: %w", cfg.Consumer, err)
 		}
 		ctx := msg.Context()
-		return applyOnce(ctx, db, insert, cfg.Consumer, msg.UUID, func(tx *sqlx.Tx) error {
+		return applyOnce(ctx, db, insert, cfg.Consumer, msg.UUID, func(tx postgres.Tx) error {
 			return h.Handle(ctx, tx, []eventstore.Record{rec})
 		}, log)
 	}, nil
 }
 
-func applyOnce(ctx context.Context, db *sqlx.DB, insert, consumer, id string, apply func(*sqlx.Tx) error, log *slog.Logger) error {
+func applyOnce(ctx context.Context, db *sqlx.DB, insert, consumer, id string, apply func(postgres.Tx) error, log *slog.Logger) error {
 	tx, err := db.BeginTxx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("projector: inbox %s: begin: %w", consumer, err)
@@ -124,7 +124,7 @@ func applyOnce(ctx context.Context, db *sqlx.DB, insert, consumer, id string, ap
 		log.DebugContext(ctx, "duplicate message acknowledged without applying it", "message_uuid", id)
 		return nil
 	}
-	if err := apply(tx); err != nil {
+	if err := apply(postgres.NewTx(tx)); err != nil {
 		return fmt.Errorf("projector: inbox %s: message %s: %w", consumer, id, err)
 	}
 	if err := tx.Commit(); err != nil {

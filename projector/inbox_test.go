@@ -14,9 +14,9 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
 	"github.com/google/uuid"
-	"github.com/jmoiron/sqlx"
 
 	"github.com/esox-go/esox/eventstore"
+	"github.com/esox-go/esox/eventstore/postgres"
 	"github.com/esox-go/esox/internal/pgtest"
 	"github.com/esox-go/esox/projector"
 )
@@ -55,7 +55,7 @@ func TestInboxAppliesEachMessageOnce(t *testing.T) {
 	}
 	var mu sync.Mutex
 	var seen []eventstore.Record
-	h := projector.On(projector.NewHandlers(b.reg), func(ctx context.Context, tx *sqlx.Tx, r eventstore.Record, e Deposited) error {
+	h := projector.On(projector.NewHandlers(b.reg), func(ctx context.Context, tx postgres.Tx, r eventstore.Record, e Deposited) error {
 		mu.Lock()
 		seen = append(seen, r)
 		mu.Unlock()
@@ -165,7 +165,7 @@ func TestInboxConcurrentDuplicatesApplyOnce(t *testing.T) {
 	if _, err := db.Exec(`CREATE TABLE ` + tbl + ` (event_id uuid NOT NULL, amount bigint NOT NULL)`); err != nil {
 		t.Fatal(err)
 	}
-	h := projector.On(projector.NewHandlers(b.reg), func(ctx context.Context, tx *sqlx.Tx, r eventstore.Record, e Deposited) error {
+	h := projector.On(projector.NewHandlers(b.reg), func(ctx context.Context, tx postgres.Tx, r eventstore.Record, e Deposited) error {
 		// No unique key here: only the inbox stops a duplicate.
 		_, err := tx.ExecContext(ctx, `INSERT INTO `+tbl+` (event_id, amount) VALUES ($1, $2)`, r.ID, e.Amount)
 		return err

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"reflect"
 
-	"github.com/jmoiron/sqlx"
-
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
 )
@@ -50,7 +48,7 @@ func InlineHook(projections ...Projection) (postgres.AppendHook, error) {
 	for i, p := range projections {
 		ps[i] = inline{name: p.Name, types: p.Handler.EventTypes(), h: p.Handler}
 	}
-	return func(ctx context.Context, tx *sqlx.Tx, records []eventstore.Record) error {
+	return func(ctx context.Context, tx postgres.Tx, records []eventstore.Record) error {
 		var recs []eventstore.Record
 		for _, p := range ps {
 			recs = recs[:0]

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"slices"
 
-	"github.com/jmoiron/sqlx"
-
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
 )
@@ -32,15 +30,15 @@ type Handler interface {
 	// moves past them). nil means every type.
 	EventTypes() []string
 	// Handle applies records through tx. An error rolls the batch back.
-	Handle(ctx context.Context, tx *sqlx.Tx, records []eventstore.Record) error
+	Handle(ctx context.Context, tx postgres.Tx, records []eventstore.Record) error
 }
 
 // BatchFunc applies a whole batch of records through tx. Seeing the batch lets
 // a projection write it with one multi-row statement.
-type BatchFunc func(ctx context.Context, tx *sqlx.Tx, records []eventstore.Record) error
+type BatchFunc func(ctx context.Context, tx postgres.Tx, records []eventstore.Record) error
 
 // RecordFunc applies one record through tx.
-type RecordFunc func(ctx context.Context, tx *sqlx.Tx, record eventstore.Record) error
+type RecordFunc func(ctx context.Context, tx postgres.Tx, record eventstore.Record) error
 
 // Batch returns a Handler that passes each batch's records of the given types
 // (every type when types is empty) to fn at once.
@@ -51,7 +49,7 @@ func Batch(fn BatchFunc, types ...string) Handler {
 // Records returns a Handler that calls fn once per record of the given types
 // (every type when types is empty), in feed order.
 func Records(fn RecordFunc, types ...string) Handler {
-	return batchHandler{types: nilIfEmpty(types), fn: func(ctx context.Context, tx *sqlx.Tx, recs []eventstore.Record) error {
+	return batchHandler{types: nilIfEmpty(types), fn: func(ctx context.Context, tx postgres.Tx, recs []eventstore.Record) error {
 		for _, r := range recs {
 			if err := fn(ctx, tx, r); err != nil {
 				return recordError(r, err)
@@ -67,7 +65,7 @@ type batchHandler struct {
 }
 
 func (b batchHandler) EventTypes() []string { return b.types }
-func (b batchHandler) Handle(ctx context.Context, tx *sqlx.Tx, recs []eventstore.Record) error {
+func (b batchHandler) Handle(ctx context.Context, tx postgres.Tx, recs []eventstore.Record) error {
 	return b.fn(ctx, tx, recs)
 }
 
@@ -105,7 +103,7 @@ func NewHandlers(reg *eventstore.Registry) *Handlers {
 // *E from an inline append). A registration error (E not registered, a nil
 // registry, E handled twice) is kept and returned by Err; NewRunner and
 // InlineHook refuse a Handlers with an error.
-func On[E any](h *Handlers, fn func(ctx context.Context, tx *sqlx.Tx, record eventstore.Record, event E) error) *Handlers {
+func On[E any](h *Handlers, fn func(ctx context.Context, tx postgres.Tx, record eventstore.Record, event E) error) *Handlers {
 	if h.err != nil {
 		return h
 	}
@@ -123,7 +121,7 @@ func On[E any](h *Handlers, fn func(ctx context.Context, tx *sqlx.Tx, record eve
 		return h
 	}
 	reg := h.reg
-	h.byTyp[name] = func(ctx context.Context, tx *sqlx.Tx, r eventstore.Record) error {
+	h.byTyp[name] = func(ctx context.Context, tx postgres.Tx, r eventstore.Record) error {
 		var e E
 		switch d := r.Data.(type) {
 		case E:
@@ -176,7 +174,7 @@ func (h *Handlers) EventTypes() []string {
 }
 
 // Handle calls the function registered for each record's type, in order.
-func (h *Handlers) Handle(ctx context.Context, tx *sqlx.Tx, recs []eventstore.Record) error {
+func (h *Handlers) Handle(ctx context.Context, tx postgres.Tx, recs []eventstore.Record) error {
 	for _, r := range recs {
 		fn, ok := h.byTyp[r.Type]
 		if !ok {
@@ -210,15 +208,15 @@ type Projection struct {
 	// Setup creates the version's tables. The runner calls it once, when
 	// it first registers this version (in the transaction that creates its
 	// checkpoint). Optional: create tables in your own migrations instead.
-	Setup func(ctx context.Context, tx *sqlx.Tx) error
+	Setup func(ctx context.Context, tx postgres.Tx) error
 	// Reset empties the version's tables for Rebuild (e.g. TRUNCATE).
 	// Optional; Rebuild refuses a projection without it.
-	Reset func(ctx context.Context, tx *sqlx.Tx) error
+	Reset func(ctx context.Context, tx postgres.Tx) error
 	// Activate makes this version the one readers see, e.g.
 	// CREATE OR REPLACE VIEW orders AS SELECT * FROM orders_v2. It runs in
 	// the transaction that switches the version live, so readers never see
 	// a half-built model. Optional.
-	Activate func(ctx context.Context, tx *sqlx.Tx) error
+	Activate func(ctx context.Context, tx postgres.Tx) error
 	// DeadLetter opts in to parking events the handler keeps failing on:
 	// after Config.MaxRetries failed attempts at a batch, the runner applies
 	// it record by record, stores each failing record with its error in the

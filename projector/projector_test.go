@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jmoiron/sqlx"
-
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
 	"github.com/esox-go/esox/internal/pgtest"
@@ -70,7 +68,7 @@ func TestUnhandledTypesArePassedOver(t *testing.T) {
 	var seen atomic.Int64
 	p := b.balances("balances", "balances")
 	inner := p.Handler
-	p.Handler = projector.Batch(func(ctx context.Context, tx *sqlx.Tx, recs []eventstore.Record) error {
+	p.Handler = projector.Batch(func(ctx context.Context, tx postgres.Tx, recs []eventstore.Record) error {
 		for _, r := range recs {
 			if r.Type != "deposited" {
 				return errors.New("got a type the projection does not handle: " + r.Type)
@@ -115,7 +113,7 @@ func TestPoisonedEventStopsOnlyItsProjectionAndDeadLetterParksIt(t *testing.T) {
 	poisoned := func(name, table string, deadLetter bool) projector.Projection {
 		p := b.balances(name, table)
 		inner := p.Handler
-		p.Handler = projector.Records(func(ctx context.Context, tx *sqlx.Tx, r eventstore.Record) error {
+		p.Handler = projector.Records(func(ctx context.Context, tx postgres.Tx, r eventstore.Record) error {
 			if d := r.Data.(Deposited); d.Account == "poison" && !fixed.Load() {
 				return errors.New("amount of the poison account cannot be applied")
 			}
@@ -273,12 +271,12 @@ func (b *bundle) blueGreen(v int) projector.Projection {
 	table := "bal_v" + string(rune('0'+v))
 	p := b.balances("bal", table)
 	p.Version = v
-	p.Activate = func(ctx context.Context, tx *sqlx.Tx) error {
+	p.Activate = func(ctx context.Context, tx postgres.Tx) error {
 		_, err := tx.ExecContext(ctx, `CREATE OR REPLACE VIEW `+b.q("bal")+` AS SELECT account, total, n FROM `+b.q(table))
 		return err
 	}
 	setup := p.Setup
-	p.Setup = func(ctx context.Context, tx *sqlx.Tx) error {
+	p.Setup = func(ctx context.Context, tx postgres.Tx) error {
 		if err := setup(ctx, tx); err != nil {
 			return err
 		}
@@ -369,7 +367,7 @@ func TestInlineHookAppliesInTheAppendTransaction(t *testing.T) {
 	pre := &bundle{db: db, schema: pgtest.Schema(t, db), reg: newRegistry()}
 	p := pre.balances("inline_balances", "inline_balances")
 	inner := p.Handler
-	p.Handler = projector.Records(func(ctx context.Context, tx *sqlx.Tx, r eventstore.Record) error {
+	p.Handler = projector.Records(func(ctx context.Context, tx postgres.Tx, r eventstore.Record) error {
 		if r.Data.(Deposited).Amount < 0 {
 			return errors.New("negative deposit")
 		}
@@ -418,7 +416,7 @@ func TestStatusForgetsStopAfterLeadership(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	p := b.balances("flaky", "flaky")
-	p.Handler = projector.Batch(func(context.Context, *sqlx.Tx, []eventstore.Record) error {
+	p.Handler = projector.Batch(func(context.Context, postgres.Tx, []eventstore.Record) error {
 		return errors.New("handler broken")
 	})
 	cfg := fastConfig(t)
@@ -455,7 +453,7 @@ func TestStatusShowsDatabaseErrorWhileRetrying(t *testing.T) {
 	var healthy atomic.Bool
 	p := b.balances("busy", "busy")
 	inner := p.Handler
-	p.Handler = projector.Batch(func(ctx context.Context, tx *sqlx.Tx, recs []eventstore.Record) error {
+	p.Handler = projector.Batch(func(ctx context.Context, tx postgres.Tx, recs []eventstore.Record) error {
 		if !healthy.Load() {
 			// A serialization failure: a database error, retried without limit.
 			_, err := tx.ExecContext(ctx, `DO $$ BEGIN RAISE EXCEPTION 'simulated conflict' USING ERRCODE = '40001'; END $$`)

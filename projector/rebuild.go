@@ -8,6 +8,7 @@ import (
 	"strconv"
 
 	"github.com/esox-go/esox/eventstore"
+	"github.com/esox-go/esox/eventstore/postgres"
 )
 
 // Rebuild resets the live version of projection in place and makes the
@@ -59,7 +60,7 @@ func (r *Runner) Rebuild(ctx context.Context, projection string) error {
 	if w.p.Reset == nil {
 		return fmt.Errorf("projector: rebuild %q: %w", projection, &eventstore.InvalidArgumentError{Field: "Reset", Reason: "the projection has no Reset func"})
 	}
-	if err := w.p.Reset(ctx, tx); err != nil {
+	if err := w.p.Reset(ctx, postgres.NewTx(tx)); err != nil {
 		return fmt.Errorf("projector: rebuild %q: reset: %w", projection, err)
 	}
 	if _, err := tx.ExecContext(ctx, `DELETE FROM `+r.t.deadLetters+` WHERE projection = $1 AND version = $2`, projection, version); err != nil {

@@ -160,7 +160,7 @@ func (r *Runner) register(ctx context.Context, w *worker) error {
 		return err
 	}
 	if status != statusRetired && w.p.Setup != nil {
-		if err := w.p.Setup(ctx, tx); err != nil {
+		if err := w.p.Setup(ctx, postgres.NewTx(tx)); err != nil {
 			return fmt.Errorf("setup: %w", err)
 		}
 	}

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/esox-go/esox/eventstore"
-	"github.com/jmoiron/sqlx"
+	"github.com/esox-go/esox/eventstore/postgres"
 )
 
 // reloadInterval is how often an idle worker re-reads its checkpoint row, to
@@ -304,17 +304,17 @@ func (w *worker) apply(ctx context.Context, cp checkpoint, raws []rawRecord, cau
 	next.stopped, next.lastError, next.errorAt = false, sql.NullString{}, sql.NullTime{}
 
 	if park {
-		if err := w.applyParking(ctx, tx, raws); err != nil {
+		if err := w.applyParking(ctx, postgres.NewTx(tx), raws); err != nil {
 			return cp, err
 		}
 	} else if len(recs) > 0 {
-		if err := w.p.Handler.Handle(ctx, tx, recs); err != nil {
+		if err := w.p.Handler.Handle(ctx, postgres.NewTx(tx), recs); err != nil {
 			return cp, &handlerError{err}
 		}
 	}
 
 	if caughtUp && cp.status == statusBuilding {
-		switched, err := w.activate(ctx, tx, next.pos)
+		switched, err := w.activate(ctx, postgres.NewTx(tx), next.pos)
 		if err != nil {
 			return cp, err
 		}
@@ -331,7 +331,7 @@ func (w *worker) apply(ctx context.Context, cp checkpoint, raws []rawRecord, cau
 // applyParking applies the handled records one by one, each under a
 // savepoint; a record whose decoding or handler fails is rolled back to its
 // savepoint and parked with its error.
-func (w *worker) applyParking(ctx context.Context, tx *sqlx.Tx, raws []rawRecord) error {
+func (w *worker) applyParking(ctx context.Context, tx postgres.Tx, raws []rawRecord) error {
 	for _, rr := range raws {
 		if !wants(w.types, rr.typ) {
 			continue
@@ -374,7 +374,7 @@ func (w *worker) applyParking(ctx context.Context, tx *sqlx.Tx, raws []rawRecord
 // readers back in time). It locks the live version's row first, so that
 // version cannot advance during the check. Lower versions are retired and
 // Activate runs. It reports whether it switched.
-func (w *worker) activate(ctx context.Context, tx *sqlx.Tx, pos eventstore.Position) (bool, error) {
+func (w *worker) activate(ctx context.Context, tx postgres.Tx, pos eventstore.Position) (bool, error) {
 	var txid string
 	var live eventstore.Position
 	err := tx.QueryRowContext(ctx, `SELECT transaction_id::text AS transaction_id_text, position FROM `+w.r.t.checkpoints+`

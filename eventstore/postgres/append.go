@@ -2,13 +2,13 @@ package postgres
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
-	"github.com/lib/pq"
 
 	"github.com/esox-go/esox/eventstore"
 )
@@ -67,7 +67,7 @@ func (s *Store) appendOnce(ctx context.Context, streamID string, expected events
 		return eventstore.AppendResult{}, err
 	}
 	if len(s.cfg.AppendHooks) == 0 {
-		recs, err := s.insert(ctx, st, nil, streamID, expected, enc)
+		recs, err := s.insert(ctx, st.QueryContext, nil, streamID, expected, enc)
 		if err != nil {
 			return eventstore.AppendResult{}, s.settle(ctx, err)
 		}
@@ -80,12 +80,12 @@ func (s *Store) appendOnce(ctx context.Context, streamID string, expected events
 		return eventstore.AppendResult{}, translate(ctx, "append: begin", err)
 	}
 	defer func() { _ = tx.Rollback() }()
-	recs, err := s.insert(ctx, tx.StmtxContext(ctx, st), tx, streamID, expected, enc)
+	recs, err := s.insert(ctx, tx.StmtxContext(ctx, st).QueryContext, tx, streamID, expected, enc)
 	if err != nil {
 		_ = tx.Rollback() // release the connection before settle reads
 		return eventstore.AppendResult{}, s.settle(ctx, err)
 	}
-	if err := s.runHooks(ctx, tx, recs); err != nil {
+	if err := s.runHooks(ctx, NewTx(tx), recs); err != nil {
 		return eventstore.AppendResult{}, err
 	}
 	if err := tx.Commit(); err != nil {
@@ -97,22 +97,37 @@ func (s *Store) appendOnce(ctx context.Context, streamID string, expected events
 
 // AppendTx is Append inside the caller's transaction tx: the events, the
 // AppendHooks' writes and whatever else the caller does in tx commit or roll
-// back together (DESIGN guarantee 4). It uses the store's prepared
-// statement through tx, one round trip without hooks.
+// back together (guarantee 4 in docs/guarantees.md). tx is a *sqlx.Tx, a
+// *sql.Tx, or the Tx handed to a hook or projection handler; with a
+// *sqlx.Tx or a Tx it runs the store's prepared statement, one round trip
+// without hooks. AppendHooks need a *sqlx.Tx or a Tx (they are handed a
+// Tx); with another eventstore.Tx and hooks configured, AppendTx refuses
+// with an *eventstore.InvalidArgumentError.
 //
 // Besides Append's errors, it refuses with a *eventstore.ConcurrencyError
 // whose Reason is set when the stream's last event was written by a
 // transaction newer than tx (one that took its transaction id after tx
 // did): committing would put the stream out of order in the global feed
-// (DESIGN guarantee 3). Retry in a new transaction.
+// (guarantee 3). Retry in a new transaction.
 //
 // On any error the caller must roll tx back: PostgreSQL aborts the
 // transaction after a failed statement, and a hook may have written part of
 // its work. AppendTx does not wake Subscribe channels (it cannot know when tx
 // commits). tx is used by one goroutine at a time, as database/sql requires.
-func (s *Store) AppendTx(ctx context.Context, tx *sqlx.Tx, streamID string, expected eventstore.ExpectedVersion, events []eventstore.Event) (eventstore.AppendResult, error) {
+func (s *Store) AppendTx(ctx context.Context, tx eventstore.Tx, streamID string, expected eventstore.ExpectedVersion, events []eventstore.Event) (eventstore.AppendResult, error) {
 	if tx == nil {
 		return eventstore.AppendResult{}, fmt.Errorf("eventstore/postgres: append: %w", &eventstore.InvalidArgumentError{Field: "tx", Reason: "must not be nil"})
+	}
+	var hookTx Tx
+	switch t := tx.(type) {
+	case Tx:
+		hookTx = t
+	case *sqlx.Tx:
+		hookTx = NewTx(t)
+	}
+	if hookTx == nil && len(s.cfg.AppendHooks) > 0 {
+		return eventstore.AppendResult{}, fmt.Errorf("eventstore/postgres: append: %w", &eventstore.InvalidArgumentError{Field: "tx",
+			Reason: fmt.Sprintf("a %T cannot run AppendHooks: pass a *sqlx.Tx or a postgres.Tx", tx)})
 	}
 	enc, err := eventstore.EncodeAppend(ctx, s.reg, streamID, expected, events)
 	if err != nil {
@@ -122,20 +137,39 @@ func (s *Store) AppendTx(ctx context.Context, tx *sqlx.Tx, streamID string, expe
 	if err != nil {
 		return eventstore.AppendResult{}, err
 	}
-	recs, err := s.insert(ctx, tx.StmtxContext(ctx, st), tx, streamID, expected, enc)
+	recs, err := s.insert(ctx, bindStmt(ctx, tx, st, s.appendSQL(len(enc))), tx, streamID, expected, enc)
 	if err != nil {
 		// tx is aborted; a lost race reads the stream's version through
 		// the pool, so leave the pool one connection more than the
 		// transactions that may append at once.
 		return eventstore.AppendResult{}, s.settle(ctx, err)
 	}
-	if err := s.runHooks(ctx, tx, recs); err != nil {
-		return eventstore.AppendResult{}, err
+	if hookTx != nil {
+		if err := s.runHooks(ctx, hookTx, recs); err != nil {
+			return eventstore.AppendResult{}, err
+		}
 	}
 	return result(streamID, recs), nil
 }
 
-func (s *Store) runHooks(ctx context.Context, tx *sqlx.Tx, recs []eventstore.Record) error {
+// queryFunc runs one of the store's statements with its arguments.
+type queryFunc func(ctx context.Context, args ...any) (*sql.Rows, error)
+
+// bindStmt returns st, prepared from query, run in tx: prepared when tx can
+// bind a prepared statement, else query sent as is.
+func bindStmt(ctx context.Context, tx eventstore.Tx, st *sqlx.Stmt, query string) queryFunc {
+	switch t := tx.(type) {
+	case stmtBinder:
+		return t.StmtxContext(ctx, st).QueryContext
+	case *sql.Tx:
+		return t.StmtContext(ctx, st.Stmt).QueryContext
+	}
+	return func(ctx context.Context, args ...any) (*sql.Rows, error) {
+		return tx.QueryContext(ctx, query, args...)
+	}
+}
+
+func (s *Store) runHooks(ctx context.Context, tx Tx, recs []eventstore.Record) error {
 	for i, h := range s.cfg.AppendHooks {
 		if err := h(ctx, tx, recs); err != nil {
 			return fmt.Errorf("eventstore/postgres: append hook %d: %w", i, err)
@@ -145,10 +179,15 @@ func (s *Store) runHooks(ctx context.Context, tx *sqlx.Tx, recs []eventstore.Rec
 }
 
 func (s *Store) appendStmt(ctx context.Context, n int) (*sqlx.Stmt, error) {
+	return s.stmt(ctx, s.appendSQL(n))
+}
+
+// appendSQL returns the append statement for n events.
+func (s *Store) appendSQL(n int) string {
 	if n <= maxValuesEvents {
-		return s.stmt(ctx, s.valuesSQL[n])
+		return s.valuesSQL[n]
 	}
-	return s.stmt(ctx, s.appendArraySQL)
+	return s.appendArraySQL
 }
 
 func appendArgs(streamID string, expected eventstore.ExpectedVersion, enc []eventstore.EncodedEvent) []any {
@@ -173,7 +212,7 @@ func appendArgs(streamID string, expected eventstore.ExpectedVersion, enc []even
 		for i, e := range enc {
 			ids[i], types[i], payloads[i], metas[i] = e.ID.String(), e.Type, string(e.Payload), string(e.Metadata)
 		}
-		return []any{streamID, mode, version, pq.StringArray(ids), pq.StringArray(types), pq.StringArray(payloads), pq.StringArray(metas)}
+		return []any{streamID, mode, version, arrayLiteral(ids), arrayLiteral(types), arrayLiteral(payloads), arrayLiteral(metas)}
 	}
 	args := make([]any, 0, 3+4*len(enc))
 	args = append(args, streamID, mode, version)
@@ -185,11 +224,11 @@ func appendArgs(streamID string, expected eventstore.ExpectedVersion, enc []even
 	return args
 }
 
-// insert runs the append statement st (bound to tx when tx is not nil) and
-// returns the records written, or the translated conflict.
-func (s *Store) insert(ctx context.Context, st *sqlx.Stmt, tx *sqlx.Tx, streamID string, expected eventstore.ExpectedVersion, enc []eventstore.EncodedEvent) ([]eventstore.Record, error) {
+// insert runs the append statement through query (in tx when tx is not
+// nil) and returns the records written, or the translated conflict.
+func (s *Store) insert(ctx context.Context, query queryFunc, tx eventstore.Tx, streamID string, expected eventstore.ExpectedVersion, enc []eventstore.EncodedEvent) ([]eventstore.Record, error) {
 	recs := make([]eventstore.Record, len(enc))
-	n, err := scanInserted(ctx, st, appendArgs(streamID, expected, enc), recs)
+	n, err := scanInserted(ctx, query, appendArgs(streamID, expected, enc), recs)
 	if err != nil {
 		return nil, s.appendError(ctx, streamID, expected, enc, err)
 	}
@@ -208,8 +247,8 @@ func (s *Store) insert(ctx context.Context, st *sqlx.Stmt, tx *sqlx.Tx, streamID
 }
 
 // scanInserted reads the RETURNING rows into recs by stream version order.
-func scanInserted(ctx context.Context, st *sqlx.Stmt, args []any, recs []eventstore.Record) (int, error) {
-	rows, err := st.QueryContext(ctx, args...)
+func scanInserted(ctx context.Context, query queryFunc, args []any, recs []eventstore.Record) (int, error) {
+	rows, err := query(ctx, args...)
 	if err != nil {
 		return 0, err
 	}
@@ -269,8 +308,8 @@ func result(streamID string, recs []eventstore.Record) eventstore.AppendResult {
 // conflict builds the ConcurrencyError of an append that inserted nothing.
 // It reads the stream's state in tx when given (the failed statement did not
 // abort it), else from the pool.
-func (s *Store) conflict(ctx context.Context, tx *sqlx.Tx, streamID string, expected eventstore.ExpectedVersion) error {
-	var q sqlx.QueryerContext = s.db
+func (s *Store) conflict(ctx context.Context, tx eventstore.Tx, streamID string, expected eventstore.ExpectedVersion) error {
+	var q eventstore.Tx = s.db
 	if tx != nil {
 		q = tx
 	}
@@ -279,7 +318,7 @@ func (s *Store) conflict(ctx context.Context, tx *sqlx.Tx, streamID string, expe
 		txid   string
 		later  bool
 	)
-	err := q.QueryRowxContext(ctx, s.conflictSQL, streamID).Scan(&actual, &txid, &later)
+	err := q.QueryRowContext(ctx, s.conflictSQL, streamID).Scan(&actual, &txid, &later)
 	if err != nil && !isNoRows(err) {
 		return translate(ctx, "append: read stream version after conflict", err)
 	}
@@ -294,22 +333,19 @@ func (s *Store) conflict(ctx context.Context, tx *sqlx.Tx, streamID string, expe
 
 // appendError translates an error of the append statement.
 func (s *Store) appendError(ctx context.Context, streamID string, expected eventstore.ExpectedVersion, enc []eventstore.EncodedEvent, err error) error {
-	var pqErr *pq.Error
-	if errors.As(err, &pqErr) {
-		switch pqErr.Code {
-		case codeUniqueViolation:
-			switch pqErr.Constraint {
-			case s.streamVersionKeyName:
-				// A concurrent append won. Its version is read by
-				// settle, once the caller has let go of this append's
-				// connection.
-				return &versionTaken{streamID: streamID, expected: expected}
-			case s.eventIDKeyName:
-				return fmt.Errorf("eventstore/postgres: append: %w", &eventstore.InvalidArgumentError{Field: "events", Reason: "an event ID is already stored"})
-			}
-		case codeUntranslatableCharacter:
-			return fmt.Errorf("eventstore/postgres: append: %w", &eventstore.PayloadError{Type: nulEventType(enc), Op: "encode", Err: fmt.Errorf("PostgreSQL jsonb cannot store this payload (a \\u0000 character?): %w", err)})
+	switch SQLState(err) {
+	case codeUniqueViolation:
+		switch violatedConstraint(err, s.streamVersionKeyName, s.eventIDKeyName) {
+		case s.streamVersionKeyName:
+			// A concurrent append won. Its version is read by
+			// settle, once the caller has let go of this append's
+			// connection.
+			return &versionTaken{streamID: streamID, expected: expected}
+		case s.eventIDKeyName:
+			return fmt.Errorf("eventstore/postgres: append: %w", &eventstore.InvalidArgumentError{Field: "events", Reason: "an event ID is already stored"})
 		}
+	case codeUntranslatableCharacter:
+		return fmt.Errorf("eventstore/postgres: append: %w", &eventstore.PayloadError{Type: nulEventType(enc), Op: "encode", Err: fmt.Errorf("PostgreSQL jsonb cannot store this payload (a \\u0000 character?): %w", err)})
 	}
 	return translate(ctx, "append", err)
 }

@@ -210,7 +210,7 @@ func TestAppendHooks(t *testing.T) {
 	errRefused := errors.New("hook refuses")
 	var table string
 	var seen [][]eventstore.Record
-	hook := func(ctx context.Context, tx *sqlx.Tx, recs []eventstore.Record) error {
+	hook := func(ctx context.Context, tx postgres.Tx, recs []eventstore.Record) error {
 		seen = append(seen, recs)
 		for _, r := range recs {
 			if _, err := tx.ExecContext(ctx, `INSERT INTO `+table+` (event_id, position) VALUES ($1, $2)`, r.ID, r.Position.Position); err != nil {

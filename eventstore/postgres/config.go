@@ -6,8 +6,6 @@ import (
 	"log/slog"
 	"strings"
 
-	"github.com/jmoiron/sqlx"
-
 	"github.com/esox-go/esox/eventstore"
 )
 
@@ -31,8 +29,9 @@ const (
 // rolls back with the events. An error rolls the append back and is returned
 // by Append wrapped (errors.Is/As reach it). The records' Data is each
 // event's value as given to Append (a pointer if a pointer was appended);
-// their Metadata is the merged metadata that was stored.
-type AppendHook func(ctx context.Context, tx *sqlx.Tx, records []eventstore.Record) error
+// their Metadata is the merged metadata that was stored. tx has no Commit or
+// Rollback: the append (or, for AppendTx, its caller) ends the transaction.
+type AppendHook func(ctx context.Context, tx Tx, records []eventstore.Record) error
 
 // Config configures a Store. The zero value means all defaults.
 type Config struct {

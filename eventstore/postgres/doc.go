@@ -21,8 +21,9 @@
 //     written by a newer transaction than the appending one, which would put
 //     version N+1 before version N in the feed.
 //  4. Appends in the caller's transaction: AppendTx takes the caller's
-//     *sqlx.Tx; AppendHooks run inline projections in the append's
-//     transaction.
+//     transaction (*sqlx.Tx, *sql.Tx, or the Tx a handler is given);
+//     AppendHooks run inline projections in the append's transaction, and
+//     get a Tx they cannot commit or roll back.
 //  8. Bad input is refused: invalid schema and table names
 //     (ValidateIdentifier), stream IDs, unregistered types and payloads
 //     PostgreSQL cannot store get typed errors and write nothing.

@@ -6,12 +6,9 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-)
-
-// SQLSTATE codes the store translates.
-const (
-	codeUniqueViolation         = "23505"
-	codeUntranslatableCharacter = "22P05"
+	"reflect"
+	"slices"
+	"strings"
 )
 
 // translate wraps a driver error for the API: the message names the
@@ -39,4 +36,67 @@ func containsNUL(b []byte) bool {
 		i++ // skip the escaped character
 	}
 	return false
+}
+
+// violatedConstraint returns which of names the PostgreSQL error in err's
+// chain names as its constraint, or "". Drivers expose the constraint as a
+// field (lib/pq's Error.Constraint, pgx's PgError.ConstraintName), not a
+// method, so it reads either field by name; failing that, it looks for a
+// name quoted in the message ("… violates unique constraint "x"").
+func violatedConstraint(err error, names ...string) string {
+	var e interface{ SQLState() string }
+	if !errors.As(err, &e) {
+		return ""
+	}
+	v := reflect.ValueOf(e)
+	for v.Kind() == reflect.Pointer || v.Kind() == reflect.Interface {
+		if v.IsNil() {
+			return ""
+		}
+		v = v.Elem()
+	}
+	if v.Kind() == reflect.Struct {
+		for _, field := range []string{"ConstraintName", "Constraint"} {
+			if f := v.FieldByName(field); f.IsValid() && f.Kind() == reflect.String {
+				if slices.Contains(names, f.String()) {
+					return f.String()
+				}
+			}
+		}
+	}
+	msg := err.Error()
+	for _, n := range names {
+		if strings.Contains(msg, `"`+n+`"`) {
+			return n
+		}
+	}
+	return ""
+}
+
+// arrayLiteral encodes ss as a PostgreSQL array literal of quoted
+// elements, a text parameter any driver sends as is and PostgreSQL casts
+// to the array type the statement names.
+func arrayLiteral(ss []string) string {
+	n := 2
+	for _, s := range ss {
+		n += len(s) + 3
+	}
+	var b strings.Builder
+	b.Grow(n)
+	b.WriteByte('{')
+	for i, s := range ss {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteByte('"')
+		for j := 0; j < len(s); j++ {
+			if c := s[j]; c == '"' || c == '\\' {
+				b.WriteByte('\\')
+			}
+			b.WriteByte(s[j])
+		}
+		b.WriteByte('"')
+	}
+	b.WriteByte('}')
+	return b.String()
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"embed"
 	"fmt"
-	"hash/fnv"
 	"io/fs"
 	"regexp"
 	"slices"
@@ -190,11 +189,7 @@ func loadMigrations(p MigrationParams) ([]migrationFile, error) {
 }
 
 // migrationLockKey derives the advisory lock key of a schema's migrations.
-func migrationLockKey(schema string) int64 {
-	h := fnv.New64a()
-	_, _ = h.Write([]byte("esox_migrations:" + schema))
-	return int64(h.Sum64())
-}
+func migrationLockKey(schema string) int64 { return LockKey("esox_migrations:" + schema) }
 
 // storeMigrationData is the template data of the store's own migrations.
 type storeMigrationData struct {

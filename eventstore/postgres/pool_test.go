@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jmoiron/sqlx"
-
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
 	"github.com/esox-go/esox/internal/pgtest"
@@ -29,7 +27,7 @@ func TestLostRacesDoNotExhaustThePool(t *testing.T) {
 
 	db := pgtest.Open(t)
 	db.SetMaxOpenConns(2)
-	noop := func(context.Context, *sqlx.Tx, []eventstore.Record) error { return nil }
+	noop := func(context.Context, postgres.Tx, []eventstore.Record) error { return nil }
 	b := setupOn(t, db, postgres.Config{AppendHooks: []postgres.AppendHook{noop}})
 
 	release := make(chan struct{})
@@ -37,7 +35,7 @@ func TestLostRacesDoNotExhaustThePool(t *testing.T) {
 	other, err := postgres.New(pgtest.Open(t), testRegistry(), postgres.Config{
 		Schema: b.schema,
 		Logger: slog.New(slog.DiscardHandler),
-		AppendHooks: []postgres.AppendHook{func(ctx context.Context, _ *sqlx.Tx, _ []eventstore.Record) error {
+		AppendHooks: []postgres.AppendHook{func(ctx context.Context, _ postgres.Tx, _ []eventstore.Record) error {
 			close(inHook)
 			<-release
 			return nil

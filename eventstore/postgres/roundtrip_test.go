@@ -58,7 +58,7 @@ func TestRoundTrips(t *testing.T) {
 	db.SetMaxOpenConns(1) // one connection: statements prepared once
 	t.Cleanup(func() { db.Close() })
 	hooked := 0
-	hook := func(context.Context, *sqlx.Tx, []eventstore.Record) error { hooked++; return nil }
+	hook := func(context.Context, postgres.Tx, []eventstore.Record) error { hooked++; return nil }
 
 	b := setupOn(t, db, postgres.Config{})
 	withHooks, err := postgres.New(db, testRegistry(), postgres.Config{Schema: b.schema, AppendHooks: []postgres.AppendHook{hook}})

@@ -111,7 +111,7 @@ var errKeyTaken = errors.New("idempotency key already used")
 // API recognises, and the API answers with the stored result instead.
 // Appends without a key pass through.
 func (i *Idempotency) AppendHook() postgres.AppendHook {
-	return func(ctx context.Context, tx *sqlx.Tx, records []eventstore.Record) error {
+	return func(ctx context.Context, tx postgres.Tx, records []eventstore.Record) error {
 		p, _ := ctx.Value(pendingKeyCtx{}).(*pendingKey)
 		if p == nil {
 			return nil

@@ -92,7 +92,7 @@ type CustomerStats struct {
 // events with reg (which must hold the order events).
 func OrdersProjection(reg *eventstore.Registry, t Tables) projector.Projection {
 	h := projector.NewHandlers(reg)
-	projector.On(h, func(ctx context.Context, tx *sqlx.Tx, r eventstore.Record, e order.OrderPlaced) error {
+	projector.On(h, func(ctx context.Context, tx postgres.Tx, r eventstore.Record, e order.OrderPlaced) error {
 		lines, err := json.Marshal(nonNil(e.Lines))
 		if err != nil {
 			return err
@@ -103,10 +103,10 @@ func OrdersProjection(reg *eventstore.Registry, t Tables) projector.Projection {
 			e.OrderID, e.CustomerID, string(order.StatusPlaced), e.Currency, string(lines), order.Subtotal(e.Lines), r.StreamVersion, r.RecordedAt)
 		return err
 	})
-	projector.On(h, func(ctx context.Context, tx *sqlx.Tx, r eventstore.Record, e order.LineAdded) error {
+	projector.On(h, func(ctx context.Context, tx postgres.Tx, r eventstore.Record, e order.LineAdded) error {
 		return updateLines(ctx, tx, t, r, e.OrderID, func(o *Order) { o.Lines = append(o.Lines, e.Line) })
 	})
-	projector.On(h, func(ctx context.Context, tx *sqlx.Tx, r eventstore.Record, e order.LineRemoved) error {
+	projector.On(h, func(ctx context.Context, tx postgres.Tx, r eventstore.Record, e order.LineRemoved) error {
 		return updateLines(ctx, tx, t, r, e.OrderID, func(o *Order) {
 			kept := o.Lines[:0]
 			for _, l := range o.Lines {
@@ -117,22 +117,22 @@ func OrdersProjection(reg *eventstore.Registry, t Tables) projector.Projection {
 			o.Lines = kept
 		})
 	})
-	projector.On(h, func(ctx context.Context, tx *sqlx.Tx, r eventstore.Record, e order.DiscountApplied) error {
+	projector.On(h, func(ctx context.Context, tx postgres.Tx, r eventstore.Record, e order.DiscountApplied) error {
 		return updateLines(ctx, tx, t, r, e.OrderID, func(o *Order) { o.DiscountPercent = e.Percent })
 	})
-	projector.On(h, func(ctx context.Context, tx *sqlx.Tx, r eventstore.Record, e order.OrderPaid) error {
+	projector.On(h, func(ctx context.Context, tx postgres.Tx, r eventstore.Record, e order.OrderPaid) error {
 		return setStatus(ctx, tx, t, r, e.OrderID, order.StatusPaid, "")
 	})
-	projector.On(h, func(ctx context.Context, tx *sqlx.Tx, r eventstore.Record, e order.OrderShipped) error {
+	projector.On(h, func(ctx context.Context, tx postgres.Tx, r eventstore.Record, e order.OrderShipped) error {
 		return setStatus(ctx, tx, t, r, e.OrderID, order.StatusShipped, "")
 	})
-	projector.On(h, func(ctx context.Context, tx *sqlx.Tx, r eventstore.Record, e order.OrderCancelled) error {
+	projector.On(h, func(ctx context.Context, tx postgres.Tx, r eventstore.Record, e order.OrderCancelled) error {
 		return setStatus(ctx, tx, t, r, e.OrderID, order.StatusCancelled, e.Reason)
 	})
 	return projector.Projection{
 		Name:    OrdersName,
 		Handler: h,
-		Setup: func(ctx context.Context, tx *sqlx.Tx) error {
+		Setup: func(ctx context.Context, tx postgres.Tx) error {
 			_, err := tx.ExecContext(ctx, `
 				CREATE TABLE IF NOT EXISTS `+t.Orders+` (
 					order_id         text        PRIMARY KEY,
@@ -152,7 +152,7 @@ func OrdersProjection(reg *eventstore.Registry, t Tables) projector.Projection {
 				CREATE INDEX IF NOT EXISTS orders_status_idx ON `+t.Orders+` (status, placed_at DESC)`)
 			return err
 		},
-		Reset: func(ctx context.Context, tx *sqlx.Tx) error {
+		Reset: func(ctx context.Context, tx postgres.Tx) error {
 			_, err := tx.ExecContext(ctx, `TRUNCATE `+t.Orders)
 			return err
 		},
@@ -168,7 +168,7 @@ func nonNil(lines []order.Line) []order.Line {
 
 // updateLines applies a change of lines or discount to an order's row and
 // recomputes its totals with the domain's rules.
-func updateLines(ctx context.Context, tx *sqlx.Tx, t Tables, r eventstore.Record, id string, change func(*Order)) error {
+func updateLines(ctx context.Context, tx postgres.Tx, t Tables, r eventstore.Record, id string, change func(*Order)) error {
 	var (
 		o     Order
 		lines []byte
@@ -192,7 +192,7 @@ func updateLines(ctx context.Context, tx *sqlx.Tx, t Tables, r eventstore.Record
 	return err
 }
 
-func setStatus(ctx context.Context, tx *sqlx.Tx, t Tables, r eventstore.Record, id string, s order.Status, reason string) error {
+func setStatus(ctx context.Context, tx postgres.Tx, t Tables, r eventstore.Record, id string, s order.Status, reason string) error {
 	res, err := tx.ExecContext(ctx, `UPDATE `+t.Orders+` SET status = $2, cancel_reason = $3, version = $4, updated_at = $5 WHERE order_id = $1`,
 		id, string(s), reason, r.StreamVersion, r.RecordedAt)
 	if err != nil {
@@ -208,12 +208,12 @@ func setStatus(ctx context.Context, tx *sqlx.Tx, t Tables, r eventstore.Record, 
 // t.CustomerStats, decoding events with reg.
 func CustomerStatsProjection(reg *eventstore.Registry, t Tables) projector.Projection {
 	h := projector.NewHandlers(reg)
-	projector.On(h, func(ctx context.Context, tx *sqlx.Tx, _ eventstore.Record, e order.OrderPlaced) error {
+	projector.On(h, func(ctx context.Context, tx postgres.Tx, _ eventstore.Record, e order.OrderPlaced) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO `+t.CustomerStats+` (customer_id, orders) VALUES ($1, 1)
 			ON CONFLICT (customer_id) DO UPDATE SET orders = `+t.CustomerStats+`.orders + 1`, e.CustomerID)
 		return err
 	})
-	projector.On(h, func(ctx context.Context, tx *sqlx.Tx, _ eventstore.Record, e order.OrderPaid) error {
+	projector.On(h, func(ctx context.Context, tx postgres.Tx, _ eventstore.Record, e order.OrderPaid) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO `+t.CustomerStats+` (customer_id, paid_orders, total_spent_cents) VALUES ($1, 1, $2)
 			ON CONFLICT (customer_id) DO UPDATE SET paid_orders = `+t.CustomerStats+`.paid_orders + 1,
 			total_spent_cents = `+t.CustomerStats+`.total_spent_cents + $2`, e.CustomerID, e.AmountCents)
@@ -222,7 +222,7 @@ func CustomerStatsProjection(reg *eventstore.Registry, t Tables) projector.Proje
 	return projector.Projection{
 		Name:    CustomerStatsName,
 		Handler: h,
-		Setup: func(ctx context.Context, tx *sqlx.Tx) error {
+		Setup: func(ctx context.Context, tx postgres.Tx) error {
 			_, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS `+t.CustomerStats+` (
 				customer_id       text   PRIMARY KEY,
 				orders            bigint NOT NULL DEFAULT 0,
@@ -231,7 +231,7 @@ func CustomerStatsProjection(reg *eventstore.Registry, t Tables) projector.Proje
 			)`)
 			return err
 		},
-		Reset: func(ctx context.Context, tx *sqlx.Tx) error {
+		Reset: func(ctx context.Context, tx postgres.Tx) error {
 			_, err := tx.ExecContext(ctx, `TRUNCATE `+t.CustomerStats)
 			return err
 		},
