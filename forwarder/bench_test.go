@@ -95,7 +95,7 @@ func benchSetup(b *testing.B) *bundle {
 	if _, err := store.Migrate(context.Background()); err != nil {
 		b.Fatal(err)
 	}
-	if _, err := Migrate(context.Background(), store); err != nil {
+	if _, err := migrate(context.Background(), store); err != nil {
 		b.Fatal(err)
 	}
 	return &bundle{db: db, schema: schema, store: store}

@@ -3,15 +3,14 @@
 // transactional outbox, so an event reaches the broker if and only if its
 // append committed — one write, no dual write.
 //
-// The outbox is read through watermill-sql/v4's Subscriber with this
-// package's SchemaAdapter and OffsetsAdapter over the event store's own
-// events table (no second table). Each message's UUID is the event ID, its
-// payload the event's JSON and its metadata the flattened record: see the
-// Metadata… constants, NewMessage and RecordFromMessage.
+// The outbox is read with postgres.Store.ReadFeed, the gap-free read of the
+// event store's own events table (no second table). Each message's UUID is
+// the event ID, its payload the event's JSON and its metadata the flattened
+// record: see the Metadata… constants, NewMessage and RecordFromMessage.
 //
 // # Guarantees
 //
-// The package keeps DESIGN.md guarantees 6 and 7:
+// The package keeps guarantees 6 and 7 of docs/guarantees.md:
 //
 //   - Forwarding: at least once, in order (6). Every committed event is
 //     published at least once, in version order per stream (the events of a

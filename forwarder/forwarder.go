@@ -8,14 +8,11 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"maps"
 	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
-	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jmoiron/sqlx"
 
@@ -43,15 +40,10 @@ const (
 	// OffsetsTable is the name of the forwarder's offsets table, created by
 	// Migrate in the store's schema.
 	OffsetsTable = "forwarder_offsets"
-	// MigrationComponent is the component under which Migrate records the
+	// Component is the component under which Migrate records the
 	// forwarder's migrations in the schema's esox_migrations table.
-	MigrationComponent = "forwarder"
+	Component = "forwarder"
 )
-
-// subscriberTopic is the topic name given to watermill-sql's Subscriber. Our
-// SchemaAdapter ignores it; the topic a message is published to comes from
-// Config.Topic.
-const subscriberTopic = "esox_events"
 
 // ErrPoison is matched by the errors Run stops with when an event cannot be
 // forwarded (a *PoisonError or a *MalformedRowError) and Config.OnPoison is
@@ -255,8 +247,8 @@ type Forwarder struct {
 
 	published, filtered, poisoned atomic.Int64
 
-	// xidHoldingForTest switches to watermill-sql's default design (real
-	// transaction per batch and FOR UPDATE on the offsets row), which
+	// xidHoldingForTest switches to watermill-sql's default design: a
+	// transaction per batch that locks the offsets row FOR UPDATE, which
 	// holds a transaction id during publishes. Tests only.
 	xidHoldingForTest bool
 }
@@ -291,19 +283,19 @@ func New(store *postgres.Store, pub message.Publisher, cfg Config) (*Forwarder, 
 var embeddedMigrations embed.FS
 
 // Migrate creates the forwarder's offsets table (OffsetsTable) in the
-// store's schema with postgres.ApplyMigrations, under MigrationComponent. It
-// is idempotent and safe to run from several processes at once; ctx bounds
-// it. Run calls it unless Config.DisableMigrate is set.
-func Migrate(ctx context.Context, store *postgres.Store) (postgres.MigrateResult, error) {
+// store's schema with postgres.ApplyMigrations, under Component. It is
+// idempotent and safe to run from several processes at once; ctx bounds it.
+// Run calls it unless Config.DisableMigrate is set.
+func (f *Forwarder) Migrate(ctx context.Context) (postgres.MigrateResult, error) {
 	files, err := fs.Sub(embeddedMigrations, "migrations")
 	if err != nil {
 		return postgres.MigrateResult{}, fmt.Errorf("forwarder: migrations: %w", err)
 	}
-	res, err := postgres.ApplyMigrations(ctx, store.DB(), postgres.MigrationParams{
-		Schema:    store.Schema(),
-		Component: MigrationComponent,
+	res, err := postgres.ApplyMigrations(ctx, f.db, postgres.MigrationParams{
+		Schema:    f.store.Schema(),
+		Component: Component,
 		Files:     files,
-		Data:      struct{ Offsets string }{postgres.QuoteIdentifier(store.Schema()) + "." + postgres.QuoteIdentifier(OffsetsTable)},
+		Data:      struct{ Offsets string }{f.offsets},
 	})
 	if err != nil {
 		return res, fmt.Errorf("forwarder: %w", err)
@@ -378,7 +370,7 @@ func (f *Forwarder) SetOffset(ctx context.Context, pos eventstore.Position) erro
 	}
 	defer func() { _ = tx.Rollback() }()
 	var locked bool
-	key := leader.LockKey(LeaderKey(f.store.Schema(), f.cfg.ConsumerGroup))
+	key := postgres.LockKey(LeaderKey(f.store.Schema(), f.cfg.ConsumerGroup))
 	if err := tx.QueryRowContext(ctx, `SELECT pg_try_advisory_xact_lock($1)`, key).Scan(&locked); err != nil {
 		return fmt.Errorf("forwarder: set offset: leader lock: %w", err)
 	}
@@ -402,14 +394,15 @@ ON CONFLICT (consumer_group) DO UPDATE SET transaction_id = excluded.transaction
 // LeaderKey): while another instance leads, it waits as a standby and retries
 // every Config.LeaderRetryInterval.
 //
-// While leading, it polls the feed after the group's offset, a batch at a
-// time, and publishes the batch's events with up to
+// While leading, it reads the feed after the group's offset a batch at a
+// time with postgres.Store.ReadFeed (the one gap-free read of the feed; it
+// takes no transaction id), and publishes the batch's events with up to
 // Config.PublishConcurrency publishes in flight: events of one stream one
 // after the other in version order, different streams in parallel. A failed
 // publish is retried with backoff until it succeeds or ctx ends. Once every
-// event of the batch is published it moves the offset past the batch, and
-// only then reads the next one. No transaction is open while a publish is in
-// flight.
+// event of the batch is published it moves the offset past the batch in one
+// short autocommit UPDATE, and only then reads the next one. No transaction
+// is open while a publish is in flight.
 //
 // On cancellation the publishes in flight are abandoned (or finished, for
 // publishers that ignore the message context), the offset is moved over the
@@ -426,7 +419,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 	}
 	defer f.running.Store(false)
 	if !f.cfg.DisableMigrate {
-		if _, err := Migrate(ctx, f.store); err != nil {
+		if _, err := f.Migrate(ctx); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -455,122 +448,146 @@ func (f *Forwarder) Run(ctx context.Context) error {
 	return nil
 }
 
-// lead runs while this instance holds leadership: a watermill-sql
-// Subscriber over the events table feeds handle, one message at a time.
+// lead runs while this instance holds leadership: it reads the feed after
+// the group's offset, hands each event to the publishing pipeline, waits for
+// the batch to be published, records the offset, and goes on.
 func (f *Forwarder) lead(ctx context.Context) error {
 	f.log.InfoContext(ctx, "forwarding")
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-
 	wake, unsubscribe := f.store.Subscribe()
 	defer unsubscribe()
 
-	var beginner wsql.Beginner = autocommitBeginner{db: f.db.DB}
-	offsets := OffsetsAdapter{OffsetsTable: f.offsets}
-	if f.xidHoldingForTest {
-		beginner = wsql.BeginnerFromStdSQL(f.db.DB)
-		offsets.forUpdate = true
-	}
-	pl := newPipeline(ctx, f, f.cfg.PublishConcurrency)
-	offsets.through = pl.through
-	backoff := &pollBackoff{ctx: ctx, wake: wake, poll: f.cfg.PollInterval, retry: f.cfg.RetryInterval, max: f.cfg.RetryMaxInterval, log: f.log, fatalCh: make(chan error, 1)}
-	noDeadline := time.Duration(0)
-	sub, err := wsql.NewSubscriber(beginner, wsql.SubscriberConfig{
-		ConsumerGroup: f.cfg.ConsumerGroup,
-		// No ack deadline: a publish is retried until it succeeds, and
-		// no transaction is open meanwhile, so waiting costs nobody.
-		AckDeadline:    &noDeadline,
-		PollInterval:   f.cfg.PollInterval,
-		ResendInterval: f.cfg.RetryInterval,
-		RetryInterval:  f.cfg.RetryInterval,
-		BackoffManager: backoff,
-		SchemaAdapter:  SchemaAdapter{EventsTable: f.store.QualifiedEventsTable(), BatchSize: f.cfg.BatchSize},
-		OffsetsAdapter: offsets,
-	}, watermill.NewSlogLoggerWithLevelMapping(f.log.With("component", "forwarder.subscriber"), map[slog.Level]slog.Level{
-		// The subscriber logs every stop and discarded message at Info.
-		slog.LevelInfo: slog.LevelDebug,
-	}))
-	if err != nil {
-		cancel()
-		pl.close()
-		return fmt.Errorf("forwarder: subscriber: %w", err)
-	}
-	defer func() {
-		cancel()
-		_ = sub.Close() // waits for the subscriber's goroutine (its last ack query included)
-		pl.close()      // then for the publish workers
-	}()
-	msgs, err := sub.Subscribe(ctx, subscriberTopic)
-	if err != nil {
-		if ctx.Err() != nil {
+	var offset eventstore.Position
+	for failures := 0; ; failures++ {
+		var err error
+		if offset, err = f.startOffset(ctx); err == nil {
+			break
+		}
+		if !f.retryAfter(ctx, "reading the consumer group's offset failed; retrying", err, failures) {
 			return nil
 		}
-		return fmt.Errorf("forwarder: subscribe: %w", err)
 	}
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case err := <-backoff.fatal():
-			return err
-		case msg, ok := <-msgs:
-			if !ok {
-				return nil
+
+	pl := newPipeline(ctx, f, f.cfg.PublishConcurrency)
+	defer pl.close()
+	failures := 0
+	for ctx.Err() == nil {
+		raws, err := f.store.ReadFeed(ctx, offset, f.cfg.BatchSize)
+		if err != nil {
+			if ctx.Err() != nil {
+				break
 			}
-			if err := f.handle(ctx, msg, pl); err != nil {
+			if !f.retryAfter(ctx, "polling the events table failed; retrying", err, failures) {
+				break
+			}
+			failures++
+			continue
+		}
+		failures = 0
+		if len(raws) == 0 {
+			f.idle(ctx, wake)
+			continue
+		}
+		batch, err := f.holdXid(ctx)
+		if err != nil {
+			if !f.retryAfter(ctx, "opening the batch failed; retrying", err, failures) {
+				break
+			}
+			failures++
+			continue
+		}
+		for _, raw := range raws {
+			if err := f.handle(ctx, raw, pl); err != nil {
+				// Poison under PoisonStop: every event before it is
+				// published (handle drained the pipeline); record them,
+				// so the offset stops right before the poison event.
+				f.recordOffset(ctx, batch, pl.confirmedPos())
 				return err
 			}
+			if ctx.Err() != nil {
+				break
+			}
+		}
+		done := pl.through(raws[len(raws)-1].Position)
+		f.recordOffset(ctx, batch, done)
+		if ctx.Err() == nil {
+			offset = done
 		}
 	}
+	return nil
 }
 
-// handle routes one message and hands it to the pipeline, then acks it to
-// the Subscriber: the offset write at the end of the batch waits for the
-// pipeline (see pipeline). Filtered-out events are done at once. It returns
-// a *PoisonError under PoisonStop, after waiting for the events before the
-// poison one to be published, so that the offset stops right before it.
-func (f *Forwarder) handle(ctx context.Context, msg *message.Message, pl *pipeline) error {
-	rec, err := RecordFromMessage(msg)
+// handle routes one feed record and hands it to the pipeline. Filtered-out
+// events are done at once. It returns a *PoisonError under PoisonStop (and
+// a *MalformedRowError for a row that cannot become a message), after
+// waiting for the events before it to be published.
+func (f *Forwarder) handle(ctx context.Context, raw eventstore.RawRecord, pl *pipeline) error {
+	rec, err := raw.Record()
 	if err != nil {
-		// Cannot happen for messages built by SchemaAdapter.
-		return fmt.Errorf("forwarder: %w: %w", ErrPoison, err)
-	}
-	if reason, bad := msg.Metadata[malformedKey]; bad {
-		f.log.ErrorContext(ctx, "malformed event row: stopping", "event_id", msg.UUID, "stream_id", rec.StreamID, "position", rec.Position.String(), "error", reason)
+		f.log.ErrorContext(ctx, "malformed event row: stopping", "event_id", raw.ID.String(), "stream_id", raw.StreamID, "position", raw.Position.String(), "error", err)
 		pl.drain()
-		return &MalformedRowError{Position: rec.Position, EventID: rec.ID, Err: errors.New(reason)}
+		return &MalformedRowError{Position: raw.Position, EventID: raw.ID, Err: err}
 	}
 	if !f.selected(rec) {
 		f.filtered.Add(1)
 		pl.done(pl.track(rec.Position))
-		msg.Ack()
 		return nil
 	}
 	topic, err := f.cfg.Topic(rec)
 	if err == nil && topic == "" {
 		err = errors.New("empty topic")
 	}
-	out := message.NewMessage(msg.UUID, msg.Payload)
-	out.Metadata = maps.Clone(msg.Metadata)
+	out := NewMessage(rec)
 	deadLetter := false
 	if err != nil {
 		f.poisoned.Add(1)
-		perr := &PoisonError{Position: rec.Position, EventID: msg.UUID, StreamID: rec.StreamID, Type: rec.Type, Err: err}
+		perr := &PoisonError{Position: rec.Position, EventID: rec.ID.String(), StreamID: rec.StreamID, Type: rec.Type, Err: err}
 		if f.cfg.OnPoison != PoisonDeadLetter {
-			f.log.ErrorContext(ctx, "poison event: stopping", "event_id", msg.UUID, "stream_id", rec.StreamID, "position", rec.Position.String(), "error", err.Error())
+			f.log.ErrorContext(ctx, "poison event: stopping", "event_id", perr.EventID, "stream_id", rec.StreamID, "position", rec.Position.String(), "error", err.Error())
 			pl.drain()
 			return perr
 		}
-		f.log.WarnContext(ctx, "poison event: publishing to dead-letter topic", "event_id", msg.UUID, "stream_id", rec.StreamID, "position", rec.Position.String(), "topic", f.cfg.DeadLetterTopic, "error", err.Error())
+		f.log.WarnContext(ctx, "poison event: publishing to dead-letter topic", "event_id", perr.EventID, "stream_id", rec.StreamID, "position", rec.Position.String(), "topic", f.cfg.DeadLetterTopic, "error", err.Error())
 		out.Metadata.Set(MetadataPoisonReason, err.Error())
 		topic = f.cfg.DeadLetterTopic
 		deadLetter = true
 	}
-	if !pl.dispatch(job{e: pl.track(rec.Position), topic: topic, msg: out, rec: rec, deadLetter: deadLetter}) {
-		return nil // ctx ended: not acked, published again by the next leader
-	}
-	msg.Ack()
+	pl.dispatch(job{e: pl.track(rec.Position), topic: topic, msg: out, rec: rec, deadLetter: deadLetter})
 	return nil
+}
+
+// idle waits until an append through the store, PollInterval, or the end of
+// the leadership.
+func (f *Forwarder) idle(ctx context.Context, wake <-chan struct{}) {
+	t := time.NewTimer(f.cfg.PollInterval)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-wake:
+	case <-t.C:
+	}
+}
+
+// retryAfter logs a failed database round trip (the failures-th in a row,
+// from 0) and waits the backoff before the next attempt; false when ctx
+// ended first.
+func (f *Forwarder) retryAfter(ctx context.Context, msg string, err error, failures int) bool {
+	wait := f.cfg.RetryInterval << min(failures, 30)
+	if wait <= 0 || wait > f.cfg.RetryMaxInterval {
+		wait = f.cfg.RetryMaxInterval
+	}
+	level := slog.LevelDebug
+	if failures == 0 || (failures+1)%10 == 0 {
+		level = slog.LevelWarn
+	}
+	f.log.Log(ctx, level, msg, "error", err.Error(), "retry_in", wait, "failures", failures+1)
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
 }
 
 // publish publishes msg until the publisher accepts it, backing off between

@@ -491,7 +491,7 @@ func TestShutdownRecordsPublished(t *testing.T) {
 func TestSetOffset(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	if _, err := Migrate(testCtx(t), b.store); err != nil {
+	if _, err := migrate(testCtx(t), b.store); err != nil {
 		t.Fatal(err)
 	}
 	b.appendSpread(t, []string{"order-1"}, 6)

@@ -299,3 +299,12 @@ func (b *bundle) waitFeed(t *testing.T, n int) eventstore.Position {
 	})
 	return head
 }
+
+// migrate applies the forwarder's migrations for store.
+func migrate(ctx context.Context, store *postgres.Store) (postgres.MigrateResult, error) {
+	f, err := New(store, &recordingPublisher{}, Config{})
+	if err != nil {
+		return postgres.MigrateResult{}, err
+	}
+	return f.Migrate(ctx)
+}

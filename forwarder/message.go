@@ -17,8 +17,7 @@ import (
 // event's JSON metadata are flattened into it: these keys, plus every key of
 // eventstore.Metadata.Map (correlation_id, causation_id, actor and the user's
 // own keys). Where a user key has the same name as one of these, the record's
-// field wins. The user key "esox_forwarder_malformed_row" is reserved for the
-// forwarder's internal use and is dropped.
+// field wins.
 const (
 	// MetadataStreamID is the stream ID, "<category>-<id>".
 	MetadataStreamID = "stream_id"
@@ -54,15 +53,11 @@ var recordKeys = []string{MetadataStreamID, MetadataStreamVersion, MetadataEvent
 
 // NewMessage returns the Watermill message the forwarder publishes for rec:
 // UUID = rec.ID, payload = rec.Payload, and metadata = rec.Metadata.Map()
-// plus the record fields under the Metadata… keys, minus the reserved key
-// "esox_forwarder_malformed_row" (see the Metadata… constants). rec.Data is
-// not used.
+// plus the record fields under the Metadata… keys (see the Metadata…
+// constants). rec.Data is not used.
 func NewMessage(rec eventstore.Record) *message.Message {
 	msg := message.NewMessage(rec.ID.String(), message.Payload(rec.Payload))
 	md := rec.Metadata.Map()
-	// Reserved for the forwarder's own flag on rows it cannot decode: a
-	// user key of that name would make a valid event look malformed.
-	delete(md, malformedKey)
 	md[MetadataStreamID] = rec.StreamID
 	md[MetadataStreamVersion] = strconv.FormatInt(rec.StreamVersion, 10)
 	md[MetadataEventType] = rec.Type

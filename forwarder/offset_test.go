@@ -182,56 +182,34 @@ func TestOffsetStaysBeforeBlockedEvent(t *testing.T) {
 	})
 }
 
-// TestReservedMetadataKeyIsNotMalformed: a user metadata key named like the
-// forwarder's internal malformed-row flag does not make a valid event look
-// malformed; the key is dropped from the message.
-func TestReservedMetadataKeyIsNotMalformed(t *testing.T) {
-	t.Parallel()
-	md := eventstore.Metadata{Extra: map[string]string{malformedKey: "user value", "tenant": "acme"}}
-	if msg := NewMessage(eventstore.Record{StreamID: "order-1", Metadata: md}); msg.Metadata[malformedKey] != "" || msg.Metadata["tenant"] != "acme" {
-		t.Errorf("NewMessage metadata = %v, want %q dropped and tenant kept", msg.Metadata, malformedKey)
-	}
-
-	b := setup(t)
-	res, err := b.store.Append(testCtx(t), "order-1", eventstore.NoStream, []eventstore.Event{{Data: itemAdded{N: 1}, Metadata: md}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub := &recordingPublisher{}
-	_, done, errp := runForwarder(t, newForwarder(t, b, pub, Config{}))
-	waitFor(t, 10*time.Second, "the event to be published", func() bool {
-		select {
-		case <-done:
-			t.Fatalf("Run stopped: %v", *errp)
-		default:
-		}
-		return pub.len() == 1
-	})
-	d := pub.all()[0]
-	if d.UUID != res.EventIDs[0].String() {
-		t.Errorf("published %s, want %s", d.UUID, res.EventIDs[0])
-	}
-	if _, ok := d.Metadata[malformedKey]; ok || d.Metadata["tenant"] != "acme" {
-		t.Errorf("published metadata = %v", d.Metadata)
-	}
-}
-
-// TestStoppingReportsFailedOffsetWrite: when the leadership has ended, a
-// failed final offset write is logged at Warn (those events will be
-// published again); a poll cancelled by the stop is not.
+// TestStoppingReportsFailedOffsetWrite: the offset write that ends a batch
+// runs even when the leadership has ended, and a failure is logged at Warn
+// (those events will be published again); success logs nothing.
 func TestStoppingReportsFailedOffsetWrite(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
+	b := setup(t)
 	var buf bytes.Buffer
-	b := &pollBackoff{ctx: ctx, log: slog.New(slog.NewTextHandler(&buf, nil)), fatalCh: make(chan error, 1)}
-
-	b.HandleError(nil, false, fmt.Errorf("could not query message: %w", context.Canceled))
-	if buf.Len() != 0 {
-		t.Errorf("a poll cancelled by the stop was logged: %s", buf.String())
+	f := newForwarder(t, b, &recordingPublisher{}, Config{Logger: slog.New(slog.NewTextHandler(&buf, nil))})
+	if _, err := f.Migrate(testCtx(t)); err != nil {
+		t.Fatal(err)
 	}
-	b.HandleError(nil, false, fmt.Errorf("could not get args for acking the message: %w", &offsetWriteError{err: errors.New("connection reset")}))
-	if out := buf.String(); !strings.Contains(out, "level=WARN") || !strings.Contains(out, "connection reset") {
-		t.Errorf("failed final offset write logged %q, want a Warn with the error", out)
+	if _, err := f.startOffset(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	stopped, cancel := context.WithCancel(context.Background())
+	cancel()
+	pos := eventstore.Position{TransactionID: 1, Position: 1}
+	f.recordOffset(stopped, nil, pos)
+	if off, err := f.Offset(testCtx(t)); err != nil || off != pos {
+		t.Fatalf("offset after a write with a cancelled context = %s, %v; want %s", off, err, pos)
+	}
+	if buf.Len() != 0 {
+		t.Errorf("a successful offset write logged: %s", buf.String())
+	}
+
+	f.offsets = `"no_such_schema"."no_such_table"`
+	f.recordOffset(stopped, nil, eventstore.Position{TransactionID: 2, Position: 2})
+	if out := buf.String(); !strings.Contains(out, "level=WARN") || !strings.Contains(out, "no_such_table") {
+		t.Errorf("failed offset write logged %q, want a Warn with the error", out)
 	}
 }

@@ -18,13 +18,10 @@ import (
 //
 // It tracks, in feed order, which events are done (published, or filtered
 // out) and exposes the end of the done prefix: the offset the batch may
-// record. watermill-sql's Subscriber hands the forwarder one message at a
-// time and waits for its ack; the forwarder acks as soon as the message is
-// handed to a worker, and the Subscriber's end-of-batch ack query
-// (OffsetsAdapter.AckMessageQuery) waits, through through(), until every
-// event of the batch is done, and records only the done prefix if the
-// leadership ends first. No transaction is open meanwhile (see
-// autocommitBeginner), so waiting holds nothing back.
+// record. The forwarder hands a batch's events to the workers one by one,
+// then waits, through through(), until every event of the batch is done,
+// and records only the done prefix if the leadership ends first. No
+// transaction is open meanwhile, so waiting holds nothing back.
 type pipeline struct {
 	ctx     context.Context
 	f       *Forwarder
@@ -86,6 +83,14 @@ func (p *pipeline) done(e *entry) {
 		close(p.changed)
 		p.changed = make(chan struct{})
 	}
+}
+
+// confirmedPos returns the end of the done prefix: every tracked event up
+// to it is done.
+func (p *pipeline) confirmedPos() eventstore.Position {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.confirmed
 }
 
 // dispatch hands j to its stream's worker; false when ctx ended first.

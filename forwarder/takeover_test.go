@@ -67,7 +67,7 @@ func runChild() int {
 func TestTakeoverAfterKill(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	if _, err := Migrate(testCtx(t), b.store); err != nil {
+	if _, err := migrate(testCtx(t), b.store); err != nil {
 		t.Fatal(err)
 	}
 	want := b.appendSpread(t, streamsOf("order", 5), 40) // 200 events, 4 s in the child

@@ -185,7 +185,7 @@ func BenchmarkCatchUp(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			if err := r.Migrate(ctx); err != nil {
+			if _, err := r.Migrate(ctx); err != nil {
 				b.Fatal(err)
 			}
 			runCtx, cancel := context.WithCancel(ctx)
@@ -272,7 +272,7 @@ func BenchmarkPollCost(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				if err := r.Migrate(ctx); err != nil {
+				if _, err := r.Migrate(ctx); err != nil {
 					b.Fatal(err)
 				}
 				rctx, cancel := context.WithCancel(ctx)
@@ -438,7 +438,7 @@ func BenchmarkCommitToReadModelLatency(b *testing.B) {
 				cancel()
 				<-done
 			}()
-			if err := r.Migrate(context.Background()); err != nil {
+			if _, err := r.Migrate(context.Background()); err != nil {
 				b.Fatal(err)
 			}
 			for range b.N {

@@ -118,7 +118,7 @@ func TestKilledProcessNeitherLosesNorDoubles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := r.Migrate(context.Background()); err != nil {
+	if _, err := r.Migrate(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -48,7 +47,7 @@ func TestFenceRefusesAStaleCheckpoint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := r.Migrate(ctx); err != nil {
+	if _, err := r.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 3 {
@@ -57,9 +56,9 @@ func TestFenceRefusesAStaleCheckpoint(t *testing.T) {
 		}
 	}
 	w := r.workers[0]
-	var raws []rawRecord
+	var raws []eventstore.RawRecord
 	for len(raws) < 3 {
-		if raws, err = r.readFeed(ctx, eventstore.Position{}, 10); err != nil {
+		if raws, err = r.store.ReadFeed(ctx, eventstore.Position{}, 10); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -69,14 +68,14 @@ func TestFenceRefusesAStaleCheckpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	next, err := w.apply(ctx, cp, raws[:2], false, false)
-	if err != nil || next.pos != raws[1].pos || applied != 2 {
+	if err != nil || next.pos != raws[1].Position || applied != 2 {
 		t.Fatalf("first apply: %v, %s, applied %d", err, next.pos, applied)
 	}
 	// The second, with the stale checkpoint, is refused and applies nothing.
 	if _, err := w.apply(ctx, cp, raws, false, false); !errors.Is(err, errFenced) {
 		t.Fatalf("stale apply = %v, want errFenced", err)
 	}
-	if got, _ := w.load(ctx); got.pos != raws[1].pos {
+	if got, _ := w.load(ctx); got.pos != raws[1].Position {
 		t.Fatalf("checkpoint after the refused apply = %s", got.pos)
 	}
 	// Resuming from the stored checkpoint works.
@@ -129,41 +128,6 @@ func TestConfigAndProjectionValidation(t *testing.T) {
 	}
 }
 
-// TestFeedQueryIsAnIndexRangeScan pins what keeps a poll's cost independent
-// of how far behind a projection is: the feed query walks the events
-// table's primary key from the checkpoint and stops at the batch size, with
-// no sort of everything after the checkpoint (which selecting
-// transaction_id::text under its own name once caused).
-func TestFeedQueryIsAnIndexRangeScan(t *testing.T) {
-	t.Parallel()
-	db := pgtest.Open(t)
-	schema := pgtest.Schema(t, db)
-	store, err := postgres.New(db, eventstore.NewRegistry(), postgres.Config{Schema: schema})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	if _, err := store.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	tx, err := db.BeginTxx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = tx.Rollback() }()
-	if _, err := tx.ExecContext(ctx, `SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_sort = off`); err != nil {
-		t.Fatal(err)
-	}
-	var plan []string
-	if err := tx.SelectContext(ctx, &plan, `EXPLAIN `+feedSQL(store.QualifiedEventsTable()), "5", 3, 100); err != nil {
-		t.Fatal(err)
-	}
-	joined := strings.Join(plan, "\n")
-	if strings.Contains(joined, "Sort") || !strings.Contains(joined, "Index Scan") || !strings.Contains(joined, "Limit") {
-		t.Fatalf("the feed query is not a limited primary-key range scan:\n%s", joined)
-	}
-}
-
 // fencedRunner makes a migrated store and runner in a fresh schema with one
 // projection p (its registry from reg), for the white-box tests below.
 func fencedRunner(t *testing.T, reg *eventstore.Registry, cfg Config, p Projection) (*Runner, *postgres.Store, *sqlx.DB) {
@@ -183,18 +147,18 @@ func fencedRunner(t *testing.T, reg *eventstore.Registry, cfg Config, p Projecti
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := r.Migrate(ctx); err != nil {
+	if _, err := r.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
 	return r, store, db
 }
 
 // readAll waits until the feed shows n records and returns them.
-func readAll(t *testing.T, r *Runner, n int) []rawRecord {
+func readAll(t *testing.T, r *Runner, n int) []eventstore.RawRecord {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		raws, err := r.readFeed(context.Background(), eventstore.Position{}, 100)
+		raws, err := r.store.ReadFeed(context.Background(), eventstore.Position{}, 100)
 		if err != nil {
 			t.Fatal(err)
 		}

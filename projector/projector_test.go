@@ -13,6 +13,7 @@ import (
 	"github.com/esox-go/esox/eventstore/postgres"
 	"github.com/esox-go/esox/internal/pgtest"
 	"github.com/esox-go/esox/projector"
+	"github.com/jmoiron/sqlx"
 )
 
 func TestCatchUpFollowStatusAndWaitFor(t *testing.T) {
@@ -23,7 +24,7 @@ func TestCatchUpFollowStatusAndWaitFor(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := r.Migrate(context.Background()); err != nil {
+	if _, err := r.Migrate(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if s := statusOf(t, r, "balances", 1); s.State != projector.StateNotRunning || s.LagEvents == 0 || s.Lag <= 0 || !s.Live {
@@ -200,7 +201,7 @@ func TestRebuildWhileWritersAppend(t *testing.T) {
 	}
 	// Rebuild below needs the tables and the live version Run registers;
 	// migrate first so it cannot race Run's start.
-	if err := r.Migrate(context.Background()); err != nil {
+	if _, err := r.Migrate(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	start(t, r)
@@ -257,7 +258,7 @@ func TestRebuildWhileWritersAppend(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := r2.Migrate(context.Background()); err != nil {
+	if _, err := r2.Migrate(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if err := r2.Rebuild(context.Background(), "other"); !errors.Is(err, eventstore.ErrInvalidArgument) {
@@ -425,7 +426,7 @@ func TestStatusForgetsStopAfterLeadership(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := r.Migrate(context.Background()); err != nil {
+	if _, err := r.Migrate(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	rr := start(t, r)
@@ -465,7 +466,7 @@ func TestStatusShowsDatabaseErrorWhileRetrying(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := r.Migrate(context.Background()); err != nil {
+	if _, err := r.Migrate(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	start(t, r)
@@ -482,4 +483,47 @@ func TestStatusShowsDatabaseErrorWhileRetrying(t *testing.T) {
 		return s.DatabaseError == "" && s.DatabaseErrors == 0
 	})
 	equalBalances(t, "after the retries", b.model(t, "busy"), b.foldAll(t))
+}
+
+// TestHandlersCannotEndTheTransaction: the transaction a handler (and
+// Setup) gets cannot be asserted to *sqlx.Tx or to anything with Commit or
+// Rollback: committing early would commit the effect without the
+// checkpoint, or the checkpoint without the effect.
+func TestHandlersCannotEndTheTransaction(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var mu sync.Mutex
+	var reached []string
+	check := func(tx postgres.Tx) {
+		mu.Lock()
+		defer mu.Unlock()
+		if _, ok := any(tx).(*sqlx.Tx); ok {
+			reached = append(reached, "*sqlx.Tx")
+		}
+		if _, ok := any(tx).(interface{ Commit() error }); ok {
+			reached = append(reached, "Commit")
+		}
+		if _, ok := any(tx).(interface{ Rollback() error }); ok {
+			reached = append(reached, "Rollback")
+		}
+	}
+	p := b.balances("balances", "balances")
+	inner, setupFn := p.Handler, p.Setup
+	p.Setup = func(ctx context.Context, tx postgres.Tx) error { check(tx); return setupFn(ctx, tx) }
+	p.Handler = projector.Batch(func(ctx context.Context, tx postgres.Tx, recs []eventstore.Record) error {
+		check(tx)
+		return inner.Handle(ctx, tx, recs)
+	}, "deposited")
+	r, err := projector.NewRunner(b.store, fastConfig(t), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start(t, r)
+	last := b.appendDeposits(t, 2, 1, 5)
+	waitFor(t, r, "balances", last.LastPosition)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(reached) > 0 {
+		t.Fatalf("a handler could reach %v", reached)
+	}
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"slices"
 	"strconv"
@@ -40,11 +39,9 @@ type Runner struct {
 	cfg     Config
 	log     *slog.Logger
 	t       tables
-	feedSQL string
 	workers []*worker // sorted by name, then version
 
-	running  atomic.Bool
-	feedStmt atomic.Pointer[sqlx.Stmt] // prepared while Run runs: a poll is then bind and execute only
+	running atomic.Bool
 
 	advMu    sync.Mutex
 	advanced chan struct{} // closed and replaced whenever a checkpoint moves in this process
@@ -73,7 +70,6 @@ func NewRunner(store *postgres.Store, cfg Config, projections ...Projection) (*R
 		cfg:      cfg,
 		log:      cfg.Logger.With("component", "projector"),
 		t:        tablesIn(store.Schema()),
-		feedSQL:  feedSQL(store.QualifiedEventsTable()),
 		advanced: make(chan struct{}),
 	}
 	seen := map[string]bool{}
@@ -105,9 +101,10 @@ func NewRunner(store *postgres.Store, cfg Config, projections ...Projection) (*R
 // Run calls Migrate; call it yourself to use Status or WaitFor before Run.
 // It is idempotent and safe to call from several processes at once. ctx
 // bounds it.
-func (r *Runner) Migrate(ctx context.Context) error {
-	if _, err := Migrate(ctx, r.db, r.t.schema); err != nil {
-		return err
+func (r *Runner) Migrate(ctx context.Context) (postgres.MigrateResult, error) {
+	res, err := Migrate(ctx, r.db, r.t.schema)
+	if err != nil {
+		return res, err
 	}
 	// Highest version first, so a fresh install activates the newest.
 	ws := slices.Clone(r.workers)
@@ -116,10 +113,10 @@ func (r *Runner) Migrate(ctx context.Context) error {
 	})
 	for _, w := range ws {
 		if err := r.register(ctx, w); err != nil {
-			return fmt.Errorf("projector: register projection %q version %d: %w", w.p.Name, w.version, err)
+			return res, fmt.Errorf("projector: register projection %q version %d: %w", w.p.Name, w.version, err)
 		}
 	}
-	return nil
+	return res, nil
 }
 
 func (r *Runner) register(ctx context.Context, w *worker) error {
@@ -128,7 +125,7 @@ func (r *Runner) register(ctx context.Context, w *worker) error {
 		return err
 	}
 	defer func() { _ = tx.Rollback() }()
-	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, lockKey("esox:projector-register:"+r.t.schema+":"+w.p.Name)); err != nil {
+	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, postgres.LockKey("esox:projector-register:"+r.t.schema+":"+w.p.Name)); err != nil {
 		return err
 	}
 	var rows []struct {
@@ -194,22 +191,11 @@ func (r *Runner) Run(ctx context.Context) error {
 		return errors.New("projector: Run is already running")
 	}
 	defer r.running.Store(false)
-	if err := r.Migrate(ctx); err != nil {
+	if _, err := r.Migrate(ctx); err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped while starting
 		}
 		return err
-	}
-	if st, err := r.db.PreparexContext(ctx, r.feedSQL); err == nil {
-		r.feedStmt.Store(st)
-		defer func() {
-			r.feedStmt.Store(nil)
-			_ = st.Close()
-		}()
-	} else if ctx.Err() != nil {
-		return nil
-	} else {
-		r.log.WarnContext(ctx, "could not prepare the feed query; polling unprepared", "error", err)
 	}
 	var wg sync.WaitGroup
 	for _, w := range r.workers {
@@ -252,10 +238,4 @@ func (r *Runner) workersNamed(name string) []*worker {
 
 func (r *Runner) unknown(name string) error {
 	return fmt.Errorf("projector: %w", &eventstore.InvalidArgumentError{Field: "projection", Reason: fmt.Sprintf("%q is not one of this runner's projections", name)})
-}
-
-func lockKey(s string) int64 {
-	h := fnv.New64a()
-	_, _ = h.Write([]byte(s))
-	return int64(h.Sum64())
 }

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/esox-go/esox/eventstore"
-	"github.com/esox-go/esox/internal/leader"
+	"github.com/esox-go/esox/eventstore/postgres"
 )
 
 // State is what a projection version is doing, as reported by Status.
@@ -132,7 +132,7 @@ func (r *Runner) status(ctx context.Context, w *worker, head eventstore.Position
 	}
 	held := leading
 	if !held {
-		k := uint64(leader.LockKey(w.leaderKey))
+		k := uint64(postgres.LockKey(w.leaderKey))
 		if err := r.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
 			AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
 			AND classid = $1 AND objid = $2 AND objsubid = 1)`, int64(k>>32), int64(k&0xffffffff)).Scan(&held); err != nil {
@@ -199,7 +199,7 @@ func (r *Runner) WaitFor(ctx context.Context, projection string, pos eventstore.
 		c, err := scanCheckpoint(r.db.QueryRowContext(ctx, `SELECT `+checkpointColumns+` FROM `+r.t.checkpoints+`
 			WHERE projection = $1 AND status = 'active'`, projection))
 		switch {
-		case errors.Is(err, sql.ErrNoRows) || isUndefinedTable(err):
+		case errors.Is(err, sql.ErrNoRows) || postgres.IsUndefinedTable(err):
 			// Not registered yet: wait for Run to register it.
 		case err != nil:
 			if ctx.Err() != nil {

@@ -179,7 +179,7 @@ func (w *worker) work(ctx context.Context) error {
 			continue
 		}
 
-		raws, err := w.r.readFeed(ctx, cp.pos, cfg.BatchSize)
+		raws, err := w.r.store.ReadFeed(ctx, cp.pos, cfg.BatchSize)
 		if err != nil {
 			w.backoffTransient(ctx, &transient, err)
 			continue
@@ -215,7 +215,7 @@ func (w *worker) work(ctx context.Context) error {
 		case errors.Is(err, errFenced):
 			w.log.DebugContext(ctx, "checkpoint moved; re-reading it")
 			loaded = false
-		case errors.As(err, &he) && !isTransient(err):
+		case errors.As(err, &he) && !postgres.IsTransient(err):
 			failures++
 			if failures <= cfg.MaxRetries || (w.p.DeadLetter && failures == cfg.MaxRetries+1) {
 				w.log.WarnContext(ctx, "projection handler failed; retrying", "attempt", failures, "error", he.err)
@@ -249,7 +249,7 @@ func (w *worker) work(ctx context.Context) error {
 // timeout precedes it), then the handler, then, for a building version that has caught up, the
 // switch to live. With park, it applies the handled records one at a time
 // under savepoints and parks those that fail in the dead-letter table.
-func (w *worker) apply(ctx context.Context, cp checkpoint, raws []rawRecord, caughtUp, park bool) (checkpoint, error) {
+func (w *worker) apply(ctx context.Context, cp checkpoint, raws []eventstore.RawRecord, caughtUp, park bool) (checkpoint, error) {
 	// Decode before the transaction begins, so it is not held open (with a
 	// transaction id that holds back every feed reader, and the checkpoint
 	// row locked) while JSON is decoded. Parking decodes each record under
@@ -258,7 +258,7 @@ func (w *worker) apply(ctx context.Context, cp checkpoint, raws []rawRecord, cau
 	if !park {
 		recs = make([]eventstore.Record, 0, len(raws))
 		for _, rr := range raws {
-			if !wants(w.types, rr.typ) {
+			if !wants(w.types, rr.Type) {
 				continue
 			}
 			rec, err := decode(w.r.store.Registry(), rr)
@@ -285,7 +285,7 @@ func (w *worker) apply(ctx context.Context, cp checkpoint, raws []rawRecord, cau
 
 	next := cp
 	if len(raws) > 0 {
-		next.pos = raws[len(raws)-1].pos
+		next.pos = raws[len(raws)-1].Position
 	}
 	res, err := tx.ExecContext(ctx, `UPDATE `+w.r.t.checkpoints+` SET transaction_id = $3::xid8, position = $4,
 		rebuilding = rebuilding AND NOT $7, stopped = false, last_error = NULL, error_at = NULL, updated_at = now()
@@ -331,9 +331,9 @@ func (w *worker) apply(ctx context.Context, cp checkpoint, raws []rawRecord, cau
 // applyParking applies the handled records one by one, each under a
 // savepoint; a record whose decoding or handler fails is rolled back to its
 // savepoint and parked with its error.
-func (w *worker) applyParking(ctx context.Context, tx postgres.Tx, raws []rawRecord) error {
+func (w *worker) applyParking(ctx context.Context, tx postgres.Tx, raws []eventstore.RawRecord) error {
 	for _, rr := range raws {
-		if !wants(w.types, rr.typ) {
+		if !wants(w.types, rr.Type) {
 			continue
 		}
 		if _, err := tx.ExecContext(ctx, `SAVEPOINT esox_record`); err != nil {
@@ -349,7 +349,7 @@ func (w *worker) applyParking(ctx context.Context, tx postgres.Tx, raws []rawRec
 			}
 			continue
 		}
-		if isTransient(err) || ctx.Err() != nil {
+		if postgres.IsTransient(err) || ctx.Err() != nil {
 			return err
 		}
 		if _, rerr := tx.ExecContext(ctx, `ROLLBACK TO SAVEPOINT esox_record`); rerr != nil {
@@ -359,11 +359,11 @@ func (w *worker) applyParking(ctx context.Context, tx postgres.Tx, raws []rawRec
 			(projection, version, event_id, transaction_id, position, stream_id, event_type, error)
 			VALUES ($1, $2, $3, $4::xid8, $5, $6, $7, $8)
 			ON CONFLICT (projection, version, event_id) DO UPDATE SET error = excluded.error, recorded_at = now()`,
-			w.p.Name, w.version, rr.id, strconv.FormatUint(rr.pos.TransactionID, 10), rr.pos.Position, rr.streamID, rr.typ, err.Error()); err != nil {
+			w.p.Name, w.version, rr.ID, strconv.FormatUint(rr.Position.TransactionID, 10), rr.Position.Position, rr.StreamID, rr.Type, err.Error()); err != nil {
 			return fmt.Errorf("park event: %w", err)
 		}
-		w.log.WarnContext(ctx, "event parked in the dead-letter table", "event_id", rr.id.String(), "stream_id", rr.streamID,
-			"event_type", rr.typ, "position", rr.pos.String(), "error", err)
+		w.log.WarnContext(ctx, "event parked in the dead-letter table", "event_id", rr.ID.String(), "stream_id", rr.StreamID,
+			"event_type", rr.Type, "position", rr.Position.String(), "error", err)
 	}
 	return nil
 }
@@ -486,4 +486,14 @@ func backoff(cfg Config, n int) time.Duration {
 		d *= 2
 	}
 	return min(d, cfg.MaxRetryBackoff)
+}
+
+// decode turns rr into a Record, decoding its payload with reg; an error
+// names the record.
+func decode(reg *eventstore.Registry, rr eventstore.RawRecord) (eventstore.Record, error) {
+	rec, err := rr.Decode(reg)
+	if err != nil {
+		return rec, recordError(rec, err)
+	}
+	return rec, nil
 }

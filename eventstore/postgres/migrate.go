@@ -19,20 +19,20 @@ import (
 // migrationsTable records applied migrations in each schema.
 const migrationsTable = "esox_migrations"
 
-// ComponentEventStore is the component name under which Store.Migrate
+// Component is the component name under which Store.Migrate
 // records its migrations for the default table names. A store with other
 // table names records them as "eventstore:<events table>,<snapshots table>",
 // so several stores can share a schema.
-const ComponentEventStore = "eventstore"
+const Component = "eventstore"
 
 // migrationComponent names the store's migrations in esox_migrations: the
 // tables they create, so that a second store in the same schema with other
 // table names is migrated too.
 func (s *Store) migrationComponent() string {
 	if s.cfg.EventsTable == EventsTableDefault && s.cfg.SnapshotsTable == SnapshotsTableDefault {
-		return ComponentEventStore
+		return Component
 	}
-	return ComponentEventStore + ":" + s.cfg.EventsTable + "," + s.cfg.SnapshotsTable
+	return Component + ":" + s.cfg.EventsTable + "," + s.cfg.SnapshotsTable
 }
 
 //go:embed migrations/*.up.sql
@@ -204,7 +204,7 @@ type storeMigrationData struct {
 
 // Migrate creates or updates the store's schema and tables (the events and
 // snapshots tables) with ApplyMigrations, recording them under the component
-// ComponentEventStore (with the table names when they are not the
+// Component (with the table names when they are not the
 // defaults). It is idempotent and safe to run from several
 // processes at once. ctx bounds the run.
 func (s *Store) Migrate(ctx context.Context) (MigrateResult, error) {

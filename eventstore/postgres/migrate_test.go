@@ -74,7 +74,7 @@ func TestMigrateConcurrentOnFreshSchema(t *testing.T) {
 	if err := db.SelectContext(ctx, &rows, `SELECT component, version, name FROM "`+schema+`".esox_migrations ORDER BY version`); err != nil {
 		t.Fatal(err)
 	}
-	if len(rows) != 2 || rows[0].Component != postgres.ComponentEventStore || rows[0].Version != 1 || rows[1].Version != 2 {
+	if len(rows) != 2 || rows[0].Component != postgres.Component || rows[0].Version != 1 || rows[1].Version != 2 {
 		t.Fatalf("esox_migrations rows: %+v", rows)
 	}
 	// The store works on the migrated schema.

@@ -3,7 +3,6 @@ package postgres
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"fmt"
 	"iter"
 	"strconv"
@@ -13,17 +12,16 @@ import (
 	"github.com/esox-go/esox/eventstore"
 )
 
-// queryRecords runs st and decodes its rows into Records. When streamID is
+// queryRaw runs st and scans its rows into RawRecords. When streamID is
 // empty the query returns stream_id as its last column; otherwise every row
-// belongs to streamID. Driver errors are translated with op. When a row does
-// not decode, it returns the records before it and the typed error.
-func (s *Store) queryRecords(ctx context.Context, st *sqlx.Stmt, op, streamID string, capHint int, args ...any) ([]eventstore.Record, error) {
+// belongs to streamID. Driver errors are translated with op.
+func (s *Store) queryRaw(ctx context.Context, st *sqlx.Stmt, op, streamID string, capHint int, args ...any) ([]eventstore.RawRecord, error) {
 	rows, err := st.QueryContext(ctx, args...)
 	if err != nil {
 		return nil, translate(ctx, op, err)
 	}
 	defer rows.Close()
-	out := make([]eventstore.Record, 0, capHint)
+	out := make([]eventstore.RawRecord, 0, capHint)
 	// Type names and stream IDs repeat from row to row: keep one string
 	// of each rather than one per row.
 	names := map[string]string{}
@@ -35,12 +33,10 @@ func (s *Store) queryRecords(ctx context.Context, st *sqlx.Stmt, op, streamID st
 		names[v] = v
 		return v
 	}
-	var (
-		typ, metadata, stream sql.RawBytes
-		payload               []byte
-	)
+	var typ, stream sql.RawBytes
 	for rows.Next() {
-		var r eventstore.Record
+		var r eventstore.RawRecord
+		var payload, metadata []byte
 		dest := []any{&r.Position.Position, &r.Position.TransactionID, &r.ID, &r.StreamVersion, &typ, &payload, &metadata, &r.RecordedAt}
 		if streamID == "" {
 			dest = append(dest, &stream)
@@ -53,16 +49,7 @@ func (s *Store) queryRecords(ctx context.Context, st *sqlx.Stmt, op, streamID st
 		if streamID == "" {
 			r.StreamID = intern(stream)
 		}
-		r.Payload = json.RawMessage(payload)
-		payload = nil // the next row scans into a new slice
-		if r.Data, err = s.reg.Decode(r.Type, r.Payload); err != nil {
-			return out, fmt.Errorf("eventstore/postgres: stream %q version %d: %w", r.StreamID, r.StreamVersion, err)
-		}
-		if len(metadata) > 2 { // "{}" is the zero Metadata
-			if r.Metadata, err = decodeMetadata(metadata); err != nil {
-				return out, fmt.Errorf("eventstore/postgres: stream %q version %d: metadata: %w", r.StreamID, r.StreamVersion, &eventstore.PayloadError{Type: r.Type, Op: "decode", Err: err})
-			}
-		}
+		r.Payload, r.Metadata = payload, metadata
 		out = append(out, r)
 	}
 	if err := rows.Err(); err != nil {
@@ -71,17 +58,18 @@ func (s *Store) queryRecords(ctx context.Context, st *sqlx.Stmt, op, streamID st
 	return out, nil
 }
 
-// decodeMetadata decodes a metadata column. esox writes flat objects of
-// strings, decoded in one pass; anything else goes through
-// Metadata.UnmarshalJSON, which keeps non-string values as their JSON text.
-func decodeMetadata(b []byte) (eventstore.Metadata, error) {
-	var kv map[string]string
-	if json.Unmarshal(b, &kv) == nil {
-		return eventstore.MetadataFromMap(kv), nil
+// decodeAll decodes raws into Records with the store's registry. When one
+// does not decode, it returns the records before it and the typed error.
+func (s *Store) decodeAll(op string, raws []eventstore.RawRecord) ([]eventstore.Record, error) {
+	out := make([]eventstore.Record, 0, len(raws))
+	for _, raw := range raws {
+		rec, err := raw.Decode(s.reg)
+		if err != nil {
+			return out, fmt.Errorf("eventstore/postgres: %s: %w", op, err)
+		}
+		out = append(out, rec)
 	}
-	var md eventstore.Metadata
-	err := json.Unmarshal(b, &md)
-	return md, err
+	return out, nil
 }
 
 // ReadStream yields the records of streamID with StreamVersion >= from
@@ -115,12 +103,18 @@ func (s *Store) ReadStream(ctx context.Context, streamID string, from int64) ite
 			}
 			// One row more than a page tells whether another page follows,
 			// without a last query that returns nothing.
-			recs, err := s.queryRecords(ctx, st, "read stream", streamID, page+1, streamID, from, page+1)
-			more := len(recs) > page
+			raws, err := s.queryRaw(ctx, st, "read stream", streamID, page+1, streamID, from, page+1)
+			var recs []eventstore.Record
+			if err == nil {
+				recs, err = s.decodeAll("read stream", raws)
+			}
+			more := len(raws) > page
 			if more {
-				from = recs[page].StreamVersion
-				recs = recs[:page]
-				err = nil // a bad extra row fails the next page
+				from = raws[page].StreamVersion
+				if len(recs) > page {
+					recs = recs[:page]
+					err = nil // a bad extra row fails the next page
+				}
 			}
 			for _, rec := range recs {
 				if !yield(rec, nil) {
@@ -139,35 +133,59 @@ func (s *Store) ReadStream(ctx context.Context, streamID string, from int64) ite
 }
 
 // ReadAll returns up to limit records after the position after in the global
-// feed, ordered by (TransactionID, Position). It reads only records whose
-// transaction is older than every transaction still running
-// (transaction_id < pg_snapshot_xmin(pg_current_snapshot())), so it never
-// returns a record while one that sorts before it could still commit (DESIGN
-// guarantees 2 and 3): resume from the last Position returned and nothing is
-// missed. An open transaction holding a transaction id anywhere on the
-// server holds the feed back until it ends.
+// feed, decoded with the store's registry: ReadFeed, then
+// eventstore.RawRecord.Decode for each record. A stored event that does not
+// decode returns an *eventstore.UnknownEventTypeError or
+// *eventstore.PayloadError and no records; other errors are ReadFeed's.
+// Safe for concurrent use.
+func (s *Store) ReadAll(ctx context.Context, after eventstore.Position, limit int) ([]eventstore.Record, error) {
+	raws, err := s.readFeed(ctx, "read all", after, limit)
+	if err != nil {
+		return nil, err
+	}
+	recs, err := s.decodeAll("read all", raws)
+	if err != nil {
+		return nil, err
+	}
+	return recs, nil
+}
+
+// ReadFeed returns up to limit raw records after the position after in the
+// global feed, ordered by (TransactionID, Position), without decoding their
+// payloads. It is the one read of the feed in esox: ReadAll, the projector
+// and the forwarder all call it.
+//
+// It reads only records whose transaction is older than every transaction
+// still running (transaction_id < pg_snapshot_xmin(pg_current_snapshot())),
+// so it never returns a record while one that sorts before it could still
+// commit (guarantees 2 and 3 in docs/guarantees.md): resume from the last
+// Position returned and nothing is missed. An open transaction holding a
+// transaction id anywhere on the server holds the feed back until it ends.
+// The query is an index range scan of the events table's primary key from
+// after, so its cost does not depend on how far behind the reader is.
 //
 // Run it outside any transaction that has a transaction id; the store uses
-// its pool. limit must be 1..eventstore.MaxReadAllLimit, else an
-// *eventstore.InvalidArgumentError. A stored event that does not decode
-// returns an *eventstore.UnknownEventTypeError or *eventstore.PayloadError
-// and no records. ctx bounds the query. Safe for concurrent use.
-func (s *Store) ReadAll(ctx context.Context, after eventstore.Position, limit int) ([]eventstore.Record, error) {
+// its pool and its prepared statement, and the read takes no transaction
+// id. limit must be 1..eventstore.MaxReadAllLimit and after.Position not
+// negative, else an *eventstore.InvalidArgumentError. ctx bounds the query;
+// database errors are wrapped (classify them with IsTransient). Safe for
+// concurrent use.
+func (s *Store) ReadFeed(ctx context.Context, after eventstore.Position, limit int) ([]eventstore.RawRecord, error) {
+	return s.readFeed(ctx, "read feed", after, limit)
+}
+
+func (s *Store) readFeed(ctx context.Context, op string, after eventstore.Position, limit int) ([]eventstore.RawRecord, error) {
 	if limit < 1 || limit > eventstore.MaxReadAllLimit {
-		return nil, fmt.Errorf("eventstore/postgres: read all: %w", &eventstore.InvalidArgumentError{Field: "limit", Reason: fmt.Sprintf("must be between 1 and %d, got %d", eventstore.MaxReadAllLimit, limit)})
+		return nil, fmt.Errorf("eventstore/postgres: %s: %w", op, &eventstore.InvalidArgumentError{Field: "limit", Reason: fmt.Sprintf("must be between 1 and %d, got %d", eventstore.MaxReadAllLimit, limit)})
 	}
 	if after.Position < 0 {
-		return nil, fmt.Errorf("eventstore/postgres: read all: %w", &eventstore.InvalidArgumentError{Field: "after", Reason: fmt.Sprintf("position must not be negative, got %d", after.Position)})
+		return nil, fmt.Errorf("eventstore/postgres: %s: %w", op, &eventstore.InvalidArgumentError{Field: "after", Reason: fmt.Sprintf("position must not be negative, got %d", after.Position)})
 	}
 	st, err := s.stmt(ctx, s.readAllSQL)
 	if err != nil {
 		return nil, err
 	}
-	recs, err := s.queryRecords(ctx, st, "read all", "", min(limit, 1024), strconv.FormatUint(after.TransactionID, 10), after.Position, limit)
-	if err != nil {
-		return nil, err
-	}
-	return recs, nil
+	return s.queryRaw(ctx, st, op, "", min(limit, 1024), strconv.FormatUint(after.TransactionID, 10), after.Position, limit)
 }
 
 // StreamInfo reports whether streamID has events and its current version.

@@ -72,15 +72,6 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		return err
 	}
 
-	// Migrations: every component's, each idempotent and advisory-locked,
-	// so several instances may start at once.
-	mctx, cancel := context.WithTimeout(ctx, time.Minute)
-	err = migrate(mctx, db, cfg.Schema, store, runner)
-	cancel()
-	if err != nil {
-		return err
-	}
-
 	brk, err := openBroker(cfg.Broker, log)
 	if err != nil {
 		return err
@@ -99,6 +90,15 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// Migrations: every component's, each idempotent and advisory-locked,
+	// so several instances may start at once.
+	mctx, cancel := context.WithTimeout(ctx, time.Minute)
+	err = migrate(mctx, db, cfg.Schema, store, runner, fwd)
+	cancel()
+	if err != nil {
+		return err
+	}
+
 	ship, err := shipping.New(db, reg, brk.sub, shipping.Config{Schema: cfg.Schema, Topic: topic, Logger: log})
 	if err != nil {
 		return err
@@ -260,11 +260,11 @@ func openDB(ctx context.Context, url string, log *slog.Logger) (*sqlx.DB, error)
 }
 
 // migrate applies every component's migrations in schema.
-func migrate(ctx context.Context, db *sqlx.DB, schema string, store *postgres.Store, runner *projector.Runner) error {
+func migrate(ctx context.Context, db *sqlx.DB, schema string, store *postgres.Store, runner *projector.Runner, fwd *forwarder.Forwarder) error {
 	if _, err := store.Migrate(ctx); err != nil {
 		return err
 	}
-	if _, err := forwarder.Migrate(ctx, store); err != nil {
+	if _, err := fwd.Migrate(ctx); err != nil {
 		return err
 	}
 	if _, err := httpapi.Migrate(ctx, db, schema); err != nil {
@@ -275,7 +275,8 @@ func migrate(ctx context.Context, db *sqlx.DB, schema string, store *postgres.St
 	}
 	// Creates the projector's tables (checkpoints, inbox) and registers
 	// the projections, creating their tables.
-	return runner.Migrate(ctx)
+	_, err := runner.Migrate(ctx)
+	return err
 }
 
 func printWalkthrough(w io.Writer, base string) {

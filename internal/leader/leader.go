@@ -34,12 +34,12 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"strconv"
 	"sync/atomic"
 	"time"
 
+	"github.com/esox-go/esox/eventstore/postgres"
 	"github.com/jmoiron/sqlx"
 )
 
@@ -49,8 +49,8 @@ const RetryIntervalDefault = time.Second
 // Config configures Run. The zero value is not valid: Key is required.
 type Config struct {
 	// Key names the job, e.g. "esox:projector:<schema>:<name>". It is hashed
-	// with FNV-64a into the int64 advisory-lock key, so every process running
-	// the same job must use the same Key. Required.
+	// into the int64 advisory-lock key with postgres.LockKey, so every
+	// process running the same job must use the same Key. Required.
 	Key string
 	// RetryInterval is how often a standby retries the lock and how often
 	// the leader pings its lock connection. Defaults to RetryIntervalDefault.
@@ -94,15 +94,6 @@ func (c Config) validate() error {
 	return nil
 }
 
-// LockKey returns the int64 advisory-lock key Run uses for key: its FNV-64a
-// hash. In pg_locks the holder's row has locktype 'advisory', objsubid 1,
-// classid the key's upper and objid its lower 32 bits (read as unsigned).
-func LockKey(key string) int64 {
-	h := fnv.New64a()
-	_, _ = h.Write([]byte(key))
-	return int64(h.Sum64())
-}
-
 // Run competes for leadership of cfg.Key and, whenever it wins, runs work. It
 // blocks until ctx is done and returns nil then; it returns an error only for
 // an invalid cfg.
@@ -128,7 +119,7 @@ func Run(ctx context.Context, db *sqlx.DB, cfg Config, work func(ctx context.Con
 		return err
 	}
 	cfg = cfg.withDefaults()
-	e := &elector{db: db, cfg: cfg, key: LockKey(cfg.Key), log: cfg.Logger.With("component", "leader", "leader_key", cfg.Key)}
+	e := &elector{db: db, cfg: cfg, key: postgres.LockKey(cfg.Key), log: cfg.Logger.With("component", "leader", "leader_key", cfg.Key)}
 	for {
 		held, err := e.runOnce(ctx, work)
 		if ctx.Err() != nil {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/jmoiron/sqlx"
 
+	"github.com/esox-go/esox/eventstore/postgres"
 	"github.com/esox-go/esox/internal/leader"
 	"github.com/esox-go/esox/internal/leaktest"
 	"github.com/esox-go/esox/internal/pgtest"
@@ -165,7 +166,7 @@ func TestTakeoverWhenLeaderConnectionKilled(t *testing.T) {
 	lead, standby := firstLeader(t, a, b)
 
 	var pid int
-	k := uint64(leader.LockKey(key))
+	k := uint64(postgres.LockKey(key))
 	err := db.QueryRow(`SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted
 		AND classid = $1 AND objid = $2 AND objsubid = 1`, int64(k>>32), int64(k&0xffffffff)).Scan(&pid)
 	if err != nil {
@@ -307,7 +308,7 @@ func TestLockNotLeakedToPool(t *testing.T) {
 		t.Fatal(err)
 	}
 	var n int
-	k := uint64(leader.LockKey(key))
+	k := uint64(postgres.LockKey(key))
 	if err := db.QueryRow(`SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'
 		AND classid = $1 AND objid = $2 AND objsubid = 1`, int64(k>>32), int64(k&0xffffffff)).Scan(&n); err != nil {
 		t.Fatal(err)

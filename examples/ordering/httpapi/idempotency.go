@@ -21,9 +21,9 @@ import (
 // stored results of commands sent with an Idempotency-Key header.
 const IdempotencyKeysTable = "idempotency_keys"
 
-// MigrationComponent is the component under which Migrate records the API's
+// Component is the component under which Migrate records the API's
 // migrations in the schema's esox_migrations table.
-const MigrationComponent = "ordering_api"
+const Component = "ordering_api"
 
 // MaxIdempotencyKeyLength bounds the Idempotency-Key header.
 const MaxIdempotencyKeyLength = 200
@@ -41,7 +41,7 @@ func Migrate(ctx context.Context, db *sqlx.DB, schema string) (postgres.MigrateR
 	}
 	res, err := postgres.ApplyMigrations(ctx, db, postgres.MigrationParams{
 		Schema:    schema,
-		Component: MigrationComponent,
+		Component: Component,
 		Files:     files,
 		Data: struct{ Keys, CreatedIndex string }{
 			Keys:         postgres.QuoteIdentifier(schema) + "." + postgres.QuoteIdentifier(IdempotencyKeysTable),

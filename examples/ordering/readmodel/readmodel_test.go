@@ -42,7 +42,7 @@ func TestProjections(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := runner.Migrate(ctx); err != nil {
+	if _, err := runner.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
 	runCtx, stop := context.WithCancel(ctx)
@@ -227,7 +227,7 @@ func TestCustomerStatsDoNotOverflow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := runner.Migrate(ctx); err != nil {
+	if _, err := runner.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
 	runCtx, stop := context.WithCancel(ctx)

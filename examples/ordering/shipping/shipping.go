@@ -36,8 +36,8 @@ const ShipmentsTable = "shipments"
 // ConsumerName is the consumer's name in the projector inbox.
 const ConsumerName = "ordering_shipping"
 
-// MigrationComponent records the package's migrations in esox_migrations.
-const MigrationComponent = "ordering_shipping"
+// Component records the package's migrations in esox_migrations.
+const Component = "ordering_shipping"
 
 //go:embed migrations/*.up.sql
 var migrations embed.FS
@@ -51,7 +51,7 @@ func Migrate(ctx context.Context, db *sqlx.DB, schema string) (postgres.MigrateR
 		return postgres.MigrateResult{}, err
 	}
 	res, err := postgres.ApplyMigrations(ctx, db, postgres.MigrationParams{
-		Schema: schema, Component: MigrationComponent, Files: files,
+		Schema: schema, Component: Component, Files: files,
 		Data: struct{ Shipments string }{table(schema)},
 	})
 	if err != nil {
