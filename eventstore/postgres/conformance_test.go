@@ -9,18 +9,27 @@ import (
 	"github.com/esox-go/esox/internal/pgtest"
 )
 
+// TestConformance runs the conformance suite on the PostgreSQL store over
+// each supported database/sql driver (lib/pq and pgx): the store classifies
+// errors through SQLState() and sends only text parameters, so it works the
+// same on both.
 func TestConformance(t *testing.T) {
 	t.Parallel()
-	db := pgtest.Open(t)
-	storetest.Run(t, func(t *testing.T, reg *eventstore.Registry) eventstore.Store {
-		s, err := postgres.New(db, reg, postgres.Config{Schema: pgtest.Schema(t, db), ReadStreamPageSize: 7})
-		if err != nil {
-			t.Fatalf("New: %v", err)
-		}
-		t.Cleanup(func() { _ = s.Close() })
-		if _, err := s.Migrate(t.Context()); err != nil {
-			t.Fatalf("Migrate: %v", err)
-		}
-		return s
-	})
+	for _, driver := range pgtest.Drivers {
+		t.Run(driver, func(t *testing.T) {
+			t.Parallel()
+			db := pgtest.OpenDriver(t, driver)
+			storetest.Run(t, func(t *testing.T, reg *eventstore.Registry) eventstore.Store {
+				s, err := postgres.New(db, reg, postgres.Config{Schema: pgtest.Schema(t, db), ReadStreamPageSize: 7})
+				if err != nil {
+					t.Fatalf("New: %v", err)
+				}
+				t.Cleanup(func() { _ = s.Close() })
+				if _, err := s.Migrate(t.Context()); err != nil {
+					t.Fatalf("Migrate: %v", err)
+				}
+				return s
+			})
+		})
+	}
 }

@@ -1,4 +1,5 @@
-// Package postgres is the PostgreSQL event store of esox, on sqlx and lib/pq.
+// Package postgres is the PostgreSQL event store of esox, on sqlx and any
+// database/sql driver for PostgreSQL: lib/pq or pgx's stdlib.
 //
 // Create a Store with New, create its tables with Store.Migrate, then Append
 // events and read them back with ReadStream (one stream, in version order)
@@ -34,6 +35,17 @@
 // round trip: the expected-version check, the per-stream-order check and the
 // rows are a single INSERT … SELECT … WHERE … RETURNING. Statements are
 // prepared once per Store (and per pooled connection) and reused.
+//
+// # Drivers
+//
+// The store imports no driver. It runs on a *sqlx.DB over lib/pq
+// (sqlx.Open("postgres", url), after importing github.com/lib/pq) or over
+// pgx (sqlx.Open("pgx", url) after importing github.com/jackc/pgx/v5/stdlib,
+// or sqlx.NewDb(stdlib.OpenDBFromPool(pool), "pgx") to share a pgxpool). It
+// sends every value as a text parameter and classifies errors through
+// interface{ SQLState() string } (see SQLState and IsTransient), which both
+// drivers' errors implement; the conformance suite and the concurrent
+// writers' feed test run on both.
 //
 // # Migrations
 //

@@ -18,8 +18,9 @@ import (
 	"testing"
 	"time"
 
+	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" driver, which the driver-neutral tests also run on
 	"github.com/jmoiron/sqlx"
-	_ "github.com/lib/pq" // the driver the tests use
+	_ "github.com/lib/pq" // the "postgres" driver, the tests' default
 )
 
 // DefaultDatabaseURL is the test database when ESOX_TEST_DATABASE_URL is unset.
@@ -33,11 +34,23 @@ func DatabaseURL() string {
 	return DefaultDatabaseURL
 }
 
-// Open returns a pool to the test database, closed at cleanup. It fails the
-// test when the database does not answer.
+// Drivers are the database/sql drivers esox supports, by registered name:
+// lib/pq ("postgres") and pgx's stdlib ("pgx"). Tests that prove esox is
+// driver-neutral run once per driver.
+var Drivers = []string{"postgres", "pgx"}
+
+// Open returns a pool to the test database over lib/pq, closed at cleanup.
+// It fails the test when the database does not answer.
 func Open(t testing.TB) *sqlx.DB {
 	t.Helper()
-	db, err := sqlx.Open("postgres", DatabaseURL())
+	return OpenDriver(t, "postgres")
+}
+
+// OpenDriver is Open over the database/sql driver registered as driver
+// (one of Drivers).
+func OpenDriver(t testing.TB, driver string) *sqlx.DB {
+	t.Helper()
+	db, err := sqlx.Open(driver, DatabaseURL())
 	if err != nil {
 		t.Fatalf("pgtest: open: %v", err)
 	}
