@@ -433,8 +433,8 @@ func (r *Repository[T]) Update(ctx context.Context, id string, fn func(T) error)
 // cannot be retried inside tx, since PostgreSQL aborts a transaction after
 // a failed statement and the caller's other writes may depend on the
 // outcome. To retry, run the whole transaction — begin, UpdateTx, the other
-// writes, commit — in Retry, which rolls back and starts again with
-// Update's backoff policy.
+// writes, commit, and a deferred rollback — in Retry, which runs it again
+// with Update's backoff policy.
 //
 // The load reads through the store, outside tx (the Store interface reads
 // no transaction). Under READ COMMITTED, PostgreSQL's default, that is
@@ -443,8 +443,9 @@ func (r *Repository[T]) Update(ctx context.Context, id string, fn func(T) error)
 // expected version is checked against the stream as it is when the append
 // runs; a writer that slips in between turns into a conflict, never a lost
 // update. At REPEATABLE READ or SERIALIZABLE the load may see events
-// committed after tx's snapshot; the append then fails as a conflict or a
-// serialization failure, again without losing an update. Two things follow:
+// committed after tx's snapshot, which the append does not see; it then
+// fails as a conflict, again without losing an update, and Retry runs a new
+// transaction. Reading outside tx has two more consequences:
 //
 //   - events tx itself appended to this stream are not visible to the load,
 //     so a second UpdateTx of the same aggregate in one tx conflicts every

@@ -290,3 +290,29 @@ func TestPostgresRetryAfterOlderTransaction(t *testing.T) {
 		t.Fatalf("version %d, %d notes; want 3 and 1", v, b.notesCount(t))
 	}
 }
+
+// TestPostgresUpdateTxTwiceInOneTx: UpdateTx loads outside the caller's
+// transaction, so it does not see events the transaction itself appended:
+// a second UpdateTx of the same aggregate in one transaction conflicts, as
+// the UpdateTx godoc says (SaveTx of the aggregate kept from the first
+// change works: TestPostgresTxFormsCommitWithCaller).
+func TestPostgresUpdateTxTwiceInOneTx(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := txSetup(t, aggregate.Config{})
+	mustCreate(t, b.repo, "o1")
+	err := b.inTx(t, true, func(tx *sqlx.Tx) error {
+		if _, err := b.repo.UpdateTx(ctx, tx, "o1", func(o *Order) error { return o.AddItem("pear", 1) }); err != nil {
+			return err
+		}
+		_, err := b.repo.UpdateTx(ctx, tx, "o1", func(o *Order) error { return o.AddItem("apple", 1) })
+		return err
+	})
+	var ce *eventstore.ConcurrencyError
+	if !errors.As(err, &ce) || ce.Expected != eventstore.Exact(1) || ce.Actual != 2 {
+		t.Fatalf("second UpdateTx in one tx: %v, want a conflict expecting 1, actual 2 (the tx's own event)", err)
+	}
+	if v := streamVersion(t, b.store, "order-o1"); v != 1 {
+		t.Fatalf("version %d after the rolled-back tx, want 1", v)
+	}
+}
