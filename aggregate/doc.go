@@ -47,12 +47,44 @@
 //	_, err = orders.Create(ctx, id, func(o *Order) error { return o.Place(customer) })
 //	_, err = orders.Update(ctx, id, func(o *Order) error { return o.Ship() })
 //
-// Create starts a stream and fails with a conflict if it exists. Update
-// loads, runs the command and saves, and on a concurrency conflict reloads
-// and reruns the command, up to Config.MaxRetries times. Load and Save are
-// the parts, for callers who need them separately. Metadata carried by the
-// context (eventstore.WithCorrelationID, WithActor, …) is stored with every
-// saved event.
+// Create starts a stream and fails with an *AlreadyExistsError
+// (ErrAlreadyExists) if it exists. Update loads, runs the command and
+// saves, and on a concurrency conflict waits, reloads and reruns the
+// command: up to Config.MaxRetries (25) times, with exponential backoff and
+// jitter from Config.RetryBackoff (5 ms) to Config.MaxRetryBackoff
+// (500 ms), enough for 8 goroutines hammering one aggregate. Load and Save
+// are the parts, for callers who need them separately. Metadata carried by
+// the context (eventstore.WithCorrelationID, WithActor, …) is stored with
+// every saved event.
+//
+// # The caller's transaction
+//
+// SaveTx, CreateTx and UpdateTx append through the store's
+// eventstore.TxAppender inside a transaction the caller began, so a command
+// and the caller's other writes (an idempotency key, an outbox row, a
+// second aggregate) commit or roll back together. They take an
+// eventstore.Tx: a *sql.Tx, a *sqlx.Tx, or the postgres.Tx handed to
+// projection handlers. A conflict cannot be retried inside the
+// transaction; Retry reruns the whole transaction with Update's backoff:
+//
+//	err := orders.Retry(ctx, func(ctx context.Context) error {
+//		tx, err := db.BeginTxx(ctx, nil)
+//		if err != nil {
+//			return err
+//		}
+//		defer tx.Rollback()
+//		if _, err := orders.UpdateTx(ctx, tx, id, func(o *Order) error { return o.Ship() }); err != nil {
+//			return err
+//		}
+//		if _, err := tx.ExecContext(ctx, insertShipmentLabel, id); err != nil {
+//			return err
+//		}
+//		return tx.Commit()
+//	})
+//
+// The Tx forms never save snapshots (the Repository cannot know whether the
+// transaction commits), and UpdateTx loads outside the transaction, which
+// is correct at READ COMMITTED; see UpdateTx.
 //
 // # Snapshots
 //
@@ -64,11 +96,13 @@
 //
 // # Guarantees
 //
-// The package keeps DESIGN guarantee 1 (optimistic concurrency) at the
-// aggregate level: Save expects the stream at the version the aggregate was
-// loaded at, so of two writers that loaded the same version exactly one
-// saves and the other gets a *eventstore.ConcurrencyError matching
-// eventstore.ErrConcurrencyConflict, with nothing written. It relies on the
-// store for guarantee 8: unregistered events and bad stream IDs are refused
-// with the store's typed errors.
+// The package keeps guarantee 1 in docs/guarantees.md (optimistic
+// concurrency) at the aggregate level: Save expects the stream at the
+// version the aggregate was loaded at, so of two writers that loaded the
+// same version exactly one saves and the other gets a
+// *eventstore.ConcurrencyError matching eventstore.ErrConcurrencyConflict,
+// with nothing written. Its Tx forms carry guarantee 4 (appends in the
+// caller's transaction) to aggregates. It relies on the store for guarantee
+// 8: unregistered events and bad stream IDs are refused with the store's
+// typed errors.
 package aggregate

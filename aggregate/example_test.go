@@ -2,12 +2,20 @@ package aggregate_test
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
+	"log"
+	"log/slog"
+	"os"
+
+	"github.com/jmoiron/sqlx"
+	_ "github.com/lib/pq"
 
 	"github.com/esox-go/esox/aggregate"
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/memory"
+	"github.com/esox-go/esox/eventstore/postgres"
 )
 
 // The events of a shopping cart. Events are plain structs, registered by
@@ -95,9 +103,9 @@ func Example() {
 	_, err = carts.Update(ctx, "c1", func(c *Cart) error { return c.Add("plum") })
 	fmt.Println(err)
 
-	// Opening the same cart again is a conflict: the stream already exists.
+	// Opening the same cart again is refused: the stream already exists.
 	_, err = carts.Create(ctx, "c1", func(c *Cart) error { return c.Open("bob") })
-	fmt.Println(errors.Is(err, eventstore.ErrConcurrencyConflict))
+	fmt.Println(errors.Is(err, aggregate.ErrAlreadyExists), err)
 
 	cart, err := carts.Load(ctx, "c1")
 	fmt.Println(cart.ID(), cart.Version(), cart.Owner, cart.Items, cart.CheckedOut, err)
@@ -108,7 +116,106 @@ func Example() {
 	// cart-c1 1 <nil>
 	// 2 4 <nil>
 	// cart is checked out
-	// true
+	// true aggregate: cart-c1 already exists (stream version 4)
 	// c1 4 ada [apple pear] true <nil>
 	// true
+}
+
+// ExampleRepository_UpdateTx changes a cart and writes a row of the
+// caller's in one transaction, so both commit or neither does, and runs
+// the whole transaction in Retry, which starts it again after a
+// concurrency conflict. It runs on the PostgreSQL of ESOX_TEST_DATABASE_URL
+// (default: the local test database) in a schema of its own, dropped at
+// the end.
+func ExampleRepository_UpdateTx() {
+	ctx := context.Background()
+	url := os.Getenv("ESOX_TEST_DATABASE_URL")
+	if url == "" {
+		url = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+	}
+	db, err := sqlx.Open("postgres", url)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer db.Close()
+
+	reg := eventstore.NewRegistry()
+	eventstore.MustRegister[CartOpened](reg, "cart_opened")
+	eventstore.MustRegister[CartItemAdded](reg, "cart_item_added")
+	eventstore.MustRegister[CartCheckedOut](reg, "cart_checked_out")
+	schema := "esoxtest_example_" + rand.Text()[:12]
+	store, err := postgres.New(db, reg, postgres.Config{Schema: schema, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer store.Close()
+	defer db.ExecContext(ctx, `DROP SCHEMA IF EXISTS `+postgres.QuoteIdentifier(schema)+` CASCADE`)
+	if _, err := store.Migrate(ctx); err != nil {
+		log.Fatal(err)
+	}
+	// The caller's own table: an outbox of receipts to send, say.
+	receipts := postgres.QuoteIdentifier(schema) + ".receipts"
+	if _, err := db.ExecContext(ctx, `CREATE TABLE `+receipts+` (cart text PRIMARY KEY, items int NOT NULL)`); err != nil {
+		log.Fatal(err)
+	}
+
+	carts, err := aggregate.NewRepository(store, "cart", NewCart, aggregate.Config{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if _, err := carts.Create(ctx, "c1", func(c *Cart) error {
+		return errors.Join(c.Open("ada"), c.Add("tea"), c.Add("jam"))
+	}); err != nil {
+		log.Fatal(err)
+	}
+
+	// Check out and record the receipt together. The deferred Rollback ends
+	// a failed attempt; after a conflict Retry waits and runs the function
+	// again, in a new transaction.
+	var res eventstore.AppendResult
+	err = carts.Retry(ctx, func(ctx context.Context) error {
+		tx, err := db.BeginTxx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		defer tx.Rollback()
+		var items int
+		res, err = carts.UpdateTx(ctx, tx, "c1", func(c *Cart) error {
+			items = len(c.Items)
+			return c.CheckOut()
+		})
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO `+receipts+` (cart, items) VALUES ($1, $2)`, "c1", items); err != nil {
+			return err
+		}
+		return tx.Commit()
+	})
+	fmt.Println("checked out at version", res.LastVersion, err)
+
+	var items int
+	if err := db.GetContext(ctx, &items, `SELECT items FROM `+receipts+` WHERE cart = $1`, "c1"); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("receipt for", items, "items")
+
+	// A refused command returns its error as is, and Retry does not retry
+	// it: nothing was written.
+	err = carts.Retry(ctx, func(ctx context.Context) error {
+		tx, err := db.BeginTxx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		defer tx.Rollback()
+		if _, err := carts.UpdateTx(ctx, tx, "c1", (*Cart).CheckOut); err != nil {
+			return err
+		}
+		return tx.Commit()
+	})
+	fmt.Println(err)
+	// Output:
+	// checked out at version 4 <nil>
+	// receipt for 2 items
+	// cart is checked out
 }

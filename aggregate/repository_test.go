@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/esox-go/esox/aggregate"
 	"github.com/esox-go/esox/eventstore"
@@ -98,23 +99,43 @@ func TestCreateLoadUpdate(t *testing.T) {
 	}
 }
 
-func TestCreateExistingIsConflict(t *testing.T) {
+// TestCreateExisting: Create of a stream that has events writes nothing
+// and returns an *AlreadyExistsError, matched by ErrAlreadyExists and, for
+// callers that handle every conflict alike, by ErrConcurrencyConflict.
+func TestCreateExisting(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	b := setup(t, aggregate.Config{})
 	if _, err := b.repo.Create(ctx, "o1", func(o *Order) error { return o.Place("ada") }); err != nil {
 		t.Fatalf("Create: %v", err)
 	}
+	mustUpdate(t, b.repo, "o1", func(o *Order) error { return o.AddItem("pear", 1) })
 	_, err := b.repo.Create(ctx, "o1", func(o *Order) error { return o.Place("bob") })
-	var ce *eventstore.ConcurrencyError
-	if !errors.Is(err, eventstore.ErrConcurrencyConflict) || !errors.As(err, &ce) {
-		t.Fatalf("second Create: err = %v, want a *eventstore.ConcurrencyError", err)
+	requireAlreadyExists(t, err, "order-o1", 2)
+	if v := streamVersion(t, b.store, "order-o1"); v != 2 {
+		t.Fatalf("stream version after refused Create = %d, want 2", v)
 	}
-	if ce.Expected != eventstore.NoStream || ce.Actual != 1 || ce.StreamID != "order-o1" {
-		t.Fatalf("conflict = %+v, want stream order-o1 expected no_stream actual 1", ce)
+}
+
+// requireAlreadyExists fails t unless err is the *AlreadyExistsError of
+// streamID at version, matching both sentinels.
+func requireAlreadyExists(t *testing.T, err error, streamID string, version int64) {
+	t.Helper()
+	var (
+		ae *aggregate.AlreadyExistsError
+		ce *eventstore.ConcurrencyError
+	)
+	if !errors.Is(err, aggregate.ErrAlreadyExists) || !errors.As(err, &ae) {
+		t.Fatalf("err = %v, want an *aggregate.AlreadyExistsError", err)
 	}
-	if v := streamVersion(t, b.store, "order-o1"); v != 1 {
-		t.Fatalf("stream version after refused Create = %d, want 1", v)
+	if ae.StreamID != streamID || ae.Version != version {
+		t.Fatalf("AlreadyExistsError = %+v, want stream %s at version %d", ae, streamID, version)
+	}
+	if !errors.Is(err, eventstore.ErrConcurrencyConflict) || !errors.As(err, &ce) || ce.Expected != eventstore.NoStream || ce.Actual != version {
+		t.Fatalf("err = %v does not unwrap to the store's conflict (expected no_stream, actual %d)", err, version)
+	}
+	if !strings.Contains(err.Error(), streamID) || !strings.Contains(err.Error(), "already exists") {
+		t.Fatalf("message %q does not name the stream and say it exists", err)
 	}
 }
 
@@ -289,16 +310,23 @@ func TestUpdateRetriesConflict(t *testing.T) {
 	}
 }
 
+// noWait is a retry policy without waits, for tests that count attempts.
+func noWait(cfg aggregate.Config) aggregate.Config {
+	cfg.RetryBackoff, cfg.MaxRetryBackoff = time.Nanosecond, time.Nanosecond
+	return cfg
+}
+
 func TestUpdateGivesUp(t *testing.T) {
 	t.Parallel()
 	for _, tt := range []struct {
 		name         string
 		cfg          aggregate.Config
 		wantAttempts int
+		wantMsg      string
 	}{
-		{"default", aggregate.Config{}, 1 + aggregate.MaxRetriesDefault},
-		{"max_retries_1", aggregate.Config{MaxRetries: 1}, 2},
-		{"disabled", aggregate.Config{DisableRetries: true}, 1},
+		{"default", noWait(aggregate.Config{}), 1 + aggregate.MaxRetriesDefault, fmt.Sprintf("gave up after %d attempts", 1+aggregate.MaxRetriesDefault)},
+		{"max_retries_1", noWait(aggregate.Config{MaxRetries: 1}), 2, "gave up after 2 attempts"},
+		{"disabled", aggregate.Config{DisableRetries: true}, 1, "not retried"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
@@ -314,17 +342,79 @@ func TestUpdateGivesUp(t *testing.T) {
 			if !errors.Is(err, eventstore.ErrConcurrencyConflict) || !errors.As(err, &ce) {
 				t.Fatalf("Update: err = %v, want a *eventstore.ConcurrencyError", err)
 			}
+			if ce.Actual != int64(1+attempts) {
+				t.Fatalf("wrapped conflict %+v is not the last attempt's (actual version %d)", ce, 1+attempts)
+			}
 			if attempts != tt.wantAttempts {
 				t.Fatalf("fn ran %d times, want %d", attempts, tt.wantAttempts)
 			}
-			if !strings.Contains(err.Error(), fmt.Sprintf("gave up after %d attempts", tt.wantAttempts)) {
-				t.Fatalf("error %q does not say how many attempts were made", err)
+			// The message says what happened and names the knob to turn.
+			knob := "aggregate.Config.MaxRetries"
+			if tt.cfg.DisableRetries {
+				knob = "aggregate.Config.DisableRetries"
+			}
+			if !strings.Contains(err.Error(), tt.wantMsg) || !strings.Contains(err.Error(), knob) {
+				t.Fatalf("error %q does not say %q and name %s", err, tt.wantMsg, knob)
 			}
 			// Only the concurrent writer's events were stored.
 			if v := streamVersion(t, b.store, "order-o1"); v != int64(1+tt.wantAttempts) {
 				t.Fatalf("stream version = %d, want %d", v, 1+tt.wantAttempts)
 			}
 		})
+	}
+}
+
+// signalHandler is a slog.Handler that sends every record's message on a
+// channel, so a test can wait for a log line instead of sleeping.
+type signalHandler struct{ msgs chan<- string }
+
+func (h signalHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h signalHandler) Handle(_ context.Context, r slog.Record) error {
+	select {
+	case h.msgs <- r.Message:
+	default: // the test reads the first line only
+	}
+	return nil
+}
+func (h signalHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h signalHandler) WithGroup(string) slog.Handler      { return h }
+
+// TestUpdateWaitEndsWithContext: Update waits between attempts (here an
+// hour, the first retry's backoff), and the wait ends when ctx does, with
+// ctx's error wrapping the conflict; fn is not run again.
+func TestUpdateWaitEndsWithContext(t *testing.T) {
+	t.Parallel()
+	msgs := make(chan string, 1)
+	b := setup(t, aggregate.Config{RetryBackoff: time.Hour, Logger: slog.New(signalHandler{msgs: msgs})})
+	mustCreate(t, b.repo, "o1")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	attempts := 0
+	go func() {
+		_, err := b.repo.Update(ctx, "o1", func(o *Order) error {
+			attempts++
+			// A concurrent writer, through another Repository of the store.
+			otherRepo, err := aggregate.NewRepository(b.store, "order", NewOrder, aggregate.Config{Logger: quietLogger})
+			if err != nil {
+				return err
+			}
+			if _, err := otherRepo.Update(context.Background(), "o1", func(o *Order) error { return o.AddItem("pear", 1) }); err != nil {
+				return err
+			}
+			return o.AddItem("apple", 1)
+		})
+		done <- err
+	}()
+	// The Debug line is logged just before the wait starts.
+	if msg := <-msgs; !strings.Contains(msg, "retrying") {
+		t.Fatalf("log %q, want the retry line", msg)
+	}
+	cancel()
+	err := <-done
+	var ce *eventstore.ConcurrencyError
+	if !errors.Is(err, context.Canceled) || !errors.As(err, &ce) || attempts != 1 {
+		t.Fatalf("Update: err = %v after %d attempts; want context.Canceled wrapping the conflict, after 1", err, attempts)
 	}
 }
 
@@ -364,6 +454,9 @@ func TestNewRepositoryValidates(t *testing.T) {
 		{"control_in_category", store, "ord\ner", NewOrder, aggregate.Config{}, "control"},
 		{"negative_snapshot_every", store, "order", NewOrder, aggregate.Config{SnapshotEvery: -1}, "SnapshotEvery"},
 		{"negative_max_retries", store, "order", NewOrder, aggregate.Config{MaxRetries: -1}, "MaxRetries"},
+		{"negative_backoff", store, "order", NewOrder, aggregate.Config{RetryBackoff: -time.Millisecond}, "RetryBackoff"},
+		{"negative_max_backoff", store, "order", NewOrder, aggregate.Config{MaxRetryBackoff: -time.Millisecond}, "MaxRetryBackoff"},
+		{"max_backoff_below_backoff", store, "order", NewOrder, aggregate.Config{RetryBackoff: time.Second, MaxRetryBackoff: time.Millisecond}, "MaxRetryBackoff"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
@@ -379,8 +472,13 @@ func TestNewRepositoryValidates(t *testing.T) {
 		t.Fatalf("NewRepository: %v", err)
 	}
 	cfg := repo.Config()
-	if cfg.SnapshotEvery != aggregate.SnapshotEveryDefault || cfg.MaxRetries != aggregate.MaxRetriesDefault || cfg.Logger == nil {
+	if cfg.SnapshotEvery != aggregate.SnapshotEveryDefault || cfg.MaxRetries != aggregate.MaxRetriesDefault ||
+		cfg.RetryBackoff != aggregate.RetryBackoffDefault || cfg.MaxRetryBackoff != aggregate.MaxRetryBackoffDefault || cfg.Logger == nil {
 		t.Fatalf("defaults not filled: %+v", cfg)
+	}
+	// A first backoff above the default cap raises the cap with it.
+	if cfg := (aggregate.Config{RetryBackoff: time.Minute}).WithDefaults(); cfg.MaxRetryBackoff != time.Minute {
+		t.Fatalf("RetryBackoff 1m: MaxRetryBackoff defaulted to %s, want 1m", cfg.MaxRetryBackoff)
 	}
 	if repo.Category() != "order" || repo.StreamID("7f") != "order-7f" {
 		t.Fatalf("Category %q StreamID %q", repo.Category(), repo.StreamID("7f"))
@@ -419,4 +517,99 @@ func TestNewPanicsOnNil(t *testing.T) {
 		}
 	}()
 	aggregate.New(func(string) *Order { return nil }, "o1")
+}
+
+// unusedTx is an eventstore.Tx that no test may reach: calling it panics.
+type unusedTx struct{ eventstore.Tx }
+
+// TestTxFormsRefuseWithoutTxAppender: on a store that cannot append in a
+// caller's transaction (the in-memory one), the Tx forms refuse with
+// ErrTxNotSupported naming the store, before running the command; a nil tx
+// is an invalid argument.
+func TestTxFormsRefuseWithoutTxAppender(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setup(t, aggregate.Config{})
+	mustCreate(t, b.repo, "o1")
+	o, err := b.repo.Load(ctx, "o1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = o.AddItem("pear", 1)
+	for _, tt := range []struct {
+		name string
+		tx   eventstore.Tx
+		want error
+	}{
+		{"unsupported", unusedTx{}, aggregate.ErrTxNotSupported},
+		{"nil_tx", nil, eventstore.ErrInvalidArgument},
+	} {
+		called := false
+		fn := func(o *Order) error { called = true; return o.AddItem("apple", 1) }
+		_, errCreate := b.repo.CreateTx(ctx, tt.tx, "o2", fn)
+		_, errUpdate := b.repo.UpdateTx(ctx, tt.tx, "o1", fn)
+		_, errSave := b.repo.SaveTx(ctx, tt.tx, o)
+		for name, err := range map[string]error{"CreateTx": errCreate, "UpdateTx": errUpdate, "SaveTx": errSave} {
+			if !errors.Is(err, tt.want) {
+				t.Errorf("%s: %s: err = %v, want %v", tt.name, name, err, tt.want)
+			}
+			if tt.want == aggregate.ErrTxNotSupported && !strings.Contains(err.Error(), "*memory.Store") {
+				t.Errorf("%s: %s: %q does not name the store's type", tt.name, name, err)
+			}
+		}
+		if called {
+			t.Errorf("%s: the command ran although it could not be saved", tt.name)
+		}
+	}
+	if v := streamVersion(t, b.store, "order-o1"); v != 1 || streamVersion(t, b.store, "order-o2") != 0 || len(o.Pending()) != 1 {
+		t.Fatalf("after refused Tx forms: o1 at %d, o2 at %d, %d pending; want 1, 0 and the unsaved event", v, streamVersion(t, b.store, "order-o2"), len(o.Pending()))
+	}
+}
+
+// TestRetry: Retry reruns fn after a conflict with the Repository's policy,
+// returns any other error (and an AlreadyExists, which would recur) at
+// once, and gives up after MaxRetries naming the knob.
+func TestRetry(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	conflict := &eventstore.ConcurrencyError{StreamID: "order-o1", Expected: eventstore.Exact(1), Actual: 2}
+	boom := errors.New("boom")
+	for _, tt := range []struct {
+		name         string
+		cfg          aggregate.Config
+		errs         []error // fn's results per attempt; the last repeats
+		wantAttempts int
+		want         error // matched with errors.Is
+		wantMsg      string
+	}{
+		{"success_at_once", aggregate.Config{}, []error{nil}, 1, nil, ""},
+		{"conflicts_then_success", noWait(aggregate.Config{}), []error{conflict, fmt.Errorf("wrapped: %w", conflict), nil}, 3, nil, ""},
+		{"other_error_as_is", noWait(aggregate.Config{}), []error{boom}, 1, boom, ""},
+		{"conflict_then_other_error", noWait(aggregate.Config{}), []error{conflict, boom}, 2, boom, ""},
+		{"already_exists_not_retried", noWait(aggregate.Config{}), []error{&aggregate.AlreadyExistsError{StreamID: "order-o1", Version: 1, Err: conflict}}, 1, aggregate.ErrAlreadyExists, ""},
+		{"gives_up", noWait(aggregate.Config{MaxRetries: 4}), []error{conflict}, 5, eventstore.ErrConcurrencyConflict, "raise aggregate.Config.MaxRetries"},
+		{"disabled", aggregate.Config{DisableRetries: true}, []error{conflict}, 1, eventstore.ErrConcurrencyConflict, "aggregate.Config.DisableRetries"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, tt.cfg)
+			attempts := 0
+			err := b.repo.Retry(ctx, func(context.Context) error {
+				attempts++
+				return tt.errs[min(attempts, len(tt.errs))-1]
+			})
+			if attempts != tt.wantAttempts {
+				t.Fatalf("fn ran %d times, want %d", attempts, tt.wantAttempts)
+			}
+			if tt.want == nil && err != nil || !errors.Is(err, tt.want) {
+				t.Fatalf("err = %v, want %v", err, tt.want)
+			}
+			if tt.want == boom && err != boom {
+				t.Fatalf("err = %v, want fn's error itself", err)
+			}
+			if !strings.Contains(fmt.Sprint(err), tt.wantMsg) {
+				t.Fatalf("err %q does not say %q", err, tt.wantMsg)
+			}
+		})
+	}
 }

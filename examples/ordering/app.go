@@ -44,18 +44,15 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	}
 	defer db.Close()
 
-	// The domain's events, the store, and the idempotency keys recorded in
-	// each append's transaction.
+	// The domain's events, the store, and the idempotency keys, which a
+	// command with a key records in the transaction that appends its
+	// events (see httpapi.Idempotency).
 	reg := order.NewRegistry()
 	idem, err := httpapi.NewIdempotency(db, cfg.Schema)
 	if err != nil {
 		return err
 	}
-	store, err := postgres.New(db, reg, postgres.Config{
-		Schema:      cfg.Schema,
-		AppendHooks: []postgres.AppendHook{idem.AppendHook()},
-		Logger:      log,
-	})
+	store, err := postgres.New(db, reg, postgres.Config{Schema: cfg.Schema, Logger: log})
 	if err != nil {
 		return err
 	}

@@ -694,6 +694,43 @@ func idempotencyCases(t *testing.T, s *service) {
 		e := s.place("ned-" + uuid.NewString()[:8])
 		concurrently(t, "/orders/"+e.ID+"/discount", `{"percent":10}`, 200)
 	})
+	// Keyed commands run in the key's transaction, where a conflict cannot
+	// be retried: the API reruns the whole transaction (Repository.Retry),
+	// so concurrent keyed commands on one order all land, each once.
+	t.Run("concurrent keyed commands on one order", func(t *testing.T) {
+		c := s.place("ora-" + uuid.NewString()[:8])
+		before := s.events()
+		const n = 8
+		keys := make([]string, n)
+		results := make([]response, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			keys[i] = uuid.NewString()
+			wg.Go(func() {
+				body := fmt.Sprintf(`{"sku":"sku-%d","quantity":1,"unit_price_cents":100}`, i)
+				results[i] = s.do("POST", "/orders/"+c.ID+"/lines", body, "Idempotency-Key", keys[i])
+			})
+		}
+		wg.Wait()
+		versions := map[string]bool{}
+		for i, r := range results {
+			want(t, fmt.Sprintf("line %d", i), r, 200, "")
+			versions[r.header.Get("ETag")] = true
+		}
+		if len(versions) != n || s.events() != before+n {
+			t.Fatalf("%d distinct versions and %d events for %d commands, want %d of each", len(versions), s.events()-before, n, n)
+		}
+		for i := range n {
+			body := fmt.Sprintf(`{"sku":"sku-%d","quantity":1,"unit_price_cents":100}`, i)
+			r := s.do("POST", "/orders/"+c.ID+"/lines", body, "Idempotency-Key", keys[i])
+			if r.status != 200 || !bytes.Equal(r.body, results[i].body) || r.header.Get("Idempotent-Replayed") != "true" {
+				t.Fatalf("replay of line %d: %d %s, want the first response %s", i, r.status, r.body, results[i].body)
+			}
+		}
+		if s.events() != before+n {
+			t.Fatal("replays appended events")
+		}
+	})
 	t.Run("bad key", func(t *testing.T) {
 		want(t, "long key", s.do("POST", "/orders", `{}`, "Idempotency-Key", strings.Repeat("k", 201)), 400, "invalid_idempotency_key")
 	})

@@ -11,10 +11,12 @@
 //     nothing, so the response is never a 500 for bad input;
 //   - unknown order → 404, a broken invariant → 409 with the domain's code
 //     and message, an If-Match version that is not the order's → 412;
-//   - a command with an Idempotency-Key is recorded in the transaction that
-//     appends its events (see Idempotency): sent again, it returns the same
-//     status and body and appends nothing; the same key with another request
-//     → 422;
+//   - a command with an Idempotency-Key runs in one transaction that claims
+//     the key, appends its events through the Repository's Tx forms and
+//     stores the response (see Idempotency): sent again, it returns the
+//     same status and body and appends nothing; a concurrent duplicate
+//     waits for the first and replays its result; the same key with
+//     another request → 422;
 //   - read-your-writes: a command answers only once the read models have
 //     applied its events (Config.WaitFor, bounded by Config.WaitTimeout), so
 //     a GET sent after the response sees the change.
@@ -42,6 +44,7 @@ import (
 
 	"github.com/esox-go/esox/aggregate"
 	"github.com/esox-go/esox/eventstore"
+	"github.com/esox-go/esox/eventstore/postgres"
 	"github.com/esox-go/esox/examples/ordering/order"
 	"github.com/esox-go/esox/examples/ordering/readmodel"
 )
@@ -63,8 +66,10 @@ type Config struct {
 	DB *sqlx.DB
 	// Tables are the read model tables. Required.
 	Tables readmodel.Tables
-	// Idempotency stores results of commands with an Idempotency-Key; its
-	// AppendHook must be one of the store's AppendHooks. Required.
+	// Idempotency stores results of commands with an Idempotency-Key, in
+	// the transaction that appends the command's events; Orders' store
+	// must therefore implement eventstore.TxAppender (the PostgreSQL
+	// store does) for commands with a key. Required.
 	Idempotency *Idempotency
 	// WaitFor returns once every read model has applied the event at pos
 	// (projector.Runner.WaitFor for each projection). Nil: commands do not
@@ -210,7 +215,7 @@ func missing(field string) error {
 }
 
 func (a *API) placeOrder(w http.ResponseWriter, r *http.Request) {
-	a.command(w, r, http.StatusCreated, func(ctx context.Context, body []byte) (string, eventstore.AppendResult, error) {
+	a.command(w, r, http.StatusCreated, func(ctx context.Context, body []byte, orders writer) (string, eventstore.AppendResult, error) {
 		var b placeBody
 		if err := decode(body, &b); err != nil {
 			return "", eventstore.AppendResult{}, err
@@ -238,7 +243,7 @@ func (a *API) placeOrder(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return "", eventstore.AppendResult{}, err
 		}
-		res, err := a.cfg.Orders.Create(ctx, id.String(), func(o *order.Order) error {
+		res, err := orders.create(ctx, id.String(), func(o *order.Order) error {
 			return o.Place(*b.CustomerID, *b.Currency, lines)
 		})
 		return id.String(), res, err
@@ -351,7 +356,7 @@ var errOrderNotFound = errors.New("order not found")
 // repository's conflict retries.
 func (a *API) update(w http.ResponseWriter, r *http.Request, parse func(body []byte) (func(*order.Order) error, error)) {
 	id := r.PathValue("id")
-	a.command(w, r, http.StatusOK, func(ctx context.Context, body []byte) (string, eventstore.AppendResult, error) {
+	a.command(w, r, http.StatusOK, func(ctx context.Context, body []byte, orders writer) (string, eventstore.AppendResult, error) {
 		if !validOrderID(id) {
 			return "", eventstore.AppendResult{}, errOrderNotFound
 		}
@@ -363,27 +368,109 @@ func (a *API) update(w http.ResponseWriter, r *http.Request, parse func(body []b
 		if err != nil {
 			return "", eventstore.AppendResult{}, err
 		}
-		if !hasIfMatch {
-			res, err := a.cfg.Orders.Update(ctx, id, change)
-			return id, res, err
-		}
-		o, err := a.cfg.Orders.Load(ctx, id)
-		if err != nil {
-			return "", eventstore.AppendResult{}, err
-		}
-		if o.Version() != ifMatch {
-			return "", eventstore.AppendResult{}, errVersionMismatch{want: ifMatch, have: o.Version()}
-		}
-		if err := change(o); err != nil {
-			return "", eventstore.AppendResult{}, err
-		}
-		res, err := a.cfg.Orders.Save(ctx, o) // expects exactly ifMatch
-		var ce *eventstore.ConcurrencyError
-		if errors.As(err, &ce) {
-			return "", eventstore.AppendResult{}, errVersionMismatch{want: ifMatch, have: ce.Actual}
-		}
+		res, err := orders.update(ctx, id, ifMatch, hasIfMatch, change)
 		return id, res, err
 	})
+}
+
+// writer saves the orders a command changes: straight through the
+// Repository for a command without an Idempotency-Key, or, with one (key
+// set), in a transaction that also claims the key and stores the response
+// (Idempotency.record), through the Repository's Tx forms.
+type writer struct {
+	orders *aggregate.Repository[*order.Order]
+	idem   *Idempotency
+	key    *pendingKey
+}
+
+// create saves a new order id, fn's events its first.
+func (wr writer) create(ctx context.Context, id string, fn func(*order.Order) error) (eventstore.AppendResult, error) {
+	if wr.key == nil {
+		return wr.orders.Create(ctx, id, fn)
+	}
+	var res eventstore.AppendResult
+	err := wr.idem.record(ctx, wr.key, func(ctx context.Context, tx postgres.Tx) ([]byte, error) {
+		var err error
+		if res, err = wr.orders.CreateTx(ctx, tx, id, fn); err != nil {
+			return nil, err
+		}
+		return json.Marshal(commandResult{ID: id, Version: res.LastVersion})
+	})
+	if err != nil {
+		return eventstore.AppendResult{}, err
+	}
+	return res, nil
+}
+
+// update loads order id, runs change on it and saves it. With If-Match,
+// the order must be at version ifMatch when loaded and when saved
+// (errVersionMismatch otherwise). Conflicts are retried with the
+// Repository's policy: by Update without a key and If-Match; with a key, by
+// Retry around the whole transaction, which loads before it begins so that
+// a transaction never waits for a second connection of the pool.
+func (wr writer) update(ctx context.Context, id string, ifMatch int64, hasIfMatch bool, change func(*order.Order) error) (eventstore.AppendResult, error) {
+	if wr.key == nil && !hasIfMatch {
+		return wr.orders.Update(ctx, id, change)
+	}
+	var res eventstore.AppendResult
+	attempt := func(ctx context.Context) error {
+		o, err := wr.orders.Load(ctx, id)
+		if err != nil {
+			return err
+		}
+		if hasIfMatch && o.Version() != ifMatch {
+			return errVersionMismatch{want: ifMatch, have: o.Version()}
+		}
+		if err := change(o); err != nil {
+			return err
+		}
+		res, err = wr.save(ctx, o)
+		if hasIfMatch {
+			err = ifMatchConflict(err, ifMatch)
+		}
+		return err
+	}
+	var err error
+	if wr.key == nil {
+		err = attempt(ctx) // If-Match: a conflict is the client's 412
+	} else {
+		err = wr.orders.Retry(ctx, attempt)
+	}
+	if err != nil {
+		return eventstore.AppendResult{}, err
+	}
+	return res, nil
+}
+
+// save saves o: Save without a key, SaveTx in the key's transaction with one.
+func (wr writer) save(ctx context.Context, o *order.Order) (eventstore.AppendResult, error) {
+	if wr.key == nil {
+		return wr.orders.Save(ctx, o)
+	}
+	var res eventstore.AppendResult
+	err := wr.idem.record(ctx, wr.key, func(ctx context.Context, tx postgres.Tx) ([]byte, error) {
+		var err error
+		if res, err = wr.orders.SaveTx(ctx, tx, o); err != nil {
+			return nil, err
+		}
+		return json.Marshal(commandResult{ID: o.ID(), Version: res.LastVersion})
+	})
+	if err != nil {
+		return eventstore.AppendResult{}, err
+	}
+	return res, nil
+}
+
+// ifMatchConflict turns a save's conflict on the version If-Match named into
+// errVersionMismatch (412). A conflict with a Reason is not about the
+// version: the key's transaction began before the writer of the order's
+// last event (guarantee 3 in docs/guarantees.md), and Retry runs it again.
+func ifMatchConflict(err error, ifMatch int64) error {
+	var ce *eventstore.ConcurrencyError
+	if errors.As(err, &ce) && ce.Reason == "" {
+		return errVersionMismatch{want: ifMatch, have: ce.Actual}
+	}
+	return err
 }
 
 // commandResult is the body of a successful command.
@@ -394,7 +481,8 @@ type commandResult struct {
 
 // command runs one command with the API's shared rules: body size limit,
 // Idempotency-Key replay and recording, error mapping, read-your-writes.
-func (a *API) command(w http.ResponseWriter, r *http.Request, okStatus int, run func(ctx context.Context, body []byte) (string, eventstore.AppendResult, error)) {
+// run saves through the writer it is given, which records the key.
+func (a *API) command(w http.ResponseWriter, r *http.Request, okStatus int, run func(ctx context.Context, body []byte, orders writer) (string, eventstore.AppendResult, error)) {
 	ctx := r.Context()
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
 	if err != nil {
@@ -406,7 +494,7 @@ func (a *API) command(w http.ResponseWriter, r *http.Request, okStatus int, run 
 		writeError(w, http.StatusBadRequest, "bad_body", "cannot read the body: "+err.Error())
 		return
 	}
-	var pending *pendingKey
+	orders := writer{orders: a.cfg.Orders, idem: a.cfg.Idempotency}
 	if keys, ok := r.Header["Idempotency-Key"]; ok {
 		if len(keys) != 1 || !validKey(keys[0]) {
 			writeError(w, http.StatusBadRequest, "invalid_idempotency_key", fmt.Sprintf("Idempotency-Key must be one header of 1 to %d printable ASCII characters", MaxIdempotencyKeyLength))
@@ -416,23 +504,17 @@ func (a *API) command(w http.ResponseWriter, r *http.Request, okStatus int, run 
 		if a.replay(w, r, keys[0], hash) {
 			return
 		}
-		pending = &pendingKey{key: keys[0], hash: hash, status: okStatus}
-		ctx = withPendingKey(ctx, pending)
+		orders.key = &pendingKey{key: keys[0], hash: hash, status: okStatus}
 	}
-	if pending != nil {
-		pending.render = func(recs []eventstore.Record) ([]byte, error) {
-			last := recs[len(recs)-1]
-			return json.Marshal(commandResult{ID: strings.TrimPrefix(last.StreamID, order.Category+"-"), Version: last.StreamVersion})
-		}
-	}
-	id, res, err := run(ctx, body)
+	id, res, err := run(ctx, body, orders)
 	if err != nil {
 		// A concurrent duplicate with the same key may have committed
-		// while this one ran: this one then fails on the key (errKeyTaken),
-		// on the version (412, 409 concurrency_conflict) or on the rule the
-		// winner's events now break (409 order_paid, …). Whatever the
-		// error, a stored result under the key is the answer.
-		if pending != nil && a.replayAfterError(w, r, pending, err) {
+		// while this one ran: this one then finds the key taken
+		// (errKeyTaken), or, if it loaded the order after the winner
+		// committed, fails on the rule the winner's events now break (409
+		// order_paid, …) or on If-Match (412). Whatever the error, a
+		// stored result under the key is the answer.
+		if orders.key != nil && a.replayAfterError(w, r, orders.key, err) {
 			return
 		}
 		a.writeCommandError(w, r, err)
@@ -443,10 +525,7 @@ func (a *API) command(w http.ResponseWriter, r *http.Request, okStatus int, run 
 		w.Header().Set("Location", "/orders/"+id)
 	}
 	w.Header().Set("ETag", strconv.Quote(strconv.FormatInt(res.LastVersion, 10)))
-	if pending != nil && pending.body != nil {
-		writeRaw(w, okStatus, pending.body)
-		return
-	}
+	// The same bytes as the body record stored under the key, if any.
 	writeJSON(w, okStatus, commandResult{ID: id, Version: res.LastVersion})
 }
 

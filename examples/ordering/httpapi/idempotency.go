@@ -13,7 +13,6 @@ import (
 
 	"github.com/jmoiron/sqlx"
 
-	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
 )
 
@@ -54,10 +53,12 @@ func Migrate(ctx context.Context, db *sqlx.DB, schema string) (postgres.MigrateR
 	return res, nil
 }
 
-// Idempotency stores command results under their Idempotency-Key, atomically
-// with the command's events: its AppendHook inserts the key's row inside the
-// append's transaction, so a crash can never record a key without its
-// events or events without their key. Safe for concurrent use.
+// Idempotency stores command results under their Idempotency-Key,
+// atomically with the command's events: a command with a key runs in one
+// transaction that claims the key, appends the events through the
+// Repository's Tx forms and stores the response under the key (see
+// record), so a crash can never record a key without its events or events
+// without their key. Safe for concurrent use.
 type Idempotency struct {
 	db    *sqlx.DB
 	table string
@@ -82,55 +83,61 @@ type storedResult struct {
 	Body        []byte
 }
 
-// pendingKey travels in the command's context to the append hook.
+// errKeyTaken is returned by record when another request with the same
+// key committed first; nothing was written, and the API answers with the
+// stored result instead.
+var errKeyTaken = errors.New("idempotency key already used")
+
+// pendingKey is a command's Idempotency-Key, the hash of its request and
+// the status it answers with on success.
 type pendingKey struct {
 	key, hash string
 	status    int
-	// render builds the response body from the appended records.
-	render func(records []eventstore.Record) ([]byte, error)
-	// body is what render returned, set by the hook.
-	body []byte
 }
 
-type pendingKeyCtx struct{}
-
-func withPendingKey(ctx context.Context, p *pendingKey) context.Context {
-	return context.WithValue(ctx, pendingKeyCtx{}, p)
-}
-
-// errKeyTaken is returned by the hook when a concurrent request with the
-// same key committed first; the append rolls back and the handler replays
-// the stored result.
-var errKeyTaken = errors.New("idempotency key already used")
-
-// AppendHook returns the hook to put in postgres.Config.AppendHooks. For an
-// append whose ctx carries a pending key (a command with an Idempotency-Key
-// header), it inserts the key, the request's hash and the response into the
-// keys table in the append's transaction. If another request recorded the
-// key first, the hook fails the append (nothing is written) with an error the
-// API recognises, and the API answers with the stored result instead.
-// Appends without a key pass through.
-func (i *Idempotency) AppendHook() postgres.AppendHook {
-	return func(ctx context.Context, tx postgres.Tx, records []eventstore.Record) error {
-		p, _ := ctx.Value(pendingKeyCtx{}).(*pendingKey)
-		if p == nil {
-			return nil
-		}
-		body, err := p.render(records)
-		if err != nil {
-			return err
-		}
-		res, err := tx.ExecContext(ctx, `INSERT INTO `+i.table+` (idempotency_key, request_hash, status, body)
-			VALUES ($1, $2, $3, $4) ON CONFLICT (idempotency_key) DO NOTHING`, p.key, p.hash, p.status, string(body))
-		if err != nil {
-			return fmt.Errorf("record idempotency key: %w", err)
-		}
-		if n, err := res.RowsAffected(); err != nil || n == 0 {
-			return errKeyTaken
-		}
-		p.body = body
-		return nil
+// record runs save in a new transaction that first claims p.key and, when
+// save succeeds, stores its response body under the key before committing.
+// save gets the transaction as a postgres.Tx, which cannot commit or roll
+// back: record owns it.
+//
+// The claim is an INSERT of the key's row. A concurrent request with the
+// same key that claimed it first holds that row until it ends, so this
+// INSERT waits for it: if the other commits, the key is taken and record
+// returns errKeyTaken, having run nothing; if it rolls back (its command was
+// refused), this request claims the key and runs. A key is therefore
+// stored if and only if its command's events are, and only one of several
+// concurrent duplicates appends.
+//
+// Any error from save is returned as is, after the rollback; a conflict can
+// be retried by running record again (the API does, with
+// aggregate.Repository.Retry). ctx bounds the transaction.
+func (i *Idempotency) record(ctx context.Context, p *pendingKey, save func(ctx context.Context, tx postgres.Tx) (body []byte, err error)) error {
+	tx, err := i.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("httpapi: idempotency: begin: %w", err)
 	}
+	defer func() { _ = tx.Rollback() }()
+	res, err := tx.ExecContext(ctx, `INSERT INTO `+i.table+` (idempotency_key, request_hash, status, body)
+		VALUES ($1, $2, $3, '') ON CONFLICT (idempotency_key) DO NOTHING`, p.key, p.hash, p.status)
+	if err != nil {
+		return fmt.Errorf("httpapi: idempotency: claim key: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("httpapi: idempotency: claim key: %w", err)
+	} else if n == 0 {
+		return errKeyTaken
+	}
+	body, err := save(ctx, postgres.NewTx(tx))
+	if err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE `+i.table+` SET body = $2 WHERE idempotency_key = $1`, p.key, string(body)); err != nil {
+		return fmt.Errorf("httpapi: idempotency: store result: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("httpapi: idempotency: commit: %w", err)
+	}
+	return nil
 }
 
 // lookup returns the result stored under key, if any.

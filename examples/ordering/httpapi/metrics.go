@@ -84,8 +84,17 @@ func (m *Metrics) observeRequest(route string, code int) {
 }
 
 // Store wraps an eventstore.Store so that every Append is counted and timed
-// in m. Wrap the store the aggregate.Repository uses.
-func (m *Metrics) Store(s eventstore.Store) eventstore.Store { return &meteredStore{Store: s, m: m} }
+// in m. Wrap the store the aggregate.Repository uses. When s implements
+// eventstore.TxAppender, so does the wrapper, and AppendTx is counted too
+// (an AppendTx that succeeded may still be rolled back by its caller), so
+// the Repository's Tx forms keep working through it.
+func (m *Metrics) Store(s eventstore.Store) eventstore.Store {
+	ms := &meteredStore{Store: s, m: m}
+	if ta, ok := s.(eventstore.TxAppender); ok {
+		return &meteredTxStore{meteredStore: ms, ta: ta}
+	}
+	return ms
+}
 
 type meteredStore struct {
 	eventstore.Store
@@ -95,6 +104,25 @@ type meteredStore struct {
 func (s *meteredStore) Append(ctx context.Context, streamID string, expected eventstore.ExpectedVersion, events []eventstore.Event) (eventstore.AppendResult, error) {
 	start := time.Now()
 	res, err := s.Store.Append(ctx, streamID, expected, events)
+	s.m.observeAppendResult(err, time.Since(start))
+	return res, err
+}
+
+// meteredTxStore is a meteredStore over a store that can append in a
+// caller's transaction.
+type meteredTxStore struct {
+	*meteredStore
+	ta eventstore.TxAppender
+}
+
+func (s *meteredTxStore) AppendTx(ctx context.Context, tx eventstore.Tx, streamID string, expected eventstore.ExpectedVersion, events []eventstore.Event) (eventstore.AppendResult, error) {
+	start := time.Now()
+	res, err := s.ta.AppendTx(ctx, tx, streamID, expected, events)
+	s.m.observeAppendResult(err, time.Since(start))
+	return res, err
+}
+
+func (m *Metrics) observeAppendResult(err error, d time.Duration) {
 	outcome := "ok"
 	switch {
 	case errors.Is(err, eventstore.ErrConcurrencyConflict):
@@ -102,8 +130,7 @@ func (s *meteredStore) Append(ctx context.Context, streamID string, expected eve
 	case err != nil:
 		outcome = "error"
 	}
-	s.m.ObserveAppend(outcome, time.Since(start))
-	return res, err
+	m.ObserveAppend(outcome, d)
 }
 
 // ServeHTTP writes every metric.
