@@ -24,11 +24,11 @@ STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSIO
 # Packages with benchmarks: add a package here when it gets one.
 BENCH_PKGS ?= ./eventstore/postgres/... ./projector/... ./forwarder/...
 BENCH ?= .
-BENCHTIME ?= 1s
-BENCH_COUNT ?= 1
-BENCH_TIMEOUT ?= 60m
-# The raw `go test -bench` output is also kept here for docs/benchmarks.md.
+BENCH_TIMEOUT ?= 90m
+# The raw `go test -bench` output is also kept here; BENCH_DOC's tables are
+# generated from it (scripts/benchtable).
 BENCH_OUT ?= .esox/bench.txt
+BENCH_DOC ?= docs/benchmarks.md
 
 # The Go files gofmt checks: tracked and untracked-but-not-ignored ones, or
 # every file outside dot folders when this is not a git work tree.
@@ -39,7 +39,7 @@ GO_FILES := git ls-files --cached --others --exclude-standard -- '*.go' 2>/dev/n
 RUN_PKG ?= ./examples/ordering
 RUN_ARGS ?=
 
-.PHONY: help run test test-only bench lint lint-sh fmt-check vet staticcheck fmt mod db db-status db-stop db-destroy cover clean
+.PHONY: help run test test-only bench bench-doc lint lint-sh fmt-check vet staticcheck fmt mod db db-status db-stop db-destroy cover clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -58,12 +58,24 @@ test-only: ## the tests without lint
 	echo "make test: ESOX_TEST_DATABASE_URL=$$url" >&2; \
 	ESOX_TEST_DATABASE_URL="$$url" $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) $(PKGS)
 
-bench: ## benchmarks of BENCH_PKGS (BENCH=regexp BENCHTIME=1s BENCH_COUNT=1)
+# The benchmarks (internal/benchkit) pair each esox figure with its raw
+# baseline in interleaved rounds: ESOX_BENCH_ROUND (3s) and
+# ESOX_BENCH_ROUNDS (6) size them, e.g. ESOX_BENCH_ROUND=200ms
+# ESOX_BENCH_ROUNDS=2 for a quick check (with BENCH_DOC=.esox/benchmarks.md so
+# the doc keeps its figures). b.N is ignored (-benchtime 1x), and packages run
+# one at a time (-p 1) so that no two benchmarks share the machine.
+bench: ## interleaved esox/raw benchmarks of BENCH_PKGS (BENCH=regexp), then BENCH_DOC's tables from them
 	@url=$$($(DEV_DB) url test); \
 	mkdir -p $(dir $(BENCH_OUT)); \
 	echo "make bench: ESOX_TEST_DATABASE_URL=$$url, output also in $(BENCH_OUT)" >&2; \
-	ESOX_TEST_DATABASE_URL="$$url" $(GO) test -run '^$$' -bench '$(BENCH)' -benchmem \
-		-benchtime $(BENCHTIME) -count $(BENCH_COUNT) -timeout $(BENCH_TIMEOUT) $(BENCH_PKGS) | tee $(BENCH_OUT)
+	ESOX_TEST_DATABASE_URL="$$url" $(GO) test -p 1 -run '^$$' -bench '$(BENCH)' -benchtime 1x -count 1 \
+		-timeout $(BENCH_TIMEOUT) $(BENCH_PKGS) | tee $(BENCH_OUT); \
+	$(GO) run ./scripts/benchtable -in $(BENCH_OUT) -doc $(BENCH_DOC) -db "$$url" -cmd "make bench$(if $(filter-out .,$(BENCH)), BENCH='$(BENCH)')"; \
+	echo "make bench: tables written to $(BENCH_DOC)" >&2
+
+bench-doc: ## regenerate BENCH_DOC's tables from the last run's BENCH_OUT, without running
+	@url=$$($(DEV_DB) url test); \
+	$(GO) run ./scripts/benchtable -in $(BENCH_OUT) -doc $(BENCH_DOC) -db "$$url"
 
 lint: fmt-check vet staticcheck ## gofmt -l, go vet, staticcheck
 

@@ -2,12 +2,15 @@ package forwarder
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -18,22 +21,39 @@ import (
 	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
+	"github.com/google/uuid"
+	"github.com/jmoiron/sqlx"
 	nc "github.com/nats-io/nats.go"
 
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
+	"github.com/esox-go/esox/internal/benchkit"
 	"github.com/esox-go/esox/internal/pgtest"
+	"github.com/esox-go/esox/projector"
 )
 
-// Benchmarks (make bench). Verify with tiny sizes only, e.g.
+// The throughput and idle benchmarks run their variants through
+// internal/benchkit: interleaved rounds (A B B A …, 6 rounds of 3 s each by
+// default) on the same tables, reporting medians and spreads; b.N is
+// ignored:
 //
-//	go test -run '^$' -bench . -benchtime 20x ./forwarder/
+//	go test -run '^$' -bench . -benchtime 1x ./forwarder
+//	ESOX_BENCH_ROUND=200ms ESOX_BENCH_ROUNDS=2 ESOX_BENCH_BACKLOG=50000 ESOX_BENCH_SECONDS=1 go test -run '^$' -bench . -benchtime 1x ./forwarder  # quick check
 //
-// ESOX_BENCH_BACKLOG sets the large backlog (default 100000; the issue's
-// target is measured at 1000000).
+// ESOX_BENCH_BACKLOG sets the backlog the throughput rounds replay (default
+// 1,000,000), ESOX_BENCH_IDLE the idle measure's sizes, ESOX_BENCH_SECONDS
+// the latency runs (default 10 s each).
 
-// benchBacklog returns the large backlog size.
-func benchBacklog(b *testing.B) int { return pgtest.EnvInt(b, "ESOX_BENCH_BACKLOG", 100_000) }
+// benchLogger keeps benchmark output to the figures.
+var benchLogger = slog.New(slog.DiscardHandler)
+
+// benchTopic is the category of the seeded streams, so the forwarder's
+// default topic (the category) is this run's queue or subject.
+var benchTopic = "esoxbench" + strconv.FormatInt(time.Now().UnixNano()%1e9, 36)
+
+// latencyEvents is how many events a latency run appends, at 1,000/s:
+// ESOX_BENCH_SECONDS (default 10) seconds' worth.
+func latencyEvents(b *testing.B) int { return 1000 * pgtest.EnvInt(b, "ESOX_BENCH_SECONDS", 10) }
 
 // countingPub counts publishes and closes done at target.
 type countingPub struct {
@@ -42,12 +62,12 @@ type countingPub struct {
 	target int64
 	done   chan struct{}
 	once   sync.Once
-	first  atomic.Int64 // unix nanos of the first publish
-	last   atomic.Int64 // unix nanos of the target-th publish
+	first  chan struct{} // closed at the first publish
+	fonce  sync.Once
 }
 
 func newCountingPub(inner message.Publisher, target int) *countingPub {
-	return &countingPub{inner: inner, target: int64(target), done: make(chan struct{})}
+	return &countingPub{inner: inner, target: int64(target), done: make(chan struct{}), first: make(chan struct{})}
 }
 
 func (p *countingPub) Publish(topic string, msgs ...*message.Message) error {
@@ -56,12 +76,9 @@ func (p *countingPub) Publish(topic string, msgs ...*message.Message) error {
 			return err
 		}
 	}
-	p.first.CompareAndSwap(0, time.Now().UnixNano())
+	p.fonce.Do(func() { close(p.first) })
 	if p.n.Add(int64(len(msgs))) >= p.target {
-		p.once.Do(func() {
-			p.last.Store(time.Now().UnixNano())
-			close(p.done)
-		})
+		p.once.Do(func() { close(p.done) })
 	}
 	return nil
 }
@@ -69,15 +86,16 @@ func (p *countingPub) Publish(topic string, msgs ...*message.Message) error {
 func (p *countingPub) Close() error { return nil }
 
 // seedEvents inserts n events into the store's events table in one
-// statement (INSERT ... SELECT generate_series) across 100 streams.
+// statement (INSERT ... SELECT generate_series) across 100 streams of
+// category benchTopic.
 func seedEvents(b *testing.B, store *postgres.Store, n int) {
 	b.Helper()
 	_, err := store.DB().Exec(`INSERT INTO `+store.QualifiedEventsTable()+` (event_id, stream_id, stream_version, event_type, payload)
-SELECT gen_random_uuid(), 'bench-' || (g % 100), g / 100 + 1, 'item_added', '{"n": 1}'::jsonb FROM generate_series(0, $1::bigint - 1) g`, n)
+SELECT gen_random_uuid(), $2 || '-' || (g % 100), g / 100 + 1, 'item_added', '{"n": 1}'::jsonb FROM generate_series(0, $1::bigint - 1) g`, n, benchTopic)
 	if err != nil {
 		b.Fatalf("seed: %v", err)
 	}
-	if _, err := store.DB().Exec(`ANALYZE ` + store.QualifiedEventsTable()); err != nil {
+	if _, err := store.DB().Exec(`VACUUM ANALYZE ` + store.QualifiedEventsTable()); err != nil {
 		b.Fatalf("analyze: %v", err)
 	}
 }
@@ -86,6 +104,7 @@ func benchSetup(b *testing.B) *bundle {
 	b.Helper()
 	db := pgtest.Open(b)
 	db.SetMaxOpenConns(20)
+	db.SetMaxIdleConns(20)
 	schema := pgtest.Schema(b, db)
 	store, err := postgres.New(db, testRegistry(), postgres.Config{Schema: schema, Logger: benchLogger})
 	if err != nil {
@@ -101,163 +120,418 @@ func benchSetup(b *testing.B) *bundle {
 	return &bundle{db: db, schema: schema, store: store}
 }
 
-// forwardBacklog seeds max(backlog, b.N) events and times forwarding the
-// first b.N of them to pub; events/s is measured from the first publish to
-// the last (leader election and migration excluded).
-func forwardBacklog(b *testing.B, pub message.Publisher, backlog int) {
+// BenchmarkForward replays a backlog of ESOX_BENCH_BACKLOG events (default
+// 1,000,000, seeded once, 100 streams) to a publisher, from the start of the
+// feed in every round; the setup (rewinding the offset, starting the
+// forwarder and waiting for its first publish) is not timed:
+//
+//   - esox: a Forwarder with the default Config (batches of 100, 16
+//     publishes in flight, topic = the stream's category), counting the
+//     events its publisher accepted from the first publish on to the end of
+//     the round.
+//   - raw: a hand-written relay loop: per 100 events the same gap-free feed
+//     query as postgres.Store.ReadFeed (prepared, the same columns), one
+//     Watermill message per event with the same UUID, payload and metadata
+//     as the forwarder's, published one after the other to the same
+//     publisher and topic, then one autocommit UPDATE of its offset row.
+//
+// to each publisher: "gochannel" (Watermill's in-process GoChannel with no
+// subscriber: the forwarder's own cost), "rabbitmq" (durable queue,
+// persistent messages, publisher confirms) and "nats" (JetStream). The
+// broker cases skip when the broker is unreachable. It reports events/s and
+// the ratio esox/raw. A round that runs out of backlog fails: raise
+// ESOX_BENCH_BACKLOG.
+func BenchmarkForward(b *testing.B) {
+	backlog := pgtest.EnvInt(b, "ESOX_BENCH_BACKLOG", 1_000_000)
 	bb := benchSetup(b)
-	seedEvents(b, bb.store, max(backlog, b.N))
-	cp := newCountingPub(pub, b.N)
-	f, err := New(bb.store, cp, Config{BatchSize: 500, PublishConcurrency: benchConcurrency, Topic: func(eventstore.Record) (string, error) { return benchTopic, nil }, Logger: benchLogger})
+	start := time.Now()
+	seedEvents(b, bb.store, backlog)
+	b.Logf("seeded %d events in %s", backlog, time.Since(start).Round(time.Millisecond))
+
+	b.Run("gochannel", func(b *testing.B) {
+		gc := gochannel.NewGoChannel(gochannel.Config{}, nil) // no subscriber: measures the forwarder
+		defer gc.Close()
+		benchForward(b, bb, backlog, "gochannel", gc)
+	})
+	b.Run("rabbitmq", func(b *testing.B) {
+		requireBroker(b, "RabbitMQ", "127.0.0.1:5672")
+		pgtest.LockBroker(b, "rabbitmq", false)
+		cfg := rabbitConfig()
+		sub, err := amqp.NewSubscriber(cfg, brokerLogger(b))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer sub.Close()
+		if err := sub.SubscribeInitialize(benchTopic); err != nil { // declare the durable queue
+			b.Fatal(err)
+		}
+		defer exec.Command("rabbitmqctl", "delete_queue", benchTopic).Run()
+		pub, err := amqp.NewPublisher(cfg, brokerLogger(b))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer pub.Close()
+		benchForward(b, bb, backlog, "rabbitmq", pub)
+	})
+	b.Run("nats", func(b *testing.B) {
+		requireBroker(b, "NATS", "127.0.0.1:4222")
+		conn, err := nc.Connect(natsURL)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer conn.Close()
+		js, err := conn.JetStream()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := js.AddStream(&nc.StreamConfig{Name: benchTopic, Subjects: []string{benchTopic}}); err != nil {
+			b.Fatal(err)
+		}
+		defer js.DeleteStream(benchTopic)
+		pub, err := wnats.NewPublisher(wnats.PublisherConfig{URL: natsURL, Marshaler: &wnats.NATSMarshaler{},
+			JetStream: wnats.JetStreamConfig{TrackMsgId: true}}, brokerLogger(b))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer pub.Close()
+		benchForward(b, bb, backlog, "nats", pub)
+	})
+}
+
+// benchForward runs the esox and raw variants of BenchmarkForward to pub,
+// with consumer group (and raw offset row) group.
+func benchForward(b *testing.B, bb *bundle, backlog int, group string, pub message.Publisher) {
+	ctx := context.Background()
+	exhausted := fmt.Errorf("the backlog of %d events ran out within a round: raise ESOX_BENCH_BACKLOG", backlog)
+
+	esoxRound := func(r *benchkit.Round) error {
+		cp := newCountingPub(pub, backlog)
+		f, err := New(bb.store, cp, Config{ConsumerGroup: group, Logger: benchLogger})
+		if err != nil {
+			return err
+		}
+		if err := f.SetOffset(ctx, eventstore.Position{}); err != nil {
+			return err
+		}
+		runCtx, cancel := context.WithCancel(ctx)
+		errc := make(chan error, 1)
+		go func() { errc <- f.Run(runCtx) }()
+		defer func() {
+			cancel()
+			if err := <-errc; err != nil {
+				b.Error(err)
+			}
+		}()
+		select {
+		case <-cp.first:
+		case err := <-errc:
+			errc <- err
+			return fmt.Errorf("Run returned before its first publish: %v", err)
+		case <-time.After(time.Minute):
+			return errors.New("no publish within a minute")
+		}
+		from := cp.n.Load()
+		r.ResetTimer()
+		if err := r.Wait(ctx); err != nil {
+			return err
+		}
+		to := cp.n.Load()
+		r.StopTimer()
+		if to >= int64(backlog) {
+			return exhausted
+		}
+		r.Add(to - from)
+		return nil
+	}
+
+	offsets := postgres.QuoteIdentifier(bb.schema) + ".raw_offsets"
+	if _, err := bb.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS `+offsets+` (consumer_group text PRIMARY KEY, transaction_id xid8 NOT NULL, position bigint NOT NULL)`); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := bb.db.ExecContext(ctx, `INSERT INTO `+offsets+` VALUES ($1, '0', 0) ON CONFLICT DO NOTHING`, group); err != nil {
+		b.Fatal(err)
+	}
+	feed, err := bb.db.PreparexContext(ctx, `SELECT position, transaction_id::text AS transaction_id_text, event_id, stream_version, event_type, payload, metadata, recorded_at, stream_id
+FROM `+bb.store.QualifiedEventsTable()+`
+WHERE (transaction_id, position) > ($1::xid8, $2::bigint)
+  AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+ORDER BY transaction_id, position LIMIT $3`)
 	if err != nil {
 		b.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	b.ResetTimer()
-	go func() { errc <- f.Run(ctx) }()
-	select {
-	case <-cp.done:
-	case err := <-errc:
-		b.Fatalf("Run: %v", err)
-	case <-time.After(10 * time.Minute):
-		b.Fatal("timed out")
+	defer feed.Close()
+	rawRound := func(r *benchkit.Round) error {
+		// The relay runs under a cancellable context, as the forwarder
+		// does (lib/pq then watches each query for cancellation).
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		if _, err := bb.db.ExecContext(ctx, `UPDATE `+offsets+` SET transaction_id = '0', position = 0 WHERE consumer_group = $1`, group); err != nil {
+			return err
+		}
+		r.ResetTimer()
+		txid, pos := "0", int64(0)
+		for !r.Done() {
+			n, err := relayBatch(ctx, feed, pub, &txid, &pos)
+			if err != nil {
+				return err
+			}
+			if n == 0 {
+				return exhausted
+			}
+			if _, err := bb.db.ExecContext(ctx, `UPDATE `+offsets+` SET transaction_id = $1::xid8, position = $2 WHERE consumer_group = $3`, txid, pos, group); err != nil {
+				return err
+			}
+			r.Add(int64(n))
+		}
+		return nil
 	}
-	b.StopTimer()
-	cancel()
-	if err := <-errc; err != nil {
+
+	benchkit.Run(b, benchkit.Measure{Unit: "events/s", Baseline: "raw", Variants: []benchkit.Variant{
+		{Name: "esox", Run: esoxRound},
+		{Name: "raw", Run: rawRound},
+	}})
+}
+
+// relayBatch is the raw relay's batch: it reads up to BatchSizeDefault
+// events after (txid, pos) with feed, publishes one message per event to
+// pub, moves txid and pos to the last one and returns how many it
+// published.
+func relayBatch(ctx context.Context, feed *sqlx.Stmt, pub message.Publisher, txid *string, pos *int64) (int, error) {
+	rows, err := feed.QueryContext(ctx, *txid, *pos, BatchSizeDefault)
+	if err != nil {
+		return 0, err
+	}
+	type row struct {
+		pos, version      int64
+		txid, typ, stream string
+		id                uuid.UUID
+		payload, metadata []byte
+		at                time.Time
+	}
+	page := make([]row, 0, BatchSizeDefault)
+	for rows.Next() {
+		var e row
+		if err := rows.Scan(&e.pos, &e.txid, &e.id, &e.version, &e.typ, &e.payload, &e.metadata, &e.at, &e.stream); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		page = append(page, e)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
+	for _, e := range page {
+		md := map[string]string{}
+		if len(e.metadata) > 2 { // "{}": no user metadata
+			if err := json.Unmarshal(e.metadata, &md); err != nil {
+				return 0, err
+			}
+		}
+		md[MetadataStreamID] = e.stream
+		md[MetadataStreamVersion] = strconv.FormatInt(e.version, 10)
+		md[MetadataEventType] = e.typ
+		md[MetadataPosition] = strconv.FormatInt(e.pos, 10)
+		md[MetadataTransactionID] = e.txid
+		md[MetadataRecordedAt] = e.at.UTC().Format(time.RFC3339Nano)
+		msg := message.NewMessage(e.id.String(), message.Payload(e.payload))
+		msg.Metadata = md
+		msg.SetContext(ctx)
+		topic, _, _ := strings.Cut(e.stream, "-")
+		if err := pub.Publish(topic, msg); err != nil {
+			return 0, err
+		}
+	}
+	if len(page) > 0 {
+		*txid, *pos = page[len(page)-1].txid, page[len(page)-1].pos
+	}
+	return len(page), nil
+}
+
+// idlePollConns is how many pooled connections the idle measure's jobs
+// share for their polls, beside one leader connection each.
+const idlePollConns = 10
+
+// idleSizes returns the idle measure's sizes, ESOX_BENCH_IDLE: a
+// comma-separated list of k, each run with k forwarders and k projections
+// (default "1,5,25": 2, 10 and 50 jobs).
+func idleSizes(b *testing.B) []int {
+	v := os.Getenv("ESOX_BENCH_IDLE")
+	if v == "" {
+		return []int{1, 5, 25}
+	}
+	var out []int
+	for _, f := range strings.Split(v, ",") {
+		k, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || k < 1 {
+			b.Fatalf("ESOX_BENCH_IDLE=%q: want a comma-separated list of positive numbers", v)
+		}
+		out = append(out, k)
+	}
+	return out
+}
+
+// BenchmarkIdleTransactions counts what a process that runs k forwarders
+// and k projections (one projector.Runner), all idle, costs the database
+// in transactions per second: the delta of pg_stat_database.xact_commit
+// (read-only statements count too) over each round, in a database of its
+// own, so that nothing else on the server is counted. Variants: "none"
+// (nothing running: the background) and "jobs-N" for N = 2k jobs, k from
+// ESOX_BENCH_IDLE (default 1, 5 and 25: 2, 10 and 50 jobs), on a pool of
+// one connection per job plus idlePollConns. Before each round the jobs
+// start and lead (they hold their advisory locks), and every round waits a
+// second and a half, untimed, for the counters of what came before to be
+// published. PostgreSQL publishes a session's counters at most once a
+// second, so each round's count is off by up to a second's worth at either
+// end; the median over the rounds evens that out.
+//
+// It reports tx/s per variant and "jobs-N-extra-tx/s", the median per round
+// of jobs-N's rate minus that of the same cycle's "none" round. A size that
+// needs more connections than the server has free is left out, with a log
+// line.
+func BenchmarkIdleTransactions(b *testing.B) {
+	main := pgtest.Open(b)
+	dbName, dbURL := pgtest.Database(b, main)
+	db, err := sqlx.Open("postgres", dbURL)
+	if err != nil {
 		b.Fatal(err)
 	}
-	if b.N > 1 {
-		elapsed := time.Duration(cp.last.Load() - cp.first.Load())
-		b.ReportMetric(float64(b.N-1)/elapsed.Seconds(), "events/s")
+	defer db.Close()
+	ctx := context.Background()
+	store, err := postgres.New(db, testRegistry(), postgres.Config{Logger: benchLogger})
+	if err != nil {
+		b.Fatal(err)
 	}
-}
-
-// benchLogger keeps benchmark output to the figures.
-var benchLogger = slog.New(slog.DiscardHandler)
-
-var benchTopic = "esoxbench" + strconv.FormatInt(time.Now().UnixNano()%1e9, 36)
-
-// BenchmarkThroughput forwards a backlog to each publisher; the 2000 and
-// large-backlog variants show that the cost per event does not grow with the
-// backlog (the feed query is an index range scan).
-func BenchmarkThroughput(b *testing.B) {
-	backlogs := []int{2000, benchBacklog(b)}
-	for _, backlog := range backlogs {
-		b.Run(fmt.Sprintf("gochannel/backlog=%d", backlog), func(b *testing.B) {
-			gc := gochannel.NewGoChannel(gochannel.Config{}, nil) // no subscriber: measures the forwarder
-			defer gc.Close()
-			forwardBacklog(b, gc, backlog)
-		})
-		b.Run(fmt.Sprintf("rabbitmq/backlog=%d", backlog), func(b *testing.B) {
-			requireBroker(b, "RabbitMQ", "127.0.0.1:5672")
-			pgtest.LockBroker(b, "rabbitmq", false)
-			cfg := rabbitConfig()
-			sub, err := amqp.NewSubscriber(cfg, brokerLogger(b))
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer sub.Close()
-			if err := sub.SubscribeInitialize(benchTopic); err != nil { // declare the durable queue
-				b.Fatal(err)
-			}
-			defer exec.Command("rabbitmqctl", "delete_queue", benchTopic).Run()
-			pub, err := amqp.NewPublisher(cfg, brokerLogger(b))
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer pub.Close()
-			forwardBacklog(b, pub, backlog)
-		})
-		b.Run(fmt.Sprintf("nats/backlog=%d", backlog), func(b *testing.B) {
-			requireBroker(b, "NATS", "127.0.0.1:4222")
-			conn, err := nc.Connect(natsURL)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer conn.Close()
-			js, err := conn.JetStream()
-			if err != nil {
-				b.Fatal(err)
-			}
-			if _, err := js.AddStream(&nc.StreamConfig{Name: benchTopic, Subjects: []string{benchTopic}}); err != nil {
-				b.Fatal(err)
-			}
-			defer js.DeleteStream(benchTopic)
-			pub, err := wnats.NewPublisher(wnats.PublisherConfig{URL: natsURL, Marshaler: &wnats.NATSMarshaler{},
-				JetStream: wnats.JetStreamConfig{TrackMsgId: true}}, brokerLogger(b))
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer pub.Close()
-			forwardBacklog(b, pub, backlog)
-		})
+	defer store.Close()
+	if _, err := store.Migrate(ctx); err != nil {
+		b.Fatal(err)
 	}
-}
-
-// BenchmarkWatermillSQLBaseline is watermill-sql's own PostgreSQL
-// publisher/subscriber (DefaultPostgreSQLSchema +
-// DefaultPostgreSQLOffsetsAdapter, batch 100) consuming the same backlogs
-// from its own messages table, acking each message as soon as it arrives.
-func BenchmarkWatermillSQLBaseline(b *testing.B) {
-	for _, backlog := range []int{2000, benchBacklog(b)} {
-		b.Run(fmt.Sprintf("backlog=%d", backlog), func(b *testing.B) {
-			bb := benchSetup(b)
-			schemaAdapter, offsetsAdapter := baselineAdapters(bb.schema)
-			topic := "baseline"
-			sub, err := wsql.NewSubscriber(wsql.BeginnerFromStdSQL(bb.db.DB), wsql.SubscriberConfig{
-				SchemaAdapter: schemaAdapter, OffsetsAdapter: offsetsAdapter, InitializeSchema: true,
-			}, nil)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer sub.Close()
-			if err := sub.SubscribeInitialize(topic); err != nil {
-				b.Fatal(err)
-			}
-			n := max(backlog, b.N)
-			if _, err := bb.db.Exec(`INSERT INTO `+schemaAdapter.MessagesTable(topic)+` (uuid, payload, metadata, transaction_id)
-SELECT gen_random_uuid()::text, '{"n": 1}'::json, '{}'::json, pg_current_xact_id() FROM generate_series(1, $1::bigint)`, n); err != nil {
-				b.Fatal(err)
-			}
-			if _, err := bb.db.Exec(`ANALYZE ` + schemaAdapter.MessagesTable(topic)); err != nil {
-				b.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			b.ResetTimer()
-			start := time.Now()
-			msgs, err := sub.Subscribe(ctx, topic)
-			if err != nil {
-				b.Fatal(err)
-			}
-			for i := 0; i < b.N; i++ {
-				m := <-msgs
-				m.Ack()
-			}
-			elapsed := time.Since(start)
-			b.StopTimer()
-			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "events/s")
-		})
+	if _, err := migrate(ctx, store); err != nil {
+		b.Fatal(err)
 	}
-}
-
-func baselineAdapters(schema string) (wsql.DefaultPostgreSQLSchema, wsql.DefaultPostgreSQLOffsetsAdapter) {
-	q := postgres.QuoteIdentifier(schema) + "."
-	return wsql.DefaultPostgreSQLSchema{
-			GenerateMessagesTableName: func(topic string) string { return q + postgres.QuoteIdentifier("watermill_"+topic) },
-		}, wsql.DefaultPostgreSQLOffsetsAdapter{
-			GenerateMessagesOffsetsTableName: func(topic string) string { return q + postgres.QuoteIdentifier("watermill_offsets_"+topic) },
+	if _, err := projector.Migrate(ctx, db, store.Schema()); err != nil {
+		b.Fatal(err)
+	}
+	xacts := func() (int64, error) {
+		var n int64
+		err := main.QueryRowContext(ctx, `SELECT xact_commit FROM pg_stat_database WHERE datname = $1`, dbName).Scan(&n)
+		return n, err
+	}
+	// count counts the transactions committed in the database over the
+	// round, after a second and a half for the counters of what came
+	// before (jobs starting or stopping) to be published.
+	count := func(r *benchkit.Round) error {
+		time.Sleep(1500 * time.Millisecond)
+		x0, err := xacts()
+		if err != nil {
+			return err
 		}
+		r.ResetTimer()
+		if err := r.Wait(ctx); err != nil {
+			return err
+		}
+		x1, err := xacts()
+		r.StopTimer()
+		if err != nil {
+			return err
+		}
+		r.Add(x1 - x0)
+		return nil
+	}
+	var free int
+	if err := main.QueryRowContext(ctx, `SELECT current_setting('max_connections')::int - current_setting('superuser_reserved_connections')::int - (SELECT count(*) FROM pg_stat_activity)`).Scan(&free); err != nil {
+		b.Fatal(err)
+	}
+	gc := gochannel.NewGoChannel(gochannel.Config{}, nil)
+	defer gc.Close()
+	variants := []benchkit.Variant{{Name: "none", Run: count}}
+	for _, k := range idleSizes(b) {
+		// Each job holds a leader connection, and their polls share
+		// idlePollConns more; leave ten for everyone else.
+		need := 2*k + idlePollConns
+		if need > free-10 {
+			b.Logf("leaving out %d jobs: they need %d connections and the server has %d free", 2*k, need, free)
+			continue
+		}
+		variants = append(variants, benchkit.Variant{Name: fmt.Sprintf("jobs-%d", 2*k), Run: func(r *benchkit.Round) error {
+			// Kept open, so that no connection is opened or closed
+			// during the round.
+			db.SetMaxOpenConns(need)
+			db.SetMaxIdleConns(need)
+			stop, err := startIdleJobs(ctx, store, gc, k)
+			if err != nil {
+				return err
+			}
+			defer stop()
+			if err := waitAdvisoryLocks(ctx, main, dbName, 2*k); err != nil {
+				return err
+			}
+			return count(r)
+		}})
+	}
+	res := benchkit.Run(b, benchkit.Measure{Unit: "tx/s", AllowZero: true, Variants: variants})
+	for _, v := range res.Names[1:] {
+		b.ReportMetric(benchkit.Summarize(res.Diffs(v, "none")).Median, v+"-extra-tx/s")
+	}
 }
 
-// latencyRun appends b.N events at about 1000/s (one per append) with
+// startIdleJobs starts k forwarders (to gc, consumer groups idle-0…) and a
+// runner of k projections (idle-0…, handlers that do nothing) on store, and
+// returns a func that stops them and waits for them.
+func startIdleJobs(ctx context.Context, store *postgres.Store, gc message.Publisher, k int) (stop func(), err error) {
+	runCtx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	stop = func() {
+		cancel()
+		wg.Wait()
+	}
+	var ps []projector.Projection
+	for i := range k {
+		ps = append(ps, projector.Projection{Name: fmt.Sprintf("idle_%d", i),
+			Handler: projector.Batch(func(context.Context, postgres.Tx, []eventstore.Record) error { return nil })})
+		f, err := New(store, gc, Config{ConsumerGroup: fmt.Sprintf("idle-%d", i), DisableMigrate: true, Logger: benchLogger})
+		if err != nil {
+			stop()
+			return nil, err
+		}
+		wg.Go(func() { _ = f.Run(runCtx) })
+	}
+	runner, err := projector.NewRunner(store, projector.Config{Logger: benchLogger}, ps...)
+	if err != nil {
+		stop()
+		return nil, err
+	}
+	wg.Go(func() { _ = runner.Run(runCtx) })
+	return stop, nil
+}
+
+// waitAdvisoryLocks waits until n advisory locks are held in database
+// dbName: every job started leads.
+func waitAdvisoryLocks(ctx context.Context, db *sqlx.DB, dbName string, n int) error {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		var held int
+		if err := db.QueryRowContext(ctx, `SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+WHERE l.locktype = 'advisory' AND l.granted AND d.datname = $1`, dbName).Scan(&held); err != nil {
+			return err
+		}
+		if held >= n {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d of %d jobs lead after a minute", held, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// latencyRun appends n events at about 1000/s (one per append) with
 // appendStore and reports the time from Append's return (commit) to the
 // publish, p50 and p99. sameStore says whether the forwarder's Store is the
 // appender's (in-process wake-up) or another one (found by polling, as for
 // appends from another process).
 func latencyRun(b *testing.B, sameStore bool) {
+	n := latencyEvents(b)
 	bb := benchSetup(b)
 	appendStore := bb.store
 	if !sameStore {
@@ -269,10 +543,10 @@ func latencyRun(b *testing.B, sameStore bool) {
 		appendStore = other
 	}
 	var mu sync.Mutex
-	committed := make(map[string]time.Time, b.N)
-	latencies := make([]time.Duration, 0, b.N)
-	published := make(map[string]time.Time, b.N)
-	cp := newCountingPub(nil, b.N+1) // +1: the warm-up event
+	committed := make(map[string]time.Time, n)
+	latencies := make([]time.Duration, 0, n)
+	published := make(map[string]time.Time, n)
+	cp := newCountingPub(nil, n+1) // +1: the warm-up event
 	pub := &recordingPublisher{before: func(topic string, msg *message.Message) error {
 		mu.Lock()
 		published[msg.UUID] = time.Now()
@@ -295,7 +569,7 @@ func latencyRun(b *testing.B, sameStore bool) {
 	}
 	b.ResetTimer()
 	tick := time.NewTicker(time.Millisecond)
-	for i := 0; i < b.N; i++ {
+	for i := range n {
 		<-tick.C
 		res, err := appendStore.Append(ctx, "lat-"+strconv.Itoa(i%50), eventstore.Any, []eventstore.Event{{Data: itemAdded{N: i}}})
 		if err != nil {
@@ -324,13 +598,20 @@ func latencyRun(b *testing.B, sameStore bool) {
 	slices.Sort(latencies)
 	b.ReportMetric(float64(latencies[len(latencies)/2].Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(latencies[len(latencies)*99/100].Microseconds())/1000, "p99-ms")
+	b.ReportMetric(0, "ns/op")
 }
 
-// BenchmarkLatency is commit-to-publish latency at about 1000 events/s.
+// BenchmarkLatency is commit-to-publish latency at about 1000 events/s for
+// ESOX_BENCH_SECONDS (default 10), one event per append: through the
+// forwarder's own store (woken in-process), through another store (found by
+// the 10 ms poll, as appends from another process), and, as a baseline,
+// watermill-sql's default PostgreSQL publisher and subscriber. It reports
+// the p50 and p99 in milliseconds; b.N is ignored.
 func BenchmarkLatency(b *testing.B) {
 	b.Run("same-store", func(b *testing.B) { latencyRun(b, true) })
 	b.Run("other-store", func(b *testing.B) { latencyRun(b, false) })
 	b.Run("watermill-sql-default", func(b *testing.B) {
+		n := latencyEvents(b)
 		bb := benchSetup(b)
 		schemaAdapter, offsetsAdapter := baselineAdapters(bb.schema)
 		topic := "baseline"
@@ -353,11 +634,11 @@ func BenchmarkLatency(b *testing.B) {
 		}
 		var mu sync.Mutex
 		committed := map[string]time.Time{}
-		latencies := make([]time.Duration, 0, b.N)
+		latencies := make([]time.Duration, 0, n)
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			for i := 0; i < b.N; i++ {
+			for range n {
 				m := <-msgs
 				now := time.Now()
 				mu.Lock()
@@ -371,7 +652,7 @@ func BenchmarkLatency(b *testing.B) {
 		}()
 		b.ResetTimer()
 		tick := time.NewTicker(time.Millisecond)
-		for i := 0; i < b.N; i++ {
+		for range n {
 			<-tick.C
 			m := message.NewMessage(watermillUUID(), []byte(`{"n": 1}`))
 			if err := pub.Publish(topic, m); err != nil {
@@ -389,6 +670,7 @@ func BenchmarkLatency(b *testing.B) {
 			b.ReportMetric(float64(latencies[len(latencies)/2].Microseconds())/1000, "p50-ms")
 			b.ReportMetric(float64(latencies[len(latencies)*99/100].Microseconds())/1000, "p99-ms")
 		}
+		b.ReportMetric(0, "ns/op")
 	})
 }
 
@@ -398,11 +680,13 @@ func watermillUUID() string {
 	return fmt.Sprintf("00000000-0000-7000-8000-%012d", uuidSeq.Add(1))
 }
 
-// benchConcurrency is Config.PublishConcurrency in the throughput
-// benchmarks: ESOX_BENCH_CONCURRENCY, default PublishConcurrencyDefault.
-var benchConcurrency = func() int {
-	if n, err := strconv.Atoi(os.Getenv("ESOX_BENCH_CONCURRENCY")); err == nil && n > 0 {
-		return n
-	}
-	return PublishConcurrencyDefault
-}()
+// baselineAdapters are watermill-sql's default PostgreSQL schema and
+// offsets adapters, with their tables in schema.
+func baselineAdapters(schema string) (wsql.DefaultPostgreSQLSchema, wsql.DefaultPostgreSQLOffsetsAdapter) {
+	q := postgres.QuoteIdentifier(schema) + "."
+	return wsql.DefaultPostgreSQLSchema{
+			GenerateMessagesTableName: func(topic string) string { return q + postgres.QuoteIdentifier("watermill_"+topic) },
+		}, wsql.DefaultPostgreSQLOffsetsAdapter{
+			GenerateMessagesOffsetsTableName: func(topic string) string { return q + postgres.QuoteIdentifier("watermill_offsets_"+topic) },
+		}
+}

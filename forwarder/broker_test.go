@@ -48,7 +48,7 @@ func brokerLogger(t testing.TB) watermill.LoggerAdapter {
 func rabbitConfig() amqp.Config {
 	cfg := amqp.NewDurableQueueConfig(amqpURI)
 	cfg.Publish.ConfirmDelivery = true
-	cfg.Publish.ChannelPoolSize = max(PublishConcurrencyDefault, benchConcurrency) // one channel per concurrent publish
+	cfg.Publish.ChannelPoolSize = PublishConcurrencyDefault // one channel per concurrent publish
 	cfg.Connection.Reconnect = &amqp.ReconnectConfig{BackoffInitialInterval: 100 * time.Millisecond, BackoffMultiplier: 1.5, BackoffMaxInterval: time.Second}
 	return cfg
 }

@@ -3,7 +3,9 @@ package projector_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"log/slog"
 	"runtime"
 	"slices"
 	"strconv"
@@ -18,55 +20,105 @@ import (
 
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
+	"github.com/esox-go/esox/internal/benchkit"
 	"github.com/esox-go/esox/internal/pgtest"
 	"github.com/esox-go/esox/projector"
 )
 
-// benchEvents is the number of events the catch-up benchmark seeds:
-// ESOX_BENCH_EVENTS, default 1,000,000.
-func benchEvents(b *testing.B) int { return pgtest.EnvInt(b, "ESOX_BENCH_EVENTS", 1_000_000) }
+// The benchmarks run their variants through internal/benchkit: interleaved
+// rounds (A B B A …, 6 rounds of 3 s each by default) on the same tables,
+// reporting the median of the per-round ratios and their spread; b.N is
+// ignored:
+//
+//	go test -run '^$' -bench . -benchtime 1x ./projector
+//	ESOX_BENCH_ROUND=200ms ESOX_BENCH_ROUNDS=2 ESOX_BENCH_EVENTS=100000 go test -run '^$' -bench . -benchtime 1x ./projector  # quick check
 
-// peakHeap samples HeapInuse until stop is called and returns the maximum.
-func peakHeap() (stop func() uint64) {
-	var peak atomic.Uint64
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		t := time.NewTicker(20 * time.Millisecond)
-		defer t.Stop()
-		var ms runtime.MemStats
-		for {
-			runtime.ReadMemStats(&ms)
-			if ms.HeapInuse > peak.Load() {
-				peak.Store(ms.HeapInuse)
-			}
-			select {
-			case <-done:
-				return
-			case <-t.C:
-			}
+// benchLogger keeps the runners' logs out of the benchmark output.
+var benchLogger = slog.New(slog.DiscardHandler)
+
+// newBenchStore returns a migrated store in a fresh schema of db, logging
+// nowhere.
+func newBenchStore(b *testing.B, db *sqlx.DB) *bundle {
+	b.Helper()
+	schema := pgtest.Schema(b, db)
+	reg := newRegistry()
+	store, err := postgres.New(db, reg, postgres.Config{Schema: schema, Logger: benchLogger})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := store.Migrate(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	return &bundle{db: db, schema: schema, reg: reg, store: store}
+}
+
+// startRunner runs r until the returned stop is called, and waits until this
+// process leads every one of its projections (leader election and
+// migrations are then behind it).
+func startRunner(b *testing.B, r *projector.Runner) (stop func()) {
+	b.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	stop = func() {
+		cancel()
+		if err := <-done; err != nil {
+			b.Error(err)
 		}
-	})
-	return func() uint64 {
-		close(done)
-		wg.Wait()
-		return peak.Load()
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		st, err := r.Status(ctx)
+		if err != nil {
+			stop()
+			b.Fatal(err)
+		}
+		leading := len(st) > 0
+		for _, s := range st {
+			leading = leading && s.Leading
+		}
+		if leading {
+			return stop
+		}
+		if time.Now().After(deadline) {
+			stop()
+			b.Fatal("the runner did not lead its projections within a minute")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
-// BenchmarkCatchUp measures how fast a projection catches up with N events
-// (ESOX_BENCH_EVENTS, default 1,000,000) spread over 1,000 accounts, into a
-// SQL read model: with one upsert per event through the runner, with a raw
-// SQL loop doing the same reads, upserts and checkpoint updates in the same
-// batches of 1,000, and with a batch handler doing one multi-row upsert per
-// batch. It reports events/s and the peak heap in use.
+// BenchmarkCatchUp measures how fast a projection with a batch insert
+// handler catches up with a backlog: ESOX_BENCH_EVENTS (default 1,000,000)
+// "deposited" events over 1,000 accounts, seeded once. Each round replays the
+// feed from its start into an emptied read model; the setup (emptying the
+// table, rewinding the checkpoint, starting the runner) is not timed, the
+// replay is, until the round ends:
+//
+//   - esox: a projector.Runner (default Config: batches of 1,000) whose
+//     projection's Batch handler inserts the batch's events in one
+//     multi-row INSERT … SELECT FROM unnest($1, $2, $3) into a table keyed by
+//     position. Before the round: Rebuild (checkpoint to the start, table
+//     truncated), then Run until this process leads. The events counted are
+//     the checkpoint's progress from then to the end of the round.
+//   - raw: a hand-written loop doing the same work: before the round,
+//     TRUNCATE the table and reset its checkpoint row in one transaction;
+//     then per 1,000 events the same gap-free feed query as
+//     postgres.Store.ReadFeed (prepared, the same columns), json.Unmarshal of
+//     each payload into Deposited, and one transaction that UPDATEs the
+//     checkpoint row and runs the same INSERT.
+//
+// It reports events applied per second and the ratio esox/raw, and the
+// peak heap in use during each variant's rounds ("esox-peak-heap-MB",
+// "raw-peak-heap-MB"), which must not grow with the backlog. A round that
+// runs out of backlog fails: raise ESOX_BENCH_EVENTS.
 func BenchmarkCatchUp(b *testing.B) {
-	n := benchEvents(b)
+	n := pgtest.EnvInt(b, "ESOX_BENCH_EVENTS", 1_000_000)
 	db := pgtest.Open(b)
 	// database/sql keeps only 2 idle connections by default: with a leader
-	// connection, a worker and WaitFor, the pool would reconnect all the time.
+	// connection, a worker and the raw loop, the pool would reconnect.
 	db.SetMaxIdleConns(16)
-	bn := setupOn(b, db, pgtest.Schema(b, db), nil, nil)
+	bn := newBenchStore(b, db)
 	ctx := context.Background()
 	seedStart := time.Now()
 	if _, err := db.ExecContext(ctx, `INSERT INTO `+bn.store.QualifiedEventsTable()+` (event_id, stream_id, stream_version, event_type, payload)
@@ -78,271 +130,311 @@ func BenchmarkCatchUp(b *testing.B) {
 	if _, err := db.ExecContext(ctx, `VACUUM ANALYZE `+bn.store.QualifiedEventsTable()); err != nil {
 		b.Fatal(err)
 	}
+	// One INSERT in a fresh table: positions run 1..n, so a checkpoint's
+	// position is the number of events applied up to it.
+	var lo, hi, count int64
+	if err := db.QueryRowContext(ctx, `SELECT min(position), max(position), count(*) FROM `+bn.store.QualifiedEventsTable()).Scan(&lo, &hi, &count); err != nil {
+		b.Fatal(err)
+	}
+	if lo != 1 || hi != int64(n) || count != int64(n) {
+		b.Fatalf("seeded positions %d..%d (%d events), want 1..%d", lo, hi, count, n)
+	}
 	b.Logf("seeded %d events in %s", n, time.Since(seedStart).Round(time.Millisecond))
-	last := bn.lastEvent(b)
-	const batch = 1000
 
-	model := func(b *testing.B, table string) string {
+	model := func(table string) (create, insert string) {
 		tbl := bn.q(table)
-		if _, err := db.ExecContext(ctx, `DROP TABLE IF EXISTS `+tbl+`; CREATE TABLE `+tbl+` (account text PRIMARY KEY, total bigint NOT NULL, n bigint NOT NULL)`); err != nil {
-			b.Fatal(err)
-		}
-		return tbl
+		return `CREATE TABLE IF NOT EXISTS ` + tbl + ` (position bigint PRIMARY KEY, account text NOT NULL, amount bigint NOT NULL)`,
+			`INSERT INTO ` + tbl + ` (position, account, amount) SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[])`
 	}
-	check := func(b *testing.B, table string) {
-		var total, count int64
-		if err := db.QueryRowContext(ctx, `SELECT coalesce(sum(total), 0), coalesce(sum(n), 0) FROM `+bn.q(table)).Scan(&total, &count); err != nil {
-			b.Fatal(err)
+	exhausted := fmt.Errorf("the backlog of %d events ran out within a round: raise ESOX_BENCH_EVENTS", n)
+
+	// esox: a runner with one projection, started per round.
+	const name = "catchup"
+	createEsox, insertEsox := model("esox_model")
+	h := projector.Batch(func(ctx context.Context, tx postgres.Tx, recs []eventstore.Record) error {
+		pos := make([]int64, len(recs))
+		accts := make([]string, len(recs))
+		amounts := make([]int64, len(recs))
+		for i, r := range recs {
+			d := r.Data.(Deposited)
+			pos[i], accts[i], amounts[i] = r.Position.Position, d.Account, d.Amount
 		}
-		if count != int64(n) {
-			b.Fatalf("%s: model counts %d events, want %d", table, count, n)
-		}
+		_, err := tx.ExecContext(ctx, insertEsox, pq.Array(pos), pq.Array(accts), pq.Array(amounts))
+		return err
+	}, "deposited")
+	runner, err := projector.NewRunner(bn.store, projector.Config{Logger: benchLogger}, projector.Projection{
+		Name: name, Handler: h,
+		Setup: func(ctx context.Context, tx postgres.Tx) error { _, err := tx.ExecContext(ctx, createEsox); return err },
+		Reset: func(ctx context.Context, tx postgres.Tx) error {
+			_, err := tx.ExecContext(ctx, `TRUNCATE `+bn.q("esox_model"))
+			return err
+		},
+	})
+	if err != nil {
+		b.Fatal(err)
 	}
-	report := func(b *testing.B, elapsed time.Duration, peak uint64) {
-		b.ReportMetric(float64(n)*float64(b.N)/elapsed.Seconds(), "events/s")
-		b.ReportMetric(float64(peak)/(1<<20), "peak-heap-MB")
-		b.ReportMetric(0, "ns/op")
+	if _, err := runner.Migrate(ctx); err != nil {
+		b.Fatal(err)
+	}
+	applied := func() (int64, error) {
+		var pos int64
+		err := db.QueryRowContext(ctx, `SELECT position FROM `+bn.q(projector.CheckpointsTable)+` WHERE projection = $1 AND status = 'active'`, name).Scan(&pos)
+		return pos, err
+	}
+	esoxRound := func(r *benchkit.Round) error {
+		// The checkpoint back to the start and the table emptied, before
+		// the runner starts.
+		if err := runner.Rebuild(ctx, name); err != nil {
+			return err
+		}
+		stop := startRunner(b, runner)
+		defer stop()
+		// Time the replay once the runner leads: count from the
+		// checkpoint it has reached by now.
+		from, err := applied()
+		if err != nil {
+			return err
+		}
+		r.ResetTimer()
+		if err := r.Wait(ctx); err != nil {
+			return err
+		}
+		to, err := applied()
+		r.StopTimer()
+		if err != nil {
+			return err
+		}
+		if to >= int64(n) {
+			return exhausted
+		}
+		r.Add(to - from)
+		return nil
 	}
 
-	b.Run("raw_sql_loop", func(b *testing.B) {
+	// raw: the hand-written loop.
+	createRaw, insertRaw := model("raw_model")
+	checkpoint := bn.q("raw_checkpoint")
+	if _, err := db.ExecContext(ctx, createRaw+`; CREATE TABLE `+checkpoint+` (id int PRIMARY KEY, transaction_id xid8 NOT NULL, position bigint NOT NULL);
+		INSERT INTO `+checkpoint+` VALUES (1, '0', 0)`); err != nil {
+		b.Fatal(err)
+	}
+	feed, err := db.PreparexContext(ctx, `SELECT position, transaction_id::text AS transaction_id_text, event_id, stream_version, event_type, payload, metadata, recorded_at, stream_id
+FROM `+bn.store.QualifiedEventsTable()+`
+WHERE (transaction_id, position) > ($1::xid8, $2::bigint)
+  AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+ORDER BY transaction_id, position LIMIT $3`)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer feed.Close()
+	const batch = projector.BatchSizeDefault
+	type row struct {
+		pos, version      int64
+		txid, typ, stream string
+		id                uuid.UUID
+		payload, metadata []byte
+		at                time.Time
+		d                 Deposited
+	}
+	rawRound := func(r *benchkit.Round) error {
 		// A service runs its loop under a cancellable context, as the
 		// runner does (lib/pq then watches each query for cancellation).
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
-		var elapsed time.Duration
-		var peak uint64
-		for range b.N {
-			tbl := model(b, "raw_model")
-			upsert := `INSERT INTO ` + tbl + ` (account, total, n) VALUES ($1, $2, 1)
-				ON CONFLICT (account) DO UPDATE SET total = ` + tbl + `.total + excluded.total, n = ` + tbl + `.n + 1`
-			if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS `+bn.q("raw_checkpoint")+` (id int PRIMARY KEY, transaction_id xid8, position bigint);
-				DELETE FROM `+bn.q("raw_checkpoint")+`; INSERT INTO `+bn.q("raw_checkpoint")+` VALUES (1, '0', 0)`); err != nil {
-				b.Fatal(err)
-			}
-			feed := `SELECT position, transaction_id::text AS txid, payload FROM ` + bn.store.QualifiedEventsTable() + `
-				WHERE (transaction_id, position) > ($1::xid8, $2::bigint) AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-				ORDER BY transaction_id, position LIMIT $3`
-			stopPeak := peakHeap()
-			start := time.Now()
-			txid, pos := "0", int64(0)
-			for {
-				rows, err := db.QueryContext(ctx, feed, txid, pos, batch)
-				if err != nil {
-					b.Fatal(err)
-				}
-				type row struct {
-					d Deposited
-				}
-				var page []row
-				for rows.Next() {
-					var payload []byte
-					if err := rows.Scan(&pos, &txid, &payload); err != nil {
-						b.Fatal(err)
-					}
-					var r row
-					if err := json.Unmarshal(payload, &r.d); err != nil {
-						b.Fatal(err)
-					}
-					page = append(page, r)
-				}
-				if err := rows.Err(); err != nil {
-					b.Fatal(err)
-				}
-				rows.Close()
-				if len(page) == 0 {
-					break
-				}
-				tx, err := db.BeginTxx(ctx, nil)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if _, err := tx.ExecContext(ctx, `UPDATE `+bn.q("raw_checkpoint")+` SET transaction_id = $1::xid8, position = $2 WHERE id = 1`, txid, pos); err != nil {
-					b.Fatal(err)
-				}
-				for _, r := range page {
-					if _, err := tx.ExecContext(ctx, upsert, r.d.Account, r.d.Amount); err != nil {
-						b.Fatal(err)
-					}
-				}
-				if err := tx.Commit(); err != nil {
-					b.Fatal(err)
-				}
-			}
-			elapsed += time.Since(start)
-			peak = max(peak, stopPeak())
-			check(b, "raw_model")
+		tx, err := db.BeginTxx(ctx, nil)
+		if err != nil {
+			return err
 		}
-		report(b, elapsed, peak)
-	})
-
-	runProjection := func(b *testing.B, name, table string, h projector.Handler) {
-		var elapsed time.Duration
-		var peak uint64
-		for i := range b.N {
-			model(b, table)
-			p := projector.Projection{Name: fmt.Sprintf("%s_%d", name, i), Handler: h}
-			r, err := projector.NewRunner(bn.store, projector.Config{BatchSize: batch, Logger: testLogger(b)}, p)
+		if _, err := tx.ExecContext(ctx, `TRUNCATE `+bn.q("raw_model")); err != nil {
+			_ = tx.Rollback()
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE `+checkpoint+` SET transaction_id = '0', position = 0 WHERE id = 1`); err != nil {
+			_ = tx.Rollback()
+			return err
+		}
+		if err := tx.Commit(); err != nil {
+			return err
+		}
+		r.ResetTimer()
+		txid, pos := "0", int64(0)
+		for !r.Done() {
+			rows, err := feed.QueryContext(ctx, txid, pos, batch)
 			if err != nil {
-				b.Fatal(err)
+				return err
 			}
-			if _, err := r.Migrate(ctx); err != nil {
-				b.Fatal(err)
+			page := make([]row, 0, batch)
+			for rows.Next() {
+				var e row
+				if err := rows.Scan(&e.pos, &e.txid, &e.id, &e.version, &e.typ, &e.payload, &e.metadata, &e.at, &e.stream); err != nil {
+					rows.Close()
+					return err
+				}
+				if e.typ == "deposited" {
+					if err := json.Unmarshal(e.payload, &e.d); err != nil {
+						rows.Close()
+						return err
+					}
+				}
+				page = append(page, e)
 			}
-			runCtx, cancel := context.WithCancel(ctx)
-			done := make(chan error, 1)
-			stopPeak := peakHeap()
-			start := time.Now()
-			go func() { done <- r.Run(runCtx) }()
-			if err := r.WaitFor(ctx, p.Name, last); err != nil {
-				b.Fatal(err)
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return err
 			}
-			elapsed += time.Since(start)
-			peak = max(peak, stopPeak())
-			cancel()
-			if err := <-done; err != nil {
-				b.Fatal(err)
+			if len(page) == 0 {
+				return exhausted
 			}
-			check(b, table)
+			txid, pos = page[len(page)-1].txid, page[len(page)-1].pos
+			positions := make([]int64, 0, len(page))
+			accts := make([]string, 0, len(page))
+			amounts := make([]int64, 0, len(page))
+			for _, e := range page {
+				if e.typ == "deposited" {
+					positions, accts, amounts = append(positions, e.pos), append(accts, e.d.Account), append(amounts, e.d.Amount)
+				}
+			}
+			tx, err := db.BeginTxx(ctx, nil)
+			if err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE `+checkpoint+` SET transaction_id = $1::xid8, position = $2 WHERE id = 1`, txid, pos); err != nil {
+				_ = tx.Rollback()
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, insertRaw, pq.Array(positions), pq.Array(accts), pq.Array(amounts)); err != nil {
+				_ = tx.Rollback()
+				return err
+			}
+			if err := tx.Commit(); err != nil {
+				return err
+			}
+			r.Add(int64(len(page)))
 		}
-		report(b, elapsed, peak)
+		return nil
 	}
 
-	b.Run("projector_upsert_per_event", func(b *testing.B) {
-		tbl := bn.q("per_event_model")
-		upsert := `INSERT INTO ` + tbl + ` (account, total, n) VALUES ($1, $2, 1)
-			ON CONFLICT (account) DO UPDATE SET total = ` + tbl + `.total + excluded.total, n = ` + tbl + `.n + 1`
-		h := projector.On(projector.NewHandlers(bn.reg), func(ctx context.Context, tx postgres.Tx, _ eventstore.Record, e Deposited) error {
-			_, err := tx.ExecContext(ctx, upsert, e.Account, e.Amount)
-			return err
-		})
-		runProjection(b, "per_event", "per_event_model", h)
-	})
+	var esoxPeak, rawPeak uint64
+	benchkit.Run(b, benchkit.Measure{Unit: "events/s", Baseline: "raw", Variants: []benchkit.Variant{
+		{Name: "esox", Run: withPeakHeap(&esoxPeak, esoxRound)},
+		{Name: "raw", Run: withPeakHeap(&rawPeak, rawRound)},
+	}})
+	b.ReportMetric(float64(esoxPeak)/(1<<20), "esox-peak-heap-MB")
+	b.ReportMetric(float64(rawPeak)/(1<<20), "raw-peak-heap-MB")
+}
 
-	b.Run("projector_batch_upsert", func(b *testing.B) {
-		tbl := bn.q("batch_model")
-		upsert := `INSERT INTO ` + tbl + ` AS m (account, total, n)
-			SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[])
-			ON CONFLICT (account) DO UPDATE SET total = m.total + excluded.total, n = m.n + excluded.n`
-		h := projector.Batch(func(ctx context.Context, tx postgres.Tx, recs []eventstore.Record) error {
-			idx := map[string]int{}
-			var accts []string
-			var totals, counts []int64
-			for _, r := range recs {
-				d := r.Data.(Deposited)
-				i, ok := idx[d.Account]
-				if !ok {
-					i = len(accts)
-					idx[d.Account] = i
-					accts, totals, counts = append(accts, d.Account), append(totals, 0), append(counts, 0)
+// withPeakHeap wraps a round function: while it runs, the process's
+// HeapInuse is sampled every 20 ms and *peak raised to the largest value
+// seen.
+func withPeakHeap(peak *uint64, run func(r *benchkit.Round) error) func(r *benchkit.Round) error {
+	return func(r *benchkit.Round) error {
+		done := make(chan struct{})
+		var seen atomic.Uint64
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			t := time.NewTicker(20 * time.Millisecond)
+			defer t.Stop()
+			var ms runtime.MemStats
+			for {
+				runtime.ReadMemStats(&ms)
+				if ms.HeapInuse > seen.Load() {
+					seen.Store(ms.HeapInuse)
 				}
-				totals[i] += d.Amount
-				counts[i]++
+				select {
+				case <-done:
+					return
+				case <-t.C:
+				}
 			}
-			_, err := tx.ExecContext(ctx, upsert, pq.Array(accts), pq.Array(totals), pq.Array(counts))
-			return err
-		}, "deposited")
-		runProjection(b, "batch", "batch_model", h)
-	})
+		})
+		err := run(r)
+		close(done)
+		wg.Wait()
+		*peak = max(*peak, seen.Load())
+		return err
+	}
+}
+
+// appendRound returns a round function in which writers goroutines append
+// single events to their own streams through store until the round ends,
+// counting appends.
+func appendRound(store *postgres.Store, writers int) func(r *benchkit.Round) error {
+	return func(r *benchkit.Round) error {
+		ctx := context.Background()
+		errs := make([]error, writers)
+		var wg sync.WaitGroup
+		for w := range writers {
+			wg.Go(func() {
+				for i := 0; !r.Done(); i++ {
+					if _, err := store.Append(ctx, fmt.Sprintf("account-w%d-%d", w, i%100), eventstore.Any,
+						[]eventstore.Event{{Data: Deposited{Account: "x", Amount: 1}}}); err != nil {
+						errs[w] = err
+						return
+					}
+					r.Add(1)
+				}
+			})
+		}
+		wg.Wait()
+		return errors.Join(errs...)
+	}
 }
 
 // BenchmarkPollCost measures what idle projections polling the feed cost
-// concurrent appenders: 4 goroutines append single events for
-// ESOX_BENCH_SECONDS (default 10) with no runner, with a runner of 1 and of
-// 10 idle projections polling every 10 ms (100 and 1,000 polls/s) on
-// another schema of the same server, and with none again. It reports
-// appends/s for each.
+// concurrent appenders: 4 goroutines append single events, with no runner
+// ("none", the baseline), and with a runner of 1 and of 10 idle projections
+// ("idle-1", "idle-10") polling every 10 ms (100 and 1,000 polls/s) on
+// another schema of the same server, started and leading before each round
+// and stopped after it. It reports appends/s and the ratios to "none".
 func BenchmarkPollCost(b *testing.B) {
-	secs := pgtest.EnvInt(b, "ESOX_BENCH_SECONDS", 10)
 	db := pgtest.Open(b)
 	db.SetMaxIdleConns(32)
-	bn := setupOn(b, db, pgtest.Schema(b, db), nil, nil)
-	idle := setupOn(b, db, pgtest.Schema(b, db), nil, nil)
+	bn := newBenchStore(b, db)
+	idle := newBenchStore(b, db)
 	ctx := context.Background()
-
-	appendFor := func(b *testing.B, d time.Duration) float64 { return appendRate(b, db, bn.store, 4, d) }
-	// Interleaved, to see the machine's drift: none, 1, 10, none.
-	for i, projections := range []int{0, 1, 10, 0} {
-		b.Run(fmt.Sprintf("idle_projections_%d_run_%d", projections, i), func(b *testing.B) {
-			if projections > 0 {
-				var ps []projector.Projection
-				for j := range projections {
-					ps = append(ps, projector.Projection{Name: fmt.Sprintf("idle_%d_%d", i, j), Handler: projector.Batch(func(context.Context, postgres.Tx, []eventstore.Record) error { return nil })})
-				}
-				r, err := projector.NewRunner(idle.store, projector.Config{Logger: testLogger(b)}, ps...)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if _, err := r.Migrate(ctx); err != nil {
-					b.Fatal(err)
-				}
-				rctx, cancel := context.WithCancel(ctx)
-				done := make(chan error, 1)
-				go func() { done <- r.Run(rctx) }()
-				defer func() {
-					cancel()
-					<-done
-				}()
-				time.Sleep(200 * time.Millisecond) // let the workers start polling
+	withIdle := func(k int) func(r *benchkit.Round) error {
+		appendFor := appendRound(bn.store, 4)
+		return func(r *benchkit.Round) error {
+			var ps []projector.Projection
+			for j := range k {
+				ps = append(ps, projector.Projection{Name: fmt.Sprintf("idle_%d", j), Handler: projector.Batch(func(context.Context, postgres.Tx, []eventstore.Record) error { return nil })})
 			}
-			var rate float64
-			for range b.N {
-				rate += appendFor(b, time.Duration(secs)*time.Second)
+			runner, err := projector.NewRunner(idle.store, projector.Config{Logger: benchLogger}, ps...)
+			if err != nil {
+				return err
 			}
-			b.ReportMetric(rate/float64(b.N), "appends/s")
-			b.ReportMetric(0, "ns/op")
-		})
-	}
-}
-
-// appendRate has writers goroutines append single events to their own
-// streams through store for d and returns the appends/s; it logs the
-// server's transactions/s during the run.
-func appendRate(b *testing.B, db *sqlx.DB, store *postgres.Store, writers int, d time.Duration) float64 {
-	ctx := context.Background()
-	xacts := func() int64 {
-		var n int64
-		if err := db.QueryRowContext(ctx, `SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()`).Scan(&n); err != nil {
-			b.Fatal(err)
+			if _, err := runner.Migrate(ctx); err != nil {
+				return err
+			}
+			stop := startRunner(b, runner)
+			defer stop()
+			r.ResetTimer()
+			err = appendFor(r)
+			r.StopTimer()
+			return err
 		}
-		return n
 	}
-	x0 := xacts()
-	defer func() { b.Logf("server transactions/s during the run: %.0f", float64(xacts()-x0)/d.Seconds()) }()
-	var n atomic.Int64
-	actx, cancel := context.WithTimeout(ctx, d)
-	defer cancel()
-	var wg sync.WaitGroup
-	for w := range writers {
-		wg.Go(func() {
-			for i := 0; actx.Err() == nil; i++ {
-				_, err := store.Append(actx, fmt.Sprintf("account-w%d-%d", w, i%100), eventstore.Any,
-					[]eventstore.Event{{Data: Deposited{Account: "x", Amount: 1}}})
-				if err == nil {
-					n.Add(1)
-				} else if actx.Err() == nil {
-					b.Error(err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	return float64(n.Load()) / d.Seconds()
+	// The baseline in the middle: next to both others in every cycle.
+	benchkit.Run(b, benchkit.Measure{Unit: "appends/s", Baseline: "none", Variants: []benchkit.Variant{
+		{Name: "idle-1", Run: withIdle(1)},
+		{Name: "none", Run: appendRound(bn.store, 4)},
+		{Name: "idle-10", Run: withIdle(10)},
+	}})
 }
 
 // BenchmarkNotifyCost measures what the alternative wake-up, NOTIFY on every
-// append, would cost appenders: 8 goroutines append single events for
-// ESOX_BENCH_SECONDS (default 10), alternately without and with a
-// statement-level trigger on the events table that calls pg_notify, while a
-// LISTEN connection drains the notifications. NOTIFY takes a lock held
-// until commit that serialises every notifying transaction of the database,
-// which is the cost DESIGN's known traps warn of; compare with
-// BenchmarkPollCost, the wake-up esox uses.
+// append, would cost appenders: 8 goroutines append single events without
+// ("no-notify", the baseline) and with ("notify") a statement-level trigger
+// on the events table that calls pg_notify, created before the round and
+// dropped after it, while a LISTEN connection drains the notifications.
+// NOTIFY takes a lock held until commit that serialises every notifying
+// transaction of the database, which is the cost DESIGN's known traps warn
+// of; compare with BenchmarkPollCost, the wake-up esox uses. It reports
+// appends/s and the ratio notify/no-notify.
 func BenchmarkNotifyCost(b *testing.B) {
-	secs := pgtest.EnvInt(b, "ESOX_BENCH_SECONDS", 10)
 	db := pgtest.Open(b)
 	db.SetMaxIdleConns(32)
-	bn := setupOn(b, db, pgtest.Schema(b, db), nil, nil)
+	bn := newBenchStore(b, db)
 	ctx := context.Background()
 	channel := "esox_bench_" + strconv.FormatInt(time.Now().UnixNano()%1e9, 36)
 	fn := bn.q("notify_append")
@@ -364,29 +456,24 @@ $$BEGIN PERFORM pg_notify('`+channel+`', ''); RETURN NULL; END$$`); err != nil {
 		}
 	}()
 	defer func() { listener.Close(); <-drained }()
-	for i, notify := range []bool{false, true, false, true} {
-		name := "no_notify"
-		if notify {
-			name = "notify_per_append"
-		}
-		b.Run(fmt.Sprintf("%s_run_%d", name, i), func(b *testing.B) {
-			trigger := `DROP TRIGGER IF EXISTS notify_append ON ` + bn.store.QualifiedEventsTable()
-			if notify {
-				trigger = `CREATE TRIGGER notify_append AFTER INSERT ON ` + bn.store.QualifiedEventsTable() + ` FOR EACH STATEMENT EXECUTE FUNCTION ` + fn + `()`
+	appendFor := appendRound(bn.store, 8)
+	dropTrigger := `DROP TRIGGER IF EXISTS notify_append ON ` + bn.store.QualifiedEventsTable()
+	benchkit.Run(b, benchkit.Measure{Unit: "appends/s", Baseline: "no-notify", Variants: []benchkit.Variant{
+		{Name: "notify", Run: func(r *benchkit.Round) error {
+			if _, err := db.ExecContext(ctx, `CREATE TRIGGER notify_append AFTER INSERT ON `+bn.store.QualifiedEventsTable()+` FOR EACH STATEMENT EXECUTE FUNCTION `+fn+`()`); err != nil {
+				return err
 			}
-			if _, err := db.ExecContext(ctx, trigger); err != nil {
-				b.Fatal(err)
+			r.ResetTimer()
+			err := appendFor(r)
+			r.StopTimer()
+			if _, derr := db.ExecContext(ctx, dropTrigger); derr != nil {
+				return errors.Join(err, derr)
 			}
-			before := got.Load()
-			var rate float64
-			for range b.N {
-				rate += appendRate(b, db, bn.store, 8, time.Duration(secs)*time.Second)
-			}
-			b.ReportMetric(rate/float64(b.N), "appends/s")
-			b.ReportMetric(0, "ns/op")
-			b.Logf("notifications received: %d", got.Load()-before)
-		})
-	}
+			return err
+		}},
+		{Name: "no-notify", Run: appendFor},
+	}})
+	b.Logf("notifications received: %d", got.Load())
 }
 
 // BenchmarkCommitToReadModelLatency appends about 1,000 events/s for
@@ -427,7 +514,7 @@ func BenchmarkCommitToReadModelLatency(b *testing.B) {
 				mu.Unlock()
 				return nil
 			}, "deposited")
-			r, err := projector.NewRunner(bn.store, projector.Config{Logger: testLogger(b)}, projector.Projection{Name: "lat", Handler: h})
+			r, err := projector.NewRunner(bn.store, projector.Config{Logger: benchLogger}, projector.Projection{Name: "lat", Handler: h})
 			if err != nil {
 				b.Fatal(err)
 			}

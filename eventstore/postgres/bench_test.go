@@ -3,38 +3,41 @@ package postgres_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
+	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
 
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
+	"github.com/esox-go/esox/internal/benchkit"
 	"github.com/esox-go/esox/internal/pgtest"
 )
 
-// The benchmarks compare each esox operation with a raw-SQL baseline in the
-// same run: the same rows, through the same driver and pool, with prepared
+// The benchmarks pair each esox operation with a raw-SQL baseline doing the
+// same work, through the same driver (lib/pq) and pool, with prepared
 // statements and the same durability (autocommit, synchronous commit as the
-// server is configured). Both sides create their event IDs (UUIDv7) and
-// encode payloads with encoding/json, as any application writing these rows
-// must. Each reports events/s; the ratio esox/raw is what docs/benchmarks.md
-// tabulates.
+// server is configured), on the same tables. internal/benchkit runs the
+// variants in interleaved rounds (A B B A …, 6 rounds of 3 s each by
+// default) and reports the median of the per-round ratios and their spread;
+// docs/benchmarks.md tabulates them. b.N is ignored:
 //
-//	go test -run '^$' -bench . -benchtime 5s ./eventstore/postgres
+//	go test -run '^$' -bench . -benchtime 1x ./eventstore/postgres
+//	ESOX_BENCH_ROUND=200ms ESOX_BENCH_ROUNDS=2 go test -run '^$' -bench . -benchtime 1x ./eventstore/postgres  # quick check
 
-// benchEnv is a store and a raw table of the same definition in a fresh
-// schema.
+// benchEnv is a migrated store in a fresh schema.
 type benchEnv struct {
-	db    *sqlx.DB
-	store *postgres.Store
-	raw   string // quoted, qualified raw table
+	db     *sqlx.DB
+	store  *postgres.Store
+	schema string
 }
 
 func newBenchEnv(b *testing.B, conns int) *benchEnv {
@@ -42,126 +45,168 @@ func newBenchEnv(b *testing.B, conns int) *benchEnv {
 	db := pgtest.Open(b)
 	// Keep every writer's connection (and its prepared statements) in the
 	// pool; database/sql keeps only 2 idle connections by default.
-	db.SetMaxIdleConns(conns + 2)
+	db.SetMaxIdleConns(conns + 4)
 	schema := pgtest.Schema(b, db)
 	s, err := postgres.New(db, testRegistry(), postgres.Config{Schema: schema, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = s.Close() })
-	ctx := context.Background()
-	if _, err := s.Migrate(ctx); err != nil {
+	if _, err := s.Migrate(context.Background()); err != nil {
 		b.Fatal(err)
 	}
-	raw := postgres.QuoteIdentifier(schema) + `.raw_events`
-	if _, err := db.ExecContext(ctx, `CREATE TABLE `+raw+` (LIKE `+s.QualifiedEventsTable()+` INCLUDING ALL)`); err != nil {
-		b.Fatal(err)
-	}
-	return &benchEnv{db: db, store: s, raw: raw}
+	return &benchEnv{db: db, store: s, schema: schema}
 }
 
-// runWriters runs op b.N times split over writers goroutines. Each writer
-// appends events per call to its own streams of 100 events; op gets the
-// stream and its current version. Before the timer starts, every writer
-// runs op once on a warm-up stream, so that connections are open and
-// statements prepared on both sides alike.
-func runWriters(b *testing.B, writers, events int, op func(stream string, version int64) error) {
-	b.Helper()
-	var (
-		next   atomic.Int64
-		wg     sync.WaitGroup
-		failed atomic.Pointer[error]
-	)
-	fail := func(err error) { failed.CompareAndSwap(nil, &err) }
-	for w := range writers {
-		wg.Go(func() {
-			if err := op(fmt.Sprintf("warm-%d", w), 0); err != nil {
-				fail(err)
-			}
-		})
-	}
-	wg.Wait()
-	if e := failed.Load(); e != nil {
-		b.Fatal(*e)
-	}
-	b.ResetTimer()
-	start := time.Now()
-	for w := range writers {
-		wg.Go(func() {
-			for i := 0; next.Add(1) <= int64(b.N); i++ {
-				stream := fmt.Sprintf("bench-%d-%d", w, i*events/100)
-				if err := op(stream, int64(i*events%100)); err != nil {
-					fail(err)
-					return
+// writers returns a round function that runs op from n goroutines until the
+// round ends and counts events per successful op. Each writer w appends to
+// its own streams of 100 events: op gets w and the writer's call count i,
+// which continues from round to round, so every round appends to fresh
+// stream versions of the same table.
+func writers(n, events int, op func(w, i int) error) func(r *benchkit.Round) error {
+	next := make([]int, n)
+	return func(r *benchkit.Round) error {
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		for w := range n {
+			wg.Go(func() {
+				for !r.Done() {
+					if err := op(w, next[w]); err != nil {
+						errs[w] = err
+						return
+					}
+					next[w]++
+					r.Add(int64(events))
 				}
-			}
-		})
+			})
+		}
+		wg.Wait()
+		return errors.Join(errs...)
 	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	b.StopTimer()
-	if e := failed.Load(); e != nil {
-		b.Fatal(*e)
-	}
-	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "commits/s")
-	b.ReportMetric(float64(b.N*events)/elapsed.Seconds(), "events/s")
 }
 
-// BenchmarkAppend appends events per commit from writers goroutines, each
-// to its own streams of up to 100 events with an exact expected version,
-// against a raw prepared multi-row INSERT of the same rows.
+// streamAt returns the stream and its current version for a writer's i-th
+// append of events events, in streams of 100 events named prefix-w-k.
+func streamAt(prefix string, w, i, events int) (string, int64) {
+	return fmt.Sprintf("%s-%d-%d", prefix, w, i*events/100), int64(i * events % 100)
+}
+
+// BenchmarkAppend appends events per commit (1 or 10) from writers
+// goroutines (1 or 8), in three variants that run interleaved on the same
+// database:
+//
+//   - esox: Store.Append with an exact expected version, to the writer's own
+//     streams of 100 events (the version check, the per-stream-order check
+//     and RETURNING the positions, in one prepared statement).
+//   - raw: the same rows INSERTed into the same events table by one prepared
+//     multi-row INSERT of the same six columns (event_id, stream_id,
+//     stream_version, event_type, payload, metadata), with no version check
+//     and nothing returned; the event IDs (UUIDv7) and JSON payloads are
+//     made the same way, per call.
+//   - watermill-sql: watermill-sql's own PostgreSQL publisher (v4,
+//     DefaultPostgreSQLSchema) publishing the same events as messages (UUIDv7
+//     UUIDs, the same JSON payloads, no metadata) in one Publish per commit,
+//     in autocommit: no expected version, no per-stream order.
+//
+// It reports events/s per variant and the ratios esox/raw,
+// watermill-sql/raw and esox/watermill-sql.
 func BenchmarkAppend(b *testing.B) {
 	for _, events := range []int{1, 10} {
-		for _, writers := range []int{1, 8} {
-			b.Run(fmt.Sprintf("events=%d/writers=%d", events, writers), func(b *testing.B) {
-				b.Run("esox", func(b *testing.B) {
-					env := newBenchEnv(b, writers)
-					ctx := context.Background()
-					evs := items(events)
-					runWriters(b, writers, events, func(stream string, version int64) error {
-						_, err := env.store.Append(ctx, stream, eventstore.Exact(version), evs)
-						return err
-					})
-				})
-				b.Run("raw", func(b *testing.B) {
-					env := newBenchEnv(b, writers)
-					ctx := context.Background()
-					var q strings.Builder
-					q.WriteString(`INSERT INTO ` + env.raw + ` (event_id, stream_id, stream_version, event_type, payload, metadata) VALUES `)
-					for i := range events {
-						if i > 0 {
-							q.WriteString(", ")
-						}
-						p := 1 + 6*i
-						fmt.Fprintf(&q, "($%d, $%d, $%d, $%d, $%d, $%d)", p, p+1, p+2, p+3, p+4, p+5)
-					}
-					stmt, err := env.db.PreparexContext(ctx, q.String())
-					if err != nil {
-						b.Fatal(err)
-					}
-					defer stmt.Close()
-					evs := items(events)
-					runWriters(b, writers, events, func(stream string, version int64) error {
-						args := make([]any, 0, 6*events)
-						for _, e := range evs {
-							id, err := uuid.NewV7()
-							if err != nil {
-								return err
-							}
-							payload, err := json.Marshal(e.Data)
-							if err != nil {
-								return err
-							}
-							version++
-							args = append(args, id.String(), stream, version, "item_added", string(payload), "{}")
-						}
-						_, err := stmt.ExecContext(ctx, args...)
-						return err
-					})
-				})
+		for _, nw := range []int{1, 8} {
+			b.Run(fmt.Sprintf("events=%d/writers=%d", events, nw), func(b *testing.B) {
+				benchAppend(b, events, nw)
 			})
 		}
 	}
+}
+
+func benchAppend(b *testing.B, events, nw int) {
+	env := newBenchEnv(b, nw)
+	ctx := context.Background()
+	evs := items(events)
+
+	var q strings.Builder
+	q.WriteString(`INSERT INTO ` + env.store.QualifiedEventsTable() + ` (event_id, stream_id, stream_version, event_type, payload, metadata) VALUES `)
+	for i := range events {
+		if i > 0 {
+			q.WriteString(", ")
+		}
+		p := 1 + 6*i
+		fmt.Fprintf(&q, "($%d, $%d, $%d, $%d, $%d, $%d)", p, p+1, p+2, p+3, p+4, p+5)
+	}
+	insert, err := env.db.PreparexContext(ctx, q.String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer insert.Close()
+
+	schemaAdapter := wsql.DefaultPostgreSQLSchema{
+		GenerateMessagesTableName: func(topic string) string {
+			return postgres.QuoteIdentifier(env.schema) + "." + postgres.QuoteIdentifier("watermill_"+topic)
+		},
+	}
+	pub, err := wsql.NewPublisher(wsql.BeginnerFromStdSQL(env.db.DB), wsql.PublisherConfig{SchemaAdapter: schemaAdapter, AutoInitializeSchema: true}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pub.Close()
+	const topic = "bench_append"
+	messages := func() ([]*message.Message, error) {
+		msgs := make([]*message.Message, len(evs))
+		for i, e := range evs {
+			id, err := uuid.NewV7()
+			if err != nil {
+				return nil, err
+			}
+			payload, err := json.Marshal(e.Data)
+			if err != nil {
+				return nil, err
+			}
+			msgs[i] = message.NewMessage(id.String(), payload)
+		}
+		return msgs, nil
+	}
+	// Create watermill-sql's table before the rounds (it creates it on the
+	// first Publish).
+	if msgs, err := messages(); err != nil {
+		b.Fatal(err)
+	} else if err := pub.Publish(topic, msgs...); err != nil {
+		b.Fatal(err)
+	}
+
+	res := benchkit.Run(b, benchkit.Measure{Unit: "events/s", Baseline: "raw", Variants: []benchkit.Variant{
+		{Name: "esox", Run: writers(nw, events, func(w, i int) error {
+			stream, version := streamAt("esox", w, i, events)
+			_, err := env.store.Append(ctx, stream, eventstore.Exact(version), evs)
+			return err
+		})},
+		{Name: "raw", Run: writers(nw, events, func(w, i int) error {
+			stream, version := streamAt("raw", w, i, events)
+			args := make([]any, 0, 6*events)
+			for _, e := range evs {
+				id, err := uuid.NewV7()
+				if err != nil {
+					return err
+				}
+				payload, err := json.Marshal(e.Data)
+				if err != nil {
+					return err
+				}
+				version++
+				args = append(args, id.String(), stream, version, "item_added", string(payload), "{}")
+			}
+			_, err := insert.ExecContext(ctx, args...)
+			return err
+		})},
+		{Name: "watermill-sql", Run: writers(nw, events, func(int, int) error {
+			msgs, err := messages()
+			if err != nil {
+				return err
+			}
+			return pub.Publish(topic, msgs...)
+		})},
+	}})
+	benchkit.ReportMetrics(b, res.RatioMetrics("esox", "watermill-sql"))
 }
 
 // fillStream appends n events to stream in batches of 100.
@@ -175,69 +220,28 @@ func fillStream(b *testing.B, env *benchEnv, stream string, n int) {
 	}
 }
 
+// recordColumns is the column list of esox's read statements.
+const recordColumns = `position, transaction_id::text AS transaction_id_text, event_id, stream_version, event_type, payload, metadata, recorded_at`
+
+// rawRow holds one scanned row of the raw baselines.
 type rawRow struct {
 	pos      int64
 	txid     string
 	id       uuid.UUID
-	stream   string
 	version  int64
 	typ      string
 	payload  []byte
 	metadata []byte
 	at       time.Time
+	stream   string
 }
 
-// BenchmarkReadStream reads a stream of 1,000 events: esox decodes every
-// payload into its registered type, raw scans the same columns.
-func BenchmarkReadStream(b *testing.B) {
-	const n = 1000
-	b.Run("events=1000/esox", func(b *testing.B) {
-		env := newBenchEnv(b, 1)
-		fillStream(b, env, "bench-1", n)
-		ctx := context.Background()
-		b.ResetTimer()
-		for b.Loop() {
-			got := 0
-			for r, err := range env.store.ReadStream(ctx, "bench-1", 1) {
-				if err != nil {
-					b.Fatal(err)
-				}
-				if r.Data.(ItemAdded).SKU == "" {
-					b.Fatal("not decoded")
-				}
-				got++
-			}
-			if got != n {
-				b.Fatalf("read %d", got)
-			}
-		}
-		b.ReportMetric(float64(b.N*n)/b.Elapsed().Seconds(), "events/s")
-	})
-	b.Run("events=1000/raw", func(b *testing.B) {
-		env := newBenchEnv(b, 1)
-		fillStream(b, env, "bench-1", n)
-		ctx := context.Background()
-		stmt, err := env.db.PreparexContext(ctx, `SELECT position, transaction_id::text AS transaction_id_text, event_id, stream_version, event_type, payload, metadata, recorded_at
-FROM `+env.store.QualifiedEventsTable()+` WHERE stream_id = $1 AND stream_version >= $2 ORDER BY stream_version LIMIT $3`)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer stmt.Close()
-		b.ResetTimer()
-		for b.Loop() {
-			if got := len(rawScan(b, stmt, false, "bench-1", 1, n)); got != n {
-				b.Fatalf("read %d", got)
-			}
-		}
-		b.ReportMetric(float64(b.N*n)/b.Elapsed().Seconds(), "events/s")
-	})
-}
-
-// rawScan runs stmt and scans its rows (with stream_id when withStream).
-func rawScan(b *testing.B, stmt *sqlx.Stmt, withStream bool, args ...any) []rawRow {
-	rows, err := stmt.QueryContext(context.Background(), args...)
+// rawScan runs stmt and scans its rows into a new slice of rawRows (with
+// stream_id, the last column, when withStream), without decoding anything.
+func rawScan(ctx context.Context, stmt *sqlx.Stmt, withStream bool, args ...any) ([]rawRow, error) {
+	rows, err := stmt.QueryContext(ctx, args...)
 	if err != nil {
-		b.Fatal(err)
+		return nil, err
 	}
 	defer rows.Close()
 	out := make([]rawRow, 0, 1000)
@@ -248,74 +252,138 @@ func rawScan(b *testing.B, stmt *sqlx.Stmt, withStream bool, args ...any) []rawR
 			dest = append(dest, &r.stream)
 		}
 		if err := rows.Scan(dest...); err != nil {
-			b.Fatal(err)
+			return out, err
 		}
 		out = append(out, r)
 	}
-	if err := rows.Err(); err != nil {
-		b.Fatal(err)
-	}
-	return out
+	return out, rows.Err()
 }
 
-// BenchmarkReadAll reads the feed in pages of 1,000 from a table of 10,000
-// events (100 streams): esox's gap-free query with decoding against a raw
-// keyset SELECT by position of the same columns.
+// BenchmarkReadStream reads a stream of 1,000 events again and again:
+//
+//   - esox: Store.ReadStream, which decodes every payload into its
+//     registered Go type (ItemAdded) with encoding/json.
+//   - raw: the statement ReadStream runs (same columns, same WHERE, ORDER BY
+//     and LIMIT, same arguments), prepared, its rows scanned into plain Go
+//     values and not decoded.
+//
+// It reports events read per second and the ratio esox/raw.
+func BenchmarkReadStream(b *testing.B) {
+	const n = 1000
+	env := newBenchEnv(b, 1)
+	fillStream(b, env, "bench-1", n)
+	ctx := context.Background()
+	stmt, err := env.db.PreparexContext(ctx, `SELECT `+recordColumns+` FROM `+env.store.QualifiedEventsTable()+`
+WHERE stream_id = $1 AND stream_version >= $2 ORDER BY stream_version LIMIT $3`)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer stmt.Close()
+	benchkit.Run(b, benchkit.Measure{Unit: "events/s", Baseline: "raw", Variants: []benchkit.Variant{
+		{Name: "esox", Run: func(r *benchkit.Round) error {
+			for !r.Done() {
+				got := 0
+				for rec, err := range env.store.ReadStream(ctx, "bench-1", 1) {
+					if err != nil {
+						return err
+					}
+					if rec.Data.(ItemAdded).SKU == "" {
+						return errors.New("not decoded")
+					}
+					got++
+				}
+				if got != n {
+					return fmt.Errorf("read %d events, want %d", got, n)
+				}
+				r.Add(n)
+			}
+			return nil
+		}},
+		{Name: "raw", Run: func(r *benchkit.Round) error {
+			for !r.Done() {
+				// ReadStream asks for a page and one more row.
+				rows, err := rawScan(ctx, stmt, false, "bench-1", 1, postgres.ReadStreamPageSizeDefault+1)
+				if err != nil {
+					return err
+				}
+				if len(rows) != n {
+					return fmt.Errorf("read %d events, want %d", len(rows), n)
+				}
+				r.Add(n)
+			}
+			return nil
+		}},
+	}})
+}
+
+// BenchmarkReadAll reads the global feed in pages of 1,000 from a table of
+// 10,000 events (100 streams), wrapping around at the end:
+//
+//   - esox: Store.ReadAll, which runs ReadFeed's gap-free query and decodes
+//     every payload into its registered Go type.
+//   - raw: the same query (same columns, the same keyset on the primary key
+//     (transaction_id, position), the same transaction_id <
+//     pg_snapshot_xmin(pg_current_snapshot()) condition, same LIMIT),
+//     prepared, its rows scanned into plain Go values and not decoded.
+//
+// It reports events read per second and the ratio esox/raw.
 func BenchmarkReadAll(b *testing.B) {
 	const (
 		page  = 1000
 		total = 10_000
 	)
-	fill := func(b *testing.B, env *benchEnv) {
-		for s := range total / 100 {
-			fillStream(b, env, fmt.Sprintf("bench-%d", s), 100)
-		}
+	env := newBenchEnv(b, 1)
+	for s := range total / 100 {
+		fillStream(b, env, fmt.Sprintf("bench-%d", s), 100)
 	}
-	b.Run("page=1000/esox", func(b *testing.B) {
-		env := newBenchEnv(b, 1)
-		fill(b, env)
-		ctx := context.Background()
-		var pos eventstore.Position
-		b.ResetTimer()
-		for b.Loop() {
-			recs, err := env.store.ReadAll(ctx, pos, page)
-			if err != nil {
-				b.Fatal(err)
+	ctx := context.Background()
+	stmt, err := env.db.PreparexContext(ctx, `SELECT `+recordColumns+`, stream_id FROM `+env.store.QualifiedEventsTable()+`
+WHERE (transaction_id, position) > ($1::xid8, $2::bigint)
+  AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+ORDER BY transaction_id, position LIMIT $3`)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer stmt.Close()
+	var pos eventstore.Position
+	last := rawRow{txid: "0"}
+	benchkit.Run(b, benchkit.Measure{Unit: "events/s", Baseline: "raw", Variants: []benchkit.Variant{
+		{Name: "esox", Run: func(r *benchkit.Round) error {
+			for !r.Done() {
+				recs, err := env.store.ReadAll(ctx, pos, page)
+				if err != nil {
+					return err
+				}
+				if len(recs) != page {
+					return fmt.Errorf("page of %d events, want %d", len(recs), page)
+				}
+				if recs[0].Data.(ItemAdded).SKU == "" {
+					return errors.New("not decoded")
+				}
+				pos = recs[page-1].Position
+				if pos.Position >= total {
+					pos = eventstore.Position{}
+				}
+				r.Add(page)
 			}
-			if len(recs) != page {
-				b.Fatalf("page of %d", len(recs))
+			return nil
+		}},
+		{Name: "raw", Run: func(r *benchkit.Round) error {
+			for !r.Done() {
+				rows, err := rawScan(ctx, stmt, true, last.txid, last.pos, page)
+				if err != nil {
+					return err
+				}
+				if len(rows) != page {
+					return fmt.Errorf("page of %d events, want %d", len(rows), page)
+				}
+				last = rows[page-1]
+				if last.pos >= total {
+					last = rawRow{txid: "0"}
+				}
+				r.Add(page)
 			}
-			pos = recs[page-1].Position
-			if pos.Position >= total {
-				pos = eventstore.Position{}
-			}
-		}
-		b.ReportMetric(float64(b.N*page)/b.Elapsed().Seconds(), "events/s")
-	})
-	b.Run("page=1000/raw", func(b *testing.B) {
-		env := newBenchEnv(b, 1)
-		fill(b, env)
-		ctx := context.Background()
-		// The same keyset over the primary key as esox, without the
-		// snapshot-xmin filter and without decoding.
-		stmt, err := env.db.PreparexContext(ctx, `SELECT position, transaction_id::text AS transaction_id_text, event_id, stream_version, event_type, payload, metadata, recorded_at, stream_id
-FROM `+env.store.QualifiedEventsTable()+` WHERE (transaction_id, position) > ($1::xid8, $2::bigint) ORDER BY transaction_id, position LIMIT $3`)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer stmt.Close()
-		last := rawRow{txid: "0"}
-		b.ResetTimer()
-		for b.Loop() {
-			rows := rawScan(b, stmt, true, last.txid, last.pos, page)
-			if len(rows) != page {
-				b.Fatalf("page of %d", len(rows))
-			}
-			last = rows[page-1]
-			if last.pos >= total {
-				last = rawRow{txid: "0"}
-			}
-		}
-		b.ReportMetric(float64(b.N*page)/b.Elapsed().Seconds(), "events/s")
-	})
+			return nil
+		}},
+	}})
 }
