@@ -89,15 +89,18 @@ const leaderCheckInterval = time.Second
 //
 // It does not wait for what cannot come: short of pos, it returns a
 // *WaitError (matching ErrNotProgressing) naming the state and the
-// checkpoint at once when the projection is not registered (ErrNotRegistered;
-// while this runner's Run is starting it waits for Run to register it
-// instead), when it stopped with an error (ErrStopped), when no version is
-// live, or when no process leads the live version (no session holds its
-// leader lock) and this runner is not running it. The last check is
-// repeated every second while it waits. While this runner's Run runs a
-// version it waits, also during a leadership change; a process that only
-// waits (and runs no runner) gets StateNotRunning while another process
-// takes over a dead leader's projection.
+// checkpoint. It returns one at once when the projection stopped with an
+// error (ErrStopped) or has no live version, and within
+// Config.LeaderRetryInterval (1 s by default) when it is not registered
+// (ErrNotRegistered) or no process leads the live version (no session holds
+// its leader lock), and this runner is not running it: that grace lets a
+// Run started in a goroutine just before WaitFor, or another process
+// starting, register and take the projection without a false alarm. While
+// this runner's Run runs, WaitFor waits for it to register and lead, also
+// through a leadership change. Whether some process leads is checked again
+// every second while it waits, so a waiting-only process (one that runs no
+// runner) gets StateNotRunning when the leader stops and no other process
+// takes over within the grace.
 //
 // It returns ctx's error (wrapped) when ctx ends first, an error matching
 // eventstore.ErrInvalidArgument for a projection the runner does not have,
@@ -115,7 +118,12 @@ func (r *Runner) WaitFor(ctx context.Context, projection string, pos eventstore.
 	}
 	t := time.NewTimer(r.cfg.PollInterval)
 	defer t.Stop()
-	var leaderChecked time.Time
+	grace := r.cfg.LeaderRetryInterval
+	var (
+		leaderChecked time.Time // when the live version's leader lock was last looked up
+		unled         bool      // nobody held it then
+		doubt         time.Time // since when the projection has looked not registered or not led
+	)
 	for {
 		advanced := r.advancedCh()
 		live, registered, err := r.liveCheckpoint(ctx, projection)
@@ -123,29 +131,42 @@ func (r *Runner) WaitFor(ctx context.Context, projection string, pos eventstore.
 			return fail(err)
 		}
 		running := r.running.Load()
+		// suspect is a state a starting process passes through (Run just
+		// called in a goroutine, another process taking leadership): it
+		// is refused only once it has lasted grace.
+		var suspect *WaitError
 		switch {
 		case live == nil && running:
-			// Run is registering it.
+			// This runner's Run is registering it.
 		case live == nil && !registered:
-			return &WaitError{Projection: projection, State: StateNotRegistered, Position: pos}
+			suspect = &WaitError{Projection: projection, State: StateNotRegistered, Position: pos}
 		case live == nil:
 			return &WaitError{Projection: projection, State: StateRetired, Position: pos}
 		case live.pos.Compare(pos) >= 0:
 			return nil
 		case live.stopped:
 			return &WaitError{Projection: projection, Version: live.version, State: StateStoppedWithError, Checkpoint: live.pos, Position: pos, LastError: live.lastError.String}
-		case time.Since(leaderChecked) >= leaderCheckInterval:
-			leaderChecked = time.Now()
-			if running && r.hasVersion(projection, live.version) {
-				break // this process runs it (or stands by for it)
+		case running && r.hasVersion(projection, live.version):
+			// This process runs it, or stands by for it.
+		default:
+			if leaderChecked.IsZero() || time.Since(leaderChecked) >= leaderCheckInterval || (unled && time.Since(doubt) >= grace) {
+				held, err := r.lockHeld(ctx, leaderKey(r.t.schema, projection, live.version))
+				if err != nil {
+					return fail(err)
+				}
+				leaderChecked, unled = time.Now(), !held
 			}
-			held, err := r.lockHeld(ctx, leaderKey(r.t.schema, projection, live.version))
-			if err != nil {
-				return fail(err)
+			if unled {
+				suspect = &WaitError{Projection: projection, Version: live.version, State: StateNotRunning, Checkpoint: live.pos, Position: pos}
 			}
-			if !held {
-				return &WaitError{Projection: projection, Version: live.version, State: StateNotRunning, Checkpoint: live.pos, Position: pos}
-			}
+		}
+		switch {
+		case suspect == nil:
+			doubt = time.Time{}
+		case doubt.IsZero():
+			doubt = time.Now()
+		case time.Since(doubt) >= grace:
+			return suspect
 		}
 		t.Reset(r.cfg.PollInterval)
 		select {

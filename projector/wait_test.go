@@ -189,3 +189,48 @@ func TestDisableMigrate(t *testing.T) {
 		t.Fatalf("Run with an unregistered version = %v, want ErrNotRegistered naming version 2 only", err)
 	}
 }
+
+// TestWaitForJustBeforeRun: WaitFor called just before Run starts in a
+// goroutine (the usual `go r.Run(ctx)` and WaitFor), on a fresh schema or a
+// registered projection, or just before another process's runner starts,
+// waits for it rather than reporting the projection not registered or not
+// running: those states are refused only once they last
+// Config.LeaderRetryInterval (5 s here).
+func TestWaitForJustBeforeRun(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name                  string
+		registered, otherProc bool
+	}{{"fresh", false, false}, {"registered", true, false}, {"another process", true, true}} {
+		b := setup(t)
+		last := b.appendDeposits(t, 10, 2, 2)
+		cfg := fastConfig(t)
+		cfg.LeaderRetryInterval = 5 * time.Second
+		newRunner := func() *projector.Runner {
+			r, err := projector.NewRunner(b.store, cfg, b.balances("balances", "balances"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return r
+		}
+		waiter := newRunner()
+		if tc.registered {
+			if _, err := waiter.Migrate(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		runner := waiter
+		if tc.otherProc {
+			runner = newRunner()
+		}
+		done := make(chan error, 1)
+		go func() { done <- waiter.WaitFor(context.Background(), "balances", last.LastPosition) }()
+		// Only orders the goroutines, so that WaitFor's first look (made at
+		// once) usually sees nothing running; the test asserts a success.
+		time.Sleep(20 * time.Millisecond)
+		start(t, runner)
+		if err := <-done; err != nil {
+			t.Fatalf("%s: WaitFor as Run starts = %v", tc.name, err)
+		}
+	}
+}
