@@ -90,7 +90,7 @@ func TestWaitForRefusesWhatCannotCome(t *testing.T) {
 	}
 
 	// No live version (every version retired, by hand).
-	if _, err := b.db.Exec(`UPDATE `+b.q(projector.CheckpointsTable)+` SET status = 'retired' WHERE projection = 'balances'`); err != nil {
+	if _, err := b.db.Exec(`UPDATE ` + b.q(projector.CheckpointsTable) + ` SET status = 'retired' WHERE projection = 'balances'`); err != nil {
 		t.Fatal(err)
 	}
 	requireWaitError(t, r.WaitFor(ctx, "balances", ahead), projector.StateRetired)

@@ -248,9 +248,15 @@ func TestMigrateLeastPrivilege(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Append as the application role: %v", err)
 	}
-	recs, err := as.ReadAll(ctx, eventstore.Position{}, 10)
-	if err != nil || len(recs) != 1 || recs[0].Position != res.LastPosition {
-		t.Fatalf("ReadAll as the application role: %+v, %v", recs, err)
+	var recs []eventstore.Record
+	for rec, err := range as.ReadStream(ctx, "order-1", 0) {
+		if err != nil {
+			t.Fatalf("ReadStream as the application role: %v", err)
+		}
+		recs = append(recs, rec)
+	}
+	if len(recs) != 1 || recs[0].Position != res.LastPosition {
+		t.Fatalf("ReadStream as the application role: %+v", recs)
 	}
 
 	// A pending migration needs the owner: the application role gets the
