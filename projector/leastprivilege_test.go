@@ -146,6 +146,19 @@ func TestLeastPrivilege(t *testing.T) {
 		t.Fatalf("inbox applied versions %v, want 1..30 in order", got)
 	}
 
+	// Status reads pg_locks: a runner of this role that does not lead sees
+	// the leader's lock.
+	waiter, err := projector.NewRunner(app.store, cfg, app.balances("balances", "balances"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := statusOf(t, waiter, "balances", 1); s.Leading || s.State != projector.StateRunning {
+		t.Fatalf("Status from a standby of the application role = %+v, want running, led elsewhere", s)
+	}
+	if s, err := inbox.Status(ctx); err != nil || s.Messages != 30 || s.Streams != 1 {
+		t.Fatalf("inbox Status = %+v, %v", s, err)
+	}
+
 	// A new projection version needs the owner.
 	p2 := app.balances("balances", "balances_v2")
 	p2.Version = 2
