@@ -75,6 +75,14 @@ type Config struct {
 	// leader). It must exceed the longest pause between two statements of
 	// a handler. Defaults to IdleInTransactionTimeoutDefault (1 minute).
 	IdleInTransactionTimeout time.Duration
+	// DisableMigrate stops Run from applying the projector's migrations
+	// and from registering projection versions (registering a new version
+	// runs its Setup, typically DDL). Set it when the service runs as a
+	// role without DDL rights: a role that may create tables then calls
+	// Runner.Migrate first, with the same projections (see
+	// docs/operations.md). Run returns an error matching ErrNotRegistered
+	// when a projection version is not registered.
+	DisableMigrate bool
 	// Logger receives the runner's logs. Defaults to slog.Default().
 	Logger *slog.Logger
 }

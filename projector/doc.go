@@ -87,9 +87,31 @@
 // # Inline projections and the inbox
 //
 // InlineHook runs projections inside each append's transaction, for read
-// models that must never lag. NewInboxHandler adapts a projection handler to
-// a Watermill handler that de-duplicates broker messages by UUID in the same
-// transaction as their effect.
+// models that must never lag. An Inbox (NewInbox) adapts a projection
+// handler to a Watermill handler that de-duplicates broker messages by UUID
+// in the same transaction as their effect, optionally refusing deliveries
+// out of stream order (InboxConfig.StreamVersionGuard); it reports its
+// consumer (Status), waits for an event ID (WaitFor) and trims its records
+// (Prune).
+//
+// # Waiting, and what WaitFor refuses
+//
+// WaitFor gives read-your-writes. It does not wait for what cannot come: a
+// projection not registered, stopped with an error, without a live
+// version, or led by no process returns a *WaitError (ErrNotProgressing)
+// naming the state and the checkpoint.
+//
+// # Least privilege
+//
+// Migrations read esox_migrations before any DDL, so once a role that may
+// create tables has run Runner.Migrate (which also registers the
+// projections and runs their Setup), the service may run as a role with
+// only DML rights, with Config.DisableMigrate. See docs/operations.md.
+//
+// # Testing projections
+//
+// Package projectortest applies a projection to given events in a fresh
+// schema on a real PostgreSQL, for tests of read models.
 //
 // See docs/projections.md for a guide.
 package projector

@@ -15,11 +15,15 @@ import (
 // in <schema>.esox_migrations.
 const Component = "projector"
 
-// Names of the projector's tables, created in the store's schema by Migrate.
+// Names of the projector's tables, created in the store's schema by
+// Runner.Migrate or Inbox.Migrate.
 const (
 	CheckpointsTable = "projector_checkpoints"
 	DeadLettersTable = "projector_dead_letters"
 	InboxTable       = "projector_inbox"
+	// InboxStreamsTable holds the last stream version each inbox consumer
+	// applied per stream (see InboxConfig.StreamVersionGuard).
+	InboxStreamsTable = "projector_inbox_streams"
 )
 
 //go:embed migrations/*.up.sql
@@ -27,32 +31,44 @@ var embeddedMigrations embed.FS
 
 type migrationData struct {
 	Checkpoints, CheckpointsActiveKey, DeadLetters, Inbox string
+	InboxProcessedAtIndex, InboxStreams                   string
 }
 
 // tables holds the quoted, qualified names of the projector's tables in one
 // schema.
 type tables struct {
-	schema                          string // unquoted
-	checkpoints, deadLetters, inbox string
+	schema                                        string // unquoted
+	checkpoints, deadLetters, inbox, inboxStreams string
 }
 
 func tablesIn(schema string) tables {
 	q := postgres.QuoteIdentifier(schema) + "."
 	return tables{
-		schema:      schema,
-		checkpoints: q + postgres.QuoteIdentifier(CheckpointsTable),
-		deadLetters: q + postgres.QuoteIdentifier(DeadLettersTable),
-		inbox:       q + postgres.QuoteIdentifier(InboxTable),
+		schema:       schema,
+		checkpoints:  q + postgres.QuoteIdentifier(CheckpointsTable),
+		deadLetters:  q + postgres.QuoteIdentifier(DeadLettersTable),
+		inbox:        q + postgres.QuoteIdentifier(InboxTable),
+		inboxStreams: q + postgres.QuoteIdentifier(InboxStreamsTable),
 	}
 }
 
-// Migrate creates or updates the projector's tables (checkpoints, dead
-// letters, inbox) in schema with postgres.ApplyMigrations under the component
-// "projector". It is idempotent and safe to run from several processes at
-// once. Runner.Run calls it; call it yourself for an inbox-only service (see
-// NewInboxHandler). ctx bounds the run. Errors wrap the database's, or match
-// eventstore.ErrInvalidArgument for a bad schema name.
+// Migrate creates or updates the projector's tables in schema, like
+// Runner.Migrate and Inbox.Migrate (which call it) without registering
+// projections.
+//
+// Deprecated: call Runner.Migrate, or Inbox.Migrate in an inbox-only
+// service: every esox component migrates with a Migrate(ctx) method.
 func Migrate(ctx context.Context, db *sqlx.DB, schema string) (postgres.MigrateResult, error) {
+	return migrate(ctx, db, schema)
+}
+
+// migrate creates or updates the projector's tables (checkpoints, dead
+// letters, inbox) in schema with postgres.ApplyMigrations under the
+// component Component. It is idempotent, safe to run from several processes
+// at once, and runs no DDL once every migration is applied. ctx bounds the
+// run. Errors wrap the database's, or match eventstore.ErrInvalidArgument for
+// a bad schema name.
+func migrate(ctx context.Context, db *sqlx.DB, schema string) (postgres.MigrateResult, error) {
 	if err := postgres.ValidateSchemaName(schema); err != nil {
 		return postgres.MigrateResult{}, fmt.Errorf("projector: migrate: schema: %w", err)
 	}
@@ -66,10 +82,12 @@ func Migrate(ctx context.Context, db *sqlx.DB, schema string) (postgres.MigrateR
 		Component: Component,
 		Files:     files,
 		Data: migrationData{
-			Checkpoints:          t.checkpoints,
-			CheckpointsActiveKey: postgres.QuoteIdentifier(CheckpointsTable + "_active_key"),
-			DeadLetters:          t.deadLetters,
-			Inbox:                t.inbox,
+			Checkpoints:           t.checkpoints,
+			CheckpointsActiveKey:  postgres.QuoteIdentifier(CheckpointsTable + "_active_key"),
+			DeadLetters:           t.deadLetters,
+			Inbox:                 t.inbox,
+			InboxProcessedAtIndex: postgres.QuoteIdentifier(InboxTable + "_processed_at_idx"),
+			InboxStreams:          t.inboxStreams,
 		},
 	})
 	if err != nil {

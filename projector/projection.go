@@ -20,8 +20,8 @@ import (
 // across calls that a rolled-back tx would leave wrong, and must not commit or
 // roll back tx. A Runner may call a Handler concurrently for different
 // projections, never concurrently for the same one. A Handler used with
-// InlineHook runs in each appender's transaction, and one used with
-// NewInboxHandler in each message's: both are called concurrently (also
+// InlineHook runs in each appender's transaction, and one used with an
+// Inbox in each message's: both are called concurrently (also
 // with duplicates of one message), so such a Handler must be safe for
 // concurrent use.
 type Handler interface {

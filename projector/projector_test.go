@@ -172,9 +172,11 @@ func TestPoisonedEventStopsOnlyItsProjectionAndDeadLetterParksIt(t *testing.T) {
 	if s.Checkpoint.Compare(bad.LastPosition) >= 0 {
 		t.Fatalf("strict checkpoint %s passed the poison at %s", s.Checkpoint, bad.LastPosition)
 	}
-	var se *projector.StoppedError
-	if err := r.WaitFor(context.Background(), "strict", last.LastPosition); !errors.Is(err, projector.ErrStopped) || !errors.As(err, &se) || !strings.Contains(se.Err, "poison account") {
-		t.Fatalf("WaitFor(strict) = %v, want a StoppedError", err)
+	var we *projector.WaitError
+	if err := r.WaitFor(context.Background(), "strict", last.LastPosition); !errors.Is(err, projector.ErrStopped) || !errors.Is(err, projector.ErrNotProgressing) ||
+		!errors.As(err, &we) || !strings.Contains(we.LastError, "poison account") || we.State != projector.StateStoppedWithError ||
+		we.Checkpoint != s.Checkpoint || we.Position != last.LastPosition || we.Version != 1 {
+		t.Fatalf("WaitFor(strict) = %v (%+v), want a WaitError naming the stop, the checkpoint and the position", err, we)
 	}
 	want = b.foldAll(t)
 	delete(want, "poison")

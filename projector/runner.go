@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -90,19 +91,23 @@ func NewRunner(store *postgres.Store, cfg Config, projections ...Projection) (*R
 	return r, nil
 }
 
-// Migrate creates the projector's tables in the store's schema (see the
-// package-level Migrate) and registers each projection version: a version
-// seen for the first time gets a checkpoint at the start of the feed and its
-// Setup runs in the same transaction. The first version of a projection is
-// active; a version higher than the active one is building (blue/green, see
+// Migrate creates or updates the projector's tables in the store's schema
+// (checkpoints, dead letters, inbox; postgres.ApplyMigrations under
+// Component) and registers each projection version: a version seen for the
+// first time gets a checkpoint at the start of the feed and its Setup runs
+// in the same transaction. The first version of a projection is active; a
+// version higher than the active one is building (blue/green, see
 // Projection.Version); a lower one is retired. When a runner registers
 // several versions of a new projection at once, the highest is active.
 //
-// Run calls Migrate; call it yourself to use Status or WaitFor before Run.
-// It is idempotent and safe to call from several processes at once. ctx
-// bounds it.
+// Run calls Migrate unless Config.DisableMigrate is set; call it yourself to
+// use Status or WaitFor before Run, or, as a role that may create tables,
+// before starting the service with a role that may not (see
+// docs/operations.md). Once everything is applied and registered it only
+// reads. It is idempotent and safe to call from several processes at once.
+// ctx bounds it.
 func (r *Runner) Migrate(ctx context.Context) (postgres.MigrateResult, error) {
-	res, err := Migrate(ctx, r.db, r.t.schema)
+	res, err := migrate(ctx, r.db, r.t.schema)
 	if err != nil {
 		return res, err
 	}
@@ -117,6 +122,36 @@ func (r *Runner) Migrate(ctx context.Context) (postgres.MigrateResult, error) {
 		}
 	}
 	return res, nil
+}
+
+// ErrNotRegistered is matched by the error Run returns under
+// Config.DisableMigrate when a projection version has no checkpoint yet
+// (Runner.Migrate has not run with it), and by a *WaitError for a projection
+// that no runner has registered.
+var ErrNotRegistered = errors.New("projector: projection version not registered")
+
+// checkRegistered returns an error matching ErrNotRegistered, naming them,
+// when some of the runner's projection versions have no checkpoint row.
+func (r *Runner) checkRegistered(ctx context.Context) error {
+	type version struct {
+		Projection string `db:"projection"`
+		Version    int    `db:"version"`
+	}
+	var rows []version
+	err := r.db.SelectContext(ctx, &rows, `SELECT projection, version FROM `+r.t.checkpoints)
+	if err != nil && !postgres.IsUndefinedTable(err) {
+		return fmt.Errorf("projector: read checkpoints: %w", err)
+	}
+	var missing []string
+	for _, w := range r.workers {
+		if !slices.Contains(rows, version{w.p.Name, w.version}) {
+			missing = append(missing, fmt.Sprintf("%q version %d", w.p.Name, w.version))
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("projector: %w: %s; with Config.DisableMigrate, run Runner.Migrate with these projections first, as a role that may create tables", ErrNotRegistered, strings.Join(missing, ", "))
+	}
+	return nil
 }
 
 func (r *Runner) register(ctx context.Context, w *worker) error {
@@ -175,12 +210,14 @@ const (
 	statusRetired  = "retired"
 )
 
-// Run runs every projection until ctx is done: it calls Migrate, then for
-// each projection version competes for leadership and, while it leads,
-// applies the feed batch by batch. It returns nil after ctx is cancelled,
-// once every goroutine it started has exited; the batch in flight commits or
-// rolls back whole. It returns an error only when Migrate fails or Run is
-// already running.
+// Run runs every projection until ctx is done: it calls Migrate (or, under
+// Config.DisableMigrate, checks that every projection version is
+// registered), then for each projection version competes for leadership
+// and, while it leads, applies the feed batch by batch. It returns nil after
+// ctx is cancelled, once every goroutine it started has exited; the batch in
+// flight commits or rolls back whole. It returns an error only when Migrate
+// fails, when a projection version is not registered under DisableMigrate
+// (matching ErrNotRegistered), or when Run is already running.
 //
 // A projection whose handler keeps failing stops with the error in its
 // Status (and in the checkpoints table) while the others go on; see
@@ -191,7 +228,13 @@ func (r *Runner) Run(ctx context.Context) error {
 		return errors.New("projector: Run is already running")
 	}
 	defer r.running.Store(false)
-	if _, err := r.Migrate(ctx); err != nil {
+	var err error
+	if r.cfg.DisableMigrate {
+		err = r.checkRegistered(ctx)
+	} else {
+		_, err = r.Migrate(ctx)
+	}
+	if err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped while starting
 		}

@@ -28,8 +28,12 @@ const (
 	StateStoppedWithError State = "stopped_with_error"
 	// StateRetired: replaced by a newer live version; no longer applied.
 	StateRetired State = "retired"
-	// StateNotRunning: no process currently works on it.
+	// StateNotRunning: no process currently works on it (none holds its
+	// leader lock).
 	StateNotRunning State = "not_running"
+	// StateNotRegistered: it has no checkpoint yet: neither Runner.Migrate
+	// nor Runner.Run has run with it.
+	StateNotRegistered State = "not_registered"
 )
 
 // ProjectionStatus reports one projection version.
@@ -96,9 +100,9 @@ func (r *Runner) status(ctx context.Context, w *worker, head eventstore.Position
 	s := ProjectionStatus{Name: w.p.Name, Version: w.version, Head: head}
 	c, err := scanCheckpoint(r.db.QueryRowContext(ctx, `SELECT `+checkpointColumns+` FROM `+r.t.checkpoints+`
 		WHERE projection = $1 AND version = $2`, w.p.Name, w.version))
-	if errors.Is(err, sql.ErrNoRows) {
-		s.State = StateNotRunning
-		return s, nil // not registered yet: Run (or Migrate) has not run
+	if errors.Is(err, sql.ErrNoRows) || postgres.IsUndefinedTable(err) {
+		s.State = StateNotRegistered
+		return s, nil // Run (or Migrate) has not run
 	}
 	if err != nil {
 		return s, err
@@ -132,10 +136,7 @@ func (r *Runner) status(ctx context.Context, w *worker, head eventstore.Position
 	}
 	held := leading
 	if !held {
-		k := uint64(postgres.LockKey(w.leaderKey))
-		if err := r.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
-			AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-			AND classid = $1 AND objid = $2 AND objsubid = 1)`, int64(k>>32), int64(k&0xffffffff)).Scan(&held); err != nil {
+		if held, err = r.lockHeld(ctx, w.leaderKey); err != nil {
 			return s, err
 		}
 	}
@@ -156,68 +157,13 @@ func (r *Runner) status(ctx context.Context, w *worker, head eventstore.Position
 	return s, nil
 }
 
-// ErrStopped matches a *StoppedError: WaitFor gave up because the projection
-// stopped with an error before reaching the position.
-var ErrStopped = errors.New("projector: projection stopped with an error")
-
-// StoppedError reports that a projection stopped with an error (see
-// StateStoppedWithError). It matches ErrStopped.
-type StoppedError struct {
-	Projection string
-	Version    int
-	// Err is the handler's error as recorded.
-	Err string
-}
-
-func (e *StoppedError) Error() string {
-	return fmt.Sprintf("projector: projection %q version %d stopped with an error: %s", e.Projection, e.Version, e.Err)
-}
-
-// Is makes errors.Is(err, ErrStopped) true.
-func (e *StoppedError) Is(target error) bool { return target == ErrStopped }
-
-// WaitFor returns nil once the live version of projection has applied the
-// record at pos (its checkpoint is at or past pos), for read-your-writes:
-// append, then WaitFor(ctx, name, result.LastPosition), then query the read
-// model. It checks the checkpoint row (one index lookup) at once, whenever
-// this process applies a batch, and every Config.PollInterval otherwise, so
-// it works whichever process runs the projection.
-//
-// It returns ctx's error when ctx ends first, a *StoppedError (ErrStopped)
-// when the projection stopped with an error short of pos, an error matching
-// eventstore.ErrInvalidArgument for a projection the runner does not have,
-// and database errors wrapped. Safe for concurrent use.
-func (r *Runner) WaitFor(ctx context.Context, projection string, pos eventstore.Position) error {
-	if len(r.workersNamed(projection)) == 0 {
-		return r.unknown(projection)
-	}
-	t := time.NewTimer(r.cfg.PollInterval)
-	defer t.Stop()
-	for {
-		advanced := r.advancedCh()
-		var version int
-		c, err := scanCheckpoint(r.db.QueryRowContext(ctx, `SELECT `+checkpointColumns+` FROM `+r.t.checkpoints+`
-			WHERE projection = $1 AND status = 'active'`, projection))
-		switch {
-		case errors.Is(err, sql.ErrNoRows) || postgres.IsUndefinedTable(err):
-			// Not registered yet: wait for Run to register it.
-		case err != nil:
-			if ctx.Err() != nil {
-				return fmt.Errorf("projector: wait for %q at %s: %w", projection, pos, ctx.Err())
-			}
-			return fmt.Errorf("projector: wait for %q at %s: %w", projection, pos, err)
-		case c.pos.Compare(pos) >= 0:
-			return nil
-		case c.stopped:
-			_ = r.db.QueryRowContext(ctx, `SELECT version FROM `+r.t.checkpoints+` WHERE projection = $1 AND status = 'active'`, projection).Scan(&version)
-			return &StoppedError{Projection: projection, Version: version, Err: c.lastError.String}
-		}
-		t.Reset(r.cfg.PollInterval)
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("projector: wait for %q at %s: %w", projection, pos, ctx.Err())
-		case <-advanced:
-		case <-t.C:
-		}
-	}
+// lockHeld reports whether some session of this database holds the
+// session advisory lock of key (a leader key).
+func (r *Runner) lockHeld(ctx context.Context, key string) (bool, error) {
+	k := uint64(postgres.LockKey(key))
+	var held bool
+	err := r.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
+		AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+		AND classid = $1 AND objid = $2 AND objsubid = 1)`, int64(k>>32), int64(k&0xffffffff)).Scan(&held)
+	return held, err
 }

@@ -42,10 +42,16 @@ func newWorker(r *Runner, p Projection) *worker {
 		p:         p,
 		version:   v,
 		types:     p.Handler.EventTypes(),
-		leaderKey: "esox:projector:" + r.t.schema + ":" + p.Name + ":v" + strconv.Itoa(v),
+		leaderKey: leaderKey(r.t.schema, p.Name, v),
 		log:       r.log.With("projection", p.Name, "version", v),
 		reload:    make(chan struct{}, 1),
 	}
+}
+
+// leaderKey is the leader-election key of a projection version:
+// "esox:projector:<schema>:<name>:v<version>".
+func leaderKey(schema, name string, version int) string {
+	return "esox:projector:" + schema + ":" + name + ":v" + strconv.Itoa(version)
 }
 
 // checkpoint is a projection version's row.

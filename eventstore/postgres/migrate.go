@@ -86,6 +86,14 @@ type migrationFile struct {
 // processes may call it at once: one applies, the others then find nothing
 // to do. Either every pending migration is applied or none is.
 //
+// It reads esox_migrations before it runs any DDL: when every migration of
+// p.Component is recorded it only reads, so a role without DDL rights (no
+// CREATE on the database or the schema, only USAGE on the schema and
+// SELECT, INSERT, UPDATE, DELETE on its tables) may call it once a role
+// that owns the schema has applied the migrations; see docs/operations.md.
+// With migrations pending, such a role gets PostgreSQL's permission error
+// (SQLSTATE 42501) wrapped, with a hint.
+//
 // It is safe for concurrent use; ctx bounds the whole run. Errors: an
 // *eventstore.InvalidArgumentError (ErrInvalidArgument) for bad params or
 // file names, template errors, and database errors wrapped.
@@ -115,29 +123,45 @@ func ApplyMigrations(ctx context.Context, db *sqlx.DB, p MigrationParams) (Migra
 	}
 	schema := QuoteIdentifier(p.Schema)
 	table := schema + "." + QuoteIdentifier(migrationsTable)
-	if _, err := tx.ExecContext(ctx, `CREATE SCHEMA IF NOT EXISTS `+schema); err != nil {
-		return MigrateResult{}, fmt.Errorf("migrate %s: create schema: %w", p.Component, err)
+	// Read before any DDL: a role without DDL rights (the application's,
+	// once an owner has migrated) must find everything applied and change
+	// nothing. CREATE … IF NOT EXISTS checks the CREATE privilege even when
+	// the object exists, so it is not run when the object is there.
+	var schemaExists, tableExists bool
+	if err := tx.QueryRowContext(ctx, `SELECT to_regnamespace($1) IS NOT NULL, to_regclass($2) IS NOT NULL`, schema, table).
+		Scan(&schemaExists, &tableExists); err != nil {
+		return MigrateResult{}, fmt.Errorf("migrate %s: look up %s: %w", p.Component, migrationsTable, err)
 	}
-	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS `+table+` (
+	var done []int
+	if tableExists {
+		if err := tx.SelectContext(ctx, &done, `SELECT version FROM `+table+` WHERE component = $1`, p.Component); err != nil {
+			return MigrateResult{}, fmt.Errorf("migrate %s: read applied versions: %w", p.Component, err)
+		}
+	}
+	pending := slices.DeleteFunc(files, func(f migrationFile) bool { return slices.Contains(done, f.Version) })
+	if len(pending) == 0 {
+		return MigrateResult{}, nil // the deferred Rollback ends the read-only transaction
+	}
+	if !schemaExists {
+		if _, err := tx.ExecContext(ctx, `CREATE SCHEMA IF NOT EXISTS `+schema); err != nil {
+			return MigrateResult{}, fmt.Errorf("migrate %s: create schema%s: %w", p.Component, privilegeHint(err), err)
+		}
+	}
+	if !tableExists {
+		if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS `+table+` (
 		component  text        NOT NULL,
 		version    integer     NOT NULL,
 		name       text        NOT NULL,
 		applied_at timestamptz NOT NULL DEFAULT now(),
 		PRIMARY KEY (component, version)
 	)`); err != nil {
-		return MigrateResult{}, fmt.Errorf("migrate %s: create %s: %w", p.Component, migrationsTable, err)
-	}
-	var done []int
-	if err := tx.SelectContext(ctx, &done, `SELECT version FROM `+table+` WHERE component = $1`, p.Component); err != nil {
-		return MigrateResult{}, fmt.Errorf("migrate %s: read applied versions: %w", p.Component, err)
+			return MigrateResult{}, fmt.Errorf("migrate %s: create %s%s: %w", p.Component, migrationsTable, privilegeHint(err), err)
+		}
 	}
 	var res MigrateResult
-	for _, f := range files {
-		if slices.Contains(done, f.Version) {
-			continue
-		}
+	for _, f := range pending {
 		if _, err := tx.ExecContext(ctx, f.sql); err != nil {
-			return MigrateResult{}, fmt.Errorf("migrate %s: apply %03d_%s: %w", p.Component, f.Version, f.Name, err)
+			return MigrateResult{}, fmt.Errorf("migrate %s: apply %03d_%s%s: %w", p.Component, f.Version, f.Name, privilegeHint(err), err)
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO `+table+` (component, version, name) VALUES ($1, $2, $3)`, p.Component, f.Version, f.Name); err != nil {
 			return MigrateResult{}, fmt.Errorf("migrate %s: record %03d_%s: %w", p.Component, f.Version, f.Name, err)
@@ -186,6 +210,14 @@ func loadMigrations(p MigrationParams) ([]migrationFile, error) {
 	}
 	slices.SortFunc(files, func(a, b migrationFile) int { return a.Version - b.Version })
 	return files, nil
+}
+
+// privilegeHint explains a permission error met while migrating.
+func privilegeHint(err error) string {
+	if SQLState(err) != codeInsufficientPrivilege {
+		return ""
+	}
+	return " (pending migrations need a role that may create schemas and tables: run Migrate as the schema's owner before starting the service with a restricted role)"
 }
 
 // migrationLockKey derives the advisory lock key of a schema's migrations.

@@ -195,3 +195,79 @@ func TestMigrateTwoStoresInOneSchema(t *testing.T) {
 		t.Fatalf("second Migrate of the second store: %+v, %v; want nothing applied", res, err)
 	}
 }
+
+// TestMigrateLeastPrivilege: a schema owned by a role that may not create
+// schemas (no CREATE on the database) is migrated by that role, and an
+// application role with only USAGE on the schema and DML on its tables then
+// runs Migrate (nothing to do, no DDL) and the store. With a migration
+// pending, the application role gets the permission error and a hint.
+func TestMigrateLeastPrivilege(t *testing.T) {
+	t.Parallel()
+	admin := pgtest.Open(t)
+	ctx := testCtx(t)
+	schema := pgtest.Schema(t, admin)
+	owner, app := pgtest.Role(t, admin), pgtest.Role(t, admin)
+	if _, err := admin.ExecContext(ctx, `ALTER SCHEMA `+schema+` OWNER TO `+owner); err != nil {
+		t.Fatal(err)
+	}
+	ownerDB := pgtest.OpenAs(t, "postgres", owner)
+	appDB := pgtest.OpenAs(t, "postgres", app)
+
+	// The owner migrates: its schema exists, so no CREATE SCHEMA (which
+	// needs CREATE on the database) is attempted.
+	ownerStore, err := postgres.New(ownerDB, testRegistry(), postgres.Config{Schema: schema})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ownerStore.Close()
+	if res, err := ownerStore.Migrate(ctx); err != nil || len(res.Applied) != 2 {
+		t.Fatalf("owner Migrate: %+v, %v; want 2 applied", res, err)
+	}
+	for _, q := range []string{
+		`GRANT USAGE ON SCHEMA ` + schema + ` TO ` + app,
+		`GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA ` + schema + ` TO ` + app,
+	} {
+		if _, err := ownerDB.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	// The application role really has no DDL rights.
+	if _, err := appDB.ExecContext(ctx, `CREATE TABLE `+schema+`.probe (id int)`); postgres.SQLState(err) != "42501" {
+		t.Fatalf("CREATE TABLE as the application role: %v, want insufficient_privilege", err)
+	}
+
+	as, err := postgres.New(appDB, testRegistry(), postgres.Config{Schema: schema})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer as.Close()
+	if res, err := as.Migrate(ctx); err != nil || len(res.Applied) != 0 {
+		t.Fatalf("application role Migrate: %+v, %v; want nothing applied and no error", res, err)
+	}
+	res, err := as.Append(ctx, "order-1", eventstore.NoStream, []eventstore.Event{placed("1", 1)})
+	if err != nil {
+		t.Fatalf("Append as the application role: %v", err)
+	}
+	var recs []eventstore.Record
+	for rec, err := range as.ReadStream(ctx, "order-1", 0) {
+		if err != nil {
+			t.Fatalf("ReadStream as the application role: %v", err)
+		}
+		recs = append(recs, rec)
+	}
+	if len(recs) != 1 || recs[0].Position != res.LastPosition {
+		t.Fatalf("ReadStream as the application role: %+v", recs)
+	}
+
+	// A pending migration needs the owner: the application role gets the
+	// permission error, with a hint, and nothing is recorded.
+	p := postgres.MigrationParams{Schema: schema, Component: "widget", Files: fstest.MapFS{
+		"001_widgets.up.sql": {Data: []byte(`CREATE TABLE {{quote .}}.widgets (id int)`)}}, Data: schema}
+	_, err = postgres.ApplyMigrations(ctx, appDB, p)
+	if postgres.SQLState(err) != "42501" || !strings.Contains(err.Error(), "schema's owner") {
+		t.Fatalf("pending migration as the application role: %v, want insufficient_privilege with a hint", err)
+	}
+	if res, err := postgres.ApplyMigrations(ctx, ownerDB, p); err != nil || len(res.Applied) != 1 {
+		t.Fatalf("pending migration as the owner: %+v, %v", res, err)
+	}
+}

@@ -19,6 +19,7 @@ const (
 	codeQueryCanceled           = "57014"
 	codeSerializationFailure    = "40001"
 	codeDeadlockDetected        = "40P01"
+	codeInsufficientPrivilege   = "42501"
 )
 
 // SQLState returns the SQLSTATE code of the first PostgreSQL error in err's

@@ -4,10 +4,10 @@
 // table.
 //
 // The forwarder publishes every order event at least once (DESIGN guarantee
-// 6); the Consumer applies each message through projector.NewInboxHandler,
-// which records the message's UUID (the event ID) in the inbox table in the
-// same transaction as the shipment, so a redelivered OrderPaid is
-// acknowledged without a second shipment: exactly one shipment per order.
+// 6); the Consumer applies each message through a projector.Inbox, which
+// records the message's UUID (the event ID) in the inbox table in the same
+// transaction as the shipment, so a redelivered OrderPaid is acknowledged
+// without a second shipment: exactly one shipment per order.
 package shipping
 
 import (
@@ -42,9 +42,9 @@ const Component = "ordering_shipping"
 //go:embed migrations/*.up.sql
 var migrations embed.FS
 
-// Migrate creates the shipments table in schema (the projector's Migrate
-// creates the inbox table). Idempotent, safe from several processes; ctx
-// bounds it.
+// Migrate creates the shipments table in schema (the projector's
+// Runner.Migrate, or the consumer's Inbox().Migrate, creates the inbox
+// tables). Idempotent, safe from several processes; ctx bounds it.
 func Migrate(ctx context.Context, db *sqlx.DB, schema string) (postgres.MigrateResult, error) {
 	files, err := fs.Sub(migrations, "migrations")
 	if err != nil {
@@ -97,6 +97,7 @@ type Consumer struct {
 	sub     message.Subscriber
 	cfg     Config
 	log     *slog.Logger
+	inbox   *projector.Inbox
 	handle  message.NoPublishHandlerFunc
 	table   string
 	applied atomic.Int64
@@ -134,13 +135,22 @@ func New(db *sqlx.DB, reg *eventstore.Registry, sub message.Subscriber, cfg Conf
 		c.log.InfoContext(ctx, "shipment recorded", "order_id", e.OrderID, "event_id", r.ID.String())
 		return nil
 	})
-	handle, err := projector.NewInboxHandler(db, reg, h, projector.InboxConfig{Schema: cfg.Schema, Consumer: ConsumerName, Logger: cfg.Logger})
+	inbox, err := projector.NewInbox(db, reg, projector.InboxConfig{Schema: cfg.Schema, Consumer: ConsumerName, Logger: cfg.Logger})
 	if err != nil {
 		return nil, fmt.Errorf("shipping: %w", err)
 	}
-	c.handle = handle
+	handle, err := inbox.Handler(h)
+	if err != nil {
+		return nil, fmt.Errorf("shipping: %w", err)
+	}
+	c.inbox, c.handle = inbox, handle
 	return c, nil
 }
+
+// Inbox returns the consumer's inbox: its Migrate creates the inbox
+// tables, Status and WaitFor report on and wait for the messages it
+// applied, and Prune trims its records.
+func (c *Consumer) Inbox() *projector.Inbox { return c.inbox }
 
 // Stats counts what the Consumer did since New.
 type Stats struct {

@@ -26,9 +26,6 @@ func TestExactlyOnce(t *testing.T) {
 	schema := pgtest.Schema(t, db)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if _, err := projector.Migrate(ctx, db, schema); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := shipping.Migrate(ctx, db, schema); err != nil {
 		t.Fatal(err)
 	}
@@ -40,6 +37,9 @@ func TestExactlyOnce(t *testing.T) {
 	defer gc.Close()
 	c, err := shipping.New(db, order.NewRegistry(), gc, shipping.Config{Schema: schema, Topic: "order", Logger: log})
 	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Inbox().Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
 	runCtx, stop := context.WithCancel(ctx)
@@ -85,6 +85,15 @@ func TestExactlyOnce(t *testing.T) {
 	if st := c.Stats(); st.Messages != 4 || st.Shipments != 1 || st.Failures != 0 {
 		t.Errorf("stats %+v, want 4 messages, 1 shipment, 0 failures", st)
 	}
+	// The inbox recorded the OrderPaid once and knows the duplicates.
+	if err := c.Inbox().WaitFor(ctx, uuid.MustParse(paidID)); err != nil {
+		t.Fatal(err)
+	}
+	is, err := c.Inbox().Status(ctx)
+	if err != nil || is.Messages != 1 || is.Last.MessageUUID != paidID || is.Last.StreamVersion != 5 ||
+		is.Stats != (projector.InboxStats{Applied: 1, Duplicates: 2, Ignored: 1}) {
+		t.Errorf("inbox status %+v (%v), want the OrderPaid recorded once, 2 duplicates and 1 ignored", is, err)
+	}
 	if _, err := shipping.Get(ctx, db, schema, uuid.NewString()); err == nil {
 		t.Error("Get of an order without shipment: no error")
 	}
@@ -97,9 +106,6 @@ func TestBadMessageIsRedelivered(t *testing.T) {
 	schema := pgtest.Schema(t, db)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if _, err := projector.Migrate(ctx, db, schema); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := shipping.Migrate(ctx, db, schema); err != nil {
 		t.Fatal(err)
 	}
@@ -108,6 +114,9 @@ func TestBadMessageIsRedelivered(t *testing.T) {
 	defer gc.Close()
 	c, err := shipping.New(db, order.NewRegistry(), gc, shipping.Config{Schema: schema, Topic: "order", RetryDelay: time.Millisecond, Logger: log})
 	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Inbox().Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
 	runCtx, stop := context.WithCancel(ctx)
