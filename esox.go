@@ -1,0 +1,352 @@
+package esox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jmoiron/sqlx"
+
+	"github.com/esox-go/esox/eventstore"
+	"github.com/esox-go/esox/eventstore/postgres"
+	"github.com/esox-go/esox/forwarder"
+	"github.com/esox-go/esox/projector"
+)
+
+// Config configures an App. The zero value means all defaults: the event
+// store in schema "esox", no projections, no forwarding.
+type Config struct {
+	// Schema holds every table of the App: the events, snapshots,
+	// checkpoints, offsets and inbox tables. Defaults to
+	// postgres.SchemaDefault ("esox"). It overrides Store.Schema.
+	Schema string
+	// Store configures the event store (Schema aside). Its Logger defaults
+	// to Config.Logger.
+	Store postgres.Config
+	// Projections are kept up to date by the App's projector runner. None:
+	// the App runs no runner.
+	Projections []projector.Projection
+	// Projector configures the runner. Its Logger defaults to
+	// Config.Logger. Its DisableMigrate is always set: the App migrates and
+	// registers the projections itself (see Migrate).
+	Projector projector.Config
+	// Publisher, when set, receives every event through the App's
+	// forwarder (the events table is the outbox). nil: no forwarding.
+	// The App does not close it.
+	Publisher message.Publisher
+	// Forwarder configures the forwarder. Its Logger defaults to
+	// Config.Logger. Its DisableMigrate is always set: the App migrates.
+	Forwarder forwarder.Config
+	// Inboxes are the inboxes of the service's broker consumers (see
+	// projector.NewInbox): Migrate migrates them with the rest. Their
+	// consumers run as Components.
+	Inboxes []*projector.Inbox
+	// Components are run by Run beside the runner and the forwarder, e.g.
+	// a broker consumer applying messages through an inbox. Their Migrate
+	// funcs run with the App's migrations.
+	Components []Component
+	// DisableMigrate stops Run from applying migrations: an owner role
+	// runs App.Migrate (or the esox command) before the application,
+	// which then needs no DDL rights. See docs/operations.md.
+	DisableMigrate bool
+	// Logger receives the App's logs and, unless their configs set one,
+	// the store's, runner's and forwarder's. Defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Component is something an App runs beside its projector runner and
+// forwarder, under the same Run: a broker consumer, a process manager, a
+// periodic job.
+type Component struct {
+	// Name names the component in logs and errors. Required.
+	Name string
+	// Migrate creates the component's tables. It runs with the App's
+	// migrations, after the store's, runner's and forwarder's. Optional.
+	Migrate func(ctx context.Context) (postgres.MigrateResult, error)
+	// Run runs the component until ctx is done and returns nil then; an
+	// error before ctx is done stops the whole App with that error.
+	// Required.
+	Run func(ctx context.Context) error
+}
+
+// App wires esox for a service: the PostgreSQL event store, a projector
+// runner for the Config's projections, and a forwarder to the Config's
+// publisher, with the Config's extra components. Migrate migrates all of
+// them; Run runs all of them until its context is cancelled.
+//
+// An App is safe for concurrent use. Run may be called once at a time.
+type App struct {
+	db     *sqlx.DB
+	cfg    Config
+	log    *slog.Logger
+	store  *postgres.Store
+	runner *projector.Runner
+	fwd    *forwarder.Forwarder
+
+	running atomic.Bool
+	readyMu sync.Mutex
+	ready   chan struct{} // closed once Run has migrated and started everything
+}
+
+// New returns an App on db whose events are encoded and decoded with reg. It
+// validates cfg and builds the store, the runner (when cfg has projections)
+// and the forwarder (when cfg has a publisher); it does no I/O.
+//
+// Errors match eventstore.ErrInvalidArgument and name the bad field,
+// projection or component.
+func New(db *sqlx.DB, reg *eventstore.Registry, cfg Config) (*App, error) {
+	if db == nil {
+		return nil, fmt.Errorf("esox: %w", &eventstore.InvalidArgumentError{Field: "db", Reason: "must not be nil"})
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Schema == "" {
+		cfg.Schema = cfg.Store.Schema
+	}
+	if cfg.Schema == "" {
+		cfg.Schema = postgres.SchemaDefault
+	}
+	cfg.Projections = slices.Clone(cfg.Projections)
+	cfg.Components = slices.Clone(cfg.Components)
+	cfg.Inboxes = slices.Clone(cfg.Inboxes)
+	for i, in := range cfg.Inboxes {
+		if in == nil {
+			return nil, fmt.Errorf("esox: invalid config: Inboxes[%d]: %w", i, &eventstore.InvalidArgumentError{Field: "Inboxes", Reason: "nil inbox"})
+		}
+	}
+	names := map[string]bool{}
+	for i, c := range cfg.Components {
+		switch {
+		case c.Name == "":
+			return nil, fmt.Errorf("esox: invalid config: Components[%d]: %w", i, &eventstore.InvalidArgumentError{Field: "Name", Reason: "must not be empty"})
+		case names[c.Name]:
+			return nil, fmt.Errorf("esox: invalid config: Components[%d]: %w", i, &eventstore.InvalidArgumentError{Field: "Name", Reason: fmt.Sprintf("%q is given twice", c.Name)})
+		case c.Run == nil:
+			return nil, fmt.Errorf("esox: invalid config: component %q: %w", c.Name, &eventstore.InvalidArgumentError{Field: "Run", Reason: "must not be nil"})
+		}
+		names[c.Name] = true
+	}
+
+	a := &App{db: db, cfg: cfg, log: cfg.Logger.With("component", "esox"), ready: make(chan struct{})}
+	storeCfg := cfg.Store
+	storeCfg.Schema = cfg.Schema
+	if storeCfg.Logger == nil {
+		storeCfg.Logger = cfg.Logger
+	}
+	var err error
+	if a.store, err = postgres.New(db, reg, storeCfg); err != nil {
+		return nil, fmt.Errorf("esox: %w", err)
+	}
+	if len(cfg.Projections) > 0 {
+		pc := cfg.Projector
+		if pc.Logger == nil {
+			pc.Logger = cfg.Logger
+		}
+		pc.DisableMigrate = true
+		if a.runner, err = projector.NewRunner(a.store, pc, cfg.Projections...); err != nil {
+			return nil, fmt.Errorf("esox: %w", err)
+		}
+	}
+	if cfg.Publisher != nil {
+		fc := cfg.Forwarder
+		if fc.Logger == nil {
+			fc.Logger = cfg.Logger
+		}
+		fc.DisableMigrate = true
+		if a.fwd, err = forwarder.New(a.store, cfg.Publisher, fc); err != nil {
+			return nil, fmt.Errorf("esox: %w", err)
+		}
+	}
+	return a, nil
+}
+
+// Store returns the App's event store.
+func (a *App) Store() *postgres.Store { return a.store }
+
+// Runner returns the App's projector runner, or nil when the Config has no
+// projections.
+func (a *App) Runner() *projector.Runner { return a.runner }
+
+// Forwarder returns the App's forwarder, or nil when the Config has no
+// publisher.
+func (a *App) Forwarder() *forwarder.Forwarder { return a.fwd }
+
+// DB returns the pool the App uses.
+func (a *App) DB() *sqlx.DB { return a.db }
+
+// Schema returns the schema of the App's tables.
+func (a *App) Schema() string { return a.cfg.Schema }
+
+// Migrate applies every migration of the App, in order: the event store's,
+// the projector's (its tables, then each projection version's registration
+// and Setup), the forwarder's, the inboxes', then each component's. With
+// Config.DisableMigrate, an owner role runs it before the service starts;
+// otherwise Run does. Each is idempotent
+// and safe to run from several processes at once; the result lists what
+// this call applied. ctx bounds the whole run.
+func (a *App) Migrate(ctx context.Context) (postgres.MigrateResult, error) {
+	var all postgres.MigrateResult
+	step := func(name string, migrate func(context.Context) (postgres.MigrateResult, error)) error {
+		res, err := migrate(ctx)
+		all.Applied = append(all.Applied, res.Applied...)
+		if err != nil {
+			return fmt.Errorf("esox: migrate %s: %w", name, err)
+		}
+		return nil
+	}
+	if err := step("event store", a.store.Migrate); err != nil {
+		return all, err
+	}
+	if a.runner != nil {
+		if err := step("projector", a.runner.Migrate); err != nil {
+			return all, err
+		}
+	}
+	if a.fwd != nil {
+		if err := step("forwarder", a.fwd.Migrate); err != nil {
+			return all, err
+		}
+	}
+	for _, in := range a.cfg.Inboxes {
+		if err := step("inbox", in.Migrate); err != nil {
+			return all, err
+		}
+	}
+	for _, c := range a.cfg.Components {
+		if c.Migrate == nil {
+			continue
+		}
+		if err := step(c.Name, c.Migrate); err != nil {
+			return all, err
+		}
+	}
+	if len(all.Applied) > 0 {
+		a.log.InfoContext(ctx, "migrated", "schema", a.cfg.Schema, "applied", len(all.Applied))
+	}
+	return all, nil
+}
+
+// Ready returns a channel that is closed once Run has applied the
+// migrations (unless Config.DisableMigrate) and started every part: the
+// point from which the service can take requests. A /readyz handler
+// selects on it. The channel stays open while Run fails to start.
+func (a *App) Ready() <-chan struct{} {
+	a.readyMu.Lock()
+	defer a.readyMu.Unlock()
+	return a.ready
+}
+
+// Run migrates (unless Config.DisableMigrate), then runs the projector
+// runner, the forwarder and the components until ctx is done, and returns
+// nil after a clean stop. Ready is closed once everything has started.
+//
+// The first part that fails (returns an error, or returns nil before ctx is
+// done) stops the others, and Run returns its error. On stop, the parts stop
+// in this order, each only once the previous one has returned: the
+// forwarder (so a publish in flight ends before the consumers it may be
+// feeding stop), the components in reverse order, then the runner. Run
+// returns once every goroutine it started has exited.
+//
+// Run returns an error when called while another Run of the App runs, and
+// the migration error when migrating fails (it does not retry: start the
+// process again).
+func (a *App) Run(ctx context.Context) error {
+	if !a.running.CompareAndSwap(false, true) {
+		return errors.New("esox: Run is already running")
+	}
+	defer a.running.Store(false)
+	if !a.cfg.DisableMigrate {
+		if _, err := a.Migrate(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+	}
+
+	type part struct {
+		name string
+		run  func(context.Context) error
+	}
+	// In stop order.
+	var parts []part
+	if a.fwd != nil {
+		parts = append(parts, part{"forwarder", a.fwd.Run})
+	}
+	for i := len(a.cfg.Components) - 1; i >= 0; i-- {
+		c := a.cfg.Components[i]
+		parts = append(parts, part{c.Name, c.Run})
+	}
+	if a.runner != nil {
+		parts = append(parts, part{"projector", a.runner.Run})
+	}
+
+	failed := make(chan error, len(parts))
+	stops := make([]context.CancelFunc, len(parts))
+	dones := make([]chan struct{}, len(parts))
+	for i, p := range parts {
+		pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		stops[i], dones[i] = cancel, make(chan struct{})
+		go func() {
+			defer close(dones[i])
+			err := p.run(pctx)
+			if pctx.Err() != nil {
+				return // stopped
+			}
+			if err == nil {
+				err = errors.New("returned before it was stopped")
+			}
+			failed <- fmt.Errorf("esox: %s: %w", p.name, err)
+		}()
+	}
+	a.readyMu.Lock()
+	close(a.ready)
+	a.readyMu.Unlock()
+	a.log.InfoContext(ctx, "running", "schema", a.cfg.Schema, "projections", len(a.cfg.Projections),
+		"forwarding", a.fwd != nil, "components", len(a.cfg.Components))
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-failed:
+		a.log.ErrorContext(ctx, "a part failed; stopping", "error", runErr)
+	}
+	for i := range parts {
+		stops[i]()
+		<-dones[i]
+	}
+	a.readyMu.Lock()
+	a.ready = make(chan struct{})
+	a.readyMu.Unlock()
+	a.log.InfoContext(context.WithoutCancel(ctx), "stopped")
+	return runErr
+}
+
+// WaitFor returns nil once every projection of the App has applied the
+// record at pos (see projector.Runner.WaitFor), for read-your-writes after
+// an append: append, WaitFor(ctx, res.LastPosition), then query the read
+// models. It returns nil at once when the App has no projections, and the
+// first projection's error otherwise (ctx's, or a typed error when a
+// projection cannot get there). Safe for concurrent use.
+func (a *App) WaitFor(ctx context.Context, pos eventstore.Position) error {
+	if a.runner == nil {
+		return nil
+	}
+	seen := map[string]bool{}
+	for _, p := range a.cfg.Projections {
+		if seen[p.Name] {
+			continue
+		}
+		seen[p.Name] = true
+		if err := a.runner.WaitFor(ctx, p.Name, pos); err != nil {
+			return err
+		}
+	}
+	return nil
+}
