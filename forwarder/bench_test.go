@@ -409,7 +409,11 @@ func BenchmarkIdleTransactions(b *testing.B) {
 	if _, err := migrate(ctx, store); err != nil {
 		b.Fatal(err)
 	}
-	if _, err := projector.Migrate(ctx, db, store.Schema()); err != nil {
+	inbox, err := projector.NewInbox(db, store.Registry(), projector.InboxConfig{Schema: store.Schema(), Consumer: "bench"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := inbox.Migrate(ctx); err != nil { // the projector's tables
 		b.Fatal(err)
 	}
 	xacts := func() (int64, error) {

@@ -538,18 +538,6 @@ func (in *Inbox) Prune(ctx context.Context, olderThan time.Duration) (int64, err
 	return total, nil
 }
 
-// NewInboxHandler returns NewInbox(db, reg, cfg) and its Handler(h).
-//
-// Deprecated: use NewInbox and Inbox.Handler; the Inbox also migrates
-// (Inbox.Migrate), reports (Status, Stats), waits (WaitFor) and prunes.
-func NewInboxHandler(db *sqlx.DB, reg *eventstore.Registry, h Handler, cfg InboxConfig) (message.NoPublishHandlerFunc, error) {
-	in, err := NewInbox(db, reg, cfg)
-	if err != nil {
-		return nil, err
-	}
-	return in.Handler(h)
-}
-
 // RecordFromMessage rebuilds the Record a forwarder published as msg: ID from
 // the message UUID, Payload from its payload, Data decoded with reg, the
 // fields from the metadata keys Message*, and every other metadata key into

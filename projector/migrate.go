@@ -52,16 +52,6 @@ func tablesIn(schema string) tables {
 	}
 }
 
-// Migrate creates or updates the projector's tables in schema, like
-// Runner.Migrate and Inbox.Migrate (which call it) without registering
-// projections.
-//
-// Deprecated: call Runner.Migrate, or Inbox.Migrate in an inbox-only
-// service: every esox component migrates with a Migrate(ctx) method.
-func Migrate(ctx context.Context, db *sqlx.DB, schema string) (postgres.MigrateResult, error) {
-	return migrate(ctx, db, schema)
-}
-
 // migrate creates or updates the projector's tables (checkpoints, dead
 // letters, inbox) in schema with postgres.ApplyMigrations under the
 // component Component. It is idempotent, safe to run from several processes
