@@ -27,12 +27,10 @@ type Store struct {
 	streamInfoSQL, saveSnapshotSQL, loadSnapshotSQL    string
 	conflictSQL                                        string
 
-	stmtMu    sync.Mutex
-	stmts     map[string]*sqlx.Stmt
-	closed    bool
-	subMu     sync.Mutex
-	subs      map[int]chan struct{}
-	nextSubID int
+	stmtMu sync.Mutex
+	stmts  map[string]*sqlx.Stmt
+	closed bool
+	hub    hub // subscriptions and the feed watcher (watch.go)
 }
 
 var _ eventstore.Store = (*Store)(nil)
@@ -73,7 +71,6 @@ func New(db *sqlx.DB, reg *eventstore.Registry, cfg Config) (*Store, error) {
 		eventIDKeyName:       constraintName(cfg.EventsTable, "event_id_key"),
 		streamVersionKeyName: constraintName(cfg.EventsTable, "stream_version_key"),
 		stmts:                map[string]*sqlx.Stmt{},
-		subs:                 map[int]chan struct{}{},
 	}
 	s.buildSQL()
 	return s, nil
@@ -129,42 +126,6 @@ func (s *Store) stmt(ctx context.Context, query string) (*sqlx.Stmt, error) {
 	}
 	s.stmts[query] = st
 	return st, nil
-}
-
-// Subscribe returns a channel that receives after each Append through this
-// Store commits, and a cancel func that unsubscribes (safe to call more than
-// once; the channel is not closed). The channel has a buffer of 1 and a send
-// never blocks the appender: wake-ups coalesce while the reader is busy, so
-// after receiving, read until ReadAll returns nothing new. Appends by
-// AppendTx, by other Stores or other processes do not wake subscribers; poll
-// for those. Safe for concurrent use.
-func (s *Store) Subscribe() (<-chan struct{}, func()) {
-	ch := make(chan struct{}, 1)
-	s.subMu.Lock()
-	id := s.nextSubID
-	s.nextSubID++
-	s.subs[id] = ch
-	s.subMu.Unlock()
-	var once sync.Once
-	return ch, func() {
-		once.Do(func() {
-			s.subMu.Lock()
-			delete(s.subs, id)
-			s.subMu.Unlock()
-		})
-	}
-}
-
-// wake signals every subscriber without blocking.
-func (s *Store) wake() {
-	s.subMu.Lock()
-	defer s.subMu.Unlock()
-	for _, ch := range s.subs {
-		select {
-		case ch <- struct{}{}:
-		default:
-		}
-	}
 }
 
 // Head returns the position of the last record ReadAll can return now: the
