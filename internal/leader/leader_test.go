@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -65,10 +67,17 @@ func (r *race) enter() {
 
 func start(t *testing.T, db *sqlx.DB, key, name string, r *race, workErr func() error) *contender {
 	t.Helper()
+	return startWith(t, db, leader.Config{Key: key, RetryInterval: retry}, name, r, workErr)
+}
+
+// startWith is start with a Config (Logger set by it).
+func startWith(t *testing.T, db *sqlx.DB, cfg leader.Config, name string, r *race, workErr func() error) *contender {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &contender{name: name, cancel: cancel, done: make(chan error, 1), started: make(chan struct{}, 16), stopped: make(chan struct{}, 16),
 		paused: new(atomic.Bool)}
-	cfg := leader.WithPausedPings(leader.Config{Key: key, RetryInterval: retry, Logger: testLogger(t)}, c.paused)
+	cfg.Logger = testLogger(t)
+	cfg = leader.WithPausedPings(cfg, c.paused)
 	go func() {
 		c.done <- leader.Run(ctx, db, cfg, func(wctx context.Context) error {
 			r.enter()
@@ -208,8 +217,9 @@ func TestTakeoverWhenLeaderFrozen(t *testing.T) {
 	db := pgtest.Open(t)
 	key := uniqueKey(t)
 	r := &race{}
+	// Two processes: each its own pool, and so its own lock session.
 	a := start(t, db, key, "a", r, nil)
-	b := start(t, db, key, "b", r, nil)
+	b := start(t, pgtest.Open(t), key, "b", r, nil)
 	lead, standby := firstLeader(t, a, b)
 	lead.paused.Store(true)
 	frozenAt := time.Now()
@@ -315,5 +325,187 @@ func TestLockNotLeakedToPool(t *testing.T) {
 	}
 	if n != 0 {
 		t.Fatalf("lock still held by %d sessions after Run returned", n)
+	}
+}
+
+// lockHolders returns, for each key held in pg_locks, the backend pid
+// holding it.
+func lockHolders(t *testing.T, db *sqlx.DB, keys []string) map[string]int {
+	t.Helper()
+	out := map[string]int{}
+	for _, key := range keys {
+		k := uint64(postgres.LockKey(key))
+		var pid int
+		err := db.QueryRow(`SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted
+			AND classid = $1 AND objid = $2 AND objsubid = 1`, int64(k>>32), int64(k&0xffffffff)).Scan(&pid)
+		if err == nil {
+			out[key] = pid
+		}
+	}
+	return out
+}
+
+// tryLocksSQL is the one statement a group sends per interval.
+const tryLocksSQL = `SELECT k FROM unnest($1::text::bigint[]) AS k WHERE pg_try_advisory_lock(k)`
+
+// TestOneSessionForAllJobs: 50 jobs of one process (one pool), 25 of whose
+// keys another process leads, hold their 25 locks on one session, and each
+// interval the process sends the server one statement (trying the 25
+// wanted locks and pinging the session), not one per job. When the other
+// process's session is killed, this process takes its 25 jobs over on the
+// same session.
+func TestOneSessionForAllJobs(t *testing.T) {
+	t.Parallel()
+	db, stmts := pgtest.OpenCounting(t)
+	other := pgtest.Open(t)
+	base := uniqueKey(t)
+	var keys []string
+	for i := range 50 {
+		keys = append(keys, fmt.Sprintf("%s:%d", base, i))
+	}
+	r := &race{}
+	// The other process leads the odd keys first.
+	var theirs []*contender
+	for i := 1; i < 50; i += 2 {
+		c := start(t, other, keys[i], "other-"+keys[i], r, nil)
+		waitStarted(t, c, "the other process")
+		theirs = append(theirs, c)
+	}
+	var ours []*contender
+	for i := range 50 {
+		ours = append(ours, start(t, db, keys[i], "ours-"+keys[i], r, nil))
+	}
+	for i := 0; i < 50; i += 2 {
+		waitStarted(t, ours[i], "this process")
+	}
+	holders := lockHolders(t, other, keys)
+	pids := map[int]bool{}
+	for i := 0; i < 50; i += 2 {
+		pids[holders[keys[i]]] = true
+	}
+	if len(pids) != 1 {
+		t.Fatalf("this process's 25 locks are held by %d sessions, want 1", len(pids))
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	mark := stmts.Len()
+	got, err := stmts.Wait(ctx, mark, 5, func(q string) bool { return q == tryLocksSQL })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 5 {
+		t.Fatalf("5 intervals with 25 jobs leading and 25 standing by sent %d statements, want 5:%s", len(got), pgtest.Summary(got))
+	}
+
+	// The other process's session dies: its jobs move here, onto the same
+	// session, and no job of this process that led stops.
+	var pid int
+	for i := 1; i < 50; i += 2 {
+		pid = holders[keys[i]]
+	}
+	if _, err := other.Exec(`SELECT pg_terminate_backend($1)`, pid); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i < 50; i += 2 {
+		select {
+		case <-ours[i].started:
+		case <-theirs[i/2].started:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("nobody took %s over", keys[i])
+		}
+	}
+	for i := 0; i < 50; i += 2 {
+		select {
+		case <-ours[i].stopped:
+			t.Fatalf("%s stopped leading although its session lived", keys[i])
+		default:
+		}
+	}
+}
+
+// TestBudgetSpreadsJobsOverProcesses: with a budget of 4, a process leads
+// 4 of 8 jobs and stands by for the others, which a second process leads;
+// when the first process's session dies, its jobs are taken over while the
+// second's keep their leader.
+func TestBudgetSpreadsJobsOverProcesses(t *testing.T) {
+	t.Parallel()
+	dbA, stmtsA := pgtest.OpenCounting(t)
+	dbB := pgtest.Open(t)
+	base := uniqueKey(t)
+	r := &race{}
+	budget := leader.NewBudget(4)
+	var a, b []*contender
+	for i := range 8 {
+		a = append(a, startWith(t, dbA, leader.Config{Key: fmt.Sprintf("%s:%d", base, i), RetryInterval: retry, Budget: budget}, fmt.Sprint("a", i), r, nil))
+	}
+	// A leads 4 jobs; several intervals later, still those 4.
+	var ledByA []int
+	for len(ledByA) < 4 {
+		cases := make([]reflect.SelectCase, 0, 9)
+		for _, c := range a {
+			cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(c.started)})
+		}
+		cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(time.After(10 * time.Second))})
+		i, _, _ := reflect.Select(cases)
+		if i == 8 {
+			t.Fatalf("process A leads jobs %v after 10 s, want 4 of them", ledByA)
+		}
+		ledByA = append(ledByA, i)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := stmtsA.Wait(ctx, stmtsA.Len(), 3, func(q string) bool { return q == tryLocksSQL }); err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range a {
+		select {
+		case <-c.started:
+			t.Fatalf("a%d leads too, beside %v: more than the budget of 4", i, ledByA)
+		default:
+		}
+	}
+	for i := range 8 {
+		b = append(b, start(t, dbB, fmt.Sprintf("%s:%d", base, i), fmt.Sprint("b", i), r, nil))
+	}
+	var ledByB []int
+	for i := range 8 {
+		if slices.Contains(ledByA, i) {
+			continue
+		}
+		waitStarted(t, b[i], "process B")
+		ledByB = append(ledByB, i)
+	}
+
+	// A's session dies: its 4 jobs move (to B, or back to A), B's stay.
+	keys := make([]string, 8)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("%s:%d", base, i)
+	}
+	pid := lockHolders(t, dbB, keys)[keys[ledByA[0]]]
+	if _, err := dbB.Exec(`SELECT pg_terminate_backend($1)`, pid); err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range ledByA {
+		select {
+		case <-a[i].stopped:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("a%d did not step down after its session was killed", i)
+		}
+	}
+	for _, i := range ledByA {
+		select {
+		case <-a[i].started:
+		case <-b[i].started:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("nobody took job %d over", i)
+		}
+	}
+	for _, i := range ledByB {
+		select {
+		case <-b[i].stopped:
+			t.Fatalf("b%d stopped leading although only A's session died", i)
+		default:
+		}
 	}
 }
