@@ -128,10 +128,14 @@ type Config struct {
 	// written once per batch, after all its events are published. A crash
 	// re-publishes at most one batch. Defaults to BatchSizeDefault.
 	BatchSize int
-	// PollInterval is how long the forwarder waits after finding nothing
-	// new before it polls again; appends made through the same
-	// postgres.Store wake it at once. An idle poll is one read-only query:
-	// it takes no transaction id and commits nothing. Defaults to
+	// PollInterval is how often, while the forwarder has caught up, the
+	// store's feed watcher (postgres.Store.Watch) polls the feed's head
+	// for events committed by other processes; appends made through the
+	// same postgres.Store wake it at once. The watcher is shared by every
+	// projection and forwarder on the store, at the shortest of their
+	// intervals: one read-only query per interval (it takes no transaction
+	// id and commits nothing), however many of them wait, and the
+	// forwarder reads the feed only when the head moved. Defaults to
 	// PollIntervalDefault.
 	PollInterval time.Duration
 	// RetryInterval is the first wait after a failed publish or query; it
@@ -156,9 +160,11 @@ type Config struct {
 	DeadLetterTopic string
 	// LeaderRetryInterval is how often a standby instance tries to take
 	// leadership of the consumer group, and how often the leader checks its
-	// lock connection. A killed leader is replaced within about this
-	// interval after PostgreSQL notices its connection closed. Defaults to
-	// LeaderRetryIntervalDefault.
+	// lock session. A killed leader is replaced within about this interval
+	// after PostgreSQL notices its connection closed. Every job of the
+	// process on the same pool with the same interval (forwarders,
+	// projections) shares one lock session and one statement per interval
+	// (see docs/operations.md). Defaults to LeaderRetryIntervalDefault.
 	LeaderRetryInterval time.Duration
 	// DisableMigrate stops Run from applying the forwarder's migrations
 	// (the offsets table) itself; call Migrate beforehand then.
@@ -390,9 +396,9 @@ ON CONFLICT (consumer_group) DO UPDATE SET transaction_id = excluded.transaction
 
 // Run relays events until ctx is done, and returns nil then. It applies the
 // migrations (unless Config.DisableMigrate), then competes for leadership of
-// the consumer group (a session advisory lock on a dedicated connection, key
-// LeaderKey): while another instance leads, it waits as a standby and retries
-// every Config.LeaderRetryInterval.
+// the consumer group (a session advisory lock, key LeaderKey, held on the
+// process's one lock session for the pool): while another instance leads,
+// it waits as a standby and retries every Config.LeaderRetryInterval.
 //
 // While leading, it reads the feed after the group's offset a batch at a
 // time with postgres.Store.ReadFeed (the one gap-free read of the feed; it
@@ -453,7 +459,9 @@ func (f *Forwarder) Run(ctx context.Context) error {
 // the batch to be published, records the offset, and goes on.
 func (f *Forwarder) lead(ctx context.Context) error {
 	f.log.InfoContext(ctx, "forwarding")
-	wake, unsubscribe := f.store.Subscribe()
+	// The store's one feed watcher polls the head for every consumer of
+	// the process; appends through the store wake at once.
+	wake, unsubscribe := f.store.Watch(ctx, f.cfg.PollInterval)
 	defer unsubscribe()
 
 	var offset eventstore.Position
@@ -555,15 +563,13 @@ func (f *Forwarder) handle(ctx context.Context, raw eventstore.RawRecord, pl *pi
 	return nil
 }
 
-// idle waits until an append through the store, PollInterval, or the end of
-// the leadership.
+// idle waits until the feed may have news (wake: an append through the
+// store, or the store's watcher saw the head move) or the leadership ends.
+// It sends the database nothing.
 func (f *Forwarder) idle(ctx context.Context, wake <-chan struct{}) {
-	t := time.NewTimer(f.cfg.PollInterval)
-	defer t.Stop()
 	select {
 	case <-ctx.Done():
 	case <-wake:
-	case <-t.C:
 	}
 }
 
