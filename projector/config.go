@@ -37,10 +37,16 @@ type Config struct {
 	// Defaults to BatchSizeDefault (1000); at most
 	// eventstore.MaxReadAllLimit.
 	BatchSize int
-	// PollInterval is how often an idle projection polls the feed for
-	// events appended by other processes (appends through the runner's own
-	// Store wake it at once). Defaults to PollIntervalDefault (10 ms). A
-	// poll is one read-only index range scan that takes no transaction id.
+	// PollInterval is how often, while projections have caught up, the
+	// store's feed watcher (postgres.Store.Watch) polls the feed's head for
+	// events committed by other processes; appends through the runner's
+	// own Store wake the projections at once. The watcher is shared by
+	// every projection, partition and forwarder on the store, at the
+	// shortest of their intervals: one read-only index lookup per interval
+	// that takes no transaction id, however many of them wait, and a
+	// projection reads the feed only when the head moved. WaitFor also
+	// re-reads the checkpoint at this interval. Defaults to
+	// PollIntervalDefault (10 ms).
 	PollInterval time.Duration
 	// MaxRetries is how many times a batch whose handler fails is retried
 	// (with exponential backoff from RetryBackoff) before the projection
@@ -58,14 +64,29 @@ type Config struct {
 	// Defaults to MaxRetryBackoffDefault (5 s).
 	MaxRetryBackoff time.Duration
 	// LeaderRetryInterval is how often a standby process tries to take over
-	// a projection and how often the active one pings its leadership
-	// connection. Defaults to 1 s. After a crash (the process's sockets
-	// close) another process takes over within about two intervals. After
-	// a freeze, or when the host dies or is cut off, the server ends the
-	// silent leader's lock session through idle_session_timeout,
-	// max(3*LeaderRetryInterval, 5 s) (PostgreSQL 14+), or server-side TCP
-	// keepalives (about 5 s): takeover then takes about 6 s by default.
+	// a projection (partition), how often the process pings the session
+	// holding its leaderships, and how often a runner leading projections
+	// re-reads their checkpoint rows (one query for all of them) to notice
+	// a Rebuild, Resume, SetCheckpoint or version switch made by another
+	// process. Every leadership of the process on the same pool with the
+	// same interval (projections, partitions, forwarders) shares one lock
+	// session and one statement per interval. Defaults to 1 s. After a
+	// crash (the process's sockets close) another process takes over
+	// within about two intervals. After a freeze, or when the host dies or
+	// is cut off, the server ends the silent leader's lock session through
+	// idle_session_timeout, max(3*LeaderRetryInterval, 5 s) (PostgreSQL
+	// 14+), or server-side TCP keepalives (about 5 s): takeover then takes
+	// about 6 s by default.
 	LeaderRetryInterval time.Duration
+	// MaxPartitions, when positive, is the most partitions of each
+	// projection version (see Projection.Partitions) this runner leads at
+	// once: it stands by for the others, so several processes share a
+	// partitioned projection's work. When a process dies, the others take
+	// over its partitions, each on its own, as far as their MaxPartitions
+	// allow: leave room for that (with N partitions and P processes, at
+	// least N/(P-1)), or a dead process's partitions wait for it to come
+	// back. 0 (the default) leads as many as it can get.
+	MaxPartitions int
 	// IdleInTransactionTimeout is set (SET LOCAL
 	// idle_in_transaction_session_timeout) on every batch transaction: if
 	// the process freezes mid-batch, the server ends its session after this
@@ -135,6 +156,8 @@ func (c Config) validate() error {
 		return bad("MaxRetryBackoff", "must not be negative")
 	case c.LeaderRetryInterval < 0:
 		return bad("LeaderRetryInterval", "must not be negative")
+	case c.MaxPartitions < 0:
+		return bad("MaxPartitions", "must not be negative")
 	case c.IdleInTransactionTimeout < 0:
 		return bad("IdleInTransactionTimeout", "must not be negative")
 	case c.IdleInTransactionTimeout > 0 && c.IdleInTransactionTimeout < time.Millisecond:

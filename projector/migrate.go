@@ -32,6 +32,8 @@ var embeddedMigrations embed.FS
 type migrationData struct {
 	Checkpoints, CheckpointsActiveKey, DeadLetters, Inbox string
 	InboxProcessedAtIndex, InboxStreams                   string
+	CheckpointsPkey, CheckpointsActiveKeyQualified        string
+	CheckpointsPartitionCheck                             string
 }
 
 // tables holds the quoted, qualified names of the projector's tables in one
@@ -78,6 +80,10 @@ func migrate(ctx context.Context, db *sqlx.DB, schema string) (postgres.MigrateR
 			Inbox:                 t.inbox,
 			InboxProcessedAtIndex: postgres.QuoteIdentifier(InboxTable + "_processed_at_idx"),
 			InboxStreams:          t.inboxStreams,
+			CheckpointsPkey:       postgres.QuoteIdentifier(CheckpointsTable + "_pkey"),
+			CheckpointsActiveKeyQualified: postgres.QuoteIdentifier(schema) + "." +
+				postgres.QuoteIdentifier(CheckpointsTable+"_active_key"),
+			CheckpointsPartitionCheck: postgres.QuoteIdentifier(CheckpointsTable + "_partition_check"),
 		},
 	})
 	if err != nil {

@@ -3,6 +3,7 @@ package projector
 import (
 	"context"
 	"fmt"
+	"hash/fnv"
 	"slices"
 
 	"github.com/esox-go/esox/eventstore"
@@ -19,7 +20,8 @@ import (
 // applied exactly once (DESIGN guarantee 5). It must not keep state in memory
 // across calls that a rolled-back tx would leave wrong, and must not commit or
 // roll back tx. A Runner may call a Handler concurrently for different
-// projections, never concurrently for the same one. A Handler used with
+// projections and for different partitions of one projection (see
+// Projection.Partitions), never concurrently for the same partition. A Handler used with
 // InlineHook runs in each appender's transaction, and one used with an
 // Inbox in each message's: both are called concurrently (also
 // with duplicates of one message), so such a Handler must be safe for
@@ -217,6 +219,27 @@ type Projection struct {
 	// the transaction that switches the version live, so readers never see
 	// a half-built model. Optional.
 	Activate func(ctx context.Context, tx postgres.Tx) error
+	// Partitions splits the projection into that many partitions by
+	// stream (0 means 1; at most PartitionsLimit), applied in parallel:
+	// the records of a stream belong to partition PartitionOf(streamID,
+	// Partitions). Each partition has its own checkpoint and its own
+	// leader (any process may lead any partition; see
+	// Config.MaxPartitions), reads the whole feed, and applies only its
+	// streams' records, in feed order, each exactly once; its checkpoint
+	// still moves over the others' records. Records of different streams
+	// may therefore be applied out of feed order, and the Handler is
+	// called concurrently for different partitions: it must be safe for
+	// that, and the read model must not depend on the order of events of
+	// different streams (per-stream rows, or commutative updates).
+	//
+	// The count is fixed for a Version's life, because a stream's
+	// partition depends on it: a runner refuses to start a registered
+	// version with another count (a *PartitionsError matching
+	// ErrPartitionsChanged). To change it, deploy a new Version with the
+	// new count: it fills from the start of the feed beside the live one
+	// and switches live once every one of its partitions has caught up
+	// (see docs/projections.md).
+	Partitions int
 	// DeadLetter opts in to parking events the handler keeps failing on:
 	// after Config.MaxRetries failed attempts at a batch, the runner applies
 	// it record by record, stores each failing record with its error in the
@@ -232,12 +255,38 @@ func (p Projection) version() int {
 	return p.Version
 }
 
+func (p Projection) partitions() int {
+	if p.Partitions == 0 {
+		return 1
+	}
+	return p.Partitions
+}
+
+// PartitionsLimit is the most partitions a Projection may have.
+const PartitionsLimit = 256
+
+// PartitionOf returns the partition, of partitions (at least 1), that
+// applies the records of streamID: the FNV-32a hash of the stream ID, modulo
+// partitions. It is stable across processes, versions and releases, so a
+// stream always belongs to the same partition for a given count.
+func PartitionOf(streamID string, partitions int) int {
+	if partitions <= 1 {
+		return 0
+	}
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(streamID))
+	return int(h.Sum32() % uint32(partitions))
+}
+
 func (p Projection) validate() error {
 	if err := postgres.ValidateIdentifier(p.Name); err != nil {
 		return fmt.Errorf("projection name: %w", err)
 	}
 	if p.Version < 0 {
 		return fmt.Errorf("projection %q: Version: %w", p.Name, &eventstore.InvalidArgumentError{Field: "Version", Reason: fmt.Sprintf("must not be negative, got %d", p.Version)})
+	}
+	if p.Partitions < 0 || p.Partitions > PartitionsLimit {
+		return fmt.Errorf("projection %q: Partitions: %w", p.Name, &eventstore.InvalidArgumentError{Field: "Partitions", Reason: fmt.Sprintf("must be between 0 (one partition) and %d, got %d", PartitionsLimit, p.Partitions)})
 	}
 	if p.Handler == nil {
 		return fmt.Errorf("projection %q: Handler: %w", p.Name, &eventstore.InvalidArgumentError{Field: "Handler", Reason: "must not be nil"})

@@ -13,11 +13,14 @@ import (
 
 // Rebuild resets the live version of projection in place and makes the
 // runner replay the feed into it: in one transaction it sets the
-// checkpoint back to the start of the feed (marking it rebuilding), runs the
-// projection's Reset and clears its dead letters. The worker, in this or
-// another process, notices at its next batch (the checkpoint
-// compare-and-set fails) or within a second when idle, and replays; Status
-// reports StateRebuilding until it has caught up.
+// checkpoint of every partition back to the start of the feed (marking it
+// rebuilding), runs the projection's Reset and clears its dead letters.
+// The workers, in this or another process, notice at their next batch (the
+// checkpoint compare-and-set fails) or, when idle, within
+// Config.LeaderRetryInterval (at once in this process), and replay; Status
+// reports StateRebuilding until each partition has caught up. The
+// partition count stays: to change it, deploy a new Version (see
+// Projection.Partitions).
 //
 // Readers see the model empty, then filling. To rebuild without that, deploy
 // a new Version instead (blue/green, see Projection.Version). A stopped
@@ -38,10 +41,13 @@ func (r *Runner) Rebuild(ctx context.Context, projection string) error {
 		return fmt.Errorf("projector: rebuild %q: %w", projection, err)
 	}
 	defer func() { _ = tx.Rollback() }()
+	// Every partition of the live version back to the start.
 	var version int
-	err = tx.QueryRowContext(ctx, `UPDATE `+r.t.checkpoints+` SET transaction_id = '0', position = 0, rebuilding = true,
-		stopped = false, last_error = NULL, error_at = NULL, updated_at = now()
-		WHERE projection = $1 AND status = 'active' RETURNING version`, projection).Scan(&version)
+	err = tx.QueryRowContext(ctx, `WITH reset AS (
+		UPDATE `+r.t.checkpoints+` SET transaction_id = '0', position = 0, rebuilding = true,
+			stopped = false, last_error = NULL, error_at = NULL, updated_at = now()
+		WHERE projection = $1 AND status = 'active' RETURNING version)
+		SELECT version FROM reset LIMIT 1`, projection).Scan(&version)
 	if errors.Is(err, sql.ErrNoRows) {
 		return fmt.Errorf("projector: rebuild %q: %w", projection, &eventstore.InvalidArgumentError{Field: "projection", Reason: "no live version is registered (run Migrate or Run first)"})
 	}
@@ -50,7 +56,7 @@ func (r *Runner) Rebuild(ctx context.Context, projection string) error {
 	}
 	var w *worker
 	for _, c := range ws {
-		if c.version == version {
+		if c.version == version && c.partition == 0 {
 			w = c
 		}
 	}
@@ -70,14 +76,17 @@ func (r *Runner) Rebuild(ctx context.Context, projection string) error {
 		return fmt.Errorf("projector: rebuild %q: commit: %w", projection, err)
 	}
 	r.log.InfoContext(ctx, "projection reset for rebuild", "projection", projection, "version", version)
-	w.signalReload()
+	for _, w := range ws {
+		w.signalReload()
+	}
 	return nil
 }
 
-// Resume restarts the versions of projection that stopped with an error
-// (StateStoppedWithError), in this and other processes, after the cause is
-// fixed: it clears their stopped flag and the worker retries the failed
-// batch within a second. A process restart retries too. ctx bounds the
+// Resume restarts the versions (partitions) of projection that stopped
+// with an error (StateStoppedWithError), in this and other processes,
+// after the cause is fixed: it clears their stopped flag and each worker
+// retries its failed batch, at once in this process and within
+// Config.LeaderRetryInterval in others. A process restart retries too. ctx bounds the
 // update. Errors match eventstore.ErrInvalidArgument for an unknown
 // projection, or wrap the database's.
 func (r *Runner) Resume(ctx context.Context, projection string) error {
@@ -95,8 +104,9 @@ func (r *Runner) Resume(ctx context.Context, projection string) error {
 	return nil
 }
 
-// SetCheckpoint moves the live version's checkpoint of projection to pos
-// without touching its tables: the runner goes on from the record after pos.
+// SetCheckpoint moves the live version's checkpoint of projection (of
+// every partition) to pos without touching its tables: the runner goes on
+// from the record after pos.
 // It is an operator's tool, e.g. after a dump and restore of the database
 // (transaction ids restart in a new cluster: see docs/projections.md), or to
 // skip deliberately. ctx bounds the update. Errors match

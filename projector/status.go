@@ -36,17 +36,23 @@ const (
 	StateNotRegistered State = "not_registered"
 )
 
-// ProjectionStatus reports one projection version.
+// ProjectionStatus reports one projection version, or one partition of it
+// (see Projection.Partitions).
 type ProjectionStatus struct {
 	Name    string
 	Version int
+	// Partition is the partition reported, 0 .. Partitions-1; Partitions
+	// is the version's partition count (1 for a projection that is not
+	// partitioned).
+	Partition, Partitions int
 	// Live is true for the version readers see (Activate ran for it, or it
 	// is the only version).
 	Live bool
 	// State is what it is doing now.
 	State State
 	// Checkpoint is the feed position of the last record applied (the zero
-	// Position before the first).
+	// Position before the first); for a partition, the last record it
+	// read, whether its stream belongs to the partition or not.
 	Checkpoint eventstore.Position
 	// Head is the last position of the feed visible to readers.
 	Head eventstore.Position
@@ -62,7 +68,7 @@ type ProjectionStatus struct {
 	LastError string
 	// ErrorAt is when LastError was recorded.
 	ErrorAt time.Time
-	// DeadLetters counts its parked events.
+	// DeadLetters counts its (the partition's) parked events.
 	DeadLetters int64
 	// DatabaseError is the last database error this process's worker met,
 	// while it leads the projection and retries after it (empty otherwise):
@@ -70,16 +76,18 @@ type ProjectionStatus struct {
 	// logs. DatabaseErrors counts those errors in a row.
 	DatabaseError  string
 	DatabaseErrors int
-	// Leading is true when this process is the one working on it.
+	// Leading is true when this process is the one working on it (on the
+	// partition).
 	Leading bool
 	// UpdatedAt is when its checkpoint row last changed.
 	UpdatedAt time.Time
 }
 
-// Status reports every projection version of the runner, in name and
-// version order, from the database (so it is right whichever process does
-// the work) and this process's own view. Each projection costs a few
-// index lookups. ctx bounds the queries; errors wrap the database's.
+// Status reports every projection version of the runner, one entry per
+// partition, in name, version and partition order, from the database (so
+// it is right whichever process does the work) and this process's own
+// view. Each entry costs a few index lookups. ctx bounds the queries;
+// errors wrap the database's.
 func (r *Runner) Status(ctx context.Context) ([]ProjectionStatus, error) {
 	head, err := r.store.Head(ctx)
 	if err != nil {
@@ -89,7 +97,7 @@ func (r *Runner) Status(ctx context.Context) ([]ProjectionStatus, error) {
 	for _, w := range r.workers {
 		s, err := r.status(ctx, w, head)
 		if err != nil {
-			return nil, fmt.Errorf("projector: status of %q version %d: %w", w.p.Name, w.version, err)
+			return nil, fmt.Errorf("projector: status of %q version %d partition %d: %w", w.p.Name, w.version, w.partition, err)
 		}
 		out = append(out, s)
 	}
@@ -97,9 +105,9 @@ func (r *Runner) Status(ctx context.Context) ([]ProjectionStatus, error) {
 }
 
 func (r *Runner) status(ctx context.Context, w *worker, head eventstore.Position) (ProjectionStatus, error) {
-	s := ProjectionStatus{Name: w.p.Name, Version: w.version, Head: head}
+	s := ProjectionStatus{Name: w.p.Name, Version: w.version, Partition: w.partition, Partitions: w.partitions, Head: head}
 	c, err := scanCheckpoint(r.db.QueryRowContext(ctx, `SELECT `+checkpointColumns+` FROM `+r.t.checkpoints+`
-		WHERE projection = $1 AND version = $2`, w.p.Name, w.version))
+		WHERE projection = $1 AND version = $2 AND partition = $3`, w.p.Name, w.version, w.partition))
 	if errors.Is(err, sql.ErrNoRows) || postgres.IsUndefinedTable(err) {
 		s.State = StateNotRegistered
 		return s, nil // Run (or Migrate) has not run
@@ -119,8 +127,8 @@ func (r *Runner) status(ctx context.Context, w *worker, head eventstore.Position
 		}
 		s.Lag = time.Duration(max(secs.Float64, 0) * float64(time.Second))
 	}
-	if err := r.db.QueryRowContext(ctx, `SELECT count(*) FROM `+r.t.deadLetters+` WHERE projection = $1 AND version = $2`,
-		w.p.Name, w.version).Scan(&s.DeadLetters); err != nil {
+	if err := r.db.QueryRowContext(ctx, `SELECT count(*) FROM `+r.t.deadLetters+` WHERE projection = $1 AND version = $2 AND partition = $3`,
+		w.p.Name, w.version, w.partition).Scan(&s.DeadLetters); err != nil {
 		return s, err
 	}
 	leading, stopped := w.state()

@@ -2,7 +2,6 @@ package projector
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"time"
@@ -150,9 +149,11 @@ func (r *Runner) WaitFor(ctx context.Context, projection string, pos eventstore.
 			// This process runs it, or stands by for it.
 		default:
 			if leaderChecked.IsZero() || time.Since(leaderChecked) >= leaderCheckInterval || (unled && time.Since(doubt) >= grace) {
-				held, err := r.lockHeld(ctx, leaderKey(r.t.schema, projection, live.version))
-				if err != nil {
-					return fail(err)
+				held := true
+				for part := 0; part < live.partitions && held; part++ {
+					if held, err = r.lockHeld(ctx, leaderKey(r.t.schema, projection, live.version, part, live.partitions)); err != nil {
+						return fail(err)
+					}
 				}
 				leaderChecked, unled = time.Now(), !held
 			}
@@ -178,10 +179,13 @@ func (r *Runner) WaitFor(ctx context.Context, projection string, pos eventstore.
 	}
 }
 
-// liveRow is the live version's checkpoint row.
+// liveRow is the live version's checkpoint, over its partitions: the
+// smallest of their positions (everything up to it is applied by every
+// partition), stopped when one of them is (with its error).
 type liveRow struct {
 	checkpoint
-	version int
+	version    int
+	partitions int
 }
 
 // scanFunc adapts a func to scanCheckpoint's row.
@@ -189,25 +193,46 @@ type scanFunc func(dest ...any) error
 
 func (f scanFunc) Scan(dest ...any) error { return f(dest...) }
 
-// liveCheckpoint returns the live version's checkpoint row of projection
-// (nil when there is none) and whether the projection has any row.
+// liveCheckpoint returns the live version's checkpoint of projection (nil
+// when there is none) and whether the projection has any row.
 func (r *Runner) liveCheckpoint(ctx context.Context, projection string) (*liveRow, bool, error) {
-	row := r.db.QueryRowContext(ctx, `SELECT version, `+checkpointColumns+` FROM `+r.t.checkpoints+`
-		WHERE projection = $1 ORDER BY status = 'active' DESC LIMIT 1`, projection)
-	var l liveRow
-	c, err := scanCheckpoint(scanFunc(func(dest ...any) error {
-		return row.Scan(append([]any{&l.version}, dest...)...)
-	}))
-	switch {
-	case errors.Is(err, sql.ErrNoRows) || postgres.IsUndefinedTable(err):
+	rows, err := r.db.QueryContext(ctx, `SELECT version, partitions, `+checkpointColumns+` FROM `+r.t.checkpoints+`
+		WHERE projection = $1 ORDER BY status = 'active' DESC, partition`, projection)
+	if postgres.IsUndefinedTable(err) {
 		return nil, false, nil
-	case err != nil:
-		return nil, false, err
-	case c.status != statusActive:
-		return nil, true, nil
 	}
-	l.checkpoint = c
-	return &l, true, nil
+	if err != nil {
+		return nil, false, err
+	}
+	defer rows.Close()
+	var live *liveRow
+	registered := false
+	for rows.Next() {
+		var version, partitions int
+		c, err := scanCheckpoint(scanFunc(func(dest ...any) error {
+			return rows.Scan(append([]any{&version, &partitions}, dest...)...)
+		}))
+		if err != nil {
+			return nil, false, err
+		}
+		registered = true
+		if c.status != statusActive {
+			break // the active rows come first
+		}
+		switch {
+		case live == nil:
+			live = &liveRow{checkpoint: c, version: version, partitions: partitions}
+		case live.stopped:
+		case c.stopped:
+			live.checkpoint = c
+		case c.pos.Compare(live.pos) < 0:
+			live.pos = c.pos
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, false, err
+	}
+	return live, registered, nil
 }
 
 // hasVersion reports whether the runner runs version of projection.

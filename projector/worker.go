@@ -14,44 +14,61 @@ import (
 	"github.com/esox-go/esox/eventstore/postgres"
 )
 
-// reloadInterval is how often an idle worker re-reads its checkpoint row, to
-// notice a Rebuild, Resume or SetCheckpoint made by another process.
-const reloadInterval = time.Second
-
-// worker runs one projection version while its process leads it.
+// worker runs one partition of one projection version while its process
+// leads it.
 type worker struct {
-	r         *Runner
-	p         Projection
-	version   int
-	types     []string // nil: every type
-	leaderKey string
-	log       *slog.Logger
-	reload    chan struct{} // buffer 1: re-read the checkpoint row now
+	r          *Runner
+	p          Projection
+	version    int
+	partition  int // 0 .. partitions-1
+	partitions int
+	types      []string // nil: every type
+	leaderKey  string
+	log        *slog.Logger
+	reload     chan struct{} // buffer 1: re-read the checkpoint row now
 
 	mu       sync.Mutex
-	active   bool  // this process leads the projection
-	stopped  error // the handler failure that stopped it in this process (while it leads)
-	dbErr    error // the last database error, while the worker retries after it
-	dbErrors int   // consecutive database errors
+	active   bool       // this process leads the partition
+	seen     checkpoint // the row as this leadership last knew it (see Runner.watchCheckpoints)
+	stopped  error      // the handler failure that stopped it in this process (while it leads)
+	dbErr    error      // the last database error, while the worker retries after it
+	dbErrors int        // consecutive database errors
 }
 
-func newWorker(r *Runner, p Projection) *worker {
+func newWorker(r *Runner, p Projection, partition int) *worker {
 	v := p.version()
+	n := p.partitions()
+	log := r.log.With("projection", p.Name, "version", v)
+	if n > 1 {
+		log = log.With("partition", partition, "partitions", n)
+	}
 	return &worker{
-		r:         r,
-		p:         p,
-		version:   v,
-		types:     p.Handler.EventTypes(),
-		leaderKey: leaderKey(r.t.schema, p.Name, v),
-		log:       r.log.With("projection", p.Name, "version", v),
-		reload:    make(chan struct{}, 1),
+		r:          r,
+		p:          p,
+		version:    v,
+		partition:  partition,
+		partitions: n,
+		types:      p.Handler.EventTypes(),
+		leaderKey:  leaderKey(r.t.schema, p.Name, v, partition, n),
+		log:        log,
+		reload:     make(chan struct{}, 1),
 	}
 }
 
-// leaderKey is the leader-election key of a projection version:
-// "esox:projector:<schema>:<name>:v<version>".
-func leaderKey(schema, name string, version int) string {
-	return "esox:projector:" + schema + ":" + name + ":v" + strconv.Itoa(version)
+// leaderKey is the leader-election key of a partition of a projection
+// version: "esox:projector:<schema>:<name>:v<version>", followed by
+// ":p<partition>" when the version has more than one partition.
+func leaderKey(schema, name string, version, partition, partitions int) string {
+	k := "esox:projector:" + schema + ":" + name + ":v" + strconv.Itoa(version)
+	if partitions > 1 {
+		k += ":p" + strconv.Itoa(partition)
+	}
+	return k
+}
+
+// owns reports whether the worker's partition applies streamID's records.
+func (w *worker) owns(streamID string) bool {
+	return w.partitions == 1 || PartitionOf(streamID, w.partitions) == w.partition
 }
 
 // checkpoint is a projection version's row.
@@ -82,9 +99,9 @@ func scanCheckpoint(row interface{ Scan(...any) error }) (checkpoint, error) {
 
 func (w *worker) load(ctx context.Context) (checkpoint, error) {
 	c, err := scanCheckpoint(w.r.db.QueryRowContext(ctx, `SELECT `+checkpointColumns+` FROM `+w.r.t.checkpoints+`
-		WHERE projection = $1 AND version = $2`, w.p.Name, w.version))
+		WHERE projection = $1 AND version = $2 AND partition = $3`, w.p.Name, w.version, w.partition))
 	if errors.Is(err, sql.ErrNoRows) {
-		return c, fmt.Errorf("checkpoint of projection %q version %d is missing (was the checkpoints table changed by hand?)", w.p.Name, w.version)
+		return c, fmt.Errorf("checkpoint of projection %q version %d partition %d is missing (was the checkpoints table changed by hand?)", w.p.Name, w.version, w.partition)
 	}
 	if err != nil {
 		return c, fmt.Errorf("load checkpoint: %w", err)
@@ -120,6 +137,22 @@ func (w *worker) transientOK(n *int) {
 	w.mu.Unlock()
 }
 
+// see records c as the row this leadership last knew.
+func (w *worker) see(c checkpoint) {
+	w.mu.Lock()
+	w.seen = c
+	w.mu.Unlock()
+}
+
+// stale reports whether this process leads the partition and row differs
+// from what its worker last knew of it (position, status, flags).
+func (w *worker) stale(row checkpoint) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	s := w.seen
+	return w.active && (row.pos != s.pos || row.status != s.status || row.rebuilding != s.rebuilding || row.stopped != s.stopped)
+}
+
 // signalReload asks the worker to re-read its checkpoint row; it never
 // blocks.
 func (w *worker) signalReload() {
@@ -148,16 +181,18 @@ func (w *worker) work(ctx context.Context) error {
 		// state: forget what this leadership saw (Status reads the row).
 		w.mu.Lock()
 		w.active, w.stopped, w.dbErr, w.dbErrors = false, nil, nil, 0
+		w.seen = checkpoint{}
 		w.mu.Unlock()
 	}()
-	wake, unsubscribe := w.r.store.Subscribe()
+	// The store's one feed watcher polls the head for every consumer of
+	// the process; appends through the store wake at once.
+	wake, unsubscribe := w.r.store.Watch(ctx, w.r.cfg.PollInterval)
 	defer unsubscribe()
 	w.log.InfoContext(ctx, "projection worker started")
 
 	var (
 		cp        checkpoint
 		loaded    bool
-		lastLoad  time.Time
 		failures  int // consecutive handler failures of the current batch
 		transient int // consecutive database errors
 	)
@@ -169,7 +204,8 @@ func (w *worker) work(ctx context.Context) error {
 				w.backoffTransient(ctx, &transient, err)
 				continue
 			}
-			cp, loaded, lastLoad = c, true, time.Now()
+			cp, loaded = c, true
+			w.see(c)
 			w.mu.Lock()
 			if w.stopped != nil && !c.stopped {
 				w.log.InfoContext(ctx, "projection resumed")
@@ -178,10 +214,11 @@ func (w *worker) work(ctx context.Context) error {
 			w.mu.Unlock()
 		}
 		if _, stopped := w.state(); stopped != nil || cp.status == statusRetired {
-			if !w.idle(ctx, nil, reloadInterval) {
-				break
+			// Nothing to do until the row changes: Resume, Rebuild or a
+			// restart (the runner's checkpoint watcher signals a reload).
+			if w.idle(ctx, nil) {
+				loaded = false
 			}
-			loaded = false
 			continue
 		}
 
@@ -193,10 +230,7 @@ func (w *worker) work(ctx context.Context) error {
 		caughtUp := len(raws) < cfg.BatchSize
 		if len(raws) == 0 && cp.status != statusBuilding && !cp.rebuilding {
 			w.transientOK(&transient)
-			if !w.idle(ctx, wake, cfg.PollInterval) {
-				break
-			}
-			if time.Since(lastLoad) >= reloadInterval {
+			if w.idle(ctx, wake) {
 				loaded = false
 			}
 			continue
@@ -204,18 +238,35 @@ func (w *worker) work(ctx context.Context) error {
 
 		park := w.p.DeadLetter && failures > cfg.MaxRetries
 		next, err := w.apply(ctx, cp, raws, caughtUp, park)
-		var he *handlerError
-		switch {
-		case err == nil:
-			if next.status != cp.status {
-				w.log.InfoContext(ctx, "projection version is now live", "position", next.pos.String())
-			}
+		if err == nil {
 			if cp.rebuilding && !next.rebuilding {
 				w.log.InfoContext(ctx, "projection rebuild caught up", "position", next.pos.String())
 			}
-			cp, failures = next, 0
+			cp = next
+			if len(raws) > 0 {
+				failures = 0
+			}
+			w.see(cp)
 			w.transientOK(&transient)
 			w.r.notifyAdvanced()
+			if caughtUp && cp.status == statusBuilding {
+				// This partition has applied what the feed holds: switch
+				// the version live if every partition has caught up with
+				// the live version.
+				var status string
+				if status, err = w.activate(ctx, cp); err == nil && status != cp.status {
+					if status == statusActive {
+						w.log.InfoContext(ctx, "projection version is now live", "position", cp.pos.String())
+					}
+					cp.status = status
+					w.see(cp)
+					w.r.notifyAdvanced()
+				}
+			}
+		}
+		var he *handlerError
+		switch {
+		case err == nil:
 		case ctx.Err() != nil:
 			// Stopping: the batch rolled back whole.
 		case errors.Is(err, errFenced):
@@ -240,8 +291,8 @@ func (w *worker) work(ctx context.Context) error {
 		if len(raws) == 0 && ctx.Err() == nil {
 			// An empty batch only tried to finish a rebuild or a
 			// version switch; wait for news before trying again.
-			if !w.idle(ctx, wake, cfg.PollInterval) {
-				break
+			if w.idle(ctx, wake) {
+				loaded = false
 			}
 		}
 	}
@@ -249,12 +300,14 @@ func (w *worker) work(ctx context.Context) error {
 	return nil
 }
 
-// apply decodes one batch, then applies it in one transaction: the
-// checkpoint compare-and-set first (it locks the row, so a concurrent worker
-// or Rebuild waits or fails; only a set_config of the transaction's idle
-// timeout precedes it), then the handler, then, for a building version that has caught up, the
-// switch to live. With park, it applies the handled records one at a time
-// under savepoints and parks those that fail in the dead-letter table.
+// apply decodes the records of one batch that belong to the worker's
+// partition, then applies them in one transaction: the checkpoint
+// compare-and-set first (it locks the row, so a concurrent worker or
+// Rebuild waits or fails; only a set_config of the transaction's idle
+// timeout precedes it), which moves the checkpoint over the whole batch,
+// then the handler. With park, it applies the handled records one at a
+// time under savepoints and parks those that fail in the dead-letter
+// table.
 func (w *worker) apply(ctx context.Context, cp checkpoint, raws []eventstore.RawRecord, caughtUp, park bool) (checkpoint, error) {
 	// Decode before the transaction begins, so it is not held open (with a
 	// transaction id that holds back every feed reader, and the checkpoint
@@ -264,7 +317,7 @@ func (w *worker) apply(ctx context.Context, cp checkpoint, raws []eventstore.Raw
 	if !park {
 		recs = make([]eventstore.Record, 0, len(raws))
 		for _, rr := range raws {
-			if !wants(w.types, rr.Type) {
+			if !wants(w.types, rr.Type) || !w.owns(rr.StreamID) {
 				continue
 			}
 			rec, err := decode(w.r.store.Registry(), rr)
@@ -295,9 +348,9 @@ func (w *worker) apply(ctx context.Context, cp checkpoint, raws []eventstore.Raw
 	}
 	res, err := tx.ExecContext(ctx, `UPDATE `+w.r.t.checkpoints+` SET transaction_id = $3::xid8, position = $4,
 		rebuilding = rebuilding AND NOT $7, stopped = false, last_error = NULL, error_at = NULL, updated_at = now()
-		WHERE projection = $1 AND version = $2 AND transaction_id = $5::xid8 AND position = $6 AND status <> 'retired'`,
+		WHERE projection = $1 AND version = $2 AND partition = $8 AND transaction_id = $5::xid8 AND position = $6 AND status <> 'retired'`,
 		w.p.Name, w.version, strconv.FormatUint(next.pos.TransactionID, 10), next.pos.Position,
-		strconv.FormatUint(cp.pos.TransactionID, 10), cp.pos.Position, caughtUp)
+		strconv.FormatUint(cp.pos.TransactionID, 10), cp.pos.Position, caughtUp, w.partition)
 	if err != nil {
 		return cp, fmt.Errorf("advance checkpoint: %w", err)
 	}
@@ -319,15 +372,6 @@ func (w *worker) apply(ctx context.Context, cp checkpoint, raws []eventstore.Raw
 		}
 	}
 
-	if caughtUp && cp.status == statusBuilding {
-		switched, err := w.activate(ctx, postgres.NewTx(tx), next.pos)
-		if err != nil {
-			return cp, err
-		}
-		if switched {
-			next.status = statusActive
-		}
-	}
 	if err := tx.Commit(); err != nil {
 		return cp, fmt.Errorf("commit: %w", err)
 	}
@@ -339,7 +383,7 @@ func (w *worker) apply(ctx context.Context, cp checkpoint, raws []eventstore.Raw
 // savepoint and parked with its error.
 func (w *worker) applyParking(ctx context.Context, tx postgres.Tx, raws []eventstore.RawRecord) error {
 	for _, rr := range raws {
-		if !wants(w.types, rr.Type) {
+		if !wants(w.types, rr.Type) || !w.owns(rr.StreamID) {
 			continue
 		}
 		if _, err := tx.ExecContext(ctx, `SAVEPOINT esox_record`); err != nil {
@@ -362,10 +406,10 @@ func (w *worker) applyParking(ctx context.Context, tx postgres.Tx, raws []events
 			return fmt.Errorf("rollback to savepoint: %w", rerr)
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO `+w.r.t.deadLetters+`
-			(projection, version, event_id, transaction_id, position, stream_id, event_type, error)
-			VALUES ($1, $2, $3, $4::xid8, $5, $6, $7, $8)
+			(projection, version, event_id, transaction_id, position, stream_id, event_type, error, partition)
+			VALUES ($1, $2, $3, $4::xid8, $5, $6, $7, $8, $9)
 			ON CONFLICT (projection, version, event_id) DO UPDATE SET error = excluded.error, recorded_at = now()`,
-			w.p.Name, w.version, rr.ID, strconv.FormatUint(rr.Position.TransactionID, 10), rr.Position.Position, rr.StreamID, rr.Type, err.Error()); err != nil {
+			w.p.Name, w.version, rr.ID, strconv.FormatUint(rr.Position.TransactionID, 10), rr.Position.Position, rr.StreamID, rr.Type, err.Error(), w.partition); err != nil {
 			return fmt.Errorf("park event: %w", err)
 		}
 		w.log.WarnContext(ctx, "event parked in the dead-letter table", "event_id", rr.ID.String(), "stream_id", rr.StreamID,
@@ -374,43 +418,92 @@ func (w *worker) applyParking(ctx context.Context, tx postgres.Tx, raws []events
 	return nil
 }
 
-// activate switches this (building, caught-up) version live in tx, unless
-// the live version is still ahead of pos (it may have applied events that
-// became visible after this batch was read: switching then would move
-// readers back in time). It locks the live version's row first, so that
-// version cannot advance during the check. Lower versions are retired and
-// Activate runs. It reports whether it switched.
-func (w *worker) activate(ctx context.Context, tx postgres.Tx, pos eventstore.Position) (bool, error) {
-	var txid string
-	var live eventstore.Position
-	err := tx.QueryRowContext(ctx, `SELECT transaction_id::text AS transaction_id_text, position FROM `+w.r.t.checkpoints+`
-		WHERE projection = $1 AND status = 'active' AND version <> $2 FOR UPDATE`, w.p.Name, w.version).Scan(&txid, &live.Position)
+// activate tries, in a transaction of its own, to switch the worker's
+// building version live, after a batch that caught its partition up with
+// the feed committed at cp. It locks the checkpoint rows of every version
+// of the projection that is not retired, in (version, partition) order (so
+// concurrent attempts queue instead of deadlocking, and no live partition
+// advances during the check), and switches only when every partition of
+// this version has reached the most advanced partition of the live
+// version: the live version may have applied events that became visible
+// after this version's batches were read, and switching then would move
+// readers back in time. Switching retires the lower versions, marks every
+// partition of this version active and runs Activate, all in that
+// transaction. It returns the version's status afterwards: statusActive
+// (switched, by this call or a sibling partition's), statusBuilding (not
+// yet) or statusRetired (a higher version went live meanwhile).
+func (w *worker) activate(ctx context.Context, cp checkpoint) (string, error) {
+	tx, err := w.r.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return cp.status, fmt.Errorf("activate: begin: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	if _, err := tx.ExecContext(ctx, `SELECT set_config('idle_in_transaction_session_timeout', $1, true)`,
+		strconv.FormatInt(w.r.cfg.IdleInTransactionTimeout.Milliseconds(), 10)+"ms"); err != nil {
+		return cp.status, fmt.Errorf("set idle_in_transaction_session_timeout: %w", err)
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT version, status, transaction_id::text AS transaction_id_text, position FROM `+w.r.t.checkpoints+`
+		WHERE projection = $1 AND status <> 'retired' ORDER BY version, partition FOR UPDATE`, w.p.Name)
+	if err != nil {
+		return cp.status, fmt.Errorf("activate: lock versions: %w", err)
+	}
+	var (
+		mine             int
+		status           = statusRetired
+		mineMin, liveMax eventstore.Position
+	)
+	for rows.Next() {
+		var version int
+		var st, txid string
+		var pos eventstore.Position
+		if err := rows.Scan(&version, &st, &txid, &pos.Position); err != nil {
+			rows.Close()
+			return cp.status, fmt.Errorf("activate: lock versions: %w", err)
+		}
+		if pos.TransactionID, err = strconv.ParseUint(txid, 10, 64); err != nil {
+			rows.Close()
+			return cp.status, fmt.Errorf("activate: parse transaction id %q: %w", txid, err)
+		}
+		switch {
+		case version == w.version:
+			if mine == 0 || pos.Compare(mineMin) < 0 {
+				mineMin = pos
+			}
+			mine++
+			status = st
+		case st == statusActive && pos.Compare(liveMax) > 0:
+			liveMax = pos
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return cp.status, fmt.Errorf("activate: lock versions: %w", err)
+	}
 	switch {
-	case errors.Is(err, sql.ErrNoRows):
-	case err != nil:
-		return false, fmt.Errorf("lock live version: %w", err)
-	default:
-		if live.TransactionID, err = strconv.ParseUint(txid, 10, 64); err != nil {
-			return false, fmt.Errorf("parse transaction id %q: %w", txid, err)
-		}
-		if live.Compare(pos) > 0 {
-			return false, nil // not caught up with the live version yet
-		}
+	case status != statusBuilding:
+		return status, nil // switched by a sibling partition, or retired
+	case mine != w.partitions:
+		return cp.status, fmt.Errorf("activate: projection %q version %d has %d checkpoint rows, want %d (was the checkpoints table changed by hand?)", w.p.Name, w.version, mine, w.partitions)
+	case liveMax.Compare(mineMin) > 0:
+		return statusBuilding, nil // not caught up with the live version yet
 	}
 	if _, err := tx.ExecContext(ctx, `UPDATE `+w.r.t.checkpoints+` SET status = 'retired', updated_at = now()
 		WHERE projection = $1 AND version < $2 AND status <> 'retired'`, w.p.Name, w.version); err != nil {
-		return false, fmt.Errorf("retire older versions: %w", err)
+		return cp.status, fmt.Errorf("retire older versions: %w", err)
 	}
 	if _, err := tx.ExecContext(ctx, `UPDATE `+w.r.t.checkpoints+` SET status = 'active', activated_at = now(), updated_at = now()
 		WHERE projection = $1 AND version = $2`, w.p.Name, w.version); err != nil {
-		return false, fmt.Errorf("activate version: %w", err)
+		return cp.status, fmt.Errorf("activate version: %w", err)
 	}
 	if w.p.Activate != nil {
-		if err := w.p.Activate(ctx, tx); err != nil {
-			return false, &handlerError{fmt.Errorf("activate: %w", err)}
+		if err := w.p.Activate(ctx, postgres.NewTx(tx)); err != nil {
+			return cp.status, &handlerError{fmt.Errorf("activate: %w", err)}
 		}
 	}
-	return true, nil
+	if err := tx.Commit(); err != nil {
+		return cp.status, fmt.Errorf("activate: commit: %w", err)
+	}
+	return statusActive, nil
 }
 
 // stop records a final handler failure at checkpoint cp: the projection
@@ -421,8 +514,8 @@ func (w *worker) activate(ctx context.Context, tx postgres.Tx, pos eventstore.Po
 // projection stopped.
 func (w *worker) stop(ctx context.Context, cp checkpoint, err error) bool {
 	res, dberr := w.r.db.ExecContext(ctx, `UPDATE `+w.r.t.checkpoints+` SET stopped = true, last_error = $3, error_at = now(), updated_at = now()
-		WHERE projection = $1 AND version = $2 AND transaction_id = $4::xid8 AND position = $5`,
-		w.p.Name, w.version, err.Error(), strconv.FormatUint(cp.pos.TransactionID, 10), cp.pos.Position)
+		WHERE projection = $1 AND version = $2 AND partition = $6 AND transaction_id = $4::xid8 AND position = $5`,
+		w.p.Name, w.version, err.Error(), strconv.FormatUint(cp.pos.TransactionID, 10), cp.pos.Position, w.partition)
 	var n int64
 	if dberr == nil {
 		n, dberr = res.RowsAffected()
@@ -433,6 +526,10 @@ func (w *worker) stop(ctx context.Context, cp checkpoint, err error) bool {
 	}
 	w.mu.Lock()
 	w.stopped = err
+	// The row says stopped now (or, if recording it failed, the runner's
+	// checkpoint watcher finds it does not and has the worker retry).
+	w.seen = cp
+	w.seen.stopped = true
 	w.mu.Unlock()
 	w.log.ErrorContext(ctx, "projection stopped: its handler keeps failing; fix it, then Resume or restart (other projections go on)", "error", err)
 	if dberr != nil {
@@ -441,19 +538,18 @@ func (w *worker) stop(ctx context.Context, cp checkpoint, err error) bool {
 	return true
 }
 
-// idle waits for a wake-up, a reload request, d, or ctx; it reports whether
-// ctx is still live. wake may be nil.
-func (w *worker) idle(ctx context.Context, wake <-chan struct{}, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
+// idle waits, sending the database nothing, for a wake-up (wake: an append
+// through the store, or its watcher saw the feed's head move; may be nil),
+// a reload request, or the end of ctx. It reports whether a reload was
+// requested.
+func (w *worker) idle(ctx context.Context, wake <-chan struct{}) bool {
 	select {
 	case <-ctx.Done():
-		return false
 	case <-wake:
 	case <-w.reload:
-	case <-t.C:
+		return true
 	}
-	return true
+	return false
 }
 
 func (w *worker) sleep(ctx context.Context, d time.Duration) {
