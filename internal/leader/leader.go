@@ -387,7 +387,8 @@ func (g *group) loop(ctx context.Context) {
 
 // tick sends the lock session its one statement: it tries the keys wanted
 // and not held (which also pings the session), and hands each lock won to
-// the member that wants it.
+// the member that wants it. Locks won beyond a budget are released with a
+// second statement.
 func (g *group) tick(ctx context.Context) {
 	g.connMu.Lock()
 	defer g.connMu.Unlock()
@@ -439,16 +440,13 @@ func (g *group) tick(ctx context.Context) {
 		m.acquired <- leaderCtx // buffer 1; m waits for it and holds no other
 	}
 	g.mu.Unlock()
-	for _, k := range orphans {
-		// Its member stopped wanting it meanwhile.
+	if len(orphans) > 0 {
+		// Won beyond a budget, or its member stopped wanting it meanwhile.
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		var ok bool
+		defer cancel()
 		g.statements.Add(1)
-		err := g.conn.QueryRowContext(cctx, `SELECT pg_advisory_unlock($1)`, k).Scan(&ok)
-		cancel()
-		if err != nil {
+		if _, err := g.conn.ExecContext(cctx, `SELECT pg_advisory_unlock(k) FROM unnest($1::text::bigint[]) AS k`, bigintArray(orphans)); err != nil {
 			g.lostLocked(fmt.Errorf("unlock: %w", err))
-			return
 		}
 	}
 }
@@ -464,25 +462,18 @@ func (g *group) pausedLocked() bool {
 }
 
 // wantedLocked returns the keys to try: those of members that want
-// leadership, not held by the session, once each, within their budgets, in
-// join order. g.mu must be held.
+// leadership, not held by the session, once each, in join order, leaving
+// out the members of a budget that has no room. (A budget with room has all
+// its wanted keys tried, since any of them may be the free one; tick
+// releases at once what it wins beyond the room.) g.mu must be held.
 func (g *group) wantedLocked() []int64 {
 	var keys []int64
-	room := map[*Budget]int{}
 	for _, m := range g.members {
 		if !m.wanting || g.held[m.lockKey] != nil || slices.Contains(keys, m.lockKey) {
 			continue
 		}
-		if b := m.cfg.Budget; b != nil {
-			r, ok := room[b]
-			if !ok {
-				r = b.max - g.budgetHeld[b]
-			}
-			if r <= 0 {
-				room[b] = r
-				continue
-			}
-			room[b] = r - 1
+		if b := m.cfg.Budget; b != nil && g.budgetHeld[b] >= b.max {
+			continue
 		}
 		keys = append(keys, m.lockKey)
 	}
