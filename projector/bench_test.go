@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"runtime"
 	"slices"
 	"strconv"
@@ -566,4 +567,116 @@ func BenchmarkCommitToReadModelLatency(b *testing.B) {
 			b.ReportMetric(0, "ns/op")
 		})
 	}
+}
+
+// BenchmarkPartitionsCatchUp measures what Projection.Partitions buys a
+// projection whose handler spends 1 ms per event (a sleep: simulated I/O,
+// such as a call to another service): the time to catch up with a backlog
+// of 2,000 events per second of ESOX_BENCH_ROUND (6,000 by default, at
+// least 1,000; 1,000 streams, seeded once). "partitions-8" splits the
+// projection into 8 partitions (8 workers, each reading the whole feed and
+// applying its streams' events), "partitions-1" (the baseline) is the same
+// projection unsplit; both have the default batch size. Each round: Rebuild
+// (every partition's checkpoint to the start), Run until this process leads
+// every partition (not timed), then the time until WaitFor sees every
+// partition at the end of the backlog. A round's rate is the events applied
+// in that time (those applied before the clock started, known from the
+// partitions' checkpoints, are left out) over it, so rounds last as long as
+// the catch-up takes, not ESOX_BENCH_ROUND. It reports events/s and the
+// ratio partitions-8 / partitions-1; the target is at least 6.
+func BenchmarkPartitionsCatchUp(b *testing.B) {
+	bcfg, err := benchkit.ConfigFromEnv(os.Getenv)
+	if err != nil {
+		b.Fatal(err)
+	}
+	const streams = 1000
+	n := max(1000, int(bcfg.Round.Seconds()*2000))
+	db := pgtest.Open(b)
+	db.SetMaxIdleConns(32)
+	bn := newBenchStore(b, db)
+	ctx := context.Background()
+	if _, err := db.ExecContext(ctx, `INSERT INTO `+bn.store.QualifiedEventsTable()+` (event_id, stream_id, stream_version, event_type, payload)
+		SELECT gen_random_uuid(), 'account-a' || (g % $2), g / $2 + 1, 'deposited',
+		       jsonb_build_object('account', 'a' || (g % $2), 'amount', 1)
+		FROM generate_series(0, $1 - 1) AS g`, n, streams); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := db.ExecContext(ctx, `VACUUM ANALYZE `+bn.store.QualifiedEventsTable()); err != nil {
+		b.Fatal(err)
+	}
+	end, err := bn.store.Head(ctx)
+	if err != nil || end.Position != int64(n) {
+		b.Fatalf("the feed ends at %s (%v), want position %d", end, err, n)
+	}
+
+	variant := func(parts int) func(r *benchkit.Round) error {
+		name := fmt.Sprintf("slow_%d", parts)
+		// applied returns the events the partitions' checkpoints say are
+		// applied: position g+1 is an event of stream g % streams, so
+		// partition p has pos/streams*cnt[p] + prefix[p][pos%streams]
+		// events at positions 1..pos.
+		cnt := make([]int64, parts)
+		prefix := make([][]int64, parts) // prefix[p][j]: streams < j in partition p
+		for p := range prefix {
+			prefix[p] = make([]int64, streams+1)
+		}
+		for j := range streams {
+			part := projector.PartitionOf(fmt.Sprintf("account-a%d", j), parts)
+			cnt[part]++
+			for p := range parts {
+				prefix[p][j+1] = prefix[p][j]
+			}
+			prefix[part][j+1]++
+		}
+		applied := func() (int64, error) {
+			var rows []struct {
+				Partition int   `db:"partition"`
+				Position  int64 `db:"position"`
+			}
+			if err := db.SelectContext(ctx, &rows, `SELECT partition, position FROM `+bn.q(projector.CheckpointsTable)+` WHERE projection = $1`, name); err != nil {
+				return 0, err
+			}
+			var sum int64
+			for _, row := range rows {
+				sum += row.Position/streams*cnt[row.Partition] + prefix[row.Partition][row.Position%streams]
+			}
+			return sum, nil
+		}
+		h := projector.Records(func(context.Context, postgres.Tx, eventstore.Record) error {
+			time.Sleep(time.Millisecond)
+			return nil
+		}, "deposited")
+		runner, err := projector.NewRunner(bn.store, projector.Config{Logger: benchLogger}, projector.Projection{
+			Name: name, Handler: h, Partitions: parts,
+			Reset: func(context.Context, postgres.Tx) error { return nil },
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := runner.Migrate(ctx); err != nil {
+			b.Fatal(err)
+		}
+		return func(r *benchkit.Round) error {
+			if err := runner.Rebuild(ctx, name); err != nil {
+				return err
+			}
+			stop := startRunner(b, runner)
+			defer stop()
+			from, err := applied()
+			if err != nil {
+				return err
+			}
+			r.ResetTimer()
+			if err := runner.WaitFor(ctx, name, end); err != nil {
+				return err
+			}
+			r.StopTimer()
+			r.Add(int64(n) - from)
+			return nil
+		}
+	}
+	benchkit.Run(b, benchkit.Measure{Unit: "events/s", Baseline: "partitions-1", Variants: []benchkit.Variant{
+		{Name: "partitions-8", Run: variant(8)},
+		{Name: "partitions-1", Run: variant(1)},
+	}})
 }

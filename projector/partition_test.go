@@ -499,3 +499,42 @@ func TestCommitElsewhereSeenByPoll(t *testing.T) {
 	waitFor(t, r, "balances", res.LastPosition)
 	equalBalances(t, "model", b.model(t, "balances"), b.foldAll(t))
 }
+
+// isFeedRead reports whether q is postgres.Store.ReadFeed's query.
+func isFeedRead(q string) bool {
+	return strings.Contains(q, "WHERE (transaction_id, position) > ($1::xid8, $2::bigint)") && strings.Contains(q, "ORDER BY transaction_id, position LIMIT $3")
+}
+
+// TestReadsAheadWhileApplying: while a worker catching up applies a full
+// batch, it already reads the next one: the handler of the first batch
+// returns only once the second read was sent, which without the read-ahead
+// happens only after the first batch commits.
+func TestReadsAheadWhileApplying(t *testing.T) {
+	t.Parallel()
+	db, stmts := pgtest.OpenCounting(t)
+	b := setupOn(t, db, pgtest.Schema(t, db), nil, nil)
+	last := b.appendDeposits(t, 250, 5, 50)
+	cfg := fastConfig(t)
+	cfg.BatchSize = 100
+	mark := stmts.Len()
+	var first atomic.Bool
+	p := b.balances("balances", "balances")
+	inner := p.Handler
+	p.Handler = projector.Batch(func(ctx context.Context, tx postgres.Tx, recs []eventstore.Record) error {
+		if first.CompareAndSwap(false, true) {
+			wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			if _, err := stmts.Wait(wctx, mark, 2, isFeedRead); err != nil {
+				t.Errorf("the next batch was not read while the first was applied: %v", err)
+			}
+		}
+		return inner.Handle(ctx, tx, recs)
+	}, "deposited")
+	r, err := projector.NewRunner(b.store, cfg, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start(t, r)
+	waitFor(t, r, "balances", last.LastPosition)
+	equalBalances(t, "model", b.model(t, "balances"), b.foldAll(t))
+}

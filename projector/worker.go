@@ -193,9 +193,15 @@ func (w *worker) work(ctx context.Context) error {
 	var (
 		cp        checkpoint
 		loaded    bool
-		failures  int // consecutive handler failures of the current batch
-		transient int // consecutive database errors
+		failures  int        // consecutive handler failures of the current batch
+		transient int        // consecutive database errors
+		ahead     *readAhead // the read of the batch after the one being applied
 	)
+	defer func() {
+		if ahead != nil {
+			<-ahead.done
+		}
+	}()
 	cfg := w.r.cfg
 	for ctx.Err() == nil {
 		if !loaded {
@@ -222,12 +228,29 @@ func (w *worker) work(ctx context.Context) error {
 			continue
 		}
 
-		raws, err := w.r.store.ReadFeed(ctx, cp.pos, cfg.BatchSize)
+		var raws []eventstore.RawRecord
+		var err error
+		if ahead != nil {
+			<-ahead.done
+			if ahead.after == cp.pos {
+				raws, err = ahead.raws, ahead.err
+			} else {
+				ahead.raws = nil // read after another checkpoint: not this batch
+			}
+		}
+		if ahead == nil || ahead.after != cp.pos {
+			raws, err = w.r.store.ReadFeed(ctx, cp.pos, cfg.BatchSize)
+		}
+		ahead = nil
 		if err != nil {
 			w.backoffTransient(ctx, &transient, err)
 			continue
 		}
 		caughtUp := len(raws) < cfg.BatchSize
+		if !caughtUp {
+			// Catching up: read the next batch while this one is applied.
+			ahead = w.readAhead(ctx, raws[len(raws)-1].Position)
+		}
 		if len(raws) == 0 && cp.status != statusBuilding && !cp.rebuilding {
 			w.transientOK(&transient)
 			if w.idle(ctx, wake) {
@@ -298,6 +321,31 @@ func (w *worker) work(ctx context.Context) error {
 	}
 	w.log.InfoContext(ctx, "projection worker stopped")
 	return nil
+}
+
+// readAhead is a read of the feed, started while the worker applies the
+// batch before it; the worker waits for it (done) before it uses or drops
+// it, and before work returns.
+type readAhead struct {
+	after eventstore.Position
+	done  chan struct{} // closed when raws and err are set
+	raws  []eventstore.RawRecord
+	err   error
+}
+
+// readAhead starts reading the batch after the position after, in a
+// goroutine that ends with the read (ctx bounds it). A read of the feed
+// after a position is right whenever it is made (the feed is gap-free: it
+// returns a prefix of what follows), so the batch can be used as soon as
+// the checkpoint is at after; when the batch before fails or the
+// checkpoint moves elsewhere, it is dropped.
+func (w *worker) readAhead(ctx context.Context, after eventstore.Position) *readAhead {
+	ra := &readAhead{after: after, done: make(chan struct{})}
+	go func() {
+		defer close(ra.done)
+		ra.raws, ra.err = w.r.store.ReadFeed(ctx, after, w.r.cfg.BatchSize)
+	}()
+	return ra
 }
 
 // apply decodes the records of one batch that belong to the worker's
