@@ -349,7 +349,7 @@ func relayBatch(ctx context.Context, feed *sqlx.Stmt, pub message.Publisher, txi
 }
 
 // idlePollConns is how many pooled connections the idle measure's jobs
-// share for their polls, beside one leader connection each.
+// share for their reads, beside the process's one lock session.
 const idlePollConns = 10
 
 // idleSizes returns the idle measure's sizes, ESOX_BENCH_IDLE: a
@@ -377,18 +377,20 @@ func idleSizes(b *testing.B) []int {
 // (read-only statements count too) over each round, in a database of its
 // own, so that nothing else on the server is counted. Variants: "none"
 // (nothing running: the background) and "jobs-N" for N = 2k jobs, k from
-// ESOX_BENCH_IDLE (default 1, 5 and 25: 2, 10 and 50 jobs), on a pool of
-// one connection per job plus idlePollConns. Before each round the jobs
-// start and lead (they hold their advisory locks), and every round waits a
-// second and a half, untimed, for the counters of what came before to be
-// published. PostgreSQL publishes a session's counters at most once a
-// second, so each round's count is off by up to a second's worth at either
-// end; the median over the rounds evens that out.
+// ESOX_BENCH_IDLE (default 1, 5 and 25: 2, 10 and 50 jobs), with the
+// default configs (10 ms poll interval, 1 s leader interval), on a pool of
+// idlePollConns connections plus one for the process's lock session. Before
+// each round the jobs start and lead (they hold their advisory locks), and
+// every round waits a second and a half, untimed, for the counters of what
+// came before to be published. PostgreSQL publishes a session's counters
+// at most once a second, so each round's count is off by up to a second's
+// worth at either end; the median over the rounds evens that out.
 //
-// It reports tx/s per variant and "jobs-N-extra-tx/s", the median per round
-// of jobs-N's rate minus that of the same cycle's "none" round. A size that
-// needs more connections than the server has free is left out, with a log
-// line.
+// It reports tx/s per variant, "jobs-N-extra-tx/s", the median per round
+// of jobs-N's rate minus that of the same cycle's "none" round, and
+// "jobs-N-lock-sessions", the sessions holding the jobs' advisory locks (the
+// connections leadership costs). A size that needs more connections than
+// the server has free is left out, with a log line.
 func BenchmarkIdleTransactions(b *testing.B) {
 	main := pgtest.Open(b)
 	dbName, dbURL := pgtest.Database(b, main)
@@ -449,15 +451,17 @@ func BenchmarkIdleTransactions(b *testing.B) {
 	gc := gochannel.NewGoChannel(gochannel.Config{}, nil)
 	defer gc.Close()
 	variants := []benchkit.Variant{{Name: "none", Run: count}}
+	sessions := map[string]int{}
 	for _, k := range idleSizes(b) {
-		// Each job holds a leader connection, and their polls share
+		// The jobs' locks share one lock session, and their reads share
 		// idlePollConns more; leave ten for everyone else.
-		need := 2*k + idlePollConns
+		need := 1 + idlePollConns
 		if need > free-10 {
 			b.Logf("leaving out %d jobs: they need %d connections and the server has %d free", 2*k, need, free)
 			continue
 		}
-		variants = append(variants, benchkit.Variant{Name: fmt.Sprintf("jobs-%d", 2*k), Run: func(r *benchkit.Round) error {
+		name := fmt.Sprintf("jobs-%d", 2*k)
+		variants = append(variants, benchkit.Variant{Name: name, Run: func(r *benchkit.Round) error {
 			// Kept open, so that no connection is opened or closed
 			// during the round.
 			db.SetMaxOpenConns(need)
@@ -470,12 +474,19 @@ func BenchmarkIdleTransactions(b *testing.B) {
 			if err := waitAdvisoryLocks(ctx, main, dbName, 2*k); err != nil {
 				return err
 			}
+			var n int
+			if err := main.QueryRowContext(ctx, `SELECT count(DISTINCT l.pid) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+WHERE l.locktype = 'advisory' AND l.granted AND d.datname = $1`, dbName).Scan(&n); err != nil {
+				return err
+			}
+			sessions[name] = max(sessions[name], n)
 			return count(r)
 		}})
 	}
 	res := benchkit.Run(b, benchkit.Measure{Unit: "tx/s", AllowZero: true, Variants: variants})
 	for _, v := range res.Names[1:] {
 		b.ReportMetric(benchkit.Summarize(res.Diffs(v, "none")).Median, v+"-extra-tx/s")
+		b.ReportMetric(float64(sessions[v]), v+"-lock-sessions")
 	}
 }
 
@@ -608,9 +619,10 @@ func latencyRun(b *testing.B, sameStore bool) {
 // BenchmarkLatency is commit-to-publish latency at about 1000 events/s for
 // ESOX_BENCH_SECONDS (default 10), one event per append: through the
 // forwarder's own store (woken in-process), through another store (found by
-// the 10 ms poll, as appends from another process), and, as a baseline,
-// watermill-sql's default PostgreSQL publisher and subscriber. It reports
-// the p50 and p99 in milliseconds; b.N is ignored.
+// the forwarder's store's feed watcher, a head poll every 10 ms, as appends
+// from another process), and, as a baseline, watermill-sql's default
+// PostgreSQL publisher and subscriber. It reports the p50 and p99 in
+// milliseconds; b.N is ignored.
 func BenchmarkLatency(b *testing.B) {
 	b.Run("same-store", func(b *testing.B) { latencyRun(b, true) })
 	b.Run("other-store", func(b *testing.B) { latencyRun(b, false) })

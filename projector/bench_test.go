@@ -381,12 +381,13 @@ func appendRound(store *postgres.Store, writers int) func(r *benchkit.Round) err
 	}
 }
 
-// BenchmarkPollCost measures what idle projections polling the feed cost
-// concurrent appenders: 4 goroutines append single events, with no runner
-// ("none", the baseline), and with a runner of 1 and of 10 idle projections
-// ("idle-1", "idle-10") polling every 10 ms (100 and 1,000 polls/s) on
-// another schema of the same server, started and leading before each round
-// and stopped after it. It reports appends/s and the ratios to "none".
+// BenchmarkPollCost measures what idle projections cost concurrent
+// appenders: 4 goroutines append single events, with no runner ("none",
+// the baseline), and with a runner of 1 and of 10 idle projections
+// ("idle-1", "idle-10") on another schema of the same server, started and
+// leading before each round and stopped after it. The idle projections
+// share their store's feed watcher: 100 head polls per second (10 ms) for
+// either. It reports appends/s and the ratios to "none".
 func BenchmarkPollCost(b *testing.B) {
 	db := pgtest.Open(b)
 	db.SetMaxIdleConns(32)
@@ -481,9 +482,9 @@ $$BEGIN PERFORM pg_notify('`+channel+`', ''); RETURN NULL; END$$`); err != nil {
 // ESOX_BENCH_SECONDS (default 10) and reports the p50 and p99 delay from an
 // Append returning (its commit) to the projection's handler applying the
 // event (its batch commits right after). The appends go through a second
-// Store, so the runner is not woken in-process and relies on its 10 ms poll,
-// as with an appender in another process; the "same_store" case shows the
-// in-process wake-up.
+// Store, so the runner is not woken in-process and relies on its store's
+// feed watcher (a head poll every 10 ms), as with an appender in another
+// process; the "same_store" case shows the in-process wake-up.
 func BenchmarkCommitToReadModelLatency(b *testing.B) {
 	secs := pgtest.EnvInt(b, "ESOX_BENCH_SECONDS", 10)
 	for _, sameStore := range []bool{false, true} {

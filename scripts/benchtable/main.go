@@ -254,6 +254,9 @@ var (
 		{"10 events per commit, 1 writer", "BenchmarkAppend/events=10/writers=1", "esox", "watermill-sql", "events/s", 1, "> 1"},
 		{"10 events per commit, 8 writers", "BenchmarkAppend/events=10/writers=8", "esox", "watermill-sql", "events/s", 1, "> 1"},
 	}
+	partitionRows = []row{
+		{"catch-up of a handler spending 1 ms per event: 8 partitions vs 1", "BenchmarkPartitionsCatchUp", "partitions-8", "partitions-1", "events/s", 6, "≥ 6"},
+	}
 	idleRows = []row{
 		{"nothing running (background)", "BenchmarkIdleTransactions", "none", "", "tx/s", 0, "—"},
 		{"1 forwarder and 1 projection", "BenchmarkIdleTransactions", "jobs-2", "none", "tx/s", 0, "—"},
@@ -335,25 +338,42 @@ func Render(out *Output, m Machine) string {
 		p("| %s | %s | %s | %s | %s–%s | %s | %s |\n", r.measure, fmtRatio(e), fmtRatio(wm), fmtRatio(med), fmtRatio(lo), fmtRatio(hi), r.target, met(med, r.goal, true))
 	}
 
+	p("\n### Parallel projections\n\n")
+	p("Time to catch up with the same backlog, a projection split into partitions by stream against the same projection unsplit (median of the per-round ratios, and their spread).\n\n")
+	p("| measure | ratio | spread | partitioned | unsplit | target | met? |\n|---|---:|---:|---:|---:|---:|---|\n")
+	for _, r := range partitionRows {
+		res, ok := out.Results[r.bench]
+		if !ok {
+			p("| %s | %s | | | | %s | |\n", r.measure, notRun, r.target)
+			continue
+		}
+		med, lo, hi := ratio(res, r.a, r.b)
+		p("| %s | %s | %s–%s | %s %s | %s %s | %s | %s |\n", r.measure, fmtRatio(med), fmtRatio(lo), fmtRatio(hi),
+			fmtRate(res[r.a+"-"+r.unit]), r.unit, fmtRate(res[r.b+"-"+r.unit]), r.unit, r.target, met(med, r.goal, false))
+	}
+
 	p("\n### Idle load\n\n")
-	p("Transactions per second committed in a database of its own (`pg_stat_database.xact_commit`) while the jobs of one process sit idle; \"above background\" is the median per round of the difference with the \"nothing running\" round of the same cycle. The design rule: idle load does not grow with the number of jobs.\n\n")
-	p("| process runs | tx/s, median | spread | above background |\n|---|---:|---:|---:|\n")
+	p("Transactions per second committed in a database of its own (`pg_stat_database.xact_commit`) while the jobs of one process sit idle; \"above background\" is the median per round of the difference with the \"nothing running\" round of the same cycle; \"lock sessions\" counts the sessions holding the jobs' advisory locks. The design rule: idle load does not grow with the number of jobs.\n\n")
+	p("| process runs | tx/s, median | spread | above background | lock sessions |\n|---|---:|---:|---:|---:|\n")
 	for _, r := range idleRows {
 		res, ok := out.Results[r.bench]
 		if !ok {
-			p("| %s | %s | | |\n", r.measure, notRun)
+			p("| %s | %s | | | |\n", r.measure, notRun)
 			continue
 		}
 		med, ok := res[r.a+"-"+r.unit]
 		if !ok {
-			p("| %s | %s | | |\n", r.measure, notRun)
+			p("| %s | %s | | | |\n", r.measure, notRun)
 			continue
 		}
-		extra := ""
+		extra, sessions := "", ""
 		if r.b != "" {
 			extra = fmtRate(res[r.a+"-extra-"+r.unit])
+			if n, ok := res[r.a+"-lock-sessions"]; ok {
+				sessions = strconv.Itoa(int(n))
+			}
 		}
-		p("| %s | %s | %s–%s | %s |\n", r.measure, fmtRate(med), fmtRate(res[r.a+"-min-"+r.unit]), fmtRate(res[r.a+"-max-"+r.unit]), extra)
+		p("| %s | %s | %s–%s | %s | %s |\n", r.measure, fmtRate(med), fmtRate(res[r.a+"-min-"+r.unit]), fmtRate(res[r.a+"-max-"+r.unit]), extra, sessions)
 	}
 
 	p("\n### Other interleaved measures\n\n")

@@ -17,7 +17,9 @@ BenchmarkAppend/events=1/writers=1-2   	       1	      1600 esox-events/s	      
 BenchmarkReadAll-2   	       1	    300000 esox-events/s	    310000 esox-max-events/s	    290000 esox-min-events/s	         0.66 esox/raw-max	         0.61 esox/raw-median	         0.58 esox/raw-min	    490000 raw-events/s	    500000 raw-max-events/s	    480000 raw-min-events/s	         3.000 round-s	         6.000 rounds
 pkg: github.com/esox-go/esox/forwarder
 BenchmarkForward/gochannel-2   	       1	     45000 esox-events/s	     47000 esox-max-events/s	     43000 esox-min-events/s	         0.95 esox/raw-max	         0.9 esox/raw-median	         0.85 esox/raw-min	     50000 raw-events/s	     52000 raw-max-events/s	     48000 raw-min-events/s	         3.000 round-s	         6.000 rounds
-BenchmarkIdleTransactions-2   	       1	       350 jobs-2-extra-tx/s	       400 jobs-2-max-tx/s	       300 jobs-2-min-tx/s	       352 jobs-2-tx/s	         4 none-max-tx/s	         0 none-min-tx/s	         2 none-tx/s	         3.000 round-s	         6.000 rounds
+BenchmarkIdleTransactions-2   	       1	       350 jobs-2-extra-tx/s	         1 jobs-2-lock-sessions	       400 jobs-2-max-tx/s	       300 jobs-2-min-tx/s	       352 jobs-2-tx/s	         4 none-max-tx/s	         0 none-min-tx/s	         2 none-tx/s	         3.000 round-s	         6.000 rounds
+pkg: github.com/esox-go/esox/projector
+BenchmarkPartitionsCatchUp-2   	       1	       800 partitions-1-events/s	       820 partitions-1-max-events/s	       780 partitions-1-min-events/s	      5600 partitions-8-events/s	      6000 partitions-8-max-events/s	      5200 partitions-8-min-events/s	         7.4 partitions-8/partitions-1-max	         7.0 partitions-8/partitions-1-median	         6.5 partitions-8/partitions-1-min	         3.000 round-s	         6.000 rounds
 BenchmarkLatency/same-store-2 	       1	         1.1 p50-ms	        25.0 p99-ms
 PASS
 ok  	github.com/esox-go/esox/forwarder	100.1s
@@ -41,8 +43,8 @@ func TestParse(t *testing.T) {
 	if l := out.Results["BenchmarkLatency/same-store"]; l["p99-ms"] != 25 {
 		t.Errorf("latency metrics %v (a '-' inside the name was cut?)", l)
 	}
-	if len(out.Results) != 5 {
-		t.Errorf("%d results, want 5: log lines parsed as results?", len(out.Results))
+	if len(out.Results) != 6 {
+		t.Errorf("%d results, want 6: log lines parsed as results?", len(out.Results))
 	}
 	if _, err := Parse(strings.NewReader("BenchmarkX-2  1  abc ratio\n")); err == nil {
 		t.Error("a malformed value parsed")
@@ -69,8 +71,10 @@ func TestRender(t *testing.T) {
 		// against watermill-sql: esox ahead
 		"| 1 event per commit, 1 writer | 0.80 | 0.65 | 1.20 | 1.10–1.30 | > 1 | yes |",
 		// idle
-		"| nothing running (background) | 2.0 | 0.0–4.0 |  |",
-		"| 1 forwarder and 1 projection | 352 | 300–400 | 350 |",
+		"| nothing running (background) | 2.0 | 0.0–4.0 |  |  |",
+		"| 1 forwarder and 1 projection | 352 | 300–400 | 350 | 1 |",
+		// partitions
+		"| catch-up of a handler spending 1 ms per event: 8 partitions vs 1 | 7.00 | 6.50–7.40 | 5,600 events/s | 800 events/s | ≥ 6 | yes |",
 		"| 25 forwarders and 25 projections | not run |",
 		// memory, from a benchmark missing here
 		"| peak heap in use during the catch-up rounds | not run |",
