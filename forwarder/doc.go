@@ -23,9 +23,10 @@
 //     it; a crash or a stop publishes the unrecorded part of a batch again.
 //   - One active worker per job (7). Any number of instances may run the same
 //     consumer group; a session advisory lock (internal/leader, key
-//     LeaderKey) makes exactly one of them publish, and a standby takes over
-//     within about Config.LeaderRetryInterval (1 s by default) after the
-//     leader's process dies.
+//     LeaderKey, on the process's one lock session) makes exactly one of
+//     them publish, and a standby takes over within about
+//     Config.LeaderRetryInterval (1 s by default) after the leader's
+//     process dies.
 //
 // It also never holds back the global feed for anyone else: it reads the
 // feed without FOR UPDATE, in autocommit statements that take no

@@ -37,12 +37,13 @@
 //     all, so a crash, a cancelled context or a lost connection at any point
 //     neither loses nor doubles an effect; a batch whose compare-and-set
 //     finds the checkpoint moved applies nothing.
-//   - One active worker per projection (7). For each projection version,
-//     the processes running it compete for a PostgreSQL session advisory
-//     lock held on a dedicated connection (internal/leader); the holder
-//     works, the others stand by and retry every Config.LeaderRetryInterval
-//     (1 s), so another process takes over within about two seconds after
-//     the active one crashes (its sockets close). A frozen process, or one
+//   - One active worker per projection (7). For each projection version
+//     (each partition of it), the processes running it compete for a
+//     PostgreSQL session advisory lock, all of a process's locks held on
+//     one lock session per pool (internal/leader); the holder works, the
+//     others stand by and retry every Config.LeaderRetryInterval (1 s), so
+//     another process takes over within about two seconds after the active
+//     one crashes (its sockets close). A frozen process, or one
 //     whose host died or was cut off, closes nothing: the server ends its
 //     lock session itself, through idle_session_timeout
 //     (max(3*LeaderRetryInterval, 5 s), PostgreSQL 14+) and server-side TCP
@@ -73,16 +74,27 @@
 // version and, once caught up, becomes live in one transaction that runs its
 // Activate (e.g. CREATE OR REPLACE VIEW) and retires the old version.
 //
+// # Partitions
+//
+// Projection.Partitions splits a projection by stream (PartitionOf: FNV-32a
+// of the stream ID modulo the count) into partitions applied in parallel,
+// each with its own checkpoint row and leader, each applying its streams'
+// records in feed order, exactly once; Config.MaxPartitions spreads them over
+// processes. The count is fixed for a version (a changed one is refused
+// with a *PartitionsError): change it with a new Version.
+//
 // # Waking up
 //
-// Workers wake at once after an Append through the runner's own Store
-// (Store.Subscribe) and otherwise poll every Config.PollInterval (10 ms). A
-// poll is one index range scan of the events table's primary key from the
-// checkpoint, whose cost does not depend on how far behind the projection
-// is, and takes no transaction id. esox does not use LISTEN/NOTIFY: NOTIFY
-// serializes committing transactions on a global lock, a cost every
-// appender would pay; see docs/projections.md for the measured cost of
-// polling.
+// Workers that have caught up wait on the store's feed watcher
+// (postgres.Store.Watch): they wake at once after an Append through the
+// runner's own Store, and otherwise when the watcher, which polls the
+// feed's head every Config.PollInterval (10 ms) for every subscriber of the
+// store, sees it move. An idle process therefore sends one read-only query
+// per interval (plus its leadership's one statement and the runner's one
+// read of its checkpoints per LeaderRetryInterval), however many
+// projections it runs. esox does not use LISTEN/NOTIFY: NOTIFY serializes
+// committing transactions on a global lock, a cost every appender would
+// pay; see docs/projections.md.
 //
 // # Inline projections and the inbox
 //

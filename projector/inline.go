@@ -16,9 +16,10 @@ import (
 //
 // Records reach the handlers as written: positions, versions and
 // recorded_at set, and Data as given to Append with a pointer dereferenced.
-// Inline projections have no checkpoint, so Setup, Reset, Activate, Version
-// and DeadLetter are ignored: create their tables in your migrations. Do not
-// also run an inline projection in a Runner, or events are applied twice.
+// Inline projections have no checkpoint, so Setup, Reset, Activate,
+// Version, Partitions and DeadLetter are ignored: create their tables in
+// your migrations. Do not also run an inline projection in a Runner, or
+// events are applied twice.
 // Inline handlers lengthen every append's transaction and run once per
 // append, so keep them to a few statements; prefer a Runner unless the read
 // model must never lag. Appends made with AppendTx run the hook in the
