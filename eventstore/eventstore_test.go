@@ -204,7 +204,7 @@ func TestEncodeAppend(t *testing.T) {
 	enc, err := eventstore.EncodeAppend(ctx, r, "order-1", eventstore.Any, []eventstore.Event{
 		{Data: placed{"o", 1}, Metadata: eventstore.Metadata{Actor: "bob"}},
 		{ID: given, Data: &shipped{"o"}},
-	})
+	}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,7 +223,7 @@ func TestEncodeAppend(t *testing.T) {
 		"no events":    {"order-1", nil, eventstore.ErrInvalidArgument},
 		"unregistered": {"order-1", []eventstore.Event{{Data: 42}}, eventstore.ErrUnknownEventType},
 	} {
-		if _, err := eventstore.EncodeAppend(ctx, r, c.stream, eventstore.Any, c.events); !errors.Is(err, c.want) {
+		if _, err := eventstore.EncodeAppend(ctx, r, c.stream, eventstore.Any, c.events, nil); !errors.Is(err, c.want) {
 			t.Errorf("%s: err = %v, want %v", name, err, c.want)
 		}
 	}

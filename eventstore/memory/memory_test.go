@@ -21,6 +21,13 @@ func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T, reg *eventstore.Registry) eventstore.Store {
 		return memory.New(reg)
 	})
+	storetest.RunMaxEventSize(t, func(t *testing.T, reg *eventstore.Registry, maxEventSize int) eventstore.Store {
+		s, err := memory.NewWithConfig(reg, memory.Config{MaxEventSize: maxEventSize})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	})
 }
 
 type itemAdded struct {

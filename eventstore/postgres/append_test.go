@@ -295,7 +295,7 @@ func TestAppendRefusesBadInput(t *testing.T) {
 		{"unregistered", "order-1", []eventstore.Event{{Data: unregistered{1}}}, eventstore.ErrUnknownEventType},
 		{"NUL in payload", "order-1", []eventstore.Event{placed("a\x00b", 1)}, eventstore.ErrMalformedPayload},
 		{"NUL in second of many", "order-1", append(items(80), placed("\x00", 1)), eventstore.ErrMalformedPayload},
-		{"NUL in metadata", "order-1", []eventstore.Event{{Data: ItemAdded{}, Metadata: eventstore.Metadata{Actor: "a\x00"}}}, eventstore.ErrMalformedPayload},
+		{"NUL in metadata", "order-1", []eventstore.Event{{Data: ItemAdded{}, Metadata: eventstore.Metadata{Actor: "a\x00"}}}, eventstore.ErrInvalidArgument},
 	}
 	for _, tc := range cases {
 		_, err := b.store.Append(ctx, tc.stream, eventstore.Any, tc.events)
