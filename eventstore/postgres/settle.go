@@ -22,8 +22,9 @@ const settleAttemptTimeout = 10 * time.Second
 // statement (or COMMIT) failed with cause after it was sent, was written,
 // and returns what Append returns: the stored events' result, the cause
 // saying "not written", or an *eventstore.OutcomeUnknownError. It keeps
-// trying for Config.SettleTimeout while ctx lasts, and tries once (within
-// the same bound) when ctx has already ended: settling matters most then.
+// trying for Config.SettleTimeout while ctx lasts; once ctx has ended it
+// tries once more (within the same bound) and gives up if that fails:
+// settling matters most then.
 func (s *Store) settleOutcome(ctx context.Context, streamID string, expected eventstore.ExpectedVersion, enc []eventstore.EncodedEvent, cause error) (eventstore.AppendResult, error) {
 	ids := make([]uuid.UUID, len(enc))
 	for i, e := range enc {
@@ -49,10 +50,17 @@ func (s *Store) settleOutcome(ctx context.Context, streamID string, expected eve
 
 // settleLoop runs settleOnce until it answers, retrying errors that may go
 // away (a server restarting, a connection refused, an attempt that timed
-// out) with backoff, until ctx ends or, after an attempt, stop is closed.
+// out) with backoff, until ctx ends. Once stop is closed it makes one more
+// attempt, without waiting, and gives up if that fails too.
 func (s *Store) settleLoop(ctx context.Context, stop <-chan struct{}, streamID string, expected eventstore.ExpectedVersion, ids []uuid.UUID) (eventstore.AppendResult, bool, error) {
 	wait := 20 * time.Millisecond
+	stopped := false
 	for {
+		select {
+		case <-stop:
+			stopped = true
+		default:
+		}
 		actx, cancel := context.WithTimeout(ctx, settleAttemptTimeout)
 		res, written, err := s.settleOnce(actx, streamID, expected, ids)
 		cancel()
@@ -65,11 +73,13 @@ func (s *Store) settleLoop(ctx context.Context, stop <-chan struct{}, streamID s
 		if code := SQLState(err); code != "" && !IsTransient(err) && code != codeQueryCanceled {
 			return eventstore.AppendResult{}, false, err // would fail again
 		}
+		if stopped {
+			return eventstore.AppendResult{}, false, err
+		}
 		select {
 		case <-ctx.Done():
 			return eventstore.AppendResult{}, false, err
 		case <-stop:
-			return eventstore.AppendResult{}, false, err
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, time.Second)

@@ -1,0 +1,354 @@
+package postgres_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/esox-go/esox/eventstore"
+	"github.com/esox-go/esox/eventstore/postgres"
+	"github.com/esox-go/esox/internal/pgtest"
+)
+
+// outcome is what one append call reported.
+type outcome struct {
+	writer string
+	stream string
+	ids    []uuid.UUID
+	res    eventstore.AppendResult
+	err    error
+}
+
+// settleCounter counts the store's "append settled" and "outcome unknown"
+// log records, to show that crashes caught appends in flight.
+type settleCounter struct {
+	slog.Handler
+	written, notWritten, unknown *atomic.Int64
+}
+
+func (h settleCounter) Handle(ctx context.Context, r slog.Record) error {
+	switch {
+	case strings.HasPrefix(r.Message, "append settled as written"):
+		h.written.Add(1)
+	case strings.HasPrefix(r.Message, "append settled as not written"):
+		h.notWritten.Add(1)
+	case strings.HasPrefix(r.Message, "append outcome unknown"):
+		h.unknown.Add(1)
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h settleCounter) WithAttrs(as []slog.Attr) slog.Handler {
+	h.Handler = h.Handler.WithAttrs(as)
+	return h
+}
+
+// TestAppendOutcomeKnownAcrossCrashes is "every outcome known": writers
+// append concurrently to a private cluster that is crashed (pg_ctl -m
+// immediate) and restarted again and again, through Append (alone and with
+// an AppendHook) and through AppendTx with SettleAppend after a failed
+// Commit; single events, VALUES batches and unnest batches. Afterwards the
+// table must agree with every call: all events of a call that returned
+// success are stored exactly as reported, no event of a call that returned
+// an error other than ErrOutcomeUnknown is stored, no event is stored that
+// no call appended, and the hook's and the transaction's other writes
+// committed exactly with their events. With the server back within the
+// settle time, no outcome stays unknown.
+func TestAppendOutcomeKnownAcrossCrashes(t *testing.T) {
+	t.Parallel()
+	const (
+		rounds          = 5
+		crashesPerRound = 6
+		writesPerCrash  = 15 // successful appends between crashes
+	)
+	c := pgtest.StartCluster(t)
+	db := c.Open(t)
+	db.SetMaxOpenConns(24)
+	db.SetMaxIdleConns(24)
+	var written, notWritten, unknown atomic.Int64
+	logger := slog.New(settleCounter{Handler: slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}),
+		written: &written, notWritten: &notWritten, unknown: &unknown})
+	cfg := postgres.Config{Schema: "crash", SettleTimeout: time.Minute, Logger: logger}
+	plain, err := postgres.New(db, testRegistry(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := testCtx(t)
+	if _, err := plain.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.ExecContext(ctx, `CREATE TABLE crash.hooked (event_id uuid PRIMARY KEY); CREATE TABLE crash.txstate (event_id uuid PRIMARY KEY)`); err != nil {
+		t.Fatal(err)
+	}
+	hookCfg := cfg
+	hookCfg.AppendHooks = []postgres.AppendHook{func(ctx context.Context, tx postgres.Tx, recs []eventstore.Record) error {
+		for _, r := range recs {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO crash.hooked (event_id) VALUES ($1)`, r.ID); err != nil {
+				return err
+			}
+		}
+		return nil
+	}}
+	hooked, err := postgres.New(db, testRegistry(), hookCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = plain.Close(); _ = hooked.Close() })
+
+	var (
+		mu       sync.Mutex
+		outcomes []outcome
+		okCount  atomic.Int64
+	)
+	record := func(o outcome) {
+		mu.Lock()
+		outcomes = append(outcomes, o)
+		mu.Unlock()
+		if o.err == nil {
+			okCount.Add(1)
+		}
+	}
+	newEvents := func(n int) ([]eventstore.Event, []uuid.UUID) {
+		events := make([]eventstore.Event, n)
+		ids := make([]uuid.UUID, n)
+		for i := range events {
+			ids[i] = uuid.Must(uuid.NewV7())
+			events[i] = eventstore.Event{ID: ids[i], Data: ItemAdded{SKU: "sku", N: i}}
+		}
+		return events, ids
+	}
+	sizes := []int{1, 3, 1, 70}
+	// pause paces a writer after an error, while the server is down.
+	pause := func(ctx context.Context) {
+		select {
+		case <-ctx.Done():
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	// version reads a stream's version, waiting for the server.
+	version := func(ctx context.Context, s *postgres.Store, stream string) int64 {
+		for ctx.Err() == nil {
+			if info, err := s.StreamInfo(ctx, stream); err == nil {
+				return info.Version
+			}
+			pause(ctx)
+		}
+		return 0
+	}
+	appendLoop := func(ctx context.Context, name string, s *postgres.Store, streamOf func(call int) string, exact bool) {
+		v := int64(0)
+		for call := 0; ctx.Err() == nil; call++ {
+			stream := streamOf(call)
+			events, ids := newEvents(sizes[call%len(sizes)])
+			expected := eventstore.Any
+			switch {
+			case exact:
+				expected = eventstore.Exact(v)
+			case strings.HasPrefix(stream, "fresh"):
+				expected = eventstore.NoStream
+			}
+			res, err := s.Append(ctx, stream, expected, events)
+			record(outcome{writer: name, stream: stream, ids: ids, res: res, err: err})
+			switch {
+			case err == nil:
+				v = res.LastVersion
+			case exact:
+				pause(ctx)
+				v = version(ctx, s, stream)
+			default:
+				pause(ctx)
+			}
+		}
+	}
+	txLoop := func(ctx context.Context, name string) {
+		stream := name
+		v := int64(0)
+		for call := 0; ctx.Err() == nil; call++ {
+			events, ids := newEvents(sizes[call%len(sizes)])
+			o := outcome{writer: name, stream: stream, ids: ids}
+			func() {
+				tx, err := db.BeginTxx(ctx, nil)
+				if err != nil {
+					o.err = err
+					return
+				}
+				defer func() { _ = tx.Rollback() }()
+				for _, id := range ids {
+					if _, err := tx.ExecContext(ctx, `INSERT INTO crash.txstate (event_id) VALUES ($1)`, id); err != nil {
+						o.err = err
+						return
+					}
+				}
+				res, err := plain.AppendTx(ctx, tx, stream, eventstore.Exact(v), events)
+				if err != nil {
+					o.err = err
+					return
+				}
+				if err := tx.Commit(); err != nil {
+					sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+					defer cancel()
+					got, ok, serr := plain.SettleAppend(sctx, stream, res.EventIDs)
+					switch {
+					case serr != nil:
+						o.err = serr
+					case !ok:
+						o.err = err
+						notWritten.Add(1)
+					default:
+						o.res = got
+						written.Add(1)
+					}
+					return
+				}
+				o.res = res
+			}()
+			record(o)
+			if o.err == nil {
+				v = o.res.LastVersion
+			} else {
+				pause(ctx)
+				v = version(ctx, plain, stream)
+			}
+		}
+	}
+	// waitOK waits until n more appends succeeded than before.
+	waitOK := func(n int64) {
+		t.Helper()
+		target := okCount.Load() + n
+		waitFor(t, fmt.Sprintf("%d successful appends", n), func() bool { return okCount.Load() >= target })
+	}
+
+	for round := range rounds {
+		wctx, stop := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		run := func(f func()) {
+			wg.Add(1)
+			go func() { defer wg.Done(); f() }()
+		}
+		for w := range 2 {
+			name := fmt.Sprintf("exact%d-%d", round, w)
+			run(func() { appendLoop(wctx, name, plain, func(int) string { return name }, true) })
+		}
+		for w := range 2 {
+			name := fmt.Sprintf("any%d-%d", round, w)
+			run(func() { appendLoop(wctx, name, plain, func(int) string { return fmt.Sprintf("shared-%d", round) }, false) })
+		}
+		name := fmt.Sprintf("fresh%d", round)
+		run(func() {
+			appendLoop(wctx, name, plain, func(call int) string { return fmt.Sprintf("fresh%d-%d", round, call) }, false)
+		})
+		hookName := fmt.Sprintf("hooked%d", round)
+		run(func() { appendLoop(wctx, hookName, hooked, func(int) string { return hookName }, true) })
+		txName := fmt.Sprintf("tx%d", round)
+		run(func() { txLoop(wctx, txName) })
+
+		for range crashesPerRound {
+			waitOK(writesPerCrash)
+			c.Crash(t)
+			c.Start(t)
+		}
+		waitOK(writesPerCrash)
+		stop()
+		wg.Wait()
+	}
+
+	// Every call's outcome against the table.
+	type row struct {
+		stream  string
+		version int64
+	}
+	stored := map[uuid.UUID]row{}
+	rows, err := db.QueryContext(ctx, `SELECT event_id, stream_id, stream_version FROM crash.events`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var id uuid.UUID
+		var r row
+		if err := rows.Scan(&id, &r.stream, &r.version); err != nil {
+			t.Fatal(err)
+		}
+		stored[id] = r
+	}
+	if err := rows.Close(); err != nil {
+		t.Fatal(err)
+	}
+	idSet := func(table string) map[uuid.UUID]bool {
+		var ids []uuid.UUID
+		if err := db.SelectContext(ctx, &ids, `SELECT event_id FROM crash.`+table); err != nil {
+			t.Fatal(err)
+		}
+		out := map[uuid.UUID]bool{}
+		for _, id := range ids {
+			out[id] = true
+		}
+		return out
+	}
+	hookRows, txRows := idSet("hooked"), idSet("txstate")
+
+	var ok, failed, unknownCalls int
+	appended := map[uuid.UUID]bool{}
+	for _, o := range outcomes {
+		present := 0
+		for _, id := range o.ids {
+			appended[id] = true
+			if _, in := stored[id]; in {
+				present++
+			}
+		}
+		switch {
+		case o.err == nil:
+			ok++
+			if present != len(o.ids) {
+				t.Errorf("%s: append to %s reported success, but %d of its %d events are stored", o.writer, o.stream, present, len(o.ids))
+				continue
+			}
+			for i, id := range o.ids {
+				if r := stored[id]; r.stream != o.stream || r.version != o.res.FirstVersion+int64(i) {
+					t.Errorf("%s: event %d of a successful append is stored at %s v%d, reported %s v%d", o.writer, i, r.stream, r.version, o.stream, o.res.FirstVersion+int64(i))
+				}
+			}
+		case errors.Is(o.err, eventstore.ErrOutcomeUnknown):
+			unknownCalls++
+			t.Logf("%s: unknown: %v", o.writer, o.err)
+			if present != 0 && present != len(o.ids) {
+				t.Errorf("%s: %d of %d events of one append are stored", o.writer, present, len(o.ids))
+			}
+		default:
+			failed++
+			if present != 0 {
+				t.Errorf("%s: append to %s returned %v, but %d of its %d events are stored", o.writer, o.stream, o.err, present, len(o.ids))
+			}
+		}
+		for _, id := range o.ids {
+			_, in := stored[id]
+			if strings.HasPrefix(o.writer, "hooked") && hookRows[id] != in {
+				t.Errorf("%s: event %s stored: %v, its hook's row: %v", o.writer, id, in, hookRows[id])
+			}
+			if strings.HasPrefix(o.writer, "tx") && txRows[id] != in {
+				t.Errorf("%s: event %s stored: %v, its transaction's other row: %v", o.writer, id, in, txRows[id])
+			}
+		}
+	}
+	for id, r := range stored {
+		if !appended[id] {
+			t.Errorf("event %s in %s v%d was appended by no call", id, r.stream, r.version)
+		}
+	}
+	t.Logf("%d crashes; %d calls: %d succeeded, %d failed (nothing written), %d unknown; settled after a connection failure: %d written, %d not written; %d events stored",
+		rounds*crashesPerRound, len(outcomes), ok, failed, unknownCalls, written.Load(), notWritten.Load(), len(stored))
+	if unknownCalls != 0 || unknown.Load() != 0 {
+		t.Errorf("%d outcomes unknown although the server came back within the settle time", unknownCalls)
+	}
+	if written.Load()+notWritten.Load() == 0 {
+		t.Errorf("no append was settled after a connection failure: the crashes caught none in flight, the test proved nothing")
+	}
+}
