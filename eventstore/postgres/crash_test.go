@@ -239,7 +239,9 @@ func TestAppendOutcomeKnownAcrossCrashes(t *testing.T) {
 		}
 		for w := range 2 {
 			name := fmt.Sprintf("any%d-%d", round, w)
-			run(func() { appendLoop(wctx, name, plain, func(int) string { return fmt.Sprintf("shared-%d", round) }, false) })
+			run(func() {
+				appendLoop(wctx, name, plain, func(int) string { return fmt.Sprintf("shared-%d", round) }, false)
+			})
 		}
 		name := fmt.Sprintf("fresh%d", round)
 		run(func() {
