@@ -1,6 +1,7 @@
 package eventstore
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"strings"
@@ -208,8 +209,16 @@ func (c *jsonbChecker) str(i int) (n int64, next int, err error) {
 				j += 6
 			}
 		default:
-			n++
-			j++
+			// Plain bytes up to the next quote or backslash.
+			k := bytes.IndexByte(doc[j:], '"')
+			if k < 0 {
+				k = len(doc) - j
+			}
+			if b := bytes.IndexByte(doc[j:j+k], '\\'); b >= 0 {
+				k = b
+			}
+			n += int64(k)
+			j += k
 		}
 	}
 	return 0, 0, errors.New("unterminated string")

@@ -30,6 +30,14 @@ func TestConformance(t *testing.T) {
 	})
 }
 
+func TestNewWithConfigRefusesNegativeMaxEventSize(t *testing.T) {
+	t.Parallel()
+	_, err := memory.NewWithConfig(eventstore.NewRegistry(), memory.Config{MaxEventSize: -1})
+	if !errors.Is(err, eventstore.ErrInvalidArgument) {
+		t.Fatalf("NewWithConfig(MaxEventSize -1) = %v, want ErrInvalidArgument", err)
+	}
+}
+
 type itemAdded struct {
 	SKU   string         `json:"sku"`
 	Qty   int            `json:"qty"`

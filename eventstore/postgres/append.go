@@ -544,10 +544,10 @@ func (s *Store) AppendTx(ctx context.Context, tx eventstore.Tx, streamID string,
 	}
 	var hookTx Tx
 	switch t := tx.(type) {
+	case *sqlx.Tx: // before Tx, which it satisfies: hooks get the view without Commit
+		hookTx = NewTx(t)
 	case Tx:
 		hookTx = t
-	case *sqlx.Tx:
-		hookTx = NewTx(t)
 	}
 	if hookTx == nil && len(s.cfg.AppendHooks) > 0 {
 		return eventstore.AppendResult{}, fmt.Errorf("eventstore/postgres: append: %w", &eventstore.InvalidArgumentError{Field: "tx",

@@ -354,3 +354,118 @@ func TestAppendOutcomeKnownAcrossCrashes(t *testing.T) {
 		t.Errorf("no append was settled after a connection failure: the crashes caught none in flight, the test proved nothing")
 	}
 }
+
+// TestAppendOutcomeUnknownWhenServerStaysDown blocks an append on the
+// server (another transaction holds the events table locked), crashes the
+// server under it and keeps it down past SettleTimeout: Append returns an
+// *OutcomeUnknownError carrying the stream and event IDs, matching
+// ErrOutcomeUnknown and wrapping the connection's error. Once the server is
+// back, SettleAppend says the append was not written, and so does Append's
+// own settling when the server comes back in time.
+func TestAppendOutcomeUnknownWhenServerStaysDown(t *testing.T) {
+	t.Parallel()
+	c := pgtest.StartCluster(t)
+	db := c.Open(t)
+	ctx := testCtx(t)
+	store, err := postgres.New(db, testRegistry(), postgres.Config{Schema: "down", SettleTimeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Close() })
+	if _, err := store.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// blockedAppend starts an append that waits on the server for a lock,
+	// and returns once it waits, with the channel its error will arrive on.
+	lockDB := c.Open(t) // a pool of its own, so that the store's keeps its prepared connection
+	blockedAppend := func(s *postgres.Store, stream string, events []eventstore.Event) <-chan error {
+		t.Helper()
+		// Prepare the two-event statement on the store's connection
+		// first: the append must block executing, not preparing.
+		if _, err := s.Append(ctx, "warm-"+uuid.NewString(), eventstore.NoStream, items(len(events))); err != nil {
+			t.Fatal(err)
+		}
+		locker, err := lockDB.BeginTxx(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = locker.Rollback() })
+		if _, err := locker.ExecContext(ctx, `LOCK TABLE down.events IN ACCESS EXCLUSIVE MODE`); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() {
+			_, err := s.Append(ctx, stream, eventstore.NoStream, events)
+			done <- err
+		}()
+		waitFor(t, "the append to wait for the lock", func() bool {
+			var n int
+			// Not in locker's transaction: it would see one snapshot of
+			// pg_stat_activity.
+			err := lockDB.GetContext(ctx, &n, `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'WITH last AS%'`)
+			return err == nil && n > 0
+		})
+		return done
+	}
+
+	events := []eventstore.Event{{ID: uuid.Must(uuid.NewV7()), Data: ItemAdded{SKU: "a"}}, {ID: uuid.Must(uuid.NewV7()), Data: ItemAdded{SKU: "b"}}}
+	done := blockedAppend(store, "order-1", events)
+	c.Crash(t)
+	err = <-done
+	var ue *eventstore.OutcomeUnknownError
+	if !errors.Is(err, eventstore.ErrOutcomeUnknown) || !errors.As(err, &ue) {
+		t.Fatalf("Append while the server stays down: %v, want an *OutcomeUnknownError", err)
+	}
+	if ue.StreamID != "order-1" || len(ue.EventIDs) != 2 || ue.EventIDs[0] != events[0].ID || ue.EventIDs[1] != events[1].ID || ue.Err == nil || ue.Lookup == nil {
+		t.Fatalf("OutcomeUnknownError = %+v, want the stream, both event IDs, the cause and the lookup's error", ue)
+	}
+	if !postgres.IsTransient(err) || !strings.Contains(err.Error(), events[0].ID.String()) || !strings.Contains(err.Error(), "StreamInfo") {
+		t.Fatalf("error %q: want it transient, naming the first event ID and how to settle", err)
+	}
+	sctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	_, _, err = store.SettleAppend(sctx, "order-1", ue.EventIDs)
+	cancel()
+	if !errors.Is(err, eventstore.ErrOutcomeUnknown) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("SettleAppend while the server is down: %v, want ErrOutcomeUnknown wrapping the deadline", err)
+	}
+
+	c.Start(t)
+	if _, written, err := store.SettleAppend(ctx, "order-1", ue.EventIDs); err != nil || written {
+		t.Fatalf("SettleAppend after restart: written %v, %v; want not written", written, err)
+	}
+
+	// Back within the settle time: Append settles it itself.
+	patient, err := postgres.New(db, testRegistry(), postgres.Config{Schema: "down", SettleTimeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = patient.Close() })
+	done = blockedAppend(patient, "order-2", events)
+	c.Crash(t)
+	c.Start(t)
+	err = <-done
+	if err == nil || errors.Is(err, eventstore.ErrOutcomeUnknown) || !strings.Contains(err.Error(), "not written") {
+		t.Fatalf("Append whose server crashed and came back: %v, want a settled \"not written\" error", err)
+	}
+	if n := countStream(t, db, "down", "order-2") + countStream(t, db, "down", "order-1"); n != 0 {
+		t.Fatalf("%d events stored, want none", n)
+	}
+	// The same events, appended again, are written once.
+	if _, err := patient.Append(ctx, "order-1", eventstore.NoStream, events); err != nil {
+		t.Fatal(err)
+	}
+	if n := countStream(t, db, "down", "order-1"); n != 2 {
+		t.Fatalf("%d events stored, want 2", n)
+	}
+}
+
+func countStream(t *testing.T, db interface {
+	GetContext(context.Context, any, string, ...any) error
+}, schema, stream string) int {
+	t.Helper()
+	var n int
+	if err := db.GetContext(testCtx(t), &n, `SELECT count(*) FROM `+schema+`.events WHERE stream_id = $1`, stream); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
