@@ -3,8 +3,10 @@ package postgres
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -18,9 +20,9 @@ import (
 // one prepared statement, one round trip, committed on its own; with hooks it
 // runs BEGIN, the insert, the hooks and COMMIT. After it commits, Subscribe
 // channels are woken. An Any or StreamExists append that loses a race for the
-// stream's next version to a concurrent append is retried (up to 32 times),
-// since its expectation still holds; Exact and NoStream conflicts are
-// returned.
+// stream's next version to a concurrent append is retried at once (up to
+// 128 times), since its expectation still holds; Exact and NoStream
+// conflicts are returned.
 //
 // What an error means about what was written: an error matching
 // eventstore.ErrOutcomeUnknown (an *eventstore.OutcomeUnknownError) means
@@ -62,11 +64,31 @@ func (s *Store) Append(ctx context.Context, streamID string, expected eventstore
 	}
 	for attempt := 1; ; attempt++ {
 		res, err := s.appendOnce(ctx, streamID, expected, enc)
+		var vt *versionTaken
+		if errors.As(err, &vt) {
+			// An Any or StreamExists append whose next version a
+			// concurrent append took: retry at once, without reading
+			// the stream's version, so as not to fall behind appends
+			// that did not lose; after the last attempt, report the
+			// conflict.
+			if attempt < maxAnyAttempts {
+				continue
+			}
+			err = s.refused(ctx, streamID, expected, enc, err, false)
+		}
 		if attempt < maxAnyAttempts && lostRace(expected, err) {
 			continue
 		}
 		return res, err
 	}
+}
+
+// retryable reports whether err is a *versionTaken of an append whose
+// expectation names no version, which Append retries as it is.
+func retryable(expected eventstore.ExpectedVersion, err error) bool {
+	var vt *versionTaken
+	_, exact := expected.Version()
+	return !exact && errors.As(err, &vt)
 }
 
 func (s *Store) encodeOpts() *eventstore.EncodeOpts {
@@ -75,7 +97,7 @@ func (s *Store) encodeOpts() *eventstore.EncodeOpts {
 
 // maxAnyAttempts bounds how often Append retries an Any or StreamExists
 // append that lost a race for the stream's next version.
-const maxAnyAttempts = 32
+const maxAnyAttempts = 128
 
 // lostRace reports whether err is a conflict that an append whose
 // expectation does not name a version should retry: a concurrent append
@@ -99,8 +121,23 @@ func (s *Store) appendOnce(ctx context.Context, streamID string, expected events
 		return eventstore.AppendResult{}, err // nothing of the append sent
 	}
 	if len(s.cfg.AppendHooks) == 0 {
-		recs, res, err := s.insert(ctx, st.QueryContext, nil, streamID, expected, enc)
+		// database/sql runs the statement on a connection of the pool,
+		// again on another one when the driver reports ErrBadConn. handed
+		// counts the times it handed the statement to the driver: zero
+		// means no attempt got a connection, so nothing was sent.
+		var handed atomic.Int32
+		query := func(ctx context.Context, args ...any) (*sql.Rows, error) {
+			args[0] = handedArg{v: args[0], n: &handed}
+			return st.QueryContext(ctx, args...)
+		}
+		recs, res, err := s.insert(ctx, query, nil, streamID, expected, enc)
 		if err != nil {
+			if handed.Load() == 0 && mayHaveCommitted(err) {
+				return eventstore.AppendResult{}, translate(ctx, "append: not sent", err)
+			}
+			if retryable(expected, err) {
+				return eventstore.AppendResult{}, err
+			}
 			return s.afterPoolFailure(ctx, streamID, expected, enc, err)
 		}
 		s.wake()
@@ -120,6 +157,9 @@ func (s *Store) appendOnce(ctx context.Context, streamID string, expected events
 		// The transaction never committed, whatever broke: nothing is
 		// written. Release the connection before refused reads the pool.
 		_ = tx.Rollback()
+		if retryable(expected, err) {
+			return eventstore.AppendResult{}, err
+		}
 		return eventstore.AppendResult{}, s.refused(ctx, streamID, expected, enc, err, false)
 	}
 	if recs == nil {
@@ -136,6 +176,20 @@ func (s *Store) appendOnce(ctx context.Context, streamID string, expected events
 	}
 	s.wake()
 	return result(streamID, recs), nil
+}
+
+// handedArg is an argument of the append statement that counts how often
+// database/sql converts it for the driver: once per attempt that got a
+// connection, before anything of that attempt is sent.
+type handedArg struct {
+	v any
+	n *atomic.Int32
+}
+
+// Value implements driver.Valuer.
+func (a handedArg) Value() (driver.Value, error) {
+	a.n.Add(1)
+	return a.v, nil
 }
 
 // afterPoolFailure turns an error of the append statement run on the pool
