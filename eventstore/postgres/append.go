@@ -33,7 +33,9 @@ import (
 // Config.SettleTimeout (or until ctx ends; once at most, bounded by
 // SettleTimeout, when ctx has already ended), and returns the AppendResult
 // when they were written, or the connection's error, saying "not written",
-// when they were not. Only when the lookup also fails does it return the
+// when they were not. (An append that never got a connection sent nothing:
+// it fails at once with the connection's error.) Only when the lookup also
+// fails does it return the
 // *eventstore.OutcomeUnknownError, which carries the stream and the event
 // IDs: settle it with SettleAppend before retrying, or retry with the same
 // event IDs (see below), never with fresh ones.

@@ -408,6 +408,18 @@ func TestAppendOutcomeUnknownWhenServerStaysDown(t *testing.T) {
 		return done
 	}
 
+	// cold keeps no idle connection: after the crash it must dial.
+	coldDB := c.Open(t)
+	coldDB.SetMaxIdleConns(0)
+	cold, err := postgres.New(coldDB, testRegistry(), postgres.Config{Schema: "down", SettleTimeout: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cold.Close() })
+	if _, err := cold.Append(ctx, "warm-cold", eventstore.NoStream, items(1)); err != nil {
+		t.Fatal(err)
+	}
+
 	events := []eventstore.Event{{ID: uuid.Must(uuid.NewV7()), Data: ItemAdded{SKU: "a"}}, {ID: uuid.Must(uuid.NewV7()), Data: ItemAdded{SKU: "b"}}}
 	done := blockedAppend(store, "order-1", events)
 	c.Crash(t)
@@ -427,6 +439,13 @@ func TestAppendOutcomeUnknownWhenServerStaysDown(t *testing.T) {
 	cancel()
 	if !errors.Is(err, eventstore.ErrOutcomeUnknown) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("SettleAppend while the server is down: %v, want ErrOutcomeUnknown wrapping the deadline", err)
+	}
+
+	// An append that gets no connection sent nothing: it fails at once
+	// (cold's SettleTimeout would outlast the test), not "unknown".
+	_, err = cold.Append(ctx, "order-3", eventstore.NoStream, items(1))
+	if err == nil || errors.Is(err, eventstore.ErrOutcomeUnknown) || !postgres.IsTransient(err) || !strings.Contains(err.Error(), "not sent") {
+		t.Fatalf("Append without a connection: %v, want a transient \"not sent\" error that is not ErrOutcomeUnknown", err)
 	}
 
 	c.Start(t)
