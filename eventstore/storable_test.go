@@ -52,3 +52,24 @@ func TestCheckText(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkCheckJSONB measures the check every append runs on each payload,
+// on a 1 KiB event and on a 1 MiB string.
+func BenchmarkCheckJSONB(b *testing.B) {
+	small := []byte(`{"order_id":"01900000-0000-7000-8000-000000000001","customer":"c-42","lines":[` +
+		strings.Repeat(`{"sku":"tea-\u00e9","qty":2,"price":12.5},`, 24) + `{"sku":"x","qty":1,"price":1}],"note":"h\u00e9llo \"world\""}`)
+	large := []byte(`{"s":"` + strings.Repeat("x", 1<<20) + `"}`)
+	for _, bc := range []struct {
+		name string
+		doc  []byte
+	}{{"1KiB", small}, {"1MiB", large}} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.SetBytes(int64(len(bc.doc)))
+			for b.Loop() {
+				if err := eventstore.CheckJSONB(bc.doc); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
