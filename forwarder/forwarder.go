@@ -312,6 +312,9 @@ type Forwarder struct {
 	// transaction per batch that locks the offsets row FOR UPDATE, which
 	// holds a transaction id during publishes. Tests only.
 	xidHoldingForTest bool
+	// afterHandleForTest, when set, runs after each event of a batch is
+	// handed to the pipeline. Tests only.
+	afterHandleForTest func()
 }
 
 // New returns a Forwarder that publishes store's events to pub. It does no
@@ -561,15 +564,27 @@ func (f *Forwarder) lead(ctx context.Context) error {
 			failures++
 			continue
 		}
+		// last is the last event handed to the pipeline: when the
+		// leadership ends (or an event fails) in the middle of the batch,
+		// the events after it were never tracked, so the batch may record
+		// nothing beyond it.
+		var last eventstore.Position
 		for _, raw := range raws {
 			if ctx.Err() != nil || pl.failed() {
 				break
 			}
 			f.handle(ctx, raw, pl)
+			last = raw.Position
+			if f.afterHandleForTest != nil {
+				f.afterHandleForTest()
+			}
 		}
 		// On a poison failure, through waits for the events before the
 		// poison event and returns the position right before it.
-		done := pl.through(raws[len(raws)-1].Position)
+		var done eventstore.Position
+		if !last.IsZero() {
+			done = pl.through(last)
+		}
 		f.recordOffset(ctx, batch, done)
 		if err := pl.failure(); err != nil {
 			return err
