@@ -65,6 +65,26 @@ func BenchmarkForwardToRabbitMQ(b *testing.B) {
 	}
 }
 
+// BenchmarkForwardCeiling is the forwarder's ceiling for a publisher whose
+// Publish takes a fixed time and no CPU (it sleeps), like a confirm from an
+// idle broker: what PublishConcurrency and the batch structure allow
+// whatever the publisher. Same setup as BenchmarkForwardToRabbitMQ.
+func BenchmarkForwardCeiling(b *testing.B) {
+	for _, d := range []time.Duration{500 * time.Microsecond, time.Millisecond} {
+		b.Run("latency="+d.String(), func(b *testing.B) { forwardBacklog(b, sleepingPub{d}, "ceiling") })
+	}
+}
+
+// sleepingPub's Publish sleeps d and returns nil.
+type sleepingPub struct{ d time.Duration }
+
+func (p sleepingPub) Publish(string, ...*message.Message) error {
+	time.Sleep(p.d)
+	return nil
+}
+
+func (p sleepingPub) Close() error { return nil }
+
 // benchConcurrency is ESOX_BENCH_CONCURRENCY, default
 // forwarder.PublishConcurrencyDefault.
 func benchConcurrency() int {
