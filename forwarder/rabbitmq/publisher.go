@@ -103,8 +103,9 @@ func NewPublisher(cfg Config) (*Publisher, error) {
 // ErrClosed (after Close), ErrNacked, ErrUnroutable (Config.Mandatory),
 // ErrConnectionLost, eventstore.ErrInvalidArgument (an empty topic, a name
 // longer than 255 bytes, a metadata key longer than 255 bytes), or context
-// errors. Every error is worth retrying except ErrClosed and
-// eventstore.ErrInvalidArgument.
+// errors, or inspect an *amqp091.Error (RabbitMQ refused a declaration or
+// closed the connection) with errors.As. The forwarder retries every error;
+// ErrClosed and eventstore.ErrInvalidArgument never go away by retrying.
 func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 	if !p.enter() {
 		return &PublishError{Topic: topic, Err: ErrClosed}
