@@ -49,8 +49,8 @@ type Config struct {
 	URL string
 	// AMQP is passed to amqp091-go's DialConfig for TLS, SASL, heartbeat,
 	// frame size and client properties. Its zero value means amqp091-go's
-	// defaults (a 10 s heartbeat: a connection that dies silently is
-	// noticed within about two heartbeats). When AMQP.Dial is nil the
+	// defaults (a 10 s heartbeat: amqp091-go gives up on a connection
+	// that stays silent for 15 s). When AMQP.Dial is nil the
 	// publisher dials with DialTimeout and aborts the dial when the
 	// publishing context ends or the publisher is closed.
 	AMQP amqp.Config
