@@ -314,6 +314,9 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	// stop stops what was launched, in stop order.
 	stop := func() {
+		if ctx.Err() != nil {
+			a.log.InfoContext(context.WithoutCancel(ctx), "stopping", "reason", context.Cause(ctx))
+		}
 		a.readyMu.Lock()
 		select {
 		case <-a.ready:
