@@ -20,7 +20,7 @@
 //
 // and in a handler, for read-your-writes:
 //
-//	res, err := orders.Update(ctx, id, func(o *Order) error { return o.Pay(amount) })
+//	res, err := orders.Update(ctx, id, func(o *Order) error { return o.Pay(amount, currency) })
 //	err = app.WaitFor(ctx, res.LastPosition)
 //
 // # Start and stop
