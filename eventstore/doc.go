@@ -9,7 +9,7 @@
 //
 // # Guarantees
 //
-// The types here carry the contract of DESIGN.md guarantees 1–3 and 8:
+// The types here carry the contract of guarantees 1–3 and 8 in docs/guarantees.md:
 //
 //   - Optimistic concurrency (1): every append takes an ExpectedVersion and fails
 //     with a *ConcurrencyError matching ErrConcurrencyConflict, writing nothing.

@@ -27,7 +27,7 @@
 //
 // # Guarantees
 //
-// The package keeps DESIGN guarantees 5 and 7:
+// The package keeps guarantees 5 and 7 of docs/guarantees.md:
 //
 //   - Exactly-once effect (5). Each batch is read outside any transaction
 //     from the gap-free feed, then applied in one transaction that first

@@ -5,7 +5,7 @@
 // It passes the conformance suite in eventstore/storetest, so code tested
 // against it behaves the same against PostgreSQL:
 //
-//   - Optimistic concurrency (DESIGN guarantee 1): Append checks the expected
+//   - Optimistic concurrency (guarantee 1 in docs/guarantees.md): Append checks the expected
 //     version and writes all of its events or none, returning a
 //     *eventstore.ConcurrencyError on a mismatch.
 //   - Gap-free global feed and per-stream order (guarantees 2 and 3): every

@@ -21,8 +21,8 @@ const (
 // appendSQLHead is the common part of the append statement: it reads the
 // stream's last event (version and writing transaction) and inserts the rows
 // only when the expected version holds ($2 mode, $3 version) and the last
-// event's transaction is not newer than the current one (DESIGN guarantee
-// 3); zero rows back mean a conflict.
+// event's transaction is not newer than the current one (guarantee 3
+// in docs/guarantees.md); zero rows back mean a conflict.
 const appendSQLHead = `WITH last AS (
 	SELECT stream_version, transaction_id FROM %[1]s
 	WHERE stream_id = $1 ORDER BY stream_version DESC LIMIT 1

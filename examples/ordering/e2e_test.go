@@ -119,8 +119,8 @@ func launch(t *testing.T, db *sqlx.DB, schema, prefix, broker string) *service {
 	s.cmd = exec.Command(binPath, "-addr", "127.0.0.1:0", "-schema", s.schema, "-broker", broker,
 		"-topic-prefix", s.prefix, "-log-format", "json", "-log-level", "info",
 		// Generous: other tests on the same server may hold transaction ids
-		// open for seconds, which holds back every feed reader (DESIGN's
-		// xid trap); read-your-writes must still hold, however long it takes.
+		// open for seconds, which holds back every feed reader (the
+		// xid trap, docs/forwarding.md); read-your-writes must still hold, however long it takes.
 		"-wait-timeout", "60s")
 	s.cmd.Env = append(os.Environ(), "DATABASE_URL="+pgtest.DatabaseURL())
 	s.cmd.Stderr = s.logs

@@ -5,8 +5,8 @@
 //
 // Guarantees the handlers keep:
 //
-//   - bad input is refused with 400 and never reaches the store (DESIGN
-//     guarantee 8): malformed JSON, unknown fields, missing or out-of-range
+//   - bad input is refused with 400 and never reaches the store (guarantee
+//     8 in docs/guarantees.md): malformed JSON, unknown fields, missing or out-of-range
 //     values, bad path parameters and headers; a refused command writes
 //     nothing, so the response is never a 500 for bad input;
 //   - unknown order → 404, a broken invariant → 409 with the domain's code
