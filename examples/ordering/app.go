@@ -87,6 +87,12 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 			Topic: func(rec eventstore.Record) (string, error) {
 				return cfg.TopicPrefix + eventstore.Category(rec.StreamID), nil
 			},
+			// RabbitMQ refuses a message over its max_message_size by
+			// closing the channel, which cannot be told from an outage:
+			// check the size first, so such an event is a poison event
+			// (docs/forwarding.md). 0 for the other brokers, whose
+			// refusals the forwarder recognises.
+			MaxMessageSize: brk.maxMessageSize,
 		},
 		Inboxes:    []*projector.Inbox{ship.Inbox()},
 		Components: []esox.Component{shippingComponent(ship, db, cfg.Schema), web},
