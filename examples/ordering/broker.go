@@ -48,8 +48,8 @@ type broker struct {
 	// checks before publishing (forwarder.Config.MaxMessageSize), 0 for
 	// none.
 	maxMessageSize int
-	pub  message.Publisher
-	sub  message.Subscriber
+	pub            message.Publisher
+	sub            message.Subscriber
 }
 
 func (b *broker) Close() error {
