@@ -253,4 +253,3 @@ func TestLockHeld(t *testing.T) {
 		t.Fatalf("LockHeld after unlocking = %v, %v", held, err)
 	}
 }
-
