@@ -17,12 +17,12 @@ import (
 // migrationsTableDDL creates <schema>.esox_migrations; %s is the table's
 // quoted, qualified name.
 const migrationsTableDDL = `CREATE TABLE IF NOT EXISTS %s (
-		component  text        NOT NULL,
-		version    integer     NOT NULL,
-		name       text        NOT NULL,
-		applied_at timestamptz NOT NULL DEFAULT now(),
-		PRIMARY KEY (component, version)
-	)`
+    component  text        NOT NULL,
+    version    integer     NOT NULL,
+    name       text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (component, version)
+)`
 
 // AppliedMigration is a migration recorded in a schema's esox_migrations.
 type AppliedMigration struct {
@@ -54,7 +54,7 @@ type MigrationStatus struct {
 	// esox_migrations table exist; an apply creates what is missing.
 	SchemaExists, TableExists bool
 	// Applied lists every migration recorded in the schema, of any
-	// component, ordered by component and version.
+	// component, in the order they were applied.
 	Applied []AppliedMigration
 	// Pending lists the sets' migrations not recorded yet, in the order
 	// ApplyMigrationSets applies them: set by set, by version within a set.
@@ -172,7 +172,7 @@ func ReadMigrationStatus(ctx context.Context, db *sqlx.DB, schema string, sets .
 		return MigrationStatus{}, fmt.Errorf("migration status: look up %s: %w", migrationsTable, err)
 	}
 	if st.TableExists {
-		rows, err := tx.QueryContext(ctx, `SELECT component, version, name, applied_at FROM `+table+` ORDER BY component, version`)
+		rows, err := tx.QueryContext(ctx, `SELECT component, version, name, applied_at FROM `+table+` ORDER BY applied_at, component, version`)
 		if err != nil {
 			return MigrationStatus{}, fmt.Errorf("migration status: read %s: %w", migrationsTable, err)
 		}
