@@ -111,7 +111,7 @@ func TestForwarder(t *testing.T) {
 	}
 
 	to := first.LastPosition.String()
-	c.fails(4, []string{"running", "stop every instance"}, "forwarder", "set-offset", "live", "0/0", "--yes")
+	c.fails(4, []string{"refused: a forwarder of consumer group \"live\" is running", "stop every instance"}, "forwarder", "set-offset", "live", "0/0", "--yes")
 	c.fails(3, []string{`consumer group "liev" not found`, "known groups: idle, live"}, "forwarder", "set-offset", "liev", to, "--yes")
 	c.fails(2, []string{"position", "transaction_id/position"}, "forwarder", "set-offset", "idle", "later", "--yes")
 	ahead := eventstore.Position{TransactionID: last.LastPosition.TransactionID + 1_000_000, Position: 1}.String()

@@ -238,7 +238,7 @@ func (s *Store) FollowFeed(ctx context.Context, after eventstore.Position, opts 
 				if ctx.Err() != nil {
 					return
 				}
-				yield(eventstore.RawRecord{}, fmt.Errorf("eventstore/postgres: follow feed: %w", err))
+				yield(eventstore.RawRecord{}, err) // ReadFeed's, which says where it failed
 				return
 			}
 			for _, r := range recs {

@@ -1,6 +1,7 @@
 package esoxcli
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -96,7 +97,7 @@ after the feed's head (exit 2). It asks for confirmation unless --yes.`,
 				return err
 			}
 			if g.LeaderRunning {
-				return fmt.Errorf("consumer group %q: %w (stop every instance of the service running it, then retry)", group, forwarder.ErrForwarderRunning)
+				return leaderRunning(group)
 			}
 			effect := "publishes the events after it again"
 			if g.Offset.Less(pos) {
@@ -106,6 +107,9 @@ after the feed's head (exit 2). It asks for confirmation unless --yes.`,
 				return err
 			}
 			prev, err := forwarder.SetGroupOffset(ctx, store, group, pos)
+			if errors.Is(err, forwarder.ErrForwarderRunning) {
+				return leaderRunning(group) // a leader started since ReadGroup
+			}
 			if err != nil {
 				return err
 			}
@@ -122,6 +126,21 @@ after the feed's head (exit 2). It asks for confirmation unless --yes.`,
 	}
 	cmd.AddCommand(list, setOffset)
 	return cmd
+}
+
+// leaderRunningError refuses to act while a leader runs. It matches the
+// library's sentinel (e.g. forwarder.ErrForwarderRunning) and says what to
+// do in the command's words.
+type leaderRunningError struct {
+	msg string
+	err error
+}
+
+func (e leaderRunningError) Error() string { return e.msg }
+func (e leaderRunningError) Unwrap() error { return e.err }
+
+func leaderRunning(group string) error {
+	return leaderRunningError{fmt.Sprintf("refused: a forwarder of consumer group %q is running (its leader holds the group); stop every instance of the service that runs it, then retry", group), forwarder.ErrForwarderRunning}
 }
 
 // groupNames lists the consumer groups for shell completion; none when the
