@@ -1,6 +1,10 @@
 package main_test
 
 import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -118,4 +122,61 @@ func TestMigrate(t *testing.T) {
 		t.Fatalf("dry run when up to date:\n%s", r)
 	}
 	c.fails(2, []string{`unknown component "nope"`, "eventstore, projector, forwarder"}, "migrate", "plan", "--component", "nope")
+}
+
+// TestInterruptAndTimeout: an apply waiting for the schema's migration lock
+// (held here, as a concurrent apply would) stops at SIGINT with exit 130,
+// and at --timeout with exit 1; neither applies anything.
+func TestInterruptAndTimeout(t *testing.T) {
+	t.Parallel()
+	db := pgtest.Open(t)
+	ctx := testCtx(t)
+	schema := pgtest.Schema(t, db)
+	c := cli{t: t, schema: schema}
+	key := postgres.LockKey("esox_migrations:" + schema)
+	if !strings.Contains(c.ok("migrate", "apply", "--dry-run").stdout, fmt.Sprintf("pg_advisory_xact_lock(%d)", key)) {
+		t.Fatal("the dry run does not take the lock this test holds")
+	}
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock($1)`, key); err != nil {
+		t.Fatal(err)
+	}
+	waiting := func() bool {
+		k := uint64(key)
+		var n int
+		if err := db.GetContext(ctx, &n, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND classid = $1 AND objid = $2`, int64(k>>32), int64(k&0xffffffff)); err != nil {
+			t.Fatal(err)
+		}
+		return n > 0
+	}
+
+	cmd := c.command(ctx, "migrate", "apply")
+	var stdout, stderr syncBuffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the apply to wait for the migration lock", waiting)
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	var ee *exec.ExitError
+	if err := cmd.Wait(); !errors.As(err, &ee) || ee.ExitCode() != 130 {
+		t.Fatalf("apply interrupted: %v, want exit 130\nstderr: %s", err, stderr.String())
+	}
+
+	r := c.run("--timeout", "500ms", "migrate", "apply")
+	if r.code != 1 || !strings.Contains(r.stderr, "--timeout 500ms ran out") {
+		t.Fatalf("apply past --timeout: %s", r)
+	}
+	if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_unlock($1)`, key); err != nil {
+		t.Fatal(err)
+	}
+	if r := c.ok("migrate", "plan"); !strings.Contains(r.stdout, "5 pending") {
+		t.Fatalf("after the interrupted applies:\n%s", r)
+	}
 }

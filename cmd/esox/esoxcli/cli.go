@@ -39,7 +39,8 @@ import (
 	"strings"
 	"time"
 
-	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" database/sql driver
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/jmoiron/sqlx"
 	"github.com/spf13/cobra"
 
@@ -96,7 +97,11 @@ func Main(ctx context.Context, args []string, io IO) int {
 		return ExitOK
 	}
 	code := e.exitCode(ctx, err)
-	fmt.Fprintln(io.Stderr, "esox: "+redact(err.Error(), e.databaseURL()))
+	msg := redact(err.Error(), e.databaseURL())
+	if e.timeout > 0 && errors.Is(err, context.DeadlineExceeded) {
+		msg += fmt.Sprintf(" (--timeout %s ran out)", e.timeout)
+	}
+	fmt.Fprintln(io.Stderr, "esox: "+msg)
 	if code == ExitUsage && !e.started {
 		fmt.Fprintln(io.Stderr, "Run 'esox --help' for usage.")
 	}
@@ -261,10 +266,14 @@ func (e *env) open(ctx context.Context) (*postgres.Store, error) {
 	if err := postgres.ValidateSchemaName(schema); err != nil {
 		return nil, usagef("--schema: %w", err)
 	}
-	db, err := sqlx.Open("pgx", dsn)
+	cfg, err := pgx.ParseConfig(dsn) // its errors hide the password
 	if err != nil {
-		return nil, usagef("--database-url: %w", err)
+		return nil, usagef("database URL: %w", err)
 	}
+	if _, ok := cfg.RuntimeParams["application_name"]; !ok {
+		cfg.RuntimeParams["application_name"] = "esox" // how pg_stat_activity shows the command
+	}
+	db := sqlx.NewDb(stdlib.OpenDB(*cfg), "pgx")
 	db.SetMaxOpenConns(4)
 	if err := db.PingContext(ctx); err != nil {
 		_ = db.Close()
