@@ -57,16 +57,16 @@ type ListStreamsParams struct {
 // time (see ListStreamsParams). A page shorter than its Limit is the last.
 //
 // It skips from stream to stream along the index on (stream_id,
-// stream_version), so its cost grows with the streams it returns, not with
-// their events. With a Category it reads the category's streams only when
-// the column's collation orders by bytes (C, or C.UTF-8), as PostgreSQL can
-// then turn the prefix into an index range; under other collations it
-// walks the streams before the category's end too, so it is slower, not
-// wrong. It reads committed events, whether or not the global feed shows
-// them yet.
+// stream_version), one index probe per stream, so its cost grows with the
+// streams it passes, not with their events. With a Category it starts at
+// the category's first stream; when stream_id's collation orders by bytes
+// (C, POSIX, C.UTF-8) it also stops at the category's last, otherwise it
+// passes the streams after the category too until the page is full or the
+// table ends: slower, not wrong. It reads committed events, whether or not
+// the global feed shows them yet.
 //
 // Errors: an *eventstore.InvalidArgumentError for a Category with '-' or a
-// Limit out of range; database errors wrapped. ctx bounds the query. Safe
+// Limit out of range; database errors wrapped. ctx bounds the queries. Safe
 // for concurrent use.
 func (s *Store) ListStreams(ctx context.Context, p ListStreamsParams) ([]StreamSummary, error) {
 	if p.Limit == 0 {
@@ -78,25 +78,38 @@ func (s *Store) ListStreams(ctx context.Context, p ListStreamsParams) ([]StreamS
 	if strings.Contains(p.Category, "-") {
 		return nil, fmt.Errorf("eventstore/postgres: list streams: %w", &eventstore.InvalidArgumentError{Field: "Category", Reason: fmt.Sprintf("%q: a category is the part of a stream ID before its first '-', so it contains none", p.Category)})
 	}
-	// next finds the first stream ID after %s; with a category, among that
-	// category's (the LIKE prefix lets a C-collated index bound the scan).
-	next := `SELECT stream_id FROM ` + s.events + ` WHERE stream_id > %s ORDER BY stream_id LIMIT 1`
+	// step finds the first stream ID after {prev} (and within {bounds}), in
+	// the index's order.
+	step := `SELECT stream_id FROM ` + s.events + ` WHERE stream_id > {prev} {bounds} ORDER BY stream_id LIMIT 1`
+	bounds, match := "", "true"
 	args := []any{p.After, p.Limit}
 	if p.Category != "" {
-		next = `SELECT stream_id FROM ` + s.events + ` WHERE stream_id > %s AND stream_id LIKE $3
-		AND (stream_id = $4 OR stream_id LIKE $5) ORDER BY stream_id LIMIT 1`
-		prefix := likeEscape(p.Category)
-		args = append(args, prefix+"%", p.Category, prefix+"-%")
+		// A category's stream IDs are the category itself and those that
+		// start with "<category>-": all sort at or after the category in
+		// any collation, and bytewise also before "<category>." ('.'
+		// follows '-').
+		args = append(args, p.Category)
+		bounds = `AND stream_id >= $3`
+		bytewise, err := s.streamIDsSortBytewise(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if bytewise {
+			bounds += ` AND stream_id < $4`
+			args = append(args, p.Category+".")
+		}
+		match = `(s.stream_id = $3 OR starts_with(s.stream_id, $3 || '-'))`
 	}
+	step = strings.ReplaceAll(step, "{bounds}", bounds)
 	query := `WITH RECURSIVE s(stream_id) AS (
-	(` + fmt.Sprintf(next, "$1") + `)
+	(` + strings.ReplaceAll(step, "{prev}", "$1") + `)
 	UNION ALL
-	SELECT (` + fmt.Sprintf(next, "s.stream_id") + `) FROM s WHERE s.stream_id IS NOT NULL
+	SELECT (` + strings.ReplaceAll(step, "{prev}", "s.stream_id") + `) FROM s WHERE s.stream_id IS NOT NULL
 )
 SELECT s.stream_id, last.stream_version, last.recorded_at FROM s
 CROSS JOIN LATERAL (SELECT stream_version, recorded_at FROM ` + s.events + `
 	WHERE stream_id = s.stream_id ORDER BY stream_version DESC LIMIT 1) AS last
-WHERE s.stream_id IS NOT NULL
+WHERE s.stream_id IS NOT NULL AND ` + match + `
 LIMIT $2`
 	rows, err := s.db.QueryContext(ctx, query, args...)
 	if err != nil {
@@ -117,9 +130,21 @@ LIMIT $2`
 	return out, nil
 }
 
-// likeEscape escapes LIKE's wildcards (and its escape character) in s.
-func likeEscape(s string) string {
-	return strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(s)
+// streamIDsSortBytewise reports whether the events table's stream_id
+// column sorts by bytes (a libc collation C, POSIX or C.UTF-8, its own or
+// the database's), so that the IDs sharing a prefix form one range of its
+// index.
+func (s *Store) streamIDsSortBytewise(ctx context.Context) (bool, error) {
+	var bytewise bool
+	err := s.db.QueryRowContext(ctx, `SELECT CASE WHEN c.collprovider = 'd'
+		THEN d.datlocprovider = 'c' AND d.datcollate IN ('C', 'POSIX', 'C.UTF-8', 'C.utf8')
+		ELSE c.collprovider = 'c' AND c.collcollate IN ('C', 'POSIX', 'C.UTF-8', 'C.utf8') END
+FROM pg_attribute a JOIN pg_collation c ON c.oid = a.attcollation JOIN pg_database d ON d.datname = current_database()
+WHERE a.attrelid = $1::regclass AND a.attname = 'stream_id'`, s.events).Scan(&bytewise)
+	if err != nil {
+		return false, translate(ctx, "list streams: look up stream_id's collation", err)
+	}
+	return bytewise, nil
 }
 
 // ReadStreamRaw returns up to limit records of streamID with StreamVersion

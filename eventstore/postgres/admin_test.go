@@ -37,48 +37,74 @@ func streamIDs(ss []postgres.StreamSummary) string {
 
 // TestListStreams: streams in ID order with version and last time, paged
 // with After, filtered by category (a stream ID without '-' is its own
-// category; LIKE's wildcards in a category match themselves only).
+// category; "orders-1" and "order!x" are not in "order"), under a
+// collation that sorts by bytes (where a category is one index range) and
+// under one that does not (ICU's root collation, where the command walks
+// on past the category).
 func TestListStreams(t *testing.T) {
 	t.Parallel()
-	b := setup(t, postgres.Config{})
-	ctx := testCtx(t)
-	for _, s := range []struct {
-		id string
-		n  int
-	}{{"order-2", 3}, {"order-1", 1}, {"order", 2}, {"orders-1", 1}, {"a_b-1", 1}, {"axb-1", 1}, {"cart-9", 2}} {
-		if _, err := b.store.Append(ctx, s.id, eventstore.Any, items(s.n)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	rs := b.rawStore(t)
-	all, err := rs.ListStreams(ctx, postgres.ListStreamsParams{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, want := streamIDs(all), "a_b-1 axb-1 cart-9 order order-1 order-2 orders-1"; got != want {
-		t.Fatalf("ListStreams = %s, want %s", got, want)
-	}
-	if all[5].Version != 3 || all[4].Version != 1 || all[5].LastRecordedAt.IsZero() {
-		t.Fatalf("order-2, order-1: %+v, %+v", all[5], all[4])
-	}
-	page, err := rs.ListStreams(ctx, postgres.ListStreamsParams{Limit: 2, After: "cart-9"})
-	if err != nil || streamIDs(page) != "order order-1" {
-		t.Fatalf("page after cart-9 = %s, %v", streamIDs(page), err)
-	}
-	for cat, want := range map[string]string{"order": "order order-1 order-2", "a_b": "a_b-1", "cart": "cart-9", "nope": ""} {
-		got, err := rs.ListStreams(ctx, postgres.ListStreamsParams{Category: cat})
-		if err != nil || streamIDs(got) != want {
-			t.Errorf("category %s = %q, %v; want %q", cat, streamIDs(got), err, want)
-		}
-	}
-	got, err := rs.ListStreams(ctx, postgres.ListStreamsParams{Category: "order", After: "order", Limit: 1})
-	if err != nil || streamIDs(got) != "order-1" {
-		t.Fatalf("category page = %s, %v", streamIDs(got), err)
-	}
-	for _, p := range []postgres.ListStreamsParams{{Category: "order-1"}, {Limit: -1}, {Limit: eventstore.MaxReadAllLimit + 1}} {
-		if _, err := rs.ListStreams(ctx, p); !errors.Is(err, eventstore.ErrInvalidArgument) {
-			t.Errorf("ListStreams(%+v) = %v, want ErrInvalidArgument", p, err)
-		}
+	for _, collation := range []string{"C", "und-x-icu"} {
+		t.Run(collation, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, postgres.Config{})
+			ctx := testCtx(t)
+			var exists bool
+			if err := b.db.GetContext(ctx, &exists, `SELECT EXISTS (SELECT 1 FROM pg_collation WHERE collname = $1)`, collation); err != nil {
+				t.Fatal(err)
+			}
+			if !exists {
+				t.Skipf("the server has no collation %q (PostgreSQL built without ICU)", collation)
+			}
+			if _, err := b.db.ExecContext(ctx, `ALTER TABLE `+b.store.QualifiedEventsTable()+` ALTER COLUMN stream_id TYPE text COLLATE "`+collation+`"`); err != nil {
+				t.Fatal(err)
+			}
+			for _, s := range []struct {
+				id string
+				n  int
+			}{{"order-2", 3}, {"order-1", 1}, {"order", 2}, {"orders-1", 1}, {"order!x", 1}, {"a_b-1", 1}, {"axb-1", 1}, {"cart-9", 2}, {"zeta-1", 1}} {
+				if _, err := b.store.Append(ctx, s.id, eventstore.Any, items(s.n)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var sorted []string
+			if err := b.db.SelectContext(ctx, &sorted, `SELECT DISTINCT stream_id FROM `+b.store.QualifiedEventsTable()+` ORDER BY stream_id`); err != nil {
+				t.Fatal(err)
+			}
+			rs := b.rawStore(t)
+			all, err := rs.ListStreams(ctx, postgres.ListStreamsParams{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := streamIDs(all), strings.Join(sorted, " "); got != want {
+				t.Fatalf("ListStreams = %s, want %s", got, want)
+			}
+			byID := map[string]postgres.StreamSummary{}
+			for _, s := range all {
+				byID[s.StreamID] = s
+			}
+			if byID["order-2"].Version != 3 || byID["order-1"].Version != 1 || byID["order-2"].LastRecordedAt.IsZero() {
+				t.Fatalf("order-2, order-1: %+v, %+v", byID["order-2"], byID["order-1"])
+			}
+			page, err := rs.ListStreams(ctx, postgres.ListStreamsParams{Limit: 2, After: sorted[1]})
+			if err != nil || streamIDs(page) != strings.Join(sorted[2:4], " ") {
+				t.Fatalf("page after %s = %s, %v", sorted[1], streamIDs(page), err)
+			}
+			for cat, want := range map[string]string{"order": "order order-1 order-2", "a_b": "a_b-1", "cart": "cart-9", "zeta": "zeta-1", "nope": "", "ord": ""} {
+				got, err := rs.ListStreams(ctx, postgres.ListStreamsParams{Category: cat})
+				if err != nil || streamIDs(got) != want {
+					t.Errorf("category %s = %q, %v; want %q", cat, streamIDs(got), err, want)
+				}
+			}
+			got, err := rs.ListStreams(ctx, postgres.ListStreamsParams{Category: "order", After: "order", Limit: 1})
+			if err != nil || streamIDs(got) != "order-1" {
+				t.Fatalf("category page = %s, %v", streamIDs(got), err)
+			}
+			for _, p := range []postgres.ListStreamsParams{{Category: "order-1"}, {Limit: -1}, {Limit: eventstore.MaxReadAllLimit + 1}} {
+				if _, err := rs.ListStreams(ctx, p); !errors.Is(err, eventstore.ErrInvalidArgument) {
+					t.Errorf("ListStreams(%+v) = %v, want ErrInvalidArgument", p, err)
+				}
+			}
+		})
 	}
 }
 
