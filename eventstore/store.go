@@ -55,8 +55,8 @@ type Store interface {
 
 	// ReadAll returns up to limit records that follow after in the global
 	// feed, in feed order. It never returns a record while a transaction
-	// that could still commit a record before it is open (DESIGN guarantees
-	// 2 and 3), so a reader that resumes from the last Position it saw never
+	// that could still commit a record before it is open (guarantees
+	// 2 and 3 in docs/guarantees.md), so a reader that resumes from the last Position it saw never
 	// misses one. limit must be between 1 and 10,000.
 	ReadAll(ctx context.Context, after Position, limit int) ([]Record, error)
 

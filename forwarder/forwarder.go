@@ -289,7 +289,7 @@ func (c Config) validate() error {
 
 // Forwarder relays the events table to a Watermill publisher: every committed
 // event is published at least once, in feed order (so in version order per
-// stream), with the event ID as message UUID (DESIGN guarantee 6). Several
+// stream), with the event ID as message UUID (guarantee 6 in docs/guarantees.md). Several
 // instances may run with the same consumer group; one is active at a time,
 // and another takes over when it dies (guarantee 7).
 //

@@ -37,10 +37,17 @@ func brokerKind(b string) (kind, redacted string, err error) {
 	return "", "", fmt.Errorf("unknown scheme %q (want gochannel, amqp://… or nats://…)", u.Scheme)
 }
 
+// rabbitMQMaxMessageSize is RabbitMQ's default max_message_size since 4.0.
+const rabbitMQMaxMessageSize = 16 << 20
+
 // broker is a publisher for the forwarder and a subscriber for the shipping
 // consumer, on the same broker.
 type broker struct {
 	kind string
+	// maxMessageSize is the broker's message size limit the forwarder
+	// checks before publishing (forwarder.Config.MaxMessageSize), 0 for
+	// none.
+	maxMessageSize int
 	pub  message.Publisher
 	sub  message.Subscriber
 }
@@ -83,6 +90,9 @@ func openBroker(rawURL string, log *slog.Logger) (*broker, error) {
 		gc := gochannel.NewGoChannel(gochannel.Config{BlockPublishUntilSubscriberAck: true}, wlog)
 		b.pub, b.sub = gc, gc
 	case "amqp":
+		// RabbitMQ's default max_message_size from 4.0 (128 MiB before):
+		// set it to the server's if you changed it.
+		b.maxMessageSize = rabbitMQMaxMessageSize
 		if b.pub, err = rabbitmq.NewPublisher(rabbitmq.Config{
 			URL:            rawURL,
 			Mandatory:      true,
