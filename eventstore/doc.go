@@ -9,13 +9,20 @@
 //
 // # Guarantees
 //
-// The types here carry the contract of DESIGN.md guarantees 1–3 and 8:
+// The types here carry the contract of guarantees 1–3 and 8 in
+// docs/guarantees.md:
 //
 //   - Optimistic concurrency (1): every append takes an ExpectedVersion and fails
 //     with a *ConcurrencyError matching ErrConcurrencyConflict, writing nothing.
+//     Every append error means nothing was written, except one matching
+//     ErrOutcomeUnknown (*OutcomeUnknownError), the last resort of a store
+//     that could not find out after its connection failed.
 //   - Gap-free global feed (2) and per-stream order in it (3): Store.ReadAll
 //     returns records ordered by Position and never skips a record that commits
 //     later with a smaller Position.
-//   - Bad input is refused (8): invalid stream IDs, unregistered event types and
-//     payloads that do not decode return typed errors and write nothing.
+//   - Bad input is refused (8): invalid stream IDs, unregistered event types,
+//     payloads that do not decode, and anything PostgreSQL could not store
+//     (CheckJSONB, CheckText, ValidateSnapshot, all run by EncodeAppend,
+//     Register or the stores' SaveSnapshot) return typed errors and write
+//     nothing, in every store alike.
 package eventstore

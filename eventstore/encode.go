@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 )
@@ -21,12 +22,26 @@ type EncodedEvent struct {
 	Meta Metadata
 }
 
+// EncodeOpts are a store's limits for EncodeAppend. A nil *EncodeOpts means
+// no limits beyond PostgreSQL's.
+type EncodeOpts struct {
+	// MaxEventSize is the largest event accepted, in bytes of payload plus
+	// metadata as encoded JSON; 0 means no limit.
+	MaxEventSize int
+}
+
 // EncodeAppend validates an append's arguments and encodes its events with
 // r: the stream ID, the expected version, a non-empty events slice, every
 // event's type and payload; it assigns UUIDv7 IDs where ID is zero and merges
 // each event's metadata over ctx's. Stores call it first so that every store
 // refuses the same bad input with the same typed errors, before writing.
-func EncodeAppend(ctx context.Context, r *Registry, streamID string, expected ExpectedVersion, events []Event) ([]EncodedEvent, error) {
+//
+// It refuses what PostgreSQL could not store (see CheckJSONB): a payload
+// with a *PayloadError (ErrMalformedPayload), metadata with an
+// *InvalidArgumentError (ErrInvalidArgument) whose Field is "metadata". With
+// opts.MaxEventSize set, a larger event is refused with an
+// *EventTooLargeError (ErrEventTooLarge). Errors name the event's index.
+func EncodeAppend(ctx context.Context, r *Registry, streamID string, expected ExpectedVersion, events []Event, opts *EncodeOpts) ([]EncodedEvent, error) {
 	if err := ValidateStreamID(streamID); err != nil {
 		return nil, err
 	}
@@ -48,6 +63,9 @@ func EncodeAppend(ctx context.Context, r *Registry, streamID string, expected Ex
 			// MarshalJSON that returns a bare string is a bug worth naming.
 			return nil, fmt.Errorf("event %d: %w", i, &PayloadError{Type: name, Op: "encode", Err: fmt.Errorf("payload must be a JSON object or array")})
 		}
+		if err := CheckJSONB(payload); err != nil {
+			return nil, fmt.Errorf("event %d: %w", i, &PayloadError{Type: name, Op: "encode", Err: fmt.Errorf("PostgreSQL cannot store the payload: %w", err)})
+		}
 		id := e.ID
 		if id == uuid.Nil {
 			if id, err = uuid.NewV7(); err != nil {
@@ -59,7 +77,41 @@ func EncodeAppend(ctx context.Context, r *Registry, streamID string, expected Ex
 		if err != nil {
 			return nil, fmt.Errorf("event %d: encode metadata: %w", i, err)
 		}
+		if err := CheckJSONB(metaJSON); err != nil {
+			return nil, fmt.Errorf("event %d: %w", i, &InvalidArgumentError{Field: "metadata", Reason: "PostgreSQL cannot store it: " + err.Error()})
+		}
+		if opts != nil && opts.MaxEventSize > 0 && len(payload)+len(metaJSON) > opts.MaxEventSize {
+			return nil, fmt.Errorf("event %d: %w", i, &EventTooLargeError{Index: i, Type: name, Size: len(payload) + len(metaJSON), Max: opts.MaxEventSize})
+		}
 		out[i] = EncodedEvent{ID: id, Type: name, Payload: payload, Metadata: metaJSON, Data: e.Data, Meta: meta}
 	}
 	return out, nil
+}
+
+// ValidateSnapshot checks a snapshot before it is saved: a valid stream ID
+// (*InvalidStreamIDError), a Version of at least 1, a non-empty Type that
+// PostgreSQL can store as text (no NUL, valid UTF-8), and a Payload that is
+// valid JSON and valid UTF-8 (*InvalidArgumentError for each). Snapshot
+// payloads are kept as the JSON text given, so the escape \u0000, lone
+// surrogate escapes and numbers of any size are accepted. Stores call it
+// first in SaveSnapshot so that they refuse the same snapshots.
+func ValidateSnapshot(s Snapshot) error {
+	if err := ValidateStreamID(s.StreamID); err != nil {
+		return err
+	}
+	switch {
+	case s.Version < 1:
+		return &InvalidArgumentError{Field: "snapshot version", Reason: fmt.Sprintf("must be at least 1, got %d", s.Version)}
+	case s.Type == "":
+		return &InvalidArgumentError{Field: "snapshot type", Reason: "must not be empty"}
+	case !json.Valid(s.Payload):
+		return &InvalidArgumentError{Field: "snapshot payload", Reason: "must be valid JSON"}
+	}
+	if err := CheckText(s.Type); err != nil {
+		return &InvalidArgumentError{Field: "snapshot type", Reason: err.Error()}
+	}
+	if !utf8.Valid(s.Payload) {
+		return &InvalidArgumentError{Field: "snapshot payload", Reason: "must be valid UTF-8"}
+	}
+	return nil
 }

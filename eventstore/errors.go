@@ -3,6 +3,9 @@ package eventstore
 import (
 	"errors"
 	"fmt"
+	"strings"
+
+	"github.com/google/uuid"
 )
 
 // Sentinel errors. Every error the stores return for these conditions matches
@@ -30,13 +33,23 @@ var (
 	ErrInvalidArgument = errors.New("eventstore: invalid argument")
 	// ErrSnapshotNotFound: no snapshot was saved for the stream.
 	ErrSnapshotNotFound = errors.New("eventstore: snapshot not found")
+	// ErrEventTooLarge: an event's encoded payload and metadata are larger
+	// than the store's configured maximum event size. Matched by
+	// *EventTooLargeError, which also matches ErrInvalidArgument.
+	ErrEventTooLarge = errors.New("eventstore: event too large")
+	// ErrOutcomeUnknown: an append failed in a way that leaves open whether
+	// it was written (the connection broke after the statement was sent),
+	// and the store could not find out. It is the one append error after
+	// which the events may be stored; every other error means nothing was
+	// written. Matched by *OutcomeUnknownError.
+	ErrOutcomeUnknown = errors.New("eventstore: append outcome unknown")
 )
 
 // ConcurrencyError reports a failed append: the stream's actual version did
 // not satisfy the expected one, or (Reason non-empty) the append ran in a
 // transaction older than the one that wrote the stream's last event, so
-// committing it would reorder the stream in the global feed (DESIGN
-// guarantee 3). Nothing of the append was written.
+// committing it would reorder the stream in the global feed (guarantee 3
+// in docs/guarantees.md). Nothing of the append was written.
 //
 // It matches ErrConcurrencyConflict.
 type ConcurrencyError struct {
@@ -129,3 +142,88 @@ func (e *InvalidArgumentError) Error() string {
 
 // Is makes errors.Is(err, ErrInvalidArgument) true.
 func (e *InvalidArgumentError) Is(target error) bool { return target == ErrInvalidArgument }
+
+// EventTooLargeError reports an event whose encoded payload plus metadata
+// exceed the store's maximum event size (MaxEventSize in the store's
+// config). Nothing of the append was written.
+//
+// It matches ErrEventTooLarge and, since the event is an argument the store
+// refuses, ErrInvalidArgument.
+type EventTooLargeError struct {
+	// Index is the event's index in the append's events slice.
+	Index int
+	// Type is the event type name.
+	Type string
+	// Size is the event's size in bytes: its payload and metadata as JSON.
+	Size int
+	// Max is the configured maximum.
+	Max int
+}
+
+func (e *EventTooLargeError) Error() string {
+	return fmt.Sprintf("eventstore: event too large: event %d (type %q) has %d bytes of payload and metadata, more than the store's maximum of %d", e.Index, e.Type, e.Size, e.Max)
+}
+
+// Is makes errors.Is(err, ErrEventTooLarge) and errors.Is(err,
+// ErrInvalidArgument) true.
+func (e *EventTooLargeError) Is(target error) bool {
+	return target == ErrEventTooLarge || target == ErrInvalidArgument
+}
+
+// OutcomeUnknownError reports an append that may or may not have been
+// written: the connection failed after the statement (or its transaction's
+// COMMIT) was sent, and looking the events up afterwards did not succeed
+// either (the database stayed unreachable, or ctx ended). The append is
+// atomic, so either all of EventIDs are stored in StreamID or none is.
+//
+// Settle it before retrying: look the first event ID up (postgres:
+// Store.SettleAppend or Store.LookupEvents) or read the stream (StreamInfo,
+// ReadStream). Retrying the append with the same events and the same event
+// IDs is safe too: a store reports an append whose events are all stored
+// already, as one earlier append of the same stream at versions the expected
+// version allows, as written, and refuses any other reuse of an ID. Retrying
+// with fresh IDs may store the events twice.
+//
+// It matches ErrOutcomeUnknown and unwraps to the error that broke the
+// append.
+type OutcomeUnknownError struct {
+	StreamID string
+	// EventIDs are the IDs of the append's events, in order.
+	EventIDs []uuid.UUID
+	// Err is the error that broke the append; the error of the last
+	// attempt to look the events up is in the message.
+	Err error
+	// Lookup is the error of the last attempt to look the events up.
+	Lookup error
+}
+
+func (e *OutcomeUnknownError) Error() string {
+	ids := make([]string, 0, 3)
+	for i, id := range e.EventIDs {
+		if i == 2 && len(e.EventIDs) > 3 {
+			ids = append(ids, fmt.Sprintf("… (%d more)", len(e.EventIDs)-2))
+			break
+		}
+		ids = append(ids, id.String())
+	}
+	msg := fmt.Sprintf("eventstore: append outcome unknown: the append of %d event(s) to stream %q may or may not have been written (%v)",
+		len(e.EventIDs), e.StreamID, e.Err)
+	if e.Lookup != nil {
+		msg += fmt.Sprintf("; looking the events up failed too (%v)", e.Lookup)
+	}
+	return msg + fmt.Sprintf("; settle it by looking up event %s (all or none are stored) or reading the stream's version with StreamInfo, "+
+		"or retry with the same event IDs [%s], never with fresh ones", e.firstID(), strings.Join(ids, ", "))
+}
+
+func (e *OutcomeUnknownError) firstID() string {
+	if len(e.EventIDs) == 0 {
+		return "<none>"
+	}
+	return e.EventIDs[0].String()
+}
+
+// Is makes errors.Is(err, ErrOutcomeUnknown) true.
+func (e *OutcomeUnknownError) Is(target error) bool { return target == ErrOutcomeUnknown }
+
+// Unwrap returns the error that broke the append.
+func (e *OutcomeUnknownError) Unwrap() error { return e.Err }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -204,7 +205,7 @@ func TestEncodeAppend(t *testing.T) {
 	enc, err := eventstore.EncodeAppend(ctx, r, "order-1", eventstore.Any, []eventstore.Event{
 		{Data: placed{"o", 1}, Metadata: eventstore.Metadata{Actor: "bob"}},
 		{ID: given, Data: &shipped{"o"}},
-	})
+	}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,7 +224,7 @@ func TestEncodeAppend(t *testing.T) {
 		"no events":    {"order-1", nil, eventstore.ErrInvalidArgument},
 		"unregistered": {"order-1", []eventstore.Event{{Data: 42}}, eventstore.ErrUnknownEventType},
 	} {
-		if _, err := eventstore.EncodeAppend(ctx, r, c.stream, eventstore.Any, c.events); !errors.Is(err, c.want) {
+		if _, err := eventstore.EncodeAppend(ctx, r, c.stream, eventstore.Any, c.events, nil); !errors.Is(err, c.want) {
 			t.Errorf("%s: err = %v, want %v", name, err, c.want)
 		}
 	}
@@ -297,4 +298,26 @@ func FuzzMetadataJSON(f *testing.F) {
 			t.Fatalf("round trip %#v -> %s -> %#v (%v)", m, out, back, err)
 		}
 	})
+}
+
+// TestOutcomeErrors: the typed errors of an unknown outcome and of a too
+// large event match their sentinels and say what to do.
+func TestOutcomeErrors(t *testing.T) {
+	t.Parallel()
+	cause := errors.New("driver: bad connection")
+	id := uuid.MustParse("01900000-0000-7000-8000-000000000001")
+	err := fmt.Errorf("wrapped: %w", &eventstore.OutcomeUnknownError{StreamID: "order-1", EventIDs: []uuid.UUID{id, uuid.New()}, Err: cause, Lookup: errors.New("connection refused")})
+	var ue *eventstore.OutcomeUnknownError
+	if !errors.Is(err, eventstore.ErrOutcomeUnknown) || !errors.Is(err, cause) || !errors.As(err, &ue) || errors.Is(err, eventstore.ErrInvalidArgument) {
+		t.Fatalf("OutcomeUnknownError does not match as documented: %v", err)
+	}
+	for _, want := range []string{"order-1", id.String(), "bad connection", "connection refused", "StreamInfo", "same event IDs"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("message %q lacks %q", err, want)
+		}
+	}
+	tl := error(&eventstore.EventTooLargeError{Index: 2, Type: "t", Size: 11, Max: 10})
+	if !errors.Is(tl, eventstore.ErrEventTooLarge) || !errors.Is(tl, eventstore.ErrInvalidArgument) || errors.Is(tl, eventstore.ErrMalformedPayload) {
+		t.Fatalf("EventTooLargeError matches wrongly: %v", tl)
+	}
 }

@@ -27,13 +27,18 @@ func NewRegistry() *Registry {
 // Register adds the Go type E under name. Appends accept values of E and *E;
 // reads decode payloads stored under name into a value of E (not a pointer).
 //
-// It returns an *InvalidArgumentError when name is empty, E is a pointer or
-// interface type, or either the name or the type is already registered under
-// something else. Registering the same pair twice is a no-op.
+// It returns an *InvalidArgumentError when name is empty or cannot be stored
+// as PostgreSQL text (it contains a NUL byte or is not valid UTF-8, see
+// CheckText), E is a pointer or interface type, or either the name or the
+// type is already registered under something else. Registering the same pair
+// twice is a no-op.
 func Register[E any](r *Registry, name string) error {
 	t := reflect.TypeFor[E]()
 	if name == "" {
 		return &InvalidArgumentError{Field: "event type name", Reason: "must not be empty"}
+	}
+	if err := CheckText(name); err != nil {
+		return &InvalidArgumentError{Field: "event type name", Reason: fmt.Sprintf("%q %v", name, err)}
 	}
 	if t.Kind() == reflect.Pointer || t.Kind() == reflect.Interface {
 		return &InvalidArgumentError{Field: "event type " + t.String(), Reason: "register the value type, not a pointer or interface"}

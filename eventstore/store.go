@@ -20,10 +20,30 @@ type Store interface {
 	// appends do not fail because a concurrent append to the same stream
 	// won the next version: the store retries them.
 	//
-	// It returns a *ConcurrencyError (ErrConcurrencyConflict) on a version
-	// mismatch, an *InvalidStreamIDError, an *UnknownEventTypeError, a
-	// *PayloadError, or an *InvalidArgumentError for an empty events slice;
-	// in every error case nothing is written. ctx bounds the whole append.
+	// What an error says about what was written: an error matching
+	// ErrOutcomeUnknown (an *OutcomeUnknownError) means the events may or
+	// may not be stored, all or none of them; every other error means none
+	// was written. A store whose connection can fail after the append was
+	// sent finds out itself (the PostgreSQL store looks the event IDs up)
+	// and returns success or a "not written" error; ErrOutcomeUnknown is
+	// its last resort, when it cannot find out. Settle that by looking the
+	// event IDs up or reading StreamInfo, or retry with the same event IDs.
+	//
+	// The other errors: a *ConcurrencyError (ErrConcurrencyConflict) on a
+	// version mismatch, an *InvalidStreamIDError, an *UnknownEventTypeError,
+	// a *PayloadError (ErrMalformedPayload) for a payload that cannot be
+	// encoded or stored, an *InvalidArgumentError for an empty events
+	// slice, metadata that cannot be stored or an event ID that is already
+	// stored, an *EventTooLargeError above the store's maximum event size,
+	// and errors wrapping ctx.Err() or the database's. ctx bounds the append
+	// (a store may take a bounded extra moment to settle an append whose
+	// connection failed).
+	//
+	// An append whose events are all stored already, with the same IDs in
+	// the same order as one earlier append to streamID at versions expected
+	// allows, is a replay: it writes nothing and returns the stored events'
+	// result. Retrying with the same event IDs is therefore safe; retrying
+	// with fresh IDs after ErrOutcomeUnknown may store the events twice.
 	Append(ctx context.Context, streamID string, expected ExpectedVersion, events []Event) (AppendResult, error)
 
 	// ReadStream yields the records of streamID with StreamVersion >= from
@@ -35,8 +55,8 @@ type Store interface {
 
 	// ReadAll returns up to limit records that follow after in the global
 	// feed, in feed order. It never returns a record while a transaction
-	// that could still commit a record before it is open (DESIGN guarantees
-	// 2 and 3), so a reader that resumes from the last Position it saw never
+	// that could still commit a record before it is open (guarantees
+	// 2 and 3 in docs/guarantees.md), so a reader that resumes from the last Position it saw never
 	// misses one. limit must be between 1 and 10,000.
 	ReadAll(ctx context.Context, after Position, limit int) ([]Record, error)
 

@@ -25,7 +25,11 @@ type Tx interface {
 // transactions.
 //
 // AppendTx has Append's contract, except that the events are written only
-// when the caller commits tx: an error means the caller must roll tx back.
+// when the caller commits tx: an error means the caller must roll tx back,
+// and since AppendTx commits nothing its errors never leave an outcome open.
+// The caller's Commit can: a Commit that fails because the connection broke
+// may have committed. The PostgreSQL store's SettleAppend finds out, from
+// the AppendResult's EventIDs.
 type TxAppender interface {
 	AppendTx(ctx context.Context, tx Tx, streamID string, expected ExpectedVersion, events []Event) (AppendResult, error)
 }

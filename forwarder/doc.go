@@ -18,9 +18,13 @@
 //     published concurrently, see Config.PublishConcurrency); the message
 //     UUID is the event ID, so consumers de-duplicate on it. A failed
 //     publish is retried with backoff, never skipped; a broker outage only
-//     delays delivery. The offset moves past an event only after the
-//     publisher returned without error for it and for every event before
-//     it; a crash or a stop publishes the unrecorded part of a batch again.
+//     delays delivery. A publish that can never succeed (the event is too
+//     large for the broker: Config.MaxMessageSize, Config.IsPermanent)
+//     makes the event a poison event instead, stopped on or dead-lettered.
+//     The offset moves past an event only after the publisher returned
+//     without error for it (or for its dead letter) and for every event
+//     before it; a crash or a stop publishes the unrecorded part of a batch
+//     again.
 //   - One active worker per job (7). Any number of instances may run the same
 //     consumer group; a session advisory lock (internal/leader, key
 //     LeaderKey, on the process's one lock session) makes exactly one of
@@ -38,7 +42,7 @@
 // # Usage
 //
 //	store, _ := postgres.New(db, registry, postgres.Config{})
-//	pub, _ := amqp.NewPublisher(amqpConfig, watermill.NewSlogLogger(logger))
+//	pub, _ := rabbitmq.NewPublisher(rabbitmq.Config{URL: "amqp://…"}) // forwarder/rabbitmq
 //	fwd, err := forwarder.New(store, pub, forwarder.Config{ConsumerGroup: "rabbitmq"})
 //	if err != nil { … }
 //	err = fwd.Run(ctx) // blocks until ctx is done
@@ -46,8 +50,10 @@
 // Events go to the topic Config.Topic returns, by default the stream's
 // category ("order" for "order-7f3c"). Config.Categories and
 // Config.EventTypes filter what is forwarded. An event the topic function
-// rejects is a poison event: Run stops on it (PoisonStop, the default) or
-// sends it to a dead-letter topic (PoisonDeadLetter), never drops it.
+// rejects, or the broker refuses permanently (too large), is a poison
+// event: Run stops on it (PoisonStop, the default) or sends it (or a
+// reference to it) to a dead-letter topic (PoisonDeadLetter), never drops
+// it.
 //
 // See docs/forwarding.md for brokers, ordering and de-duplication on the
 // consumer side, running several instances, outages, and the xid trap.

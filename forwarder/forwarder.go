@@ -6,10 +6,8 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"slices"
-	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -46,22 +44,30 @@ const (
 )
 
 // ErrPoison is matched by the errors Run stops with when an event cannot be
-// forwarded (a *PoisonError or a *MalformedRowError) and Config.OnPoison is
-// PoisonStop.
+// forwarded: a *PoisonError (under PoisonStop, or when not even a reference
+// to the event can be dead-lettered) or a *MalformedRowError.
 var ErrPoison = errors.New("forwarder: poison event")
 
-// PoisonPolicy says what the forwarder does with an event that Config.Topic
-// rejects (returns an error for). An event is never dropped silently.
+// PoisonPolicy says what the forwarder does with a poison event: one that
+// Config.Topic rejects (returns an error for), or that the publisher refuses
+// permanently (Config.MaxMessageSize, Config.IsPermanent). An event is never
+// dropped silently.
 type PoisonPolicy int
 
 const (
 	// PoisonStop (the default) stops Run with a *PoisonError matching
-	// ErrPoison, without advancing the offset past the event. Fix the topic
-	// function (or the event) and restart; nothing is lost.
+	// ErrPoison, without advancing the offset past the event: the offset
+	// stays right before it. Fix the topic function, the broker's limit or
+	// the event, and restart; nothing is lost.
 	PoisonStop PoisonPolicy = iota
-	// PoisonDeadLetter publishes the event unchanged to
-	// Config.DeadLetterTopic, with MetadataPoisonReason set to the topic
-	// function's error, logs it at Warn level, and goes on.
+	// PoisonDeadLetter publishes the event to Config.DeadLetterTopic, with
+	// MetadataPoisonReason saying why, logs it at Warn level, and goes on.
+	// If the dead-letter topic refuses the event permanently too (it is too
+	// large for it as well), a reference message is published there instead
+	// (see NewReferenceMessage); if even that is refused, Run stops with a
+	// *PoisonError. The stream's later events are published only after the
+	// dead letter, so a consumer that sees the stream's version gap can find
+	// the missing version on the dead-letter topic.
 	PoisonDeadLetter
 )
 
@@ -77,25 +83,50 @@ func (p PoisonPolicy) String() string {
 	}
 }
 
-// PoisonError reports an event the topic function rejected, under PoisonStop.
-// It matches ErrPoison and unwraps to the topic function's error.
+// PoisonError reports a poison event Run stopped on: one the topic function
+// rejected, or one the publisher refused permanently (under PoisonStop, or
+// under PoisonDeadLetter when the dead-letter topic refused the event and a
+// reference to it too). It matches ErrPoison and unwraps to Err.
 type PoisonError struct {
 	Position eventstore.Position
 	EventID  string
 	StreamID string
 	Type     string
-	Err      error
+	// Topic is the topic the publisher refused the message for; empty when
+	// the topic function rejected the event.
+	Topic string
+	// Size is the message's size as MessageSize counts it, when the
+	// publisher refused it; 0 when the topic function rejected the event.
+	Size int
+	// Err is why: the topic function's error, a *MessageTooLargeError
+	// (Config.MaxMessageSize), or the publisher's error that
+	// Config.IsPermanent classified as permanent; when the dead-letter topic
+	// refused it too, an error wrapping those refusals as well.
+	Err error
 }
 
 func (e *PoisonError) Error() string {
-	return fmt.Sprintf("forwarder: poison event %s (stream %q, type %q, position %s): topic: %v", e.EventID, e.StreamID, e.Type, e.Position, e.Err)
+	return fmt.Sprintf("forwarder: poison event %s (stream %q, type %q, position %s): %s", e.EventID, e.StreamID, e.Type, e.Position, e.reason())
+}
+
+// reason is the error without the event: the MetadataPoisonReason of its
+// dead letter.
+func (e *PoisonError) reason() string {
+	if e.Topic == "" {
+		return "topic: " + e.Err.Error()
+	}
+	return fmt.Sprintf("publish to topic %q refused (%d bytes): %v", e.Topic, e.Size, e.Err)
 }
 
 // Is makes errors.Is(err, ErrPoison) true.
 func (e *PoisonError) Is(target error) bool { return target == ErrPoison }
 
-// Unwrap returns the topic function's error.
+// Unwrap returns Err.
 func (e *PoisonError) Unwrap() error { return e.Err }
+
+func newPoisonError(rec eventstore.Record, topic string, size int, err error) *PoisonError {
+	return &PoisonError{Position: rec.Position, EventID: rec.ID.String(), StreamID: rec.StreamID, Type: rec.Type, Topic: topic, Size: size, Err: err}
+}
 
 // TopicFunc returns the topic an event is published to. rec.Data is nil: the
 // forwarder does not decode payloads (rec.Payload holds the JSON). An error
@@ -140,7 +171,8 @@ type Config struct {
 	PollInterval time.Duration
 	// RetryInterval is the first wait after a failed publish or query; it
 	// doubles on each consecutive failure up to RetryMaxInterval. A failed
-	// publish is retried, never skipped. Default RetryIntervalDefault.
+	// publish is retried, never skipped, unless it failed permanently (see
+	// IsPermanent). Default RetryIntervalDefault.
 	RetryInterval time.Duration
 	// RetryMaxInterval caps the backoff. Defaults to
 	// RetryMaxIntervalDefault.
@@ -152,12 +184,34 @@ type Config struct {
 	// PublishConcurrencyDefault. Publishers must allow concurrent Publish
 	// calls, as Watermill's Publisher contract requires.
 	PublishConcurrency int
-	// OnPoison is the policy for events Topic rejects. Defaults to
-	// PoisonStop.
+	// OnPoison is the policy for poison events: events Topic rejects, and
+	// events the publisher refuses permanently (MaxMessageSize,
+	// IsPermanent). Defaults to PoisonStop.
 	OnPoison PoisonPolicy
 	// DeadLetterTopic receives poison events under PoisonDeadLetter.
 	// Required with PoisonDeadLetter, must be empty otherwise.
 	DeadLetterTopic string
+	// MaxMessageSize, when positive, is the largest message, in bytes as
+	// MessageSize counts them (payload, UUID, metadata keys and values),
+	// the forwarder hands to the publisher. A larger message is refused
+	// before publishing, permanently: a poison event, handled by OnPoison
+	// with a *MessageTooLargeError. Set it to the broker's limit (see
+	// docs/forwarding.md for each broker's limit and what it counts): for
+	// RabbitMQ this is the only way to tell an event that is too large from
+	// an outage, since watermill-amqp reports both the same way. It applies
+	// to dead letters and reference messages too. 0 (the default) checks
+	// nothing; negative is invalid.
+	MaxMessageSize int
+	// IsPermanent reports whether a publisher error is permanent: retrying
+	// the same message cannot succeed, so the event is a poison event,
+	// handled by OnPoison. Any error it does not accept is transient and
+	// retried forever, so only an error proven permanent must pass (a
+	// false positive would park or stop on an event that could have been
+	// published; a false negative only keeps retrying). It is not asked
+	// about errors returned after Run's context ended. Called from several
+	// goroutines at once. Defaults to IsMessageTooLarge; to recognise no
+	// error, use func(error) bool { return false }.
+	IsPermanent func(error) bool
 	// LeaderRetryInterval is how often a standby instance tries to take
 	// leadership of the consumer group, and how often the leader checks its
 	// lock session. A killed leader is replaced within about this interval
@@ -202,6 +256,9 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.IsPermanent == nil {
+		c.IsPermanent = IsMessageTooLarge
+	}
 	return c
 }
 
@@ -224,6 +281,8 @@ func (c Config) validate() error {
 		return invalid("RetryMaxInterval", "must not be less than RetryInterval")
 	case c.LeaderRetryInterval < 0:
 		return invalid("LeaderRetryInterval", "must not be negative")
+	case c.MaxMessageSize < 0:
+		return invalid("MaxMessageSize", "must not be negative (0 checks nothing)")
 	case c.OnPoison != PoisonStop && c.OnPoison != PoisonDeadLetter:
 		return invalid("OnPoison", fmt.Sprintf("unknown policy %d", int(c.OnPoison)))
 	case c.OnPoison == PoisonDeadLetter && c.DeadLetterTopic == "":
@@ -236,7 +295,7 @@ func (c Config) validate() error {
 
 // Forwarder relays the events table to a Watermill publisher: every committed
 // event is published at least once, in feed order (so in version order per
-// stream), with the event ID as message UUID (DESIGN guarantee 6). Several
+// stream), with the event ID as message UUID (guarantee 6 in docs/guarantees.md). Several
 // instances may run with the same consumer group; one is active at a time,
 // and another takes over when it dies (guarantee 7).
 //
@@ -257,6 +316,9 @@ type Forwarder struct {
 	// transaction per batch that locks the offsets row FOR UPDATE, which
 	// holds a transaction id during publishes. Tests only.
 	xidHoldingForTest bool
+	// afterHandleForTest, when set, runs after each event of a batch is
+	// handed to the pipeline. Tests only.
+	afterHandleForTest func()
 }
 
 // New returns a Forwarder that publishes store's events to pub. It does no
@@ -293,16 +355,7 @@ var embeddedMigrations embed.FS
 // idempotent and safe to run from several processes at once; ctx bounds it.
 // Run calls it unless Config.DisableMigrate is set.
 func (f *Forwarder) Migrate(ctx context.Context) (postgres.MigrateResult, error) {
-	files, err := fs.Sub(embeddedMigrations, "migrations")
-	if err != nil {
-		return postgres.MigrateResult{}, fmt.Errorf("forwarder: migrations: %w", err)
-	}
-	res, err := postgres.ApplyMigrations(ctx, f.db, postgres.MigrationParams{
-		Schema:    f.store.Schema(),
-		Component: Component,
-		Files:     files,
-		Data:      struct{ Offsets string }{f.offsets},
-	})
+	res, err := postgres.ApplyMigrations(ctx, f.db, f.Migrations())
 	if err != nil {
 		return res, fmt.Errorf("forwarder: %w", err)
 	}
@@ -322,7 +375,8 @@ type Stats struct {
 	Published int64
 	// Filtered counts events skipped by Categories or EventTypes.
 	Filtered int64
-	// Poisoned counts events Topic rejected.
+	// Poisoned counts poison events: events Topic rejected and events the
+	// publisher refused permanently (whether then dead-lettered or not).
 	Poisoned int64
 }
 
@@ -359,7 +413,9 @@ var ErrForwarderRunning = errors.New("forwarder: an instance of the consumer gro
 // SetOffset stores pos as the consumer group's offset: the next leader
 // publishes the events after pos. Use it to replay (an earlier pos), to skip
 // (a later one), or after a dump and restore, when transaction ids restart
-// (see docs/forwarding.md).
+// (see docs/forwarding.md). It creates the group's offset when it has none;
+// SetGroupOffset does the same for a caller without a Publisher, and
+// refuses unknown groups and positions after the head.
 //
 // The group's forwarders must be stopped: SetOffset runs in a transaction
 // that takes the group's leader lock (pg_try_advisory_xact_lock on the key of
@@ -370,28 +426,8 @@ var ErrForwarderRunning = errors.New("forwarder: an instance of the consumer gro
 // hold the lock, but one takes over as soon as the leader stops, so stop
 // them all. Safe for concurrent use; ctx bounds the transaction.
 func (f *Forwarder) SetOffset(ctx context.Context, pos eventstore.Position) error {
-	tx, err := f.db.BeginTxx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("forwarder: set offset: %w", err)
-	}
-	defer func() { _ = tx.Rollback() }()
-	var locked bool
-	key := postgres.LockKey(LeaderKey(f.store.Schema(), f.cfg.ConsumerGroup))
-	if err := tx.QueryRowContext(ctx, `SELECT pg_try_advisory_xact_lock($1)`, key).Scan(&locked); err != nil {
-		return fmt.Errorf("forwarder: set offset: leader lock: %w", err)
-	}
-	if !locked {
-		return ErrForwarderRunning
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO `+f.offsets+` (consumer_group, transaction_id, position) VALUES ($1, $2::text::xid8, $3)
-ON CONFLICT (consumer_group) DO UPDATE SET transaction_id = excluded.transaction_id, position = excluded.position, updated_at = now()`,
-		f.cfg.ConsumerGroup, strconv.FormatUint(pos.TransactionID, 10), pos.Position); err != nil {
-		return fmt.Errorf("forwarder: set offset: %w", err)
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("forwarder: set offset: commit: %w", err)
-	}
-	return nil
+	_, err := setOffset(ctx, f.store, f.cfg.ConsumerGroup, pos, false)
+	return err
 }
 
 // Run relays events until ctx is done, and returns nil then. It applies the
@@ -405,7 +441,9 @@ ON CONFLICT (consumer_group) DO UPDATE SET transaction_id = excluded.transaction
 // takes no transaction id), and publishes the batch's events with up to
 // Config.PublishConcurrency publishes in flight: events of one stream one
 // after the other in version order, different streams in parallel. A failed
-// publish is retried with backoff until it succeeds or ctx ends. Once every
+// publish is retried with backoff until it succeeds or ctx ends, unless it
+// failed permanently (Config.MaxMessageSize, Config.IsPermanent): then the
+// event is a poison event, handled by Config.OnPoison. Once every
 // event of the batch is published it moves the offset past the batch in one
 // short autocommit UPDATE, and only then reads the next one. No transaction
 // is open while a publish is in flight.
@@ -417,8 +455,10 @@ ON CONFLICT (consumer_group) DO UPDATE SET transaction_id = excluded.transaction
 // are published again by the next leader: delivery is at least once.
 //
 // Run returns an error matching ErrPoison when an event cannot be forwarded
-// under PoisonStop, a migration error, or an error when called while another
-// Run of the same Forwarder is running.
+// (under PoisonStop, or when not even a reference to it can be
+// dead-lettered), with the offset right before that event; a migration
+// error; or an error when called while another Run of the same Forwarder is
+// running.
 func (f *Forwarder) Run(ctx context.Context) error {
 	if !f.running.CompareAndSwap(false, true) {
 		return errors.New("forwarder: Run is already running")
@@ -503,20 +543,31 @@ func (f *Forwarder) lead(ctx context.Context) error {
 			failures++
 			continue
 		}
+		// last is the last event handed to the pipeline: when the
+		// leadership ends (or an event fails) in the middle of the batch,
+		// the events after it were never tracked, so the batch may record
+		// nothing beyond it.
+		var last eventstore.Position
 		for _, raw := range raws {
-			if err := f.handle(ctx, raw, pl); err != nil {
-				// Poison under PoisonStop: every event before it is
-				// published (handle drained the pipeline); record them,
-				// so the offset stops right before the poison event.
-				f.recordOffset(ctx, batch, pl.confirmedPos())
-				return err
-			}
-			if ctx.Err() != nil {
+			if ctx.Err() != nil || pl.failed() {
 				break
 			}
+			f.handle(ctx, raw, pl)
+			last = raw.Position
+			if f.afterHandleForTest != nil {
+				f.afterHandleForTest()
+			}
 		}
-		done := pl.through(raws[len(raws)-1].Position)
+		// On a poison failure, through waits for the events before the
+		// poison event and returns the position right before it.
+		var done eventstore.Position
+		if !last.IsZero() {
+			done = pl.through(last)
+		}
 		f.recordOffset(ctx, batch, done)
+		if err := pl.failure(); err != nil {
+			return err
+		}
 		if ctx.Err() == nil {
 			offset = done
 		}
@@ -525,42 +576,40 @@ func (f *Forwarder) lead(ctx context.Context) error {
 }
 
 // handle routes one feed record and hands it to the pipeline. Filtered-out
-// events are done at once. It returns a *PoisonError under PoisonStop (and
-// a *MalformedRowError for a row that cannot become a message), after
-// waiting for the events before it to be published.
-func (f *Forwarder) handle(ctx context.Context, raw eventstore.RawRecord, pl *pipeline) error {
+// events are done at once. A poison event stops the leadership (pl.fail)
+// under PoisonStop: an event the topic function rejects, or a row that
+// cannot become a message (*MalformedRowError, whatever the policy); under
+// PoisonDeadLetter an event the topic function rejects goes to the
+// dead-letter topic.
+func (f *Forwarder) handle(ctx context.Context, raw eventstore.RawRecord, pl *pipeline) {
+	e := pl.track(raw.Position)
 	rec, err := raw.Record()
 	if err != nil {
 		f.log.ErrorContext(ctx, "malformed event row: stopping", "event_id", raw.ID.String(), "stream_id", raw.StreamID, "position", raw.Position.String(), "error", err)
-		pl.drain()
-		return &MalformedRowError{Position: raw.Position, EventID: raw.ID, Err: err}
+		pl.fail(e, &MalformedRowError{Position: raw.Position, EventID: raw.ID, Err: err})
+		return
 	}
 	if !f.selected(rec) {
 		f.filtered.Add(1)
-		pl.done(pl.track(rec.Position))
-		return nil
+		pl.done(e)
+		return
 	}
 	topic, err := f.cfg.Topic(rec)
 	if err == nil && topic == "" {
 		err = errors.New("empty topic")
 	}
-	out := NewMessage(rec)
-	deadLetter := false
 	if err != nil {
 		f.poisoned.Add(1)
-		perr := &PoisonError{Position: rec.Position, EventID: rec.ID.String(), StreamID: rec.StreamID, Type: rec.Type, Err: err}
+		perr := newPoisonError(rec, "", 0, err)
 		if f.cfg.OnPoison != PoisonDeadLetter {
 			f.log.ErrorContext(ctx, "poison event: stopping", "event_id", perr.EventID, "stream_id", rec.StreamID, "position", rec.Position.String(), "error", err.Error())
-			pl.drain()
-			return perr
+			pl.fail(e, perr)
+			return
 		}
-		f.log.WarnContext(ctx, "poison event: publishing to dead-letter topic", "event_id", perr.EventID, "stream_id", rec.StreamID, "position", rec.Position.String(), "topic", f.cfg.DeadLetterTopic, "error", err.Error())
-		out.Metadata.Set(MetadataPoisonReason, err.Error())
-		topic = f.cfg.DeadLetterTopic
-		deadLetter = true
+		pl.dispatch(job{e: e, rec: rec, poison: perr})
+		return
 	}
-	pl.dispatch(job{e: pl.track(rec.Position), topic: topic, msg: out, rec: rec, deadLetter: deadLetter})
-	return nil
+	pl.dispatch(job{e: e, topic: topic, msg: NewMessage(rec), rec: rec})
 }
 
 // idle waits until the feed may have news (wake: an append through the
@@ -596,13 +645,21 @@ func (f *Forwarder) retryAfter(ctx context.Context, msg string, err error, failu
 	}
 }
 
-// publish publishes msg until the publisher accepts it, backing off between
-// attempts; it reports false when ctx ended first.
-func (f *Forwarder) publish(ctx context.Context, topic string, msg *message.Message, rec eventstore.Record) bool {
+// publish publishes msg to topic until the publisher accepts it (nil), or
+// refuses it permanently, or ctx ends (ctx's error). A permanent refusal is
+// a *MessageTooLargeError when msg is over Config.MaxMessageSize (checked
+// before publishing), or the publisher's error when Config.IsPermanent
+// accepts it. Any other error is retried with backoff.
+func (f *Forwarder) publish(ctx context.Context, topic string, msg *message.Message, rec eventstore.Record) error {
+	if limit := f.cfg.MaxMessageSize; limit > 0 {
+		if size := MessageSize(msg); size > limit {
+			return &MessageTooLargeError{Size: size, Limit: limit}
+		}
+	}
 	wait := f.cfg.RetryInterval
 	for attempt := 1; ; attempt++ {
-		if ctx.Err() != nil {
-			return false
+		if err := ctx.Err(); err != nil {
+			return err
 		}
 		msg.SetContext(ctx)
 		err := f.pub.Publish(topic, msg)
@@ -610,10 +667,13 @@ func (f *Forwarder) publish(ctx context.Context, topic string, msg *message.Mess
 			if attempt > 1 {
 				f.log.InfoContext(ctx, "publish succeeded after retries", "event_id", msg.UUID, "attempts", attempt)
 			}
-			return true
+			return nil
 		}
 		if ctx.Err() != nil {
-			return false
+			return ctx.Err()
+		}
+		if f.cfg.IsPermanent(err) {
+			return err
 		}
 		f.log.WarnContext(ctx, "publish failed; retrying the same event", "event_id", msg.UUID, "stream_id", rec.StreamID,
 			"position", rec.Position.String(), "topic", topic, "attempt", attempt, "retry_in", wait, "error", err.Error())
@@ -621,7 +681,7 @@ func (f *Forwarder) publish(ctx context.Context, topic string, msg *message.Mess
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return false
+			return ctx.Err()
 		case <-t.C:
 		}
 		wait = min(2*wait, f.cfg.RetryMaxInterval)

@@ -395,6 +395,7 @@ func TestConfigValidation(t *testing.T) {
 		{"DeadLetterTopic", Config{DeadLetterTopic: "dead"}},
 		{"OnPoison", Config{OnPoison: 7}},
 		{"ConsumerGroup", Config{ConsumerGroup: strings.Repeat("g", 256)}},
+		{"MaxMessageSize", Config{MaxMessageSize: -1}},
 	} {
 		_, err := New(b.store, pub, tc.cfg)
 		var iae *eventstore.InvalidArgumentError

@@ -35,9 +35,15 @@ type itemAdded struct {
 	N int `json:"n"`
 }
 
+// blob is a test event type of any size.
+type blob struct {
+	S string `json:"s"`
+}
+
 func testRegistry() *eventstore.Registry {
 	r := eventstore.NewRegistry()
 	eventstore.MustRegister[itemAdded](r, "item_added")
+	eventstore.MustRegister[blob](r, "blob")
 	return r
 }
 

@@ -43,8 +43,16 @@ const (
 	// event has one.
 	MetadataCausationID = eventstore.MetadataCausationID
 	// MetadataPoisonReason is set on messages published to a dead-letter
-	// topic (PoisonDeadLetter): why the event could not be routed.
+	// topic (PoisonDeadLetter): why the event could not be forwarded (the
+	// topic function's error, or the publisher's permanent refusal).
 	MetadataPoisonReason = "esox_poison_reason"
+	// MetadataPoisonReference is "true" on a reference message (see
+	// NewReferenceMessage): the dead-letter topic refused the event itself,
+	// so the message carries no payload; read the event from the store.
+	MetadataPoisonReference = "esox_poison_reference"
+	// MetadataPoisonSize is set on a reference message: the size, in bytes
+	// as MessageSize counts them, of the dead letter that was refused.
+	MetadataPoisonSize = "esox_poison_size"
 )
 
 // recordKeys are the metadata keys that carry record fields, not user
@@ -66,6 +74,48 @@ func NewMessage(rec eventstore.Record) *message.Message {
 	md[MetadataRecordedAt] = rec.RecordedAt.UTC().Format(time.RFC3339Nano)
 	msg.Metadata = md
 	return msg
+}
+
+// NewReferenceMessage returns the message the forwarder publishes to the
+// dead-letter topic when that topic refuses a poison event itself (it is too
+// large for it too): UUID = rec.ID, an empty payload, and as metadata only
+// the record fields (MetadataStreamID, MetadataStreamVersion,
+// MetadataEventType, MetadataPosition, MetadataTransactionID,
+// MetadataRecordedAt) plus MetadataPoisonReference = "true",
+// MetadataPoisonSize = size (the refused message's size, in decimal) and
+// MetadataPoisonReason = reason. The event's own metadata is left out, as it
+// counts towards the size too. A consumer reads the event from the store:
+// ReadStream(ctx, stream_id, stream_version) yields it first.
+// RecordFromMessage accepts the message (with an empty Payload).
+func NewReferenceMessage(rec eventstore.Record, size int, reason string) *message.Message {
+	msg := message.NewMessage(rec.ID.String(), nil)
+	msg.Metadata = message.Metadata{
+		MetadataStreamID:        rec.StreamID,
+		MetadataStreamVersion:   strconv.FormatInt(rec.StreamVersion, 10),
+		MetadataEventType:       rec.Type,
+		MetadataPosition:        strconv.FormatInt(rec.Position.Position, 10),
+		MetadataTransactionID:   strconv.FormatUint(rec.Position.TransactionID, 10),
+		MetadataRecordedAt:      rec.RecordedAt.UTC().Format(time.RFC3339Nano),
+		MetadataPoisonReference: "true",
+		MetadataPoisonSize:      strconv.Itoa(size),
+		MetadataPoisonReason:    reason,
+	}
+	return msg
+}
+
+// MessageSize returns the size Config.MaxMessageSize limits: the bytes of
+// msg's payload, UUID, and metadata keys and values. Brokers count
+// differently (see docs/forwarding.md): RabbitMQ's max_message_size counts
+// the body (the payload) only, so a message within MessageSize's count is
+// within RabbitMQ's; NATS's max_payload counts the payload and the headers
+// as encoded (the metadata plus a few bytes of framing per header, and the
+// headers watermill-nats adds), so leave a margin of about 1 KiB there.
+func MessageSize(msg *message.Message) int {
+	n := len(msg.UUID) + len(msg.Payload)
+	for k, v := range msg.Metadata {
+		n += len(k) + len(v)
+	}
+	return n
 }
 
 // RecordFromMessage is the inverse of NewMessage: it rebuilds the record from

@@ -213,3 +213,34 @@ func TestStoppingReportsFailedOffsetWrite(t *testing.T) {
 		t.Errorf("failed offset write logged %q, want a Warn with the error", out)
 	}
 }
+
+// TestStopMidBatchRecordsOnlyHandled: when the leadership ends in the middle
+// of a batch, the events of the batch not yet handed to the pipeline are
+// not recorded as done. Here the first event of the batch is filtered out
+// (done at once) and Run is cancelled right after it: the offset may move
+// over it, but not over the two events after it, which a restart publishes.
+func TestStopMidBatchRecordsOnlyHandled(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.appendSpread(t, []string{"skip-1", "order-1", "order-2"}, 1)
+	head := b.waitFeed(t, 3)
+	recs, err := b.store.ReadAll(testCtx(t), eventstore.Position{}, 10)
+	if err != nil || len(recs) != 3 || recs[2].Position != head {
+		t.Fatalf("ReadAll: %d records, %v", len(recs), err)
+	}
+	cfg := Config{Categories: []string{"order"}}
+	f := newForwarder(t, b, &recordingPublisher{}, cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	f.afterHandleForTest = cancel // after the filtered-out first event
+	if err := f.Run(ctx); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if off, err := f.Offset(testCtx(t)); err != nil || recs[0].Position.Less(off) {
+		t.Fatalf("Offset after a stop in the middle of the batch = %s, %v; want at most %s, the one event handled", off, err, recs[0].Position)
+	}
+
+	pub := &recordingPublisher{}
+	runForwarder(t, newForwarder(t, b, pub, cfg))
+	waitFor(t, 10*time.Second, "the two events after the stop", func() bool { return pub.distinct() == 2 })
+}

@@ -22,8 +22,15 @@ import (
 // then waits, through through(), until every event of the batch is done,
 // and records only the done prefix if the leadership ends first. No
 // transaction is open meanwhile, so waiting holds nothing back.
+//
+// A poison event that stops the leadership (PoisonStop, a malformed row, or
+// a dead letter refused even as a reference) is recorded with fail: its
+// entry is never done, so the done prefix stops right before it; workers
+// skip every later event (the restart publishes them), and through()
+// returns once the events before it are done.
 type pipeline struct {
 	ctx     context.Context
+	cancel  context.CancelFunc
 	f       *Forwarder
 	workers []chan job
 	wg      sync.WaitGroup
@@ -31,7 +38,9 @@ type pipeline struct {
 	mu        sync.Mutex
 	pending   []*entry // not yet done, or done but behind an undone one; feed order
 	confirmed eventstore.Position
-	changed   chan struct{} // closed and replaced whenever confirmed moves
+	changed   chan struct{} // closed and replaced whenever confirmed moves or an event fails
+	poison    *entry        // the earliest failed event, if any
+	poisonErr error         // its error, matching ErrPoison
 }
 
 type entry struct {
@@ -39,16 +48,20 @@ type entry struct {
 	done bool
 }
 
+// job is one event to publish: msg to topic, or, when poison is set (the
+// topic function rejected it, under PoisonDeadLetter), rec to the
+// dead-letter topic.
 type job struct {
-	e          *entry
-	topic      string
-	msg        *message.Message
-	rec        eventstore.Record
-	deadLetter bool
+	e      *entry
+	topic  string
+	msg    *message.Message
+	rec    eventstore.Record
+	poison *PoisonError
 }
 
 func newPipeline(ctx context.Context, f *Forwarder, n int) *pipeline {
-	p := &pipeline{ctx: ctx, f: f, workers: make([]chan job, n), changed: make(chan struct{})}
+	ctx, cancel := context.WithCancel(ctx)
+	p := &pipeline{ctx: ctx, cancel: cancel, f: f, workers: make([]chan job, n), changed: make(chan struct{})}
 	for i := range p.workers {
 		ch := make(chan job, f.cfg.BatchSize)
 		p.workers[i] = ch
@@ -80,17 +93,47 @@ func (p *pipeline) done(e *entry) {
 		moved = true
 	}
 	if moved {
-		close(p.changed)
-		p.changed = make(chan struct{})
+		p.signal()
 	}
 }
 
-// confirmedPos returns the end of the done prefix: every tracked event up
-// to it is done.
-func (p *pipeline) confirmedPos() eventstore.Position {
+// signal wakes the goroutines waiting on changed. Call with mu held.
+func (p *pipeline) signal() {
+	close(p.changed)
+	p.changed = make(chan struct{})
+}
+
+// fail records that e, a tracked event, stops the leadership with err (a
+// poison error). e is never done; the earliest failed event wins.
+func (p *pipeline) fail(e *entry, err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.confirmed
+	if p.poison == nil || e.pos.Less(p.poison.pos) {
+		p.poison, p.poisonErr = e, err
+	}
+	p.signal()
+}
+
+// failed reports whether an event failed.
+func (p *pipeline) failed() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.poison != nil
+}
+
+// failure returns the error of the earliest failed event, or nil.
+func (p *pipeline) failure() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.poisonErr
+}
+
+// skip reports whether the event at pos comes after a failed event: the
+// leadership stops before it, so it is not published now.
+func (p *pipeline) skip(pos eventstore.Position) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.poison != nil && p.poison.pos.Less(pos)
 }
 
 // dispatch hands j to its stream's worker; false when ctx ended first.
@@ -111,20 +154,27 @@ func shard(streamID string, n int) int {
 }
 
 // through waits until no tracked event at or before target is still
-// pending, and returns target then. If the leadership ends first, it returns
-// the end of the done prefix, or the zero Position (which makes the offset
-// write a no-op) when nothing is done yet, or the done prefix lies beyond
-// target or beyond an unpublished event. It never returns a position after target: confirmed spans the
-// whole leadership, so after an offset moved back it may be ahead of this
-// batch, and recording it would skip events never published.
+// pending, and returns target then. If the leadership ends first, or an
+// event failed (fail) and every event before it is done, it returns the end
+// of the done prefix (right before the failed event), or the zero Position
+// (which makes the offset write a no-op) when nothing is done yet, or the
+// done prefix lies beyond target or beyond an unpublished event. It never
+// returns a position after target: confirmed spans the whole leadership, so
+// after an offset moved back it may be ahead of this batch, and recording it
+// would skip events never published.
 func (p *pipeline) through(target eventstore.Position) eventstore.Position {
 	for {
 		p.mu.Lock()
-		waiting, changed := p.pendingThrough(target), p.changed
-		p.mu.Unlock()
-		if !waiting {
+		if !p.pendingThrough(target) {
+			p.mu.Unlock()
 			return target
 		}
+		if p.poison != nil && !p.undoneBefore(p.poison.pos) {
+			defer p.mu.Unlock()
+			return p.donePrefixWithin(target)
+		}
+		changed := p.changed
+		p.mu.Unlock()
 		select {
 		case <-changed:
 		case <-p.ctx.Done():
@@ -133,17 +183,24 @@ func (p *pipeline) through(target eventstore.Position) eventstore.Position {
 			if !p.pendingThrough(target) {
 				return target
 			}
-			if target.Less(p.confirmed) {
-				return eventstore.Position{}
-			}
-			for _, e := range p.pending {
-				if !e.done && !p.confirmed.Less(e.pos) {
-					return eventstore.Position{} // an unpublished event at or before it
-				}
-			}
-			return p.confirmed
+			return p.donePrefixWithin(target)
 		}
 	}
+}
+
+// donePrefixWithin returns confirmed, or the zero Position when confirmed
+// lies beyond target or an undone event lies at or before it. Call with mu
+// held.
+func (p *pipeline) donePrefixWithin(target eventstore.Position) eventstore.Position {
+	if target.Less(p.confirmed) {
+		return eventstore.Position{}
+	}
+	for _, e := range p.pending {
+		if !e.done && !p.confirmed.Less(e.pos) {
+			return eventstore.Position{} // an unpublished event at or before it
+		}
+	}
+	return p.confirmed
 }
 
 // pendingThrough reports whether an event at or before target is pending
@@ -157,42 +214,68 @@ func (p *pipeline) pendingThrough(target eventstore.Position) bool {
 	return false
 }
 
-// drain waits until every tracked event is done, or ctx ends.
-func (p *pipeline) drain() {
-	for {
-		p.mu.Lock()
-		idle, changed := len(p.pending) == 0, p.changed
-		p.mu.Unlock()
-		if idle {
-			return
-		}
-		select {
-		case <-changed:
-		case <-p.ctx.Done():
-			return
+// undoneBefore reports whether an event before pos is not done yet. Call
+// with mu held.
+func (p *pipeline) undoneBefore(pos eventstore.Position) bool {
+	for _, e := range p.pending {
+		if !e.done && e.pos.Less(pos) {
+			return true
 		}
 	}
+	return false
 }
 
 func (p *pipeline) work(jobs <-chan job) {
 	defer p.wg.Done()
 	for j := range jobs {
-		if p.ctx.Err() != nil {
-			continue // leadership over: not published, not recorded
+		if p.ctx.Err() != nil || p.skip(j.e.pos) {
+			continue // leadership over, or stopping before it: not published, not recorded
 		}
-		if !p.f.publish(p.ctx, j.topic, j.msg, j.rec) {
-			continue
-		}
-		if !j.deadLetter {
-			p.f.published.Add(1)
-		}
-		p.done(j.e)
+		p.deliver(j)
 	}
 }
 
-// close stops the workers once their queues are empty and waits for them.
-// Call it after the last dispatch.
+// deliver publishes j's event and marks it done. A permanent refusal makes
+// it a poison event: under PoisonStop it fails the leadership; under
+// PoisonDeadLetter the event goes to the dead-letter topic, and is done once
+// it (or a reference to it) is there. If the leadership ends first, the
+// event is neither done nor failed.
+func (p *pipeline) deliver(j job) {
+	f := p.f
+	perr := j.poison
+	if perr == nil {
+		err := f.publish(p.ctx, j.topic, j.msg, j.rec)
+		if err == nil {
+			f.published.Add(1)
+			p.done(j.e)
+			return
+		}
+		if p.ctx.Err() != nil {
+			return
+		}
+		f.poisoned.Add(1)
+		perr = newPoisonError(j.rec, j.topic, MessageSize(j.msg), err)
+		if f.cfg.OnPoison != PoisonDeadLetter {
+			f.log.ErrorContext(p.ctx, "poison event: the publisher refused it permanently; stopping", "event_id", perr.EventID, "stream_id", perr.StreamID,
+				"position", perr.Position.String(), "topic", j.topic, "size", perr.Size, "error", err.Error())
+			p.fail(j.e, perr)
+			return
+		}
+	}
+	if err := f.deadLetter(p.ctx, j.rec, perr); err != nil {
+		if p.ctx.Err() == nil {
+			p.fail(j.e, err)
+		}
+		return
+	}
+	p.done(j.e)
+}
+
+// close ends the pipeline's context, which abandons the publishes still in
+// flight, stops the workers once their queues are empty, and waits for
+// them. Call it after the last dispatch, once the batch is recorded.
 func (p *pipeline) close() {
+	p.cancel()
 	for _, ch := range p.workers {
 		close(ch)
 	}

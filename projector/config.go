@@ -72,7 +72,7 @@ type Config struct {
 	// same interval (projections, partitions, forwarders) shares one lock
 	// session and one statement per interval. Defaults to 1 s. After a
 	// crash (the process's sockets close) another process takes over
-	// within about two intervals. After a freeze, or when the host dies or
+	// within about one interval. After a freeze, or when the host dies or
 	// is cut off, the server ends the silent leader's lock session through
 	// idle_session_timeout, max(3*LeaderRetryInterval, 5 s) (PostgreSQL
 	// 14+), or server-side TCP keepalives (about 5 s): takeover then takes

@@ -35,7 +35,7 @@ import (
 // applied in one transaction that first advances the projection's checkpoint
 // with a compare-and-set (so two workers can never both apply a batch) and
 // then runs the handler: the read model and its checkpoint commit or roll
-// back together (DESIGN guarantee 5).
+// back together (guarantee 5 in docs/guarantees.md).
 //
 // A Runner is safe for concurrent use: Status, WaitFor, Rebuild, Resume and
 // SetCheckpoint may be called while Run runs, from any process.

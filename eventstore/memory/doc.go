@@ -5,7 +5,7 @@
 // It passes the conformance suite in eventstore/storetest, so code tested
 // against it behaves the same against PostgreSQL:
 //
-//   - Optimistic concurrency (DESIGN guarantee 1): Append checks the expected
+//   - Optimistic concurrency (guarantee 1 in docs/guarantees.md): Append checks the expected
 //     version and writes all of its events or none, returning a
 //     *eventstore.ConcurrencyError on a mismatch.
 //   - Gap-free global feed and per-stream order (guarantees 2 and 3): every
@@ -16,8 +16,13 @@
 //     first and so returns the same typed errors as PostgreSQL. Payloads are
 //     stored as JSON and decoded through the Registry on every read, so a
 //     Record's Data is a fresh value of the registered type, exactly as read
-//     from PostgreSQL. Like a jsonb column, the store refuses JSON strings
-//     containing the escape \u0000.
+//     from PostgreSQL. What PostgreSQL cannot store (eventstore.CheckJSONB:
+//     the escape \u0000, lone surrogate escapes, invalid UTF-8, numbers
+//     outside numeric's range, jsonb's size limits) is refused here too, by
+//     the same check; Config.MaxEventSize (NewWithConfig) is the PostgreSQL
+//     store's knob of the same name. A replay of a stored append is reported
+//     as written, as in PostgreSQL. An append here cannot fail half-way, so
+//     its outcome is never unknown.
 //
 // The store lives only as long as the process: it has no durability and no
 // transactions a caller can join (no AppendTx).

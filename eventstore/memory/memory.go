@@ -4,11 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"iter"
-	"strings"
 	"sync"
 	"time"
 
@@ -23,6 +20,7 @@ const readStreamPageSize = 256
 // is not usable. A Store is safe for concurrent use.
 type Store struct {
 	reg *eventstore.Registry
+	cfg Config
 
 	mu        sync.RWMutex
 	feed      []stored                       // in feed order
@@ -47,14 +45,41 @@ type stored struct {
 
 var _ eventstore.Store = (*Store)(nil)
 
-// New returns an empty Store that encodes and decodes events with reg.
+// Config configures a Store. The zero value means all defaults.
+type Config struct {
+	// MaxEventSize is the largest event Append accepts, in bytes of payload
+	// plus metadata as encoded JSON; a larger one is refused with an
+	// *eventstore.EventTooLargeError. Defaults to 0, no limit (beyond
+	// PostgreSQL's, which every store applies). Set it to the PostgreSQL
+	// store's value to have both refuse the same events. Must not be
+	// negative.
+	MaxEventSize int
+}
+
+// New returns an empty Store that encodes and decodes events with reg, with
+// the default Config.
 func New(reg *eventstore.Registry) *Store {
+	s, err := NewWithConfig(reg, Config{})
+	if err != nil {
+		panic(err) // cannot happen: the zero Config is valid
+	}
+	return s
+}
+
+// NewWithConfig returns an empty Store that encodes and decodes events with
+// reg, configured by cfg. It returns an error matching
+// eventstore.ErrInvalidArgument for an invalid cfg, naming the field.
+func NewWithConfig(reg *eventstore.Registry, cfg Config) (*Store, error) {
+	if cfg.MaxEventSize < 0 {
+		return nil, fmt.Errorf("memory: invalid config: MaxEventSize: %w", &eventstore.InvalidArgumentError{Field: "MaxEventSize", Reason: fmt.Sprintf("must not be negative, got %d", cfg.MaxEventSize)})
+	}
 	return &Store{
 		reg:       reg,
+		cfg:       cfg,
 		streams:   map[string][]int{},
 		eventIDs:  map[uuid.UUID]struct{}{},
 		snapshots: map[string]eventstore.Snapshot{},
-	}
+	}, nil
 }
 
 // Registry returns the registry the store encodes and decodes with.
@@ -65,34 +90,33 @@ func (s *Store) Registry() *eventstore.Registry { return s.reg }
 //
 // Errors: an error wrapping ctx.Err() when ctx is already done; the typed
 // errors of eventstore.EncodeAppend (*eventstore.InvalidStreamIDError,
-// *eventstore.UnknownEventTypeError, *eventstore.PayloadError,
-// *eventstore.InvalidArgumentError); a *eventstore.PayloadError for a payload
-// with a \u0000 escape in a string and an *eventstore.InvalidArgumentError for
-// metadata containing NUL (PostgreSQL's jsonb refuses both); an
-// *eventstore.InvalidArgumentError (ErrInvalidArgument) with Field "event_id"
-// when an event ID is already stored or repeated within events; a
-// *eventstore.ConcurrencyError on a version mismatch, which takes precedence
-// over a duplicate event ID as it does in PostgreSQL. Nothing is written in
-// any error case.
+// *eventstore.UnknownEventTypeError, *eventstore.PayloadError for a payload
+// PostgreSQL could not store, *eventstore.InvalidArgumentError for such
+// metadata or an empty events slice, *eventstore.EventTooLargeError above
+// Config.MaxEventSize); an *eventstore.InvalidArgumentError
+// (ErrInvalidArgument) with Field "event_id" when an event ID is already
+// stored or repeated within events; a *eventstore.ConcurrencyError on a
+// version mismatch, which takes precedence over a duplicate event ID as it
+// does in PostgreSQL. Nothing is written in any error case.
+//
+// An append whose events are all stored already, with the same IDs in the
+// same order as one earlier append to streamID at versions expected allows,
+// is a replay: it writes nothing and returns that append's result, as the
+// PostgreSQL store does.
 func (s *Store) Append(ctx context.Context, streamID string, expected eventstore.ExpectedVersion, events []eventstore.Event) (eventstore.AppendResult, error) {
 	if err := ctx.Err(); err != nil {
 		return eventstore.AppendResult{}, fmt.Errorf("memory: append: %w", err)
 	}
-	enc, err := eventstore.EncodeAppend(ctx, s.reg, streamID, expected, events)
+	enc, err := eventstore.EncodeAppend(ctx, s.reg, streamID, expected, events, &eventstore.EncodeOpts{MaxEventSize: s.cfg.MaxEventSize})
 	if err != nil {
 		return eventstore.AppendResult{}, fmt.Errorf("memory: append: %w", err)
-	}
-	for i, e := range enc {
-		if err := checkNUL(e.Payload); err != nil {
-			return eventstore.AppendResult{}, fmt.Errorf("memory: append: event %d: %w", i, &eventstore.PayloadError{Type: e.Type, Op: "encode", Err: err})
-		}
-		if metadataHasNUL(e.Meta) {
-			return eventstore.AppendResult{}, fmt.Errorf("memory: append: event %d: %w", i, &eventstore.InvalidArgumentError{Field: "metadata", Reason: "must not contain NUL characters"})
-		}
 	}
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if res, ok := s.replay(streamID, expected, enc); ok {
+		return res, nil
+	}
 	idx := s.streams[streamID]
 	current := int64(len(idx))
 	if !expected.Matches(current) {
@@ -133,6 +157,42 @@ func (s *Store) Append(ctx context.Context, streamID string, expected eventstore
 	}
 	s.streams[streamID] = idx
 	return res, nil
+}
+
+// replay returns the result of the earlier append that stored exactly enc
+// in streamID, if there is one and expected allows its versions. s.mu is
+// held.
+func (s *Store) replay(streamID string, expected eventstore.ExpectedVersion, enc []eventstore.EncodedEvent) (eventstore.AppendResult, bool) {
+	if _, ok := s.eventIDs[enc[0].ID]; !ok {
+		return eventstore.AppendResult{}, false
+	}
+	idx := s.streams[streamID]
+	var first *stored
+	for _, i := range idx {
+		if s.feed[i].id == enc[0].ID {
+			first = &s.feed[i]
+			break
+		}
+	}
+	if first == nil || !expected.Matches(first.version-1) || first.version-1+int64(len(enc)) > int64(len(idx)) {
+		return eventstore.AppendResult{}, false
+	}
+	// All the transaction wrote to the stream: not a part of it.
+	before, after := first.version-2, first.version-1+int64(len(enc))
+	if before >= 0 && s.feed[idx[before]].pos.TransactionID == first.pos.TransactionID ||
+		after < int64(len(idx)) && s.feed[idx[after]].pos.TransactionID == first.pos.TransactionID {
+		return eventstore.AppendResult{}, false
+	}
+	res := eventstore.AppendResult{StreamID: streamID, FirstVersion: first.version, EventIDs: make([]uuid.UUID, len(enc))}
+	for i, e := range enc {
+		st := s.feed[idx[first.version-1+int64(i)]]
+		if st.id != e.ID || st.pos.TransactionID != first.pos.TransactionID {
+			return eventstore.AppendResult{}, false
+		}
+		res.EventIDs[i] = st.id
+		res.LastVersion, res.LastPosition = st.version, st.pos
+	}
+	return res, true
 }
 
 func duplicateID(id uuid.UUID) error {
@@ -247,26 +307,16 @@ func (s *Store) StreamInfo(ctx context.Context, streamID string) (eventstore.Str
 // same or an older version; a snapshot older than the saved one is ignored,
 // so racing savers cannot move a stream's snapshot back.
 //
-// Errors: an *eventstore.InvalidStreamIDError; an
-// *eventstore.InvalidArgumentError for a Version below 1, an empty Type, or a
-// Payload that is not valid JSON; an error wrapping ctx.Err() when ctx is
-// already done. Like PostgreSQL, which keeps snapshot payloads byte for byte,
-// it accepts the escape \u0000 in a snapshot.
+// Errors: those of eventstore.ValidateSnapshot (an
+// *eventstore.InvalidStreamIDError; an *eventstore.InvalidArgumentError for
+// a Version below 1, an empty Type or one PostgreSQL cannot store, or a
+// Payload that is not valid JSON or not valid UTF-8); an error wrapping
+// ctx.Err() when ctx is already done. Like PostgreSQL, which keeps snapshot
+// payloads as the JSON text given, it accepts the escape \u0000 in a
+// snapshot.
 func (s *Store) SaveSnapshot(ctx context.Context, snap eventstore.Snapshot) error {
-	if err := eventstore.ValidateStreamID(snap.StreamID); err != nil {
+	if err := eventstore.ValidateSnapshot(snap); err != nil {
 		return fmt.Errorf("memory: save snapshot: %w", err)
-	}
-	var invalid *eventstore.InvalidArgumentError
-	switch {
-	case snap.Version < 1:
-		invalid = &eventstore.InvalidArgumentError{Field: "snapshot version", Reason: fmt.Sprintf("must be at least 1, got %d", snap.Version)}
-	case snap.Type == "":
-		invalid = &eventstore.InvalidArgumentError{Field: "snapshot type", Reason: "must not be empty"}
-	case !json.Valid(snap.Payload):
-		invalid = &eventstore.InvalidArgumentError{Field: "snapshot payload", Reason: "must be valid JSON"}
-	}
-	if invalid != nil {
-		return fmt.Errorf("memory: save snapshot: %w", invalid)
 	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("memory: save snapshot: %w", err)
@@ -343,37 +393,4 @@ func (s *Store) decode(st stored) (eventstore.Record, error) {
 		Metadata:      md,
 		RecordedAt:    st.recordedAt,
 	}, nil
-}
-
-// checkNUL returns an error when a JSON document has a string (value or key)
-// containing U+0000, which PostgreSQL's jsonb cannot store. The escape is
-// looked for first as a cheap filter, then confirmed by decoding, since
-// `\\u0000` is an escaped backslash, not NUL.
-func checkNUL(doc []byte) error {
-	if !bytes.Contains(doc, []byte(`\u0000`)) {
-		return nil
-	}
-	dec := json.NewDecoder(bytes.NewReader(doc))
-	dec.UseNumber()
-	for {
-		tok, err := dec.Token()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if str, ok := tok.(string); ok && strings.IndexByte(str, 0) >= 0 {
-			return errors.New(`JSON strings must not contain \u0000 (PostgreSQL jsonb refuses it)`)
-		}
-	}
-}
-
-func metadataHasNUL(m eventstore.Metadata) bool {
-	for k, v := range m.Map() {
-		if strings.IndexByte(k, 0) >= 0 || strings.IndexByte(v, 0) >= 0 {
-			return true
-		}
-	}
-	return false
 }

@@ -21,6 +21,21 @@ func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T, reg *eventstore.Registry) eventstore.Store {
 		return memory.New(reg)
 	})
+	storetest.RunMaxEventSize(t, func(t *testing.T, reg *eventstore.Registry, maxEventSize int) eventstore.Store {
+		s, err := memory.NewWithConfig(reg, memory.Config{MaxEventSize: maxEventSize})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	})
+}
+
+func TestNewWithConfigRefusesNegativeMaxEventSize(t *testing.T) {
+	t.Parallel()
+	_, err := memory.NewWithConfig(eventstore.NewRegistry(), memory.Config{MaxEventSize: -1})
+	if !errors.Is(err, eventstore.ErrInvalidArgument) {
+		t.Fatalf("NewWithConfig(MaxEventSize -1) = %v, want ErrInvalidArgument", err)
+	}
 }
 
 type itemAdded struct {

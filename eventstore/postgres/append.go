@@ -3,8 +3,10 @@ package postgres
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -18,25 +20,64 @@ import (
 // one prepared statement, one round trip, committed on its own; with hooks it
 // runs BEGIN, the insert, the hooks and COMMIT. After it commits, Subscribe
 // channels are woken. An Any or StreamExists append that loses a race for the
-// stream's next version to a concurrent append is retried (up to 32 times),
-// since its expectation still holds; Exact and NoStream conflicts are
-// returned.
+// stream's next version to a concurrent append is retried at once (up to
+// 128 times), since its expectation still holds; Exact and NoStream
+// conflicts are returned.
 //
-// Errors: *eventstore.ConcurrencyError (ErrConcurrencyConflict) when the
-// expected version does not hold or a concurrent append won; the typed
-// input errors of eventstore.EncodeAppend; *eventstore.PayloadError
-// (ErrMalformedPayload) for a payload PostgreSQL refuses (e.g. \u0000 in a
-// JSON string); an *eventstore.InvalidArgumentError when an event ID is
-// already stored; a hook's error, wrapped; database errors wrapped. In every
-// error case nothing is written. ctx bounds the whole append. Safe for
+// What an error means about what was written: an error matching
+// eventstore.ErrOutcomeUnknown (an *eventstore.OutcomeUnknownError) means
+// the events may or may not be stored, all or none; every other error means
+// none of them was written. Append settles its own outcome: when the
+// connection fails after the statement (or, with hooks, COMMIT) was sent, it
+// looks the event IDs up on a new connection, retrying with backoff for up to
+// Config.SettleTimeout (or until ctx ends; once at most, bounded by
+// SettleTimeout, when ctx has already ended), and returns the AppendResult
+// when they were written, or the connection's error, saying "not written",
+// when they were not. (An append that never got a connection sent nothing:
+// it fails at once with the connection's error.) Only when the lookup also
+// fails does it return the
+// *eventstore.OutcomeUnknownError, which carries the stream and the event
+// IDs: settle it with SettleAppend before retrying, or retry with the same
+// event IDs (see below), never with fresh ones.
+//
+// The other errors: *eventstore.ConcurrencyError (ErrConcurrencyConflict)
+// when the expected version does not hold or a concurrent append won; the
+// typed input errors of eventstore.EncodeAppend (including a
+// *eventstore.PayloadError for a payload PostgreSQL cannot store and an
+// *eventstore.EventTooLargeError above Config.MaxEventSize); a
+// *eventstore.PayloadError for data PostgreSQL refused that the checks did
+// not foresee (SQLSTATE classes 22 and 54); an *eventstore.InvalidArgumentError
+// when an event ID is already stored; a hook's error, wrapped; database errors
+// wrapped (IsTransient tells whether retrying may help).
+//
+// An append whose events are all stored already, with the same IDs in the
+// same order as one earlier append to streamID at versions expected allows
+// (a retry after an unknown outcome, or database/sql re-sending the statement
+// on a new connection after the first one broke), is a replay: it writes
+// nothing, runs no hooks and returns the stored events' AppendResult. Any
+// other reuse of a stored event ID is refused.
+//
+// ctx bounds the whole append except the settling described above. Safe for
 // concurrent use.
 func (s *Store) Append(ctx context.Context, streamID string, expected eventstore.ExpectedVersion, events []eventstore.Event) (eventstore.AppendResult, error) {
-	enc, err := eventstore.EncodeAppend(ctx, s.reg, streamID, expected, events)
+	enc, err := eventstore.EncodeAppend(ctx, s.reg, streamID, expected, events, s.encodeOpts())
 	if err != nil {
 		return eventstore.AppendResult{}, fmt.Errorf("eventstore/postgres: append: %w", err)
 	}
 	for attempt := 1; ; attempt++ {
 		res, err := s.appendOnce(ctx, streamID, expected, enc)
+		var vt *versionTaken
+		if errors.As(err, &vt) {
+			// An Any or StreamExists append whose next version a
+			// concurrent append took: retry at once, without reading
+			// the stream's version, so as not to fall behind appends
+			// that did not lose; after the last attempt, report the
+			// conflict.
+			if attempt < maxAnyAttempts {
+				continue
+			}
+			err = s.refused(ctx, streamID, expected, enc, err, false)
+		}
 		if attempt < maxAnyAttempts && lostRace(expected, err) {
 			continue
 		}
@@ -44,9 +85,21 @@ func (s *Store) Append(ctx context.Context, streamID string, expected eventstore
 	}
 }
 
+// retryable reports whether err is a *versionTaken of an append whose
+// expectation names no version, which Append retries as it is.
+func retryable(expected eventstore.ExpectedVersion, err error) bool {
+	var vt *versionTaken
+	_, exact := expected.Version()
+	return !exact && errors.As(err, &vt)
+}
+
+func (s *Store) encodeOpts() *eventstore.EncodeOpts {
+	return &eventstore.EncodeOpts{MaxEventSize: s.cfg.MaxEventSize}
+}
+
 // maxAnyAttempts bounds how often Append retries an Any or StreamExists
 // append that lost a race for the stream's next version.
-const maxAnyAttempts = 32
+const maxAnyAttempts = 128
 
 // lostRace reports whether err is a conflict that an append whose
 // expectation does not name a version should retry: a concurrent append
@@ -62,16 +115,37 @@ func lostRace(expected eventstore.ExpectedVersion, err error) bool {
 
 // appendOnce is one attempt of Append with the events already encoded.
 func (s *Store) appendOnce(ctx context.Context, streamID string, expected eventstore.ExpectedVersion, enc []eventstore.EncodedEvent) (eventstore.AppendResult, error) {
+	if err := ctx.Err(); err != nil {
+		return eventstore.AppendResult{}, translate(ctx, "append", err) // nothing sent
+	}
 	st, err := s.appendStmt(ctx, len(enc))
 	if err != nil {
-		return eventstore.AppendResult{}, err
+		return eventstore.AppendResult{}, err // nothing of the append sent
 	}
 	if len(s.cfg.AppendHooks) == 0 {
-		recs, err := s.insert(ctx, st.QueryContext, nil, streamID, expected, enc)
+		// database/sql runs the statement on a connection of the pool,
+		// again on another one when the driver reports ErrBadConn. handed
+		// counts the times it handed the statement to the driver: zero
+		// means no attempt got a connection, so nothing was sent.
+		var handed atomic.Int32
+		query := func(ctx context.Context, args ...any) (*sql.Rows, error) {
+			args[0] = handedArg{v: args[0], n: &handed}
+			return st.QueryContext(ctx, args...)
+		}
+		recs, res, err := s.insert(ctx, query, nil, streamID, expected, enc)
 		if err != nil {
-			return eventstore.AppendResult{}, s.settle(ctx, err)
+			if handed.Load() == 0 && mayHaveCommitted(err) {
+				return eventstore.AppendResult{}, translate(ctx, "append: not sent", err)
+			}
+			if retryable(expected, err) {
+				return eventstore.AppendResult{}, err
+			}
+			return s.afterPoolFailure(ctx, streamID, expected, enc, err)
 		}
 		s.wake()
+		if recs == nil {
+			return res, nil // a replay
+		}
 		return result(streamID, recs), nil
 	}
 
@@ -80,76 +154,105 @@ func (s *Store) appendOnce(ctx context.Context, streamID string, expected events
 		return eventstore.AppendResult{}, translate(ctx, "append: begin", err)
 	}
 	defer func() { _ = tx.Rollback() }()
-	recs, err := s.insert(ctx, tx.StmtxContext(ctx, st).QueryContext, tx, streamID, expected, enc)
+	recs, res, err := s.insert(ctx, tx.StmtxContext(ctx, st).QueryContext, tx, streamID, expected, enc)
 	if err != nil {
-		_ = tx.Rollback() // release the connection before settle reads
-		return eventstore.AppendResult{}, s.settle(ctx, err)
+		// The transaction never committed, whatever broke: nothing is
+		// written. Release the connection before refused reads the pool.
+		_ = tx.Rollback()
+		if retryable(expected, err) {
+			return eventstore.AppendResult{}, err
+		}
+		return eventstore.AppendResult{}, s.refused(ctx, streamID, expected, enc, err, false)
+	}
+	if recs == nil {
+		return res, nil // a replay: nothing inserted, no hooks to run
 	}
 	if err := s.runHooks(ctx, NewTx(tx), recs); err != nil {
 		return eventstore.AppendResult{}, err
 	}
 	if err := tx.Commit(); err != nil {
-		return eventstore.AppendResult{}, translate(ctx, "append: commit", err)
+		if !mayHaveCommitted(err) {
+			return eventstore.AppendResult{}, translate(ctx, "append: commit", err)
+		}
+		return s.settleOutcome(ctx, streamID, expected, enc, fmt.Errorf("commit: %w", err))
 	}
 	s.wake()
 	return result(streamID, recs), nil
 }
 
-// AppendTx is Append inside the caller's transaction tx: the events, the
-// AppendHooks' writes and whatever else the caller does in tx commit or roll
-// back together (guarantee 4 in docs/guarantees.md). tx is a *sqlx.Tx, a
-// *sql.Tx, or the Tx handed to a hook or projection handler; with a
-// *sqlx.Tx or a Tx it runs the store's prepared statement, one round trip
-// without hooks. AppendHooks need a *sqlx.Tx or a Tx (they are handed a
-// Tx); with another eventstore.Tx and hooks configured, AppendTx refuses
-// with an *eventstore.InvalidArgumentError.
+// handedArg is an argument of the append statement that counts how often
+// database/sql converts it for the driver: once per attempt that got a
+// connection, before anything of that attempt is sent.
+type handedArg struct {
+	v any
+	n *atomic.Int32
+}
+
+// Value implements driver.Valuer.
+func (a handedArg) Value() (driver.Value, error) {
+	a.n.Add(1)
+	return a.v, nil
+}
+
+// afterPoolFailure turns an error of the append statement run on the pool
+// (no transaction of ours around it) into what Append returns.
 //
-// Besides Append's errors, it refuses with a *eventstore.ConcurrencyError
-// whose Reason is set when the stream's last event was written by a
-// transaction newer than tx (one that took its transaction id after tx
-// did): committing would put the stream out of order in the global feed
-// (guarantee 3). Retry in a new transaction.
-//
-// On any error the caller must roll tx back: PostgreSQL aborts the
-// transaction after a failed statement, and a hook may have written part of
-// its work. AppendTx does not wake Subscribe channels (it cannot know when tx
-// commits). tx is used by one goroutine at a time, as database/sql requires.
-func (s *Store) AppendTx(ctx context.Context, tx eventstore.Tx, streamID string, expected eventstore.ExpectedVersion, events []eventstore.Event) (eventstore.AppendResult, error) {
-	if tx == nil {
-		return eventstore.AppendResult{}, fmt.Errorf("eventstore/postgres: append: %w", &eventstore.InvalidArgumentError{Field: "tx", Reason: "must not be nil"})
+// The statement commits on its own, so an error that is not the server's
+// answer to it leaves open whether it committed: settleOutcome finds out.
+// And database/sql re-sends a statement on a new connection when the driver
+// reports driver.ErrBadConn, which lib/pq does when the connection broke
+// after sending: a refusal may then be the re-sent statement colliding with
+// the first one, which committed. So refused checks for a replay first.
+func (s *Store) afterPoolFailure(ctx context.Context, streamID string, expected eventstore.ExpectedVersion, enc []eventstore.EncodedEvent, err error) (eventstore.AppendResult, error) {
+	if mayHaveCommitted(err) {
+		return s.settleOutcome(ctx, streamID, expected, enc, err)
 	}
-	var hookTx Tx
-	switch t := tx.(type) {
-	case *sqlx.Tx: // before Tx, which *sqlx.Tx satisfies: hooks get the view
-		hookTx = NewTx(t)
-	case Tx:
-		hookTx = t
-	}
-	if hookTx == nil && len(s.cfg.AppendHooks) > 0 {
-		return eventstore.AppendResult{}, fmt.Errorf("eventstore/postgres: append: %w", &eventstore.InvalidArgumentError{Field: "tx",
-			Reason: fmt.Sprintf("a %T cannot run AppendHooks: pass a *sqlx.Tx or a postgres.Tx", tx)})
-	}
-	enc, err := eventstore.EncodeAppend(ctx, s.reg, streamID, expected, events)
-	if err != nil {
-		return eventstore.AppendResult{}, fmt.Errorf("eventstore/postgres: append: %w", err)
-	}
-	st, err := s.appendStmt(ctx, len(enc))
-	if err != nil {
+	var rp *replayed
+	if err := s.refused(ctx, streamID, expected, enc, err, true); !errors.As(err, &rp) {
+		if err != nil && mayHaveCommitted(err) {
+			// The reads after the refusal broke: find out afresh.
+			return s.settleOutcome(ctx, streamID, expected, enc, err)
+		}
 		return eventstore.AppendResult{}, err
 	}
-	recs, err := s.insert(ctx, bindStmt(ctx, tx, st, s.appendSQL(len(enc))), tx, streamID, expected, enc)
-	if err != nil {
-		// tx is aborted; a lost race reads the stream's version through
-		// the pool, so leave the pool one connection more than the
-		// transactions that may append at once.
-		return eventstore.AppendResult{}, s.settle(ctx, err)
+	return rp.res, nil
+}
+
+// mayHaveCommitted reports whether err, the error of a statement that
+// commits (an append run on its own, or COMMIT), leaves open whether it
+// committed: anything but the server's refusal of the statement itself. A
+// connection that broke, a server shutting down (57P01), ctx ending while
+// the statement ran, and connection errors of a re-sent statement (08, 28,
+// 3D, 53, 57P03…) all may follow a commit.
+func mayHaveCommitted(err error) bool {
+	var (
+		vt *versionTaken
+		it *idTaken
+		ce *eventstore.ConcurrencyError
+		ie *eventstore.InvalidArgumentError
+		pe *eventstore.PayloadError
+	)
+	if errors.As(err, &vt) || errors.As(err, &it) || errors.As(err, &ce) || errors.As(err, &ie) || errors.As(err, &pe) {
+		return false
 	}
-	if hookTx != nil {
-		if err := s.runHooks(ctx, hookTx, recs); err != nil {
-			return eventstore.AppendResult{}, err
+	code := SQLState(err)
+	if code == codeQueryCanceled {
+		// A statement cancelled by a timeout or a cancel request: it
+		// had not committed (a cancel that arrives later is ignored).
+		return false
+	}
+	if len(code) == 5 {
+		switch code[:2] {
+		case "22", "23", "25", "40", "42", "44", "54", "55", "0A", "P0":
+			// The server ran the statement and refused it: data
+			// exceptions, constraints, transaction state,
+			// serialization failures and deadlocks, syntax and
+			// access, limits, object state, unsupported features, and
+			// errors raised by triggers. It rolled back.
+			return false
 		}
 	}
-	return result(streamID, recs), nil
+	return true
 }
 
 // queryFunc runs one of the store's statements with its arguments.
@@ -225,25 +328,33 @@ func appendArgs(streamID string, expected eventstore.ExpectedVersion, enc []even
 }
 
 // insert runs the append statement through query (in tx when tx is not
-// nil) and returns the records written, or the translated conflict.
-func (s *Store) insert(ctx context.Context, query queryFunc, tx eventstore.Tx, streamID string, expected eventstore.ExpectedVersion, enc []eventstore.EncodedEvent) ([]eventstore.Record, error) {
+// nil). It returns the records written; or, for a replay (see Append), nil
+// records and the stored events' result; or the refusal: a conflict or
+// duplicate event ID read after a statement that inserted nothing, a
+// *versionTaken or *idTaken for a unique violation, a *PayloadError for data
+// PostgreSQL refused, or the driver's error.
+func (s *Store) insert(ctx context.Context, query queryFunc, tx eventstore.Tx, streamID string, expected eventstore.ExpectedVersion, enc []eventstore.EncodedEvent) ([]eventstore.Record, eventstore.AppendResult, error) {
 	recs := make([]eventstore.Record, len(enc))
 	n, err := scanInserted(ctx, query, appendArgs(streamID, expected, enc), recs)
 	if err != nil {
-		return nil, s.appendError(ctx, streamID, expected, enc, err)
+		return nil, eventstore.AppendResult{}, s.appendError(ctx, streamID, expected, enc, err)
 	}
 	if n == 0 {
-		return nil, s.conflict(ctx, tx, streamID, expected)
+		res, replay, err := s.conflict(ctx, tx, streamID, expected, enc)
+		if replay {
+			return nil, res, nil
+		}
+		return nil, eventstore.AppendResult{}, err
 	}
 	if n != len(enc) {
 		// Cannot happen: the statement inserts all rows or none.
-		return nil, fmt.Errorf("eventstore/postgres: append: inserted %d of %d events", n, len(enc))
+		return nil, eventstore.AppendResult{}, fmt.Errorf("eventstore/postgres: append: inserted %d of %d events", n, len(enc))
 	}
 	for i, e := range enc {
 		r := &recs[i]
 		r.ID, r.StreamID, r.Type, r.Data, r.Payload, r.Metadata = e.ID, streamID, e.Type, e.Data, e.Payload, e.Meta
 	}
-	return recs, nil
+	return recs, eventstore.AppendResult{}, nil
 }
 
 // scanInserted reads the RETURNING rows into recs by stream version order.
@@ -305,22 +416,34 @@ func result(streamID string, recs []eventstore.Record) eventstore.AppendResult {
 	return res
 }
 
-// conflict builds the ConcurrencyError of an append that inserted nothing.
-// It reads the stream's state in tx when given (the failed statement did not
-// abort it), else from the pool.
-func (s *Store) conflict(ctx context.Context, tx eventstore.Tx, streamID string, expected eventstore.ExpectedVersion) error {
+// conflict explains an append statement that inserted nothing: a replay of
+// an earlier append (see Append), a *ConcurrencyError, or an event ID that
+// is already stored (the statement inserts nothing when the first event's ID
+// is stored). It reads the stream's state in tx when given (the statement
+// did not abort it), else from the pool. A version mismatch takes precedence
+// over a duplicate event ID, as in the memory store.
+func (s *Store) conflict(ctx context.Context, tx eventstore.Tx, streamID string, expected eventstore.ExpectedVersion, enc []eventstore.EncodedEvent) (eventstore.AppendResult, bool, error) {
 	var q eventstore.Tx = s.db
 	if tx != nil {
 		q = tx
 	}
 	var (
-		actual int64
-		txid   string
-		later  bool
+		actual        int64
+		txid          string
+		later, stored bool
 	)
-	err := q.QueryRowContext(ctx, s.conflictSQL, streamID).Scan(&actual, &txid, &later)
-	if err != nil && !isNoRows(err) {
-		return translate(ctx, "append: read stream version after conflict", err)
+	err := q.QueryRowContext(ctx, s.conflictSQL, streamID, enc[0].ID.String()).Scan(&actual, &txid, &later, &stored)
+	if err != nil {
+		return eventstore.AppendResult{}, false, translate(ctx, "append: read stream version after conflict", err)
+	}
+	if stored {
+		res, replay, err := s.replay(ctx, q, streamID, expected, enc)
+		if err != nil || replay {
+			return res, replay, err
+		}
+		if expected.Matches(actual) && !later {
+			return eventstore.AppendResult{}, false, duplicateID()
+		}
 	}
 	ce := &eventstore.ConcurrencyError{StreamID: streamID, Expected: expected, Actual: actual}
 	if later && expected.Matches(actual) {
@@ -328,30 +451,44 @@ func (s *Store) conflict(ctx context.Context, tx eventstore.Tx, streamID string,
 			"committing would put the stream out of order in the global feed, retry in a new transaction", txid)
 	}
 	s.log.DebugContext(ctx, "append conflict", "stream_id", streamID, "expected", expected.String(), "actual", actual)
-	return ce
+	return eventstore.AppendResult{}, false, ce
+}
+
+func duplicateID() error {
+	return fmt.Errorf("eventstore/postgres: append: %w", &eventstore.InvalidArgumentError{Field: "events", Reason: "an event ID is already stored"})
 }
 
 // appendError translates an error of the append statement.
 func (s *Store) appendError(ctx context.Context, streamID string, expected eventstore.ExpectedVersion, enc []eventstore.EncodedEvent, err error) error {
-	switch SQLState(err) {
-	case codeUniqueViolation:
+	code := SQLState(err)
+	switch {
+	case code == codeUniqueViolation:
 		switch violatedConstraint(err, s.streamVersionKeyName, s.eventIDKeyName) {
 		case s.streamVersionKeyName:
-			// A concurrent append won. Its version is read by
-			// settle, once the caller has let go of this append's
-			// connection.
+			// A concurrent append won. Its version is read by refused,
+			// once the caller has let go of this append's connection.
 			return &versionTaken{streamID: streamID, expected: expected}
 		case s.eventIDKeyName:
-			return fmt.Errorf("eventstore/postgres: append: %w", &eventstore.InvalidArgumentError{Field: "events", Reason: "an event ID is already stored"})
+			return &idTaken{}
 		}
-	case codeUntranslatableCharacter:
-		return fmt.Errorf("eventstore/postgres: append: %w", &eventstore.PayloadError{Type: nulEventType(enc), Op: "encode", Err: fmt.Errorf("PostgreSQL jsonb cannot store this payload (a \\u0000 character?): %w", err)})
+	case len(code) == 5 && (code[:2] == "22" || code[:2] == "54"):
+		// Data PostgreSQL refused (22P05 \u0000, 22P02 a lone surrogate,
+		// 22003 a number out of range, 22021 bad UTF-8, 54000 jsonb's
+		// size limits, 54001 nesting too deep) that
+		// eventstore.EncodeAppend did not refuse first.
+		typ := enc[0].Type
+		what := "the payload or metadata of an event of this append"
+		if len(enc) == 1 {
+			what = "the event's payload or metadata"
+		}
+		return fmt.Errorf("eventstore/postgres: append: %w", &eventstore.PayloadError{Type: typ, Op: "encode",
+			Err: fmt.Errorf("PostgreSQL refused %s (SQLSTATE %s): %w", what, code, err)})
 	}
 	return translate(ctx, "append", err)
 }
 
 // versionTaken is the unique violation of an append whose next version a
-// concurrent append committed first. settle turns it into the
+// concurrent append committed first. refused turns it into the
 // *eventstore.ConcurrencyError callers see.
 type versionTaken struct {
 	streamID string
@@ -360,15 +497,43 @@ type versionTaken struct {
 
 func (e *versionTaken) Error() string { return "stream version taken by a concurrent append" }
 
-// settle returns err, with a versionTaken replaced by the ConcurrencyError
-// carrying the stream's actual version. The winner has committed, so the pool
-// sees it. Call it only after releasing the failed append's transaction:
+// idTaken is the unique violation of an append one of whose event IDs a
+// concurrent append committed first.
+type idTaken struct{}
+
+func (e *idTaken) Error() string { return "event ID taken by a concurrent append" }
+
+// refused returns the error of an append statement that did not insert,
+// translated: a *versionTaken becomes the ConcurrencyError carrying the
+// stream's actual version (the winner has committed, so the pool sees it),
+// an *idTaken the duplicate-ID error; anything else is returned as is. With
+// replayOK (an append run on the pool, which database/sql may have re-sent)
+// an *idTaken is first checked for a replay, returned as a *replayed. Call it only after releasing the failed append's transaction:
 // reading through the pool while holding a connection could wait forever on
 // a pool that is at MaxOpenConns.
-func (s *Store) settle(ctx context.Context, err error) error {
-	var vt *versionTaken
-	if !errors.As(err, &vt) {
+func (s *Store) refused(ctx context.Context, streamID string, expected eventstore.ExpectedVersion, enc []eventstore.EncodedEvent, err error, replayOK bool) error {
+	var (
+		vt *versionTaken
+		it *idTaken
+	)
+	isVT, isIT := errors.As(err, &vt), errors.As(err, &it)
+	if !isVT && !isIT {
 		return err
+	}
+	// Only an ID collision can be a replay: a re-sent statement waits on
+	// the event_id index, checked before the stream version's, for the
+	// first statement's rows.
+	if replayOK && isIT {
+		res, replay, rerr := s.replay(ctx, s.db, streamID, expected, enc)
+		if rerr != nil {
+			return rerr
+		}
+		if replay {
+			return &replayed{res: res}
+		}
+	}
+	if isIT {
+		return duplicateID()
 	}
 	var actual int64
 	if qerr := s.db.QueryRowxContext(ctx, s.streamInfoSQL, vt.streamID).Scan(&actual); qerr != nil {
@@ -377,13 +542,95 @@ func (s *Store) settle(ctx context.Context, err error) error {
 	return &eventstore.ConcurrencyError{StreamID: vt.streamID, Expected: vt.expected, Actual: actual}
 }
 
-// nulEventType names the first event whose payload or metadata contains an
-// escaped NUL character, for the PayloadError of SQLSTATE 22P05.
-func nulEventType(enc []eventstore.EncodedEvent) string {
-	for _, e := range enc {
-		if containsNUL(e.Payload) || containsNUL(e.Metadata) {
-			return e.Type
+// replayed carries the result of a replay out of refused.
+type replayed struct{ res eventstore.AppendResult }
+
+func (e *replayed) Error() string { return "replay of a stored append" }
+
+// AppendTx is Append inside the caller's transaction tx: the events, the
+// AppendHooks' writes and whatever else the caller does in tx commit or roll
+// back together (guarantee 4 in docs/guarantees.md). tx is a *sqlx.Tx, a
+// *sql.Tx, or the Tx handed to a hook or projection handler; with a
+// *sqlx.Tx or a Tx it runs the store's prepared statement, one round trip
+// without hooks. AppendHooks need a *sqlx.Tx or a Tx (they are handed a
+// Tx); with another eventstore.Tx and hooks configured, AppendTx refuses
+// with an *eventstore.InvalidArgumentError.
+//
+// Besides Append's errors, it refuses with a *eventstore.ConcurrencyError
+// whose Reason is set when the stream's last event was written by a
+// transaction newer than tx (one that took its transaction id after tx
+// did): committing would put the stream out of order in the global feed
+// (guarantee 3). Retry in a new transaction.
+//
+// On any error the caller must roll tx back: PostgreSQL aborts the
+// transaction after a failed statement, and a hook may have written part of
+// its work. Nothing AppendTx does commits, so its errors never leave an
+// outcome open and it never returns ErrOutcomeUnknown. A replay (see
+// Append) that the statement detects returns the stored events' result and
+// runs no hooks; one whose insert collides with the stored events is refused
+// as a duplicate event ID, since the failed insert aborted tx.
+//
+// The events are written only when the caller's Commit succeeds. A Commit
+// that returns an error may still have committed, when the connection broke
+// after COMMIT was sent; settle it with SettleAppend before retrying:
+//
+//	res, err := store.AppendTx(ctx, tx, streamID, expected, events)
+//	if err != nil {
+//		_ = tx.Rollback()
+//		return err // nothing written
+//	}
+//	if err := tx.Commit(); err != nil {
+//		got, written, serr := store.SettleAppend(ctx, streamID, res.EventIDs)
+//		switch {
+//		case serr != nil:
+//			return serr // outcome still unknown: matches ErrOutcomeUnknown
+//		case !written:
+//			return err // nothing of tx was written: safe to retry
+//		}
+//		res = got // tx committed after all
+//	}
+//
+// SettleAppend sees only the events: whether the rest of tx committed
+// follows from them, since they commit together. AppendTx does not wake
+// Subscribe channels (it cannot know when tx commits). tx is used by one
+// goroutine at a time, as database/sql requires.
+func (s *Store) AppendTx(ctx context.Context, tx eventstore.Tx, streamID string, expected eventstore.ExpectedVersion, events []eventstore.Event) (eventstore.AppendResult, error) {
+	if tx == nil {
+		return eventstore.AppendResult{}, fmt.Errorf("eventstore/postgres: append: %w", &eventstore.InvalidArgumentError{Field: "tx", Reason: "must not be nil"})
+	}
+	var hookTx Tx
+	switch t := tx.(type) {
+	case *sqlx.Tx: // before Tx, which it satisfies: hooks get the view without Commit
+		hookTx = NewTx(t)
+	case Tx:
+		hookTx = t
+	}
+	if hookTx == nil && len(s.cfg.AppendHooks) > 0 {
+		return eventstore.AppendResult{}, fmt.Errorf("eventstore/postgres: append: %w", &eventstore.InvalidArgumentError{Field: "tx",
+			Reason: fmt.Sprintf("a %T cannot run AppendHooks: pass a *sqlx.Tx or a postgres.Tx", tx)})
+	}
+	enc, err := eventstore.EncodeAppend(ctx, s.reg, streamID, expected, events, s.encodeOpts())
+	if err != nil {
+		return eventstore.AppendResult{}, fmt.Errorf("eventstore/postgres: append: %w", err)
+	}
+	st, err := s.appendStmt(ctx, len(enc))
+	if err != nil {
+		return eventstore.AppendResult{}, err
+	}
+	recs, res, err := s.insert(ctx, bindStmt(ctx, tx, st, s.appendSQL(len(enc))), tx, streamID, expected, enc)
+	if err != nil {
+		// tx is aborted; a lost race reads the stream's version through
+		// the pool, so leave the pool one connection more than the
+		// transactions that may append at once.
+		return eventstore.AppendResult{}, s.refused(ctx, streamID, expected, enc, err, false)
+	}
+	if recs == nil {
+		return res, nil // a replay
+	}
+	if hookTx != nil {
+		if err := s.runHooks(ctx, hookTx, recs); err != nil {
+			return eventstore.AppendResult{}, err
 		}
 	}
-	return enc[0].Type
+	return result(streamID, recs), nil
 }

@@ -87,7 +87,7 @@ func TestAppendExpectedVersionMatrix(t *testing.T) {
 	}
 }
 
-// TestAppendTxRefusesOlderTransaction is DESIGN guarantee 3: a transaction
+// TestAppendTxRefusesOlderTransaction is guarantee 3 in docs/guarantees.md: a transaction
 // that took its transaction id before another one appended to the same
 // stream and committed must not append after that event, since its rows
 // would sort before it in the feed.
@@ -295,7 +295,7 @@ func TestAppendRefusesBadInput(t *testing.T) {
 		{"unregistered", "order-1", []eventstore.Event{{Data: unregistered{1}}}, eventstore.ErrUnknownEventType},
 		{"NUL in payload", "order-1", []eventstore.Event{placed("a\x00b", 1)}, eventstore.ErrMalformedPayload},
 		{"NUL in second of many", "order-1", append(items(80), placed("\x00", 1)), eventstore.ErrMalformedPayload},
-		{"NUL in metadata", "order-1", []eventstore.Event{{Data: ItemAdded{}, Metadata: eventstore.Metadata{Actor: "a\x00"}}}, eventstore.ErrMalformedPayload},
+		{"NUL in metadata", "order-1", []eventstore.Event{{Data: ItemAdded{}, Metadata: eventstore.Metadata{Actor: "a\x00"}}}, eventstore.ErrInvalidArgument},
 	}
 	for _, tc := range cases {
 		_, err := b.store.Append(ctx, tc.stream, eventstore.Any, tc.events)
@@ -428,6 +428,58 @@ func TestAppendTxStricterIsolation(t *testing.T) {
 		_ = tx.Rollback()
 		if n := b.countRows(t, stream); n != 1 {
 			t.Fatalf("%s: %d rows", iso, n)
+		}
+	}
+}
+
+// TestLookupEvents reads events by ID: decoded, in the order asked, stored
+// IDs only, each once; too many IDs are refused.
+func TestLookupEvents(t *testing.T) {
+	t.Parallel()
+	b := setup(t, postgres.Config{})
+	ctx := testCtx(t)
+	res, err := b.store.Append(ctx, "order-1", eventstore.NoStream, []eventstore.Event{placed("1", 10), placed("1", 11), placed("1", 12)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := res.EventIDs
+	recs, err := b.store.LookupEvents(ctx, []uuid.UUID{ids[2], uuid.Must(uuid.NewV7()), ids[0], ids[2]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 2 || recs[0].ID != ids[2] || recs[1].ID != ids[0] || recs[0].StreamVersion != 3 || recs[1].StreamID != "order-1" ||
+		recs[0].Data != (OrderPlaced{OrderID: "1", Amount: 12}) || recs[0].Position != res.LastPosition {
+		t.Fatalf("LookupEvents = %+v, want versions 3 and 1 of order-1, decoded", recs)
+	}
+	if recs, err := b.store.LookupEvents(ctx, nil); err != nil || len(recs) != 0 {
+		t.Fatalf("LookupEvents(nil) = %v, %v", recs, err)
+	}
+	if _, err := b.store.LookupEvents(ctx, make([]uuid.UUID, eventstore.MaxReadAllLimit+1)); !errors.Is(err, eventstore.ErrInvalidArgument) {
+		t.Fatalf("LookupEvents of too many IDs: %v", err)
+	}
+	if _, _, err := b.store.SettleAppend(ctx, "order-1", nil); !errors.Is(err, eventstore.ErrInvalidArgument) {
+		t.Fatalf("SettleAppend without IDs: %v", err)
+	}
+	if _, _, err := b.store.SettleAppend(ctx, "", ids); !errors.Is(err, eventstore.ErrInvalidStreamID) {
+		t.Fatalf("SettleAppend of an invalid stream ID: %v", err)
+	}
+	// SettleAppend answers for the whole append only.
+	for _, tc := range []struct {
+		stream string
+		ids    []uuid.UUID
+		want   bool
+	}{
+		{"order-1", ids, true},
+		{"order-1", ids[:2], false},
+		{"order-1", []uuid.UUID{ids[1], ids[0], ids[2]}, false},
+		{"order-2", ids, false},
+	} {
+		got, written, err := b.store.SettleAppend(ctx, tc.stream, tc.ids)
+		if err != nil || written != tc.want {
+			t.Fatalf("SettleAppend(%s, %v) = %v, %v; want %v", tc.stream, tc.ids, written, err, tc.want)
+		}
+		if written && (got.FirstVersion != 1 || got.LastVersion != 3 || got.LastPosition != res.LastPosition) {
+			t.Fatalf("SettleAppend result %+v, want %+v", got, res)
 		}
 	}
 }

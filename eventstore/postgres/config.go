@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/esox-go/esox/eventstore"
 )
@@ -21,6 +22,9 @@ const (
 	// ReadStreamPageSizeDefault is the page size used when
 	// Config.ReadStreamPageSize is zero.
 	ReadStreamPageSizeDefault = 1000
+	// SettleTimeoutDefault is the settle time used when
+	// Config.SettleTimeout is zero.
+	SettleTimeoutDefault = 30 * time.Second
 )
 
 // AppendHook runs inside an append's transaction after its rows are inserted,
@@ -51,6 +55,20 @@ type Config struct {
 	// AppendHook). With hooks, Append runs BEGIN, the insert, the hooks and
 	// COMMIT; without, it is one statement.
 	AppendHooks []AppendHook
+	// MaxEventSize is the largest event Append and AppendTx accept, in
+	// bytes of payload plus metadata as encoded JSON; a larger one is
+	// refused with an *eventstore.EventTooLargeError before anything is
+	// sent. Defaults to 0, no limit but PostgreSQL's (see
+	// eventstore.CheckJSONB); must not be negative. Give the memory store
+	// the same value to have both refuse the same events.
+	MaxEventSize int
+	// SettleTimeout bounds how long Append keeps trying to find out
+	// whether an append whose connection failed was written, before it
+	// gives up with an *eventstore.OutcomeUnknownError (see Append). Cover
+	// a server restart: crash recovery takes seconds. The caller's ctx
+	// bounds it too. Defaults to SettleTimeoutDefault (30 s); must not be
+	// negative.
+	SettleTimeout time.Duration
 	// Logger receives the store's logs. Defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -68,6 +86,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ReadStreamPageSize == 0 {
 		c.ReadStreamPageSize = ReadStreamPageSizeDefault
+	}
+	if c.SettleTimeout == 0 {
+		c.SettleTimeout = SettleTimeoutDefault
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -91,6 +112,12 @@ func (c Config) validate() error {
 	}
 	if c.ReadStreamPageSize < 0 {
 		return fmt.Errorf("invalid config: ReadStreamPageSize: %w", &eventstore.InvalidArgumentError{Field: "ReadStreamPageSize", Reason: fmt.Sprintf("must not be negative, got %d", c.ReadStreamPageSize)})
+	}
+	if c.MaxEventSize < 0 {
+		return fmt.Errorf("invalid config: MaxEventSize: %w", &eventstore.InvalidArgumentError{Field: "MaxEventSize", Reason: fmt.Sprintf("must not be negative, got %d", c.MaxEventSize)})
+	}
+	if c.SettleTimeout < 0 {
+		return fmt.Errorf("invalid config: SettleTimeout: %w", &eventstore.InvalidArgumentError{Field: "SettleTimeout", Reason: fmt.Sprintf("must not be negative, got %s", c.SettleTimeout)})
 	}
 	for i, h := range c.AppendHooks {
 		if h == nil {

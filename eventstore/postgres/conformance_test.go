@@ -30,6 +30,17 @@ func TestConformance(t *testing.T) {
 				}
 				return s
 			})
+			storetest.RunMaxEventSize(t, func(t *testing.T, reg *eventstore.Registry, maxEventSize int) eventstore.Store {
+				s, err := postgres.New(db, reg, postgres.Config{Schema: pgtest.Schema(t, db), MaxEventSize: maxEventSize})
+				if err != nil {
+					t.Fatalf("New: %v", err)
+				}
+				t.Cleanup(func() { _ = s.Close() })
+				if _, err := s.Migrate(t.Context()); err != nil {
+					t.Fatalf("Migrate: %v", err)
+				}
+				return s
+			})
 		})
 	}
 }

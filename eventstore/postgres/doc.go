@@ -7,12 +7,18 @@
 //
 // # Guarantees
 //
-// The store keeps these DESIGN guarantees; each has a test in this package:
+// The store keeps these guarantees of docs/guarantees.md; each has a test in
+// this package:
 //
 //  1. Optimistic concurrency: Append and AppendTx check the expected version
 //     and insert in one statement; a mismatch or a concurrent winner returns a
 //     *eventstore.ConcurrencyError (eventstore.ErrConcurrencyConflict) with
-//     stream, expected and actual version, and nothing is written.
+//     stream, expected and actual version, and nothing is written. Every
+//     outcome is known: an Append whose connection fails after the statement
+//     was sent looks its event IDs up on a new connection and reports what
+//     it finds; eventstore.ErrOutcomeUnknown is the last resort, and every
+//     other error means nothing was written (SettleAppend settles a failed
+//     Commit after AppendTx).
 //  2. Gap-free global feed: ReadAll returns only rows whose transaction is
 //     older than every running one (pg_snapshot_xmin), ordered by
 //     (transaction_id, position), so a reader resuming from its last Position
@@ -26,8 +32,11 @@
 //     AppendHooks run inline projections in the append's transaction, and
 //     get a Tx they cannot commit or roll back.
 //  8. Bad input is refused: invalid schema and table names
-//     (ValidateIdentifier), stream IDs, unregistered types and payloads
-//     PostgreSQL cannot store get typed errors and write nothing.
+//     (ValidateIdentifier), stream IDs, unregistered types, and payloads,
+//     metadata, type names and snapshots PostgreSQL cannot store get typed
+//     errors before anything is sent (eventstore.CheckJSONB); what PostgreSQL
+//     refuses anyway is translated into the same typed errors. Nothing is
+//     written.
 //
 // # Performance
 //

@@ -1,7 +1,6 @@
 package postgres
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"errors"
@@ -22,21 +21,6 @@ func translate(ctx context.Context, op string, err error) error {
 }
 
 func isNoRows(err error) bool { return errors.Is(err, sql.ErrNoRows) }
-
-// containsNUL reports whether a JSON text holds an escaped NUL (\u0000) that
-// is not itself an escaped backslash followed by "u0000".
-func containsNUL(b []byte) bool {
-	for i := 0; i < len(b); i++ {
-		if b[i] != '\\' {
-			continue
-		}
-		if i+1 < len(b) && b[i+1] == 'u' && bytes.HasPrefix(b[i+2:], []byte("0000")) {
-			return true
-		}
-		i++ // skip the escaped character
-	}
-	return false
-}
 
 // violatedConstraint returns which of names the PostgreSQL error in err's
 // chain names as its constraint, or "". Drivers expose the constraint as a

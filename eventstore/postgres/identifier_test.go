@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
@@ -57,6 +58,8 @@ func TestNewRefusesBadConfig(t *testing.T) {
 		{postgres.Config{EventsTable: "x", SnapshotsTable: "x"}, "SnapshotsTable"},
 		{postgres.Config{ReadStreamPageSize: -1}, "ReadStreamPageSize"},
 		{postgres.Config{AppendHooks: []postgres.AppendHook{nil}}, "AppendHooks"},
+		{postgres.Config{MaxEventSize: -1}, "MaxEventSize"},
+		{postgres.Config{SettleTimeout: -time.Second}, "SettleTimeout"},
 	}
 	for _, tc := range cases {
 		_, err := postgres.New(db, testRegistry(), tc.cfg)

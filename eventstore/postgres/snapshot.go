@@ -10,29 +10,30 @@ import (
 
 // SaveSnapshot stores snap as the latest snapshot of snap.StreamID,
 // replacing a saved one of the same or an older version; a snapshot older
-// than the saved one is ignored. The payload is kept byte for byte.
+// than the saved one is ignored. The payload is kept as the JSON text given
+// (a json column, not jsonb).
 //
-// It returns an *eventstore.InvalidStreamIDError, or an
-// *eventstore.InvalidArgumentError for a version below 1, an empty Type or a
-// payload that is not valid JSON. ctx bounds the query. Safe for concurrent
-// use.
+// It returns the errors of eventstore.ValidateSnapshot, checked before
+// anything is sent: an *eventstore.InvalidStreamIDError, or an
+// *eventstore.InvalidArgumentError for a version below 1, an empty Type or
+// one PostgreSQL cannot store as text, or a payload that is not valid JSON
+// or not valid UTF-8. Should PostgreSQL still refuse the data (SQLSTATE
+// classes 22 and 54), that is an *eventstore.InvalidArgumentError too. In
+// every error case nothing is written. ctx bounds the query. Safe for
+// concurrent use.
 func (s *Store) SaveSnapshot(ctx context.Context, snap eventstore.Snapshot) error {
-	if err := eventstore.ValidateStreamID(snap.StreamID); err != nil {
+	if err := eventstore.ValidateSnapshot(snap); err != nil {
 		return fmt.Errorf("eventstore/postgres: save snapshot: %w", err)
-	}
-	switch {
-	case snap.Version < 1:
-		return fmt.Errorf("eventstore/postgres: save snapshot: %w", &eventstore.InvalidArgumentError{Field: "snapshot version", Reason: fmt.Sprintf("must be at least 1, got %d", snap.Version)})
-	case snap.Type == "":
-		return fmt.Errorf("eventstore/postgres: save snapshot: %w", &eventstore.InvalidArgumentError{Field: "snapshot type", Reason: "must not be empty"})
-	case !json.Valid(snap.Payload):
-		return fmt.Errorf("eventstore/postgres: save snapshot: %w", &eventstore.InvalidArgumentError{Field: "snapshot payload", Reason: "must be valid JSON"})
 	}
 	st, err := s.stmt(ctx, s.saveSnapshotSQL)
 	if err != nil {
 		return err
 	}
 	if _, err := st.ExecContext(ctx, snap.StreamID, snap.Version, snap.Type, string(snap.Payload)); err != nil {
+		if code := SQLState(err); len(code) == 5 && (code[:2] == "22" || code[:2] == "54") {
+			return fmt.Errorf("eventstore/postgres: save snapshot: %w", &eventstore.InvalidArgumentError{Field: "snapshot",
+				Reason: fmt.Sprintf("PostgreSQL refused its type or payload (SQLSTATE %s): %v", code, err)})
+		}
 		return translate(ctx, "save snapshot", err)
 	}
 	return nil

@@ -20,9 +20,13 @@ const (
 
 // appendSQLHead is the common part of the append statement: it reads the
 // stream's last event (version and writing transaction) and inserts the rows
-// only when the expected version holds ($2 mode, $3 version) and the last
-// event's transaction is not newer than the current one (DESIGN guarantee
-// 3); zero rows back mean a conflict.
+// only when the expected version holds ($2 mode, $3 version), the last
+// event's transaction is not newer than the current one (guarantee 3 in
+// docs/guarantees.md) and the first event's ID (%[3]s) is not stored yet;
+// zero rows back mean a conflict, a duplicate ID or a replay, which
+// Store.conflict tells apart. The ID check makes a replay (the same append
+// sent again, by the caller or by database/sql on a new connection) insert
+// nothing instead of failing on the unique index.
 const appendSQLHead = `WITH last AS (
 	SELECT stream_version, transaction_id FROM %[1]s
 	WHERE stream_id = $1 ORDER BY stream_version DESC LIMIT 1
@@ -35,6 +39,7 @@ SELECT v.event_id, $1, cur.version + v.ord, v.event_type, v.payload, v.metadata
 FROM cur CROSS JOIN %[2]s
 WHERE (CASE $2::bigint WHEN 0 THEN true WHEN 1 THEN cur.version = 0 WHEN 2 THEN cur.version > 0 ELSE cur.version = $3::bigint END)
   AND (cur.last_txid IS NULL OR cur.last_txid <= pg_current_xact_id())
+  AND NOT EXISTS (SELECT 1 FROM %[1]s WHERE event_id = %[3]s)
 ORDER BY v.ord
 RETURNING position, transaction_id::text, stream_version, recorded_at`
 
@@ -50,7 +55,8 @@ func (s *Store) buildSQL() {
 		s.valuesSQL[n] = s.appendValuesSQL(n)
 	}
 	s.appendArraySQL = fmt.Sprintf(appendSQLHead, ev,
-		`unnest($4::uuid[], $5::text[], $6::jsonb[], $7::jsonb[]) WITH ORDINALITY AS v(event_id, event_type, payload, metadata, ord)`)
+		`unnest($4::uuid[], $5::text[], $6::jsonb[], $7::jsonb[]) WITH ORDINALITY AS v(event_id, event_type, payload, metadata, ord)`,
+		`($4::uuid[])[1]`)
 	s.readStreamSQL = `SELECT ` + recordColumns + ` FROM ` + ev + `
 WHERE stream_id = $1 AND stream_version >= $2 ORDER BY stream_version LIMIT $3`
 	s.readAllSQL = `SELECT ` + recordColumns + `, stream_id FROM ` + ev + `
@@ -61,9 +67,23 @@ ORDER BY transaction_id, position LIMIT $3`
 WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())
 ORDER BY transaction_id DESC, position DESC LIMIT 1`
 	s.streamInfoSQL = `SELECT coalesce(max(stream_version), 0) FROM ` + ev + ` WHERE stream_id = $1`
-	s.conflictSQL = `SELECT stream_version, transaction_id::text,
-	coalesce(transaction_id > pg_current_xact_id_if_assigned(), false)
-FROM ` + ev + ` WHERE stream_id = $1 ORDER BY stream_version DESC LIMIT 1`
+	s.conflictSQL = `WITH last AS (
+	SELECT stream_version, transaction_id FROM ` + ev + `
+	WHERE stream_id = $1 ORDER BY stream_version DESC LIMIT 1
+)
+SELECT coalesce((SELECT stream_version FROM last), 0),
+	coalesce((SELECT transaction_id::text FROM last), ''),
+	coalesce((SELECT transaction_id > pg_current_xact_id_if_assigned() FROM last), false),
+	EXISTS (SELECT 1 FROM ` + ev + ` WHERE event_id = $2::uuid)`
+	s.sameTxNeighborSQL = `SELECT EXISTS (SELECT 1 FROM ` + ev + `
+WHERE stream_id = $1 AND stream_version IN ($2::bigint, $3::bigint) AND transaction_id = $4::text::xid8)`
+	s.lookupSQL = `SELECT ` + recordColumns + `, stream_id FROM ` + ev + ` WHERE event_id = ANY($1::uuid[])`
+	// The probe inserts rows with the given event IDs into a stream of its
+	// own, in a transaction that is always rolled back: ON CONFLICT waits
+	// for a transaction still inserting one of the IDs to end.
+	s.probeSQL = `INSERT INTO ` + ev + ` (event_id, stream_id, stream_version, event_type, payload, metadata)
+SELECT t.id, $2, t.ord, '', '{}', '{}' FROM unnest($1::uuid[]) WITH ORDINALITY AS t(id, ord)
+ON CONFLICT (event_id) DO NOTHING`
 	s.saveSnapshotSQL = `INSERT INTO ` + s.snapshots + ` AS s (stream_id, stream_version, snapshot_type, payload)
 VALUES ($1, $2, $3, $4::json)
 ON CONFLICT (stream_id) DO UPDATE SET stream_version = excluded.stream_version,
@@ -85,5 +105,5 @@ func (s *Store) appendValuesSQL(n int) string {
 		fmt.Fprintf(&b, "($%d::uuid, $%d::text, $%d::jsonb, $%d::jsonb, %d)", p, p+1, p+2, p+3, i+1)
 	}
 	b.WriteString(") AS v(event_id, event_type, payload, metadata, ord)")
-	return fmt.Sprintf(appendSQLHead, s.events, b.String())
+	return fmt.Sprintf(appendSQLHead, s.events, b.String(), "$4::uuid")
 }

@@ -20,12 +20,12 @@ type Store struct {
 	cfg Config
 	log *slog.Logger
 
-	events, snapshots                                  string   // quoted, qualified
-	pkeyName, eventIDKeyName, streamVersionKeyName     string   // unquoted constraint names
-	valuesSQL                                          []string // by event count
-	appendArraySQL, readStreamSQL, readAllSQL, headSQL string
-	streamInfoSQL, saveSnapshotSQL, loadSnapshotSQL    string
-	conflictSQL                                        string
+	events, snapshots                                   string   // quoted, qualified
+	pkeyName, eventIDKeyName, streamVersionKeyName      string   // unquoted constraint names
+	valuesSQL                                           []string // by event count
+	appendArraySQL, readStreamSQL, readAllSQL, headSQL  string
+	streamInfoSQL, saveSnapshotSQL, loadSnapshotSQL     string
+	conflictSQL, lookupSQL, probeSQL, sameTxNeighborSQL string
 
 	stmtMu sync.Mutex
 	stmts  map[string]*sqlx.Stmt

@@ -16,7 +16,7 @@
 //
 // # What the suite checks
 //
-// It proves DESIGN guarantees 1 (optimistic concurrency, including 16
+// It proves the guarantees of docs/guarantees.md numbered 1 (optimistic concurrency, including 16
 // goroutines racing for each version of one stream), 2 and 3 as far as one
 // process can see them (ReadAll in Position order, per-stream version order
 // in the feed, paged reads resuming from a checkpoint equal one full read) and
@@ -46,16 +46,31 @@
 //   - Any and StreamExists appends racing on one stream all succeed: a store
 //     whose optimistic insert loses the next version to a concurrent writer
 //     retries, since the expectation still holds.
-//   - A payload whose JSON contains a string with U+0000 (the escape
-//     \u0000, which jsonb refuses) is an *eventstore.PayloadError
-//     (eventstore.ErrMalformedPayload); a string holding the six characters
-//     `\u0000` (an escaped backslash) is fine and round-trips. Metadata
-//     containing NUL is refused with an error matching
-//     eventstore.ErrInvalidArgument or eventstore.ErrMalformedPayload.
+//   - Every store refuses what PostgreSQL cannot store, before writing
+//     (Refusals lists the cases, Storable the near misses that must be
+//     accepted): a payload whose JSON jsonb refuses (the escape \u0000,
+//     lone surrogate escapes, invalid UTF-8, numbers outside numeric's
+//     range, a string over 2^28-1 bytes) is an *eventstore.PayloadError
+//     (eventstore.ErrMalformedPayload) naming the event type; metadata
+//     containing NUL is an *eventstore.InvalidArgumentError
+//     (eventstore.ErrInvalidArgument) on "metadata"; a type name with NUL or
+//     invalid UTF-8 is refused by eventstore.Register. A string holding the
+//     six characters `\u0000` (an escaped backslash) is fine and
+//     round-trips.
+//   - An append whose events are all stored already, with the same IDs in
+//     the same order as one earlier append (all that append wrote) to the
+//     same stream, at versions the expected version allows, is a replay: it
+//     writes nothing and returns the stored events' AppendResult. Any other
+//     reuse of a stored ID is refused as above.
+//   - A store with a maximum event size (RunMaxEventSize) stores an event of
+//     exactly that many bytes of payload plus metadata JSON and refuses a
+//     larger one with an *eventstore.EventTooLargeError.
 //   - SaveSnapshot keeps the snapshot of the highest version: an older one
 //     is ignored, one of the same version replaces it. It refuses a Version
-//     below 1, an empty Type, and a Payload that is not valid JSON, with an
-//     error matching eventstore.ErrInvalidArgument.
+//     below 1, an empty Type or one with NUL or invalid UTF-8, and a Payload
+//     that is not valid JSON or not valid UTF-8, with an error matching
+//     eventstore.ErrInvalidArgument (eventstore.ValidateSnapshot). A payload
+//     is kept as the JSON text given, \u0000 and lone surrogates included.
 //   - Stream IDs are validated on every call that takes one: ReadStream
 //     yields, and StreamInfo, SaveSnapshot and LoadSnapshot return, an error
 //     matching eventstore.ErrInvalidStreamID.

@@ -65,6 +65,10 @@ var suite = []struct {
 	{"DuplicateEventID", testDuplicateEventID},
 	{"Metadata", testMetadata},
 	{"ContextCancellation", testContextCancellation},
+	{"Refusals", testRefusals},
+	{"TypeNames", testTypeNames},
+	{"SnapshotRefusals", testSnapshotRefusals},
+	{"Replay", testReplay},
 }
 
 // Event types the suite registers.
@@ -120,6 +124,7 @@ func setup(t *testing.T, newStore NewStoreFunc) *bundle {
 	eventstore.MustRegister[blob](reg, blobType)
 	eventstore.MustRegister[failingMarshal](reg, failingTyp)
 	eventstore.MustRegister[scalarMarshal](reg, scalarType)
+	eventstore.MustRegister[RawJSON](reg, RawJSONType)
 	s := newStore(t, reg)
 	if s == nil {
 		t.Fatal("storetest: newStore returned nil")

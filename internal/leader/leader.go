@@ -1,5 +1,5 @@
 // Package leader elects one active worker per job across processes with a
-// PostgreSQL session advisory lock (DESIGN guarantee 7: one active worker per
+// PostgreSQL session advisory lock (guarantee 7 in docs/guarantees.md: one active worker per
 // job, another takes over within seconds when it dies).
 //
 // # One lock session per process
@@ -24,7 +24,7 @@
 //
 // The locks are session locks, not transaction locks: holding them keeps no
 // transaction open, takes no transaction id and so never holds back
-// pg_snapshot_xmin for the readers of the global feed (DESIGN's first trap).
+// pg_snapshot_xmin for the readers of the global feed (the xid trap, docs/forwarding.md).
 // PostgreSQL releases them when the session ends, so a killed process loses
 // leadership as soon as the server notices its socket closed.
 //

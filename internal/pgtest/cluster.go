@@ -142,6 +142,18 @@ func (c *Cluster) Restart(t testing.TB) {
 	}
 }
 
+// Crash stops the server the way a crash would (pg_ctl stop -m immediate):
+// every server process is killed at once, without a checkpoint and without
+// a word to clients, so a transaction may have committed without its client
+// hearing of it. Start starts it again, running crash recovery. It fails t
+// on error.
+func (c *Cluster) Crash(t testing.TB) {
+	t.Helper()
+	if out, err := c.run("pg_ctl", "-D", c.data, "-m", "immediate", "-w", "-t", "60", "stop"); err != nil {
+		t.Fatalf("pgtest: crash cluster: %v\n%s", err, out)
+	}
+}
+
 // Stop stops the server (pg_ctl stop -m fast); Start starts it again.
 func (c *Cluster) Stop(t testing.TB) {
 	t.Helper()
