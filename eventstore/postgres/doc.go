@@ -66,6 +66,10 @@
 // # Wake-ups
 //
 // The store sends no NOTIFY (it would take a global lock at every commit).
-// Store.Subscribe wakes readers in the same process after each Append; other
-// readers poll ReadAll, which takes no transaction id.
+// Store.Watch wakes its subscribers after each Append through the store and,
+// for commits made elsewhere, whenever the store's one feed watcher, which
+// polls Head every poll interval while anyone watches, sees the feed's head
+// move: one read-only query per interval for the whole process, however
+// many readers wait (the projector and the forwarder use it). Subscribe
+// gets the same wake-ups without making the store poll.
 package postgres
