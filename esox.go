@@ -99,6 +99,11 @@ type Component struct {
 // publisher, with the Config's extra components. Migrate migrates all of
 // them; Run runs all of them until its context is cancelled.
 //
+// Its runner and forwarder share the store's one feed watcher and the
+// pool's one lock session, so an idle App sends the database one read-only
+// query per poll interval and one statement per leader interval, however
+// many projections it runs (see docs/operations.md).
+//
 // An App is safe for concurrent use. Run may be called once at a time.
 type App struct {
 	db     *sqlx.DB

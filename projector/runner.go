@@ -359,9 +359,10 @@ func (r *Runner) watchCheckpoints(ctx context.Context) {
 			names = append(names, w.p.Name)
 		}
 	}
-	// Projection names are identifiers (letters, digits, underscores): an
-	// array literal of them needs no quoting.
-	list := "{" + strings.Join(names, ",") + "}"
+	// Projection names are identifiers (letters, digits, underscores), so
+	// quoting each in the array literal is enough (and keeps a name such as
+	// NULL a string).
+	list := `{"` + strings.Join(names, `","`) + `"}`
 	t := time.NewTicker(r.cfg.LeaderRetryInterval)
 	defer t.Stop()
 	for {

@@ -80,26 +80,28 @@ func (e *WaitError) Is(target error) bool {
 const leaderCheckInterval = time.Second
 
 // WaitFor returns nil once the live version of projection has applied the
-// record at pos (its checkpoint is at or past pos), for read-your-writes:
-// append, then WaitFor(ctx, name, result.LastPosition), then query the read
-// model. It checks the checkpoint row (one index lookup) at once, whenever
-// this process applies a batch, and every Config.PollInterval otherwise, so
-// it works whichever process runs the projection.
+// record at pos (the checkpoint of each of its partitions is at or past
+// pos), for read-your-writes: append, then WaitFor(ctx, name,
+// result.LastPosition), then query the read model. It checks the
+// checkpoint rows (one index range scan) at once, whenever this process
+// applies a batch, and every Config.PollInterval otherwise, so it works
+// whichever process runs the projection.
 //
 // It does not wait for what cannot come: short of pos, it returns a
 // *WaitError (matching ErrNotProgressing) naming the state and the
 // checkpoint. It returns one at once when the projection stopped with an
-// error (ErrStopped) or has no live version, and within
-// Config.LeaderRetryInterval (1 s by default) when it is not registered
-// (ErrNotRegistered) or no process leads the live version (no session holds
-// its leader lock), and this runner is not running it: that grace lets a
-// Run started in a goroutine just before WaitFor, or another process
-// starting, register and take the projection without a false alarm. While
-// this runner's Run runs, WaitFor waits for it to register and lead, also
-// through a leadership change. Whether some process leads is checked again
-// every second while it waits, so a waiting-only process (one that runs no
-// runner) gets StateNotRunning when the leader stops and no other process
-// takes over within the grace.
+// error (ErrStopped; one stopped partition is enough) or has no live
+// version, and within Config.LeaderRetryInterval (1 s by default) when it
+// is not registered (ErrNotRegistered) or no process leads the live
+// version (or one of its partitions: no session holds its leader lock),
+// and this runner is not running it: that grace lets a Run started in a
+// goroutine just before WaitFor, or another process starting, register and
+// take the projection without a false alarm. While this runner's Run runs,
+// WaitFor waits for it to register and lead, also through a leadership
+// change. Whether some process leads is checked again every second while
+// it waits, so a waiting-only process (one that runs no runner) gets
+// StateNotRunning when the leader stops and no other process takes over
+// within the grace.
 //
 // It returns ctx's error (wrapped) when ctx ends first, an error matching
 // eventstore.ErrInvalidArgument for a projection the runner does not have,
