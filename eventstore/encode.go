@@ -12,10 +12,13 @@ import (
 // EncodedEvent is an Event validated and encoded for storage: what a Store
 // writes as one row.
 type EncodedEvent struct {
-	ID       uuid.UUID
-	Type     string
-	Payload  []byte
-	Metadata []byte
+	ID   uuid.UUID
+	Type string
+	// SchemaVersion is the version Type is registered at: the row's
+	// schema_version.
+	SchemaVersion int
+	Payload       []byte
+	Metadata      []byte
 	// Data is the event value as given, for stores that keep it.
 	Data any
 	// Meta is the merged metadata Metadata encodes.
@@ -54,10 +57,11 @@ func EncodeAppend(ctx context.Context, r *Registry, streamID string, expected Ex
 	ctxMeta := MetadataFrom(ctx)
 	out := make([]EncodedEvent, len(events))
 	for i, e := range events {
-		name, payload, err := r.Encode(e.Data)
+		ev, err := r.EncodeEvent(e.Data)
 		if err != nil {
 			return nil, fmt.Errorf("event %d: %w", i, err)
 		}
+		name, payload := ev.Type, []byte(ev.Payload)
 		if payload[0] != '{' && payload[0] != '[' {
 			// jsonb accepts scalars, but an event is an object; a custom
 			// MarshalJSON that returns a bare string is a bug worth naming.
@@ -83,14 +87,15 @@ func EncodeAppend(ctx context.Context, r *Registry, streamID string, expected Ex
 		if opts != nil && opts.MaxEventSize > 0 && len(payload)+len(metaJSON) > opts.MaxEventSize {
 			return nil, fmt.Errorf("event %d: %w", i, &EventTooLargeError{Index: i, Type: name, Size: len(payload) + len(metaJSON), Max: opts.MaxEventSize})
 		}
-		out[i] = EncodedEvent{ID: id, Type: name, Payload: payload, Metadata: metaJSON, Data: e.Data, Meta: meta}
+		out[i] = EncodedEvent{ID: id, Type: name, SchemaVersion: ev.Version, Payload: payload, Metadata: metaJSON, Data: e.Data, Meta: meta}
 	}
 	return out, nil
 }
 
 // ValidateSnapshot checks a snapshot before it is saved: a valid stream ID
-// (*InvalidStreamIDError), a Version of at least 1, a non-empty Type that
-// PostgreSQL can store as text (no NUL, valid UTF-8), and a Payload that is
+// (*InvalidStreamIDError), a Version of at least 1, a SchemaVersion that is
+// not negative, a non-empty Type that PostgreSQL can store as text (no NUL,
+// valid UTF-8), and a Payload that is
 // valid JSON and valid UTF-8 (*InvalidArgumentError for each). Snapshot
 // payloads are kept as the JSON text given, so the escape \u0000, lone
 // surrogate escapes and numbers of any size are accepted. Stores call it
@@ -102,6 +107,8 @@ func ValidateSnapshot(s Snapshot) error {
 	switch {
 	case s.Version < 1:
 		return &InvalidArgumentError{Field: "snapshot version", Reason: fmt.Sprintf("must be at least 1, got %d", s.Version)}
+	case s.SchemaVersion < 0:
+		return &InvalidArgumentError{Field: "snapshot schema version", Reason: fmt.Sprintf("must not be negative (0 means 1), got %d", s.SchemaVersion)}
 	case s.Type == "":
 		return &InvalidArgumentError{Field: "snapshot type", Reason: "must not be empty"}
 	case !json.Valid(s.Payload):

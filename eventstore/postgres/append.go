@@ -6,6 +6,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -310,19 +311,20 @@ func appendArgs(streamID string, expected eventstore.ExpectedVersion, enc []even
 	if len(enc) > maxValuesEvents {
 		ids := make([]string, len(enc))
 		types := make([]string, len(enc))
+		versions := make([]string, len(enc))
 		payloads := make([]string, len(enc))
 		metas := make([]string, len(enc))
 		for i, e := range enc {
-			ids[i], types[i], payloads[i], metas[i] = e.ID.String(), e.Type, string(e.Payload), string(e.Metadata)
+			ids[i], types[i], versions[i], payloads[i], metas[i] = e.ID.String(), e.Type, strconv.Itoa(e.SchemaVersion), string(e.Payload), string(e.Metadata)
 		}
-		return []any{streamID, mode, version, arrayLiteral(ids), arrayLiteral(types), arrayLiteral(payloads), arrayLiteral(metas)}
+		return []any{streamID, mode, version, arrayLiteral(ids), arrayLiteral(types), arrayLiteral(versions), arrayLiteral(payloads), arrayLiteral(metas)}
 	}
-	args := make([]any, 0, 3+4*len(enc))
+	args := make([]any, 0, 3+appendEventParams*len(enc))
 	args = append(args, streamID, mode, version)
 	for _, e := range enc {
 		// JSON goes as string, not []byte: with binary_parameters=yes lib/pq
 		// would send []byte in binary format, which jsonb does not accept.
-		args = append(args, e.ID.String(), e.Type, string(e.Payload), string(e.Metadata))
+		args = append(args, e.ID.String(), e.Type, int64(e.SchemaVersion), string(e.Payload), string(e.Metadata))
 	}
 	return args
 }
@@ -353,6 +355,7 @@ func (s *Store) insert(ctx context.Context, query queryFunc, tx eventstore.Tx, s
 	for i, e := range enc {
 		r := &recs[i]
 		r.ID, r.StreamID, r.Type, r.Data, r.Payload, r.Metadata = e.ID, streamID, e.Type, e.Data, e.Payload, e.Meta
+		r.SchemaVersion, r.StoredType, r.StoredSchemaVersion = e.SchemaVersion, e.Type, e.SchemaVersion
 	}
 	return recs, eventstore.AppendResult{}, nil
 }

@@ -232,6 +232,9 @@ type storeMigrationData struct {
 	EventsEventIDKey         string
 	EventsStreamVersionKey   string
 	EventsStreamVersionCheck string
+	// CHECK constraints of the schema_version columns (003).
+	EventsSchemaVersionCheck    string
+	SnapshotsSchemaVersionCheck string
 }
 
 // Migrate creates or updates the store's schema and tables (the events and
@@ -249,13 +252,15 @@ func (s *Store) Migrate(ctx context.Context) (MigrateResult, error) {
 		Component: s.migrationComponent(),
 		Files:     files,
 		Data: storeMigrationData{
-			Schema:                   QuoteIdentifier(s.cfg.Schema),
-			Events:                   s.events,
-			Snapshots:                s.snapshots,
-			EventsPKey:               QuoteIdentifier(s.pkeyName),
-			EventsEventIDKey:         QuoteIdentifier(s.eventIDKeyName),
-			EventsStreamVersionKey:   QuoteIdentifier(s.streamVersionKeyName),
-			EventsStreamVersionCheck: QuoteIdentifier(constraintName(s.cfg.EventsTable, "stream_version_check")),
+			Schema:                      QuoteIdentifier(s.cfg.Schema),
+			Events:                      s.events,
+			Snapshots:                   s.snapshots,
+			EventsPKey:                  QuoteIdentifier(s.pkeyName),
+			EventsEventIDKey:            QuoteIdentifier(s.eventIDKeyName),
+			EventsStreamVersionKey:      QuoteIdentifier(s.streamVersionKeyName),
+			EventsStreamVersionCheck:    QuoteIdentifier(constraintName(s.cfg.EventsTable, "stream_version_check")),
+			EventsSchemaVersionCheck:    QuoteIdentifier(constraintName(s.cfg.EventsTable, "schema_version_check")),
+			SnapshotsSchemaVersionCheck: QuoteIdentifier(constraintName(s.cfg.SnapshotsTable, "schema_version_check")),
 		},
 	})
 	if err != nil {
