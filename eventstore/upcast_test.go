@@ -304,20 +304,26 @@ func TestUpcasterRegistrationRefused(t *testing.T) {
 	noop := func(p json.RawMessage) (json.RawMessage, error) { return p, nil }
 	split := func(json.RawMessage) ([]eventstore.VersionedEvent, error) { return nil, nil }
 	for name, reg := range map[string]func(r *eventstore.Registry) error{
-		"nil function":          func(r *eventstore.Registry) error { return r.Upcast("A", 1, nil) },
-		"nil typed function":    func(r *eventstore.Registry) error { return eventstore.UpcastAs[welcomed, welcomed](r, "A", 1, nil) },
-		"empty name":            func(r *eventstore.Registry) error { return r.Upcast("", 1, noop) },
-		"version 0":             func(r *eventstore.Registry) error { return r.Upcast("A", 0, noop) },
-		"twice":                 func(r *eventstore.Registry) error { _ = r.Upcast("A", 1, noop); return r.Drop("A", 1) },
-		"at the current":        func(r *eventstore.Registry) error { return r.Upcast("Current", 3, noop) },
-		"past the current":      func(r *eventstore.Registry) error { return r.Upcast("Current", 4, noop) },
-		"into a newer version":  func(r *eventstore.Registry) error { return r.Rename("Old", 1, "Current", 4) },
-		"rename to itself":      func(r *eventstore.Registry) error { return r.Rename("A", 1, "A", 2) },
-		"rename to version 0":   func(r *eventstore.Registry) error { return r.Rename("A", 1, "B", 0) },
-		"split into nothing":    func(r *eventstore.Registry) error { return r.Split("A", 1, nil, split) },
-		"split target twice":    func(r *eventstore.Registry) error { return r.Split("A", 1, []eventstore.SchemaRef{{Type: "B", Version: 1}, {Type: "B", Version: 1}}, split) },
-		"split nil function":    func(r *eventstore.Registry) error { return r.Split("A", 1, []eventstore.SchemaRef{{Type: "B", Version: 1}}, nil) },
-		"split into empty name": func(r *eventstore.Registry) error { return r.Split("A", 1, []eventstore.SchemaRef{{Type: "", Version: 1}}, split) },
+		"nil function":         func(r *eventstore.Registry) error { return r.Upcast("A", 1, nil) },
+		"nil typed function":   func(r *eventstore.Registry) error { return eventstore.UpcastAs[welcomed, welcomed](r, "A", 1, nil) },
+		"empty name":           func(r *eventstore.Registry) error { return r.Upcast("", 1, noop) },
+		"version 0":            func(r *eventstore.Registry) error { return r.Upcast("A", 0, noop) },
+		"twice":                func(r *eventstore.Registry) error { _ = r.Upcast("A", 1, noop); return r.Drop("A", 1) },
+		"at the current":       func(r *eventstore.Registry) error { return r.Upcast("Current", 3, noop) },
+		"past the current":     func(r *eventstore.Registry) error { return r.Upcast("Current", 4, noop) },
+		"into a newer version": func(r *eventstore.Registry) error { return r.Rename("Old", 1, "Current", 4) },
+		"rename to itself":     func(r *eventstore.Registry) error { return r.Rename("A", 1, "A", 2) },
+		"rename to version 0":  func(r *eventstore.Registry) error { return r.Rename("A", 1, "B", 0) },
+		"split into nothing":   func(r *eventstore.Registry) error { return r.Split("A", 1, nil, split) },
+		"split target twice": func(r *eventstore.Registry) error {
+			return r.Split("A", 1, []eventstore.SchemaRef{{Type: "B", Version: 1}, {Type: "B", Version: 1}}, split)
+		},
+		"split nil function": func(r *eventstore.Registry) error {
+			return r.Split("A", 1, []eventstore.SchemaRef{{Type: "B", Version: 1}}, nil)
+		},
+		"split into empty name": func(r *eventstore.Registry) error {
+			return r.Split("A", 1, []eventstore.SchemaRef{{Type: "", Version: 1}}, split)
+		},
 		"cycle": func(r *eventstore.Registry) error {
 			if err := r.Rename("A", 1, "B", 1); err != nil {
 				return err
@@ -351,12 +357,18 @@ func TestValidate(t *testing.T) {
 		setup func(r *eventstore.Registry) error
 		want  string // "" for valid
 	}{
-		"full chain":     {func(r *eventstore.Registry) error { return errors.Join(r.Upcast("Current", 1, noop), r.Upcast("Current", 2, noop)) }, ""},
-		"gap":            {func(r *eventstore.Registry) error { return r.Upcast("Current", 1, noop) }, "gap"},
-		"no version 1":   {func(r *eventstore.Registry) error { return r.Upcast("Current", 2, noop) }, "version 1"},
-		"leads nowhere":  {func(r *eventstore.Registry) error { return r.Rename("Old", 1, "Ghost", 1) }, "neither"},
-		"renamed into 2": {func(r *eventstore.Registry) error { return errors.Join(r.Rename("Old", 1, "Current", 2), r.Upcast("Current", 2, noop)) }, ""},
-		"drop":           {func(r *eventstore.Registry) error { return errors.Join(r.Upcast("Current", 1, noop), r.Upcast("Current", 2, noop), r.Drop("X", 1)) }, ""},
+		"full chain": {func(r *eventstore.Registry) error {
+			return errors.Join(r.Upcast("Current", 1, noop), r.Upcast("Current", 2, noop))
+		}, ""},
+		"gap":           {func(r *eventstore.Registry) error { return r.Upcast("Current", 1, noop) }, "gap"},
+		"no version 1":  {func(r *eventstore.Registry) error { return r.Upcast("Current", 2, noop) }, "version 1"},
+		"leads nowhere": {func(r *eventstore.Registry) error { return r.Rename("Old", 1, "Ghost", 1) }, "neither"},
+		"renamed into 2": {func(r *eventstore.Registry) error {
+			return errors.Join(r.Rename("Old", 1, "Current", 2), r.Upcast("Current", 2, noop))
+		}, ""},
+		"drop": {func(r *eventstore.Registry) error {
+			return errors.Join(r.Upcast("Current", 1, noop), r.Upcast("Current", 2, noop), r.Drop("X", 1))
+		}, ""},
 		"registered too late": {func(r *eventstore.Registry) error {
 			// A rename into version 2 of a type then registered at 1.
 			return errors.Join(r.Rename("Old", 1, "Late", 2), eventstore.Register[welcomed](r, "Late"), r.Upcast("Current", 1, noop), r.Upcast("Current", 2, noop))

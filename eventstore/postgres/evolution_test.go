@@ -236,7 +236,10 @@ func TestAppendRecordsSchemaVersion(t *testing.T) {
 	schema := pgtest.Schema(t, db)
 	var hooked []eventstore.Record
 	s, err := postgres.New(db, evolvedRegistry(t), postgres.Config{Schema: schema, AppendHooks: []postgres.AppendHook{
-		func(_ context.Context, _ postgres.Tx, recs []eventstore.Record) error { hooked = append(hooked, recs...); return nil },
+		func(_ context.Context, _ postgres.Tx, recs []eventstore.Record) error {
+			hooked = append(hooked, recs...)
+			return nil
+		},
 	}})
 	if err != nil {
 		t.Fatal(err)
