@@ -167,10 +167,22 @@ func (r *Repository[T]) New(id string) T { return New(r.newFunc, id) }
 
 // Load returns the aggregate id rebuilt from its stream: from its latest
 // snapshot, when T implements Snapshotter, snapshots are enabled and one of
-// the current SnapshotType exists, then every event after it.
+// the current SnapshotType and snapshot schema version exists, then every
+// event after it.
+//
+// Events stored at older schema versions are upcast by the store's registry
+// before Apply sees them (docs/evolution.md): Apply gets the current Go
+// types only. A stored event that upcasters split is applied as the events
+// it reads as, in order; one they drop is not applied. Either way the
+// aggregate's Version is the stream's stored version, so optimistic
+// concurrency is unchanged.
 //
 // It returns an error matching eventstore.ErrStreamNotFound when the stream
-// has no events, and the store's errors (wrapped) otherwise. ctx bounds the
+// has no events; one matching eventstore.ErrUnknownSchemaVersion (an
+// *eventstore.SchemaVersionError) when an event was written with a schema
+// version newer than this code's registry knows (by a newer deployment:
+// the aggregate is not loaded from a guess, see docs/evolution.md for the
+// deploy order); and the store's other errors (wrapped). ctx bounds the
 // reads.
 func (r *Repository[T]) Load(ctx context.Context, id string) (T, error) {
 	streamID := r.StreamID(id)
@@ -180,17 +192,25 @@ func (r *Repository[T]) Load(ctx context.Context, id string) (T, error) {
 		return zero, err
 	}
 	b := agg.aggregateBase()
-	for rec, err := range r.store.ReadStream(ctx, streamID, b.version+1) {
+	reg := r.store.Registry()
+	var recs []eventstore.Record
+	// Raw, to count every stored event, also those that read as none.
+	for raw, err := range r.store.ReadStreamRaw(ctx, streamID, b.version+1) {
+		if err == nil {
+			recs, err = raw.AppendDecoded(recs[:0], reg)
+		}
 		if err != nil {
 			var zero T
 			return zero, fmt.Errorf("aggregate: load %s: %w", streamID, err)
 		}
-		if rec.StreamVersion != b.version+1 {
+		if raw.StreamVersion != b.version+1 {
 			var zero T
-			return zero, fmt.Errorf("aggregate: load %s: read version %d after version %d", streamID, rec.StreamVersion, b.version)
+			return zero, fmt.Errorf("aggregate: load %s: read version %d after version %d", streamID, raw.StreamVersion, b.version)
 		}
-		agg.Apply(rec.Data)
-		b.version = rec.StreamVersion
+		for _, rec := range recs {
+			agg.Apply(rec.Data)
+		}
+		b.version = raw.StreamVersion
 	}
 	if b.version == 0 {
 		var zero T
@@ -215,12 +235,20 @@ func (r *Repository[T]) loadSnapshot(ctx context.Context, id, streamID string) (
 		var zero T
 		return zero, fmt.Errorf("aggregate: load %s: snapshot: %w", streamID, err)
 	case snap.Type != s.SnapshotType():
-		r.logger.Debug("ignoring snapshot of another type", "stream_id", streamID, "snapshot_type", snap.Type, "want_type", s.SnapshotType())
+		r.logger.Debug("ignoring snapshot of another type; the next save replaces it", "stream_id", streamID, "snapshot_type", snap.Type, "want_type", s.SnapshotType())
+		agg.aggregateBase().staleSnapshot = true
+		return agg, nil
+	case max(snap.SchemaVersion, 1) != snapshotVersion(s):
+		r.logger.Debug("ignoring snapshot of another schema version; the next save replaces it", "stream_id", streamID,
+			"snapshot_schema_version", snap.SchemaVersion, "want_schema_version", snapshotVersion(s))
+		agg.aggregateBase().staleSnapshot = true
 		return agg, nil
 	}
 	if err := s.UnmarshalSnapshot(snap.Payload); err != nil {
-		r.logger.Warn("cannot decode snapshot, replaying the stream", "stream_id", streamID, "version", snap.Version, "error", err)
-		return r.New(id), nil
+		r.logger.Warn("cannot decode snapshot, replaying the stream; the next save replaces it", "stream_id", streamID, "version", snap.Version, "error", err)
+		agg = r.New(id)
+		agg.aggregateBase().staleSnapshot = true
+		return agg, nil
 	}
 	agg.aggregateBase().version = snap.Version
 	return agg, nil
@@ -327,15 +355,17 @@ func (r *Repository[T]) save(ctx context.Context, agg T, appendFn appendFunc) (e
 	return res, nil
 }
 
-// maybeSnapshot saves a snapshot of agg when the policy asks for one.
+// maybeSnapshot saves a snapshot of agg when the policy asks for one, or
+// when its load ignored a stored snapshot of another type or version.
 func (r *Repository[T]) maybeSnapshot(ctx context.Context, agg T, streamID string, before int64) {
 	s, ok := any(agg).(Snapshotter)
 	if !ok || r.cfg.DisableSnapshots {
 		return
 	}
+	b := agg.aggregateBase()
 	every := int64(r.cfg.SnapshotEvery)
-	after := agg.aggregateBase().version
-	if before/every == after/every {
+	after := b.version
+	if before/every == after/every && !b.staleSnapshot {
 		return
 	}
 	payload, err := s.MarshalSnapshot()
@@ -343,11 +373,13 @@ func (r *Repository[T]) maybeSnapshot(ctx context.Context, agg T, streamID strin
 		err = errors.New("MarshalSnapshot returned invalid JSON")
 	}
 	if err == nil {
-		err = r.store.SaveSnapshot(ctx, eventstore.Snapshot{StreamID: streamID, Version: after, Type: s.SnapshotType(), Payload: payload})
+		err = r.store.SaveSnapshot(ctx, eventstore.Snapshot{StreamID: streamID, Version: after, Type: s.SnapshotType(), SchemaVersion: snapshotVersion(s), Payload: payload})
 	}
 	if err != nil {
 		r.logger.Warn("cannot save snapshot", "stream_id", streamID, "version", after, "error", err)
+		return
 	}
+	b.staleSnapshot = false
 }
 
 // Create runs fn on a new, empty aggregate id and saves the events it raises
