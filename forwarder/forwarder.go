@@ -154,9 +154,30 @@ type Config struct {
 	// category (eventstore.Category) is listed. Other events are skipped,
 	// but the offset still moves past them.
 	Categories []string
-	// EventTypes, when not empty, forwards only events of the listed types.
-	// Other events are skipped, but the offset still moves past them.
+	// EventTypes, when not empty, forwards only events of the listed types
+	// (as stored, or after upcasting with PublishUpcast). Other events are
+	// skipped, but the offset still moves past them.
 	EventTypes []string
+	// PublishUpcast publishes each event upcast to the version its type is
+	// registered at in the store's registry (docs/evolution.md) instead of
+	// as stored: the payload, MetadataEventType (the new name after a
+	// rename) and MetadataSchemaVersion are the current ones; an event an
+	// upcaster splits is published as one message per record, one after the
+	// other (the first with the event ID as UUID, the others with
+	// eventstore.SplitEventID's and MetadataEventIndex 1, 2, …); an event
+	// an upcaster drops is not published (the offset moves past it; it
+	// counts in Stats.Filtered). An event the registry cannot read (a
+	// schema version newer than it knows, written by a newer release, or a
+	// failing upcaster) is a poison event handled by OnPoison: Run stops
+	// before it, or it is dead-lettered as stored; it is never published as
+	// a guess. Topic and EventTypes see the upcast records.
+	//
+	// Defaults to false: every event is published exactly as stored, with
+	// its stored schema version in MetadataSchemaVersion, and consumers
+	// upcast with their own registry (projector.Inbox does). That default
+	// never depends on this process's registry, so forwarding goes on
+	// during a rolling deploy whatever version a newer release writes.
+	PublishUpcast bool
 	// BatchSize is the number of events read per query; the offset is
 	// written once per batch, after all its events are published. A crash
 	// re-publishes at most one batch. Defaults to BatchSizeDefault.
@@ -610,27 +631,81 @@ func (f *Forwarder) handle(ctx context.Context, raw eventstore.RawRecord, pl *pi
 		pl.fail(e, &MalformedRowError{Position: raw.Position, EventID: raw.ID, Err: err})
 		return
 	}
-	if !f.selected(rec) {
+	recs := []eventstore.Record{rec}
+	if f.cfg.PublishUpcast {
+		if recs, err = f.upcast(raw, rec); err != nil {
+			// Never published as a guess: a poison event, dead-lettered
+			// as stored.
+			perr := newPoisonError(rec, "", 0, fmt.Errorf("upcast: %w", err))
+			if f.poison(ctx, pl, e, perr) {
+				pl.dispatch(job{e: e, rec: rec, poison: perr})
+			}
+			return
+		}
+	}
+	var parts []job
+	for _, rec := range recs {
+		if !f.selected(rec) {
+			continue
+		}
+		topic, err := f.cfg.Topic(rec)
+		if err == nil && topic == "" {
+			err = errors.New("empty topic")
+		}
+		if err != nil {
+			perr := newPoisonError(rec, "", 0, err)
+			if !f.poison(ctx, pl, e, perr) {
+				return
+			}
+			parts = append(parts, job{e: e, rec: rec, poison: perr})
+			continue
+		}
+		parts = append(parts, job{e: e, topic: topic, msg: NewMessage(rec), rec: rec})
+	}
+	if len(parts) == 0 {
 		f.filtered.Add(1)
 		pl.done(e)
 		return
 	}
-	topic, err := f.cfg.Topic(rec)
-	if err == nil && topic == "" {
-		err = errors.New("empty topic")
+	// The records of one stored event (several when an upcaster split
+	// it) are published one after the other by one worker.
+	j := parts[0]
+	j.then = parts[1:]
+	pl.dispatch(j)
+}
+
+// poison counts a poison event found before publishing (perr) and, under
+// PoisonStop, stops the leadership at its entry e and returns false. Under
+// PoisonDeadLetter it returns true: the caller dispatches it to the
+// dead-letter topic.
+func (f *Forwarder) poison(ctx context.Context, pl *pipeline, e *entry, perr *PoisonError) bool {
+	f.poisoned.Add(1)
+	if f.cfg.OnPoison != PoisonDeadLetter {
+		f.log.ErrorContext(ctx, "poison event: stopping", "event_id", perr.EventID, "stream_id", perr.StreamID, "position", perr.Position.String(), "error", perr.Err.Error())
+		pl.fail(e, perr)
+		return false
 	}
+	return true
+}
+
+// upcast returns the records raw reads as at the registry's current
+// versions (rec is raw.Record()): upcast on the JSON only, not decoded.
+func (f *Forwarder) upcast(raw eventstore.RawRecord, rec eventstore.Record) ([]eventstore.Record, error) {
+	evs, err := f.store.Registry().ToCurrent(nil, eventstore.VersionedEvent{Type: raw.Type, Version: rec.SchemaVersion, Payload: raw.Payload})
 	if err != nil {
-		f.poisoned.Add(1)
-		perr := newPoisonError(rec, "", 0, err)
-		if f.cfg.OnPoison != PoisonDeadLetter {
-			f.log.ErrorContext(ctx, "poison event: stopping", "event_id", perr.EventID, "stream_id", rec.StreamID, "position", rec.Position.String(), "error", err.Error())
-			pl.fail(e, perr)
-			return
-		}
-		pl.dispatch(job{e: e, rec: rec, poison: perr})
-		return
+		return nil, err
 	}
-	pl.dispatch(job{e: e, topic: topic, msg: NewMessage(rec), rec: rec})
+	out := make([]eventstore.Record, len(evs))
+	for i, ev := range evs {
+		r := rec
+		r.Type, r.SchemaVersion, r.Payload, r.Index = ev.Type, ev.Version, ev.Payload, i
+		if i > 0 {
+			r.ID = eventstore.SplitEventID(raw.ID, i)
+			r.Metadata = rec.Metadata.Clone()
+		}
+		out[i] = r
+	}
+	return out, nil
 }
 
 // idle waits until an append through the store, PollInterval, or the end of
