@@ -94,14 +94,21 @@ type App struct {
 }
 
 // New returns an App on db whose events are encoded and decoded with reg. It
-// validates cfg and builds the store, the runner (when cfg has projections)
-// and the forwarder (when cfg has a publisher); it does no I/O.
+// validates cfg and reg's upcaster chains (eventstore.Registry.Validate), and
+// builds the store, the runner (when cfg has projections) and the forwarder
+// (when cfg has a publisher); it does no I/O.
 //
 // Errors match eventstore.ErrInvalidArgument and name the bad field,
-// projection or component.
+// projection or component; for a gap in the upcasters, they also match
+// eventstore.ErrInvalidUpcaster.
 func New(db *sqlx.DB, reg *eventstore.Registry, cfg Config) (*App, error) {
 	if db == nil {
 		return nil, fmt.Errorf("esox: %w", &eventstore.InvalidArgumentError{Field: "db", Reason: "must not be nil"})
+	}
+	if reg != nil {
+		if err := reg.Validate(); err != nil {
+			return nil, fmt.Errorf("esox: registry: %w", err)
+		}
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
