@@ -127,7 +127,7 @@ func New(db *sqlx.DB, reg *eventstore.Registry, sub message.Subscriber, cfg Conf
 	h := projector.NewHandlers(reg)
 	projector.On(h, func(ctx context.Context, tx postgres.Tx, r eventstore.Record, e order.OrderPaid) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO `+c.table+` (order_id, customer_id, currency, amount_cents, event_id)
-			VALUES ($1, $2, $3, $4, $5)`, e.OrderID, e.CustomerID, e.Currency, e.AmountCents, r.ID.String())
+			VALUES ($1, $2, $3, $4, $5)`, e.OrderID, e.CustomerID, e.Amount.Currency, e.Amount.MinorUnits, r.ID.String())
 		if err != nil {
 			return err
 		}
