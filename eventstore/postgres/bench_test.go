@@ -387,3 +387,88 @@ ORDER BY transaction_id, position LIMIT $3`)
 		}},
 	}})
 }
+
+// ItemAddedV2 is item_added at schema version 2 in BenchmarkReadUpcast: it
+// gained a unit, which version 1 lacked ("piece" by default).
+type ItemAddedV2 struct {
+	SKU  string `json:"sku"`
+	N    int    `json:"n"`
+	Unit string `json:"unit"`
+}
+
+// BenchmarkReadUpcast reads ESOX_BENCH_UPCAST_EVENTS events (default
+// 1,000,000, in streams of 100) from the global feed with ReadAll in pages
+// of 1,000, wrapping around at the end, from two tables of the same size,
+// in the same run:
+//
+//   - current: every event stored at its type's registered version (2),
+//     decoded into its Go type;
+//   - upcast: every other event stored at version 1, as an older release
+//     wrote it, upcast one step (eventstore.AddField) before decoding, the
+//     others at version 2.
+//
+// It reports events read per second and the ratio upcast/current: what
+// reading a history half of which needs a one-step upcast costs against
+// one that needs none (the target is 0.8 or more).
+func BenchmarkReadUpcast(b *testing.B) {
+	const page = 1000
+	n := pgtest.EnvInt(b, "ESOX_BENCH_UPCAST_EVENTS", 1_000_000)
+	db := pgtest.Open(b)
+	schema := pgtest.Schema(b, db)
+	reg := eventstore.NewRegistry()
+	eventstore.MustRegisterVersion[ItemAddedV2](reg, "item_added", 2)
+	if err := reg.Upcast("item_added", 1, eventstore.AddField("unit", "piece")); err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	open := func(table string, everyOther int) *postgres.Store {
+		s, err := postgres.New(db, reg, postgres.Config{Schema: schema, EventsTable: table, SnapshotsTable: table + "_snapshots", Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = s.Close() })
+		if _, err := s.Migrate(ctx); err != nil {
+			b.Fatal(err)
+		}
+		// Rows as the releases wrote them: version 1 without a unit,
+		// version 2 with one. everyOther 0: none at version 1.
+		if _, err := db.ExecContext(ctx, `INSERT INTO `+s.QualifiedEventsTable()+` (event_id, stream_id, stream_version, event_type, schema_version, payload)
+			SELECT gen_random_uuid(), 'bench-' || (i / 100), i % 100 + 1, 'item_added',
+				CASE WHEN $2 > 0 AND i % $2 = 1 THEN 1 ELSE 2 END,
+				CASE WHEN $2 > 0 AND i % $2 = 1 THEN jsonb_build_object('sku', 'sku', 'n', i)
+					ELSE jsonb_build_object('sku', 'sku', 'n', i, 'unit', 'piece') END
+			FROM generate_series(0, $1 - 1) AS i`, n, everyOther); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := db.ExecContext(ctx, `ANALYZE `+s.QualifiedEventsTable()); err != nil {
+			b.Fatal(err)
+		}
+		return s
+	}
+	current, upcast := open("events_current", 0), open("events_upcast", 2)
+	reader := func(s *postgres.Store) func(r *benchkit.Round) error {
+		var pos eventstore.Position
+		return func(r *benchkit.Round) error {
+			for !r.Done() {
+				recs, err := s.ReadAll(ctx, pos, page)
+				if err != nil {
+					return err
+				}
+				if len(recs) == 0 {
+					pos = eventstore.Position{} // wrap around
+					continue
+				}
+				if e := recs[0].Data.(ItemAddedV2); e.Unit != "piece" {
+					return fmt.Errorf("decoded %+v, want the unit", e)
+				}
+				pos = recs[len(recs)-1].Position
+				r.Add(int64(len(recs)))
+			}
+			return nil
+		}
+	}
+	benchkit.Run(b, benchkit.Measure{Unit: "events/s", Baseline: "current", Variants: []benchkit.Variant{
+		{Name: "upcast", Run: reader(upcast)},
+		{Name: "current", Run: reader(current)},
+	}})
+}
