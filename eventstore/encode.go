@@ -12,13 +12,18 @@ import (
 // EncodedEvent is an Event validated and encoded for storage: what a Store
 // writes as one row.
 type EncodedEvent struct {
-	ID   uuid.UUID
-	Type string
-	// SchemaVersion is the version Type is registered at: the row's
-	// schema_version.
+	ID uuid.UUID
+	// Type, SchemaVersion and Payload are what is stored: the registered
+	// name, version and JSON of the event's type, or what Registry.WriteAs
+	// makes of them.
+	Type          string
 	SchemaVersion int
 	Payload       []byte
 	Metadata      []byte
+	// Current is the event as it reads: the registered name and version
+	// of its type, and its JSON at that version. It equals the stored
+	// form unless the type has a WriteAs.
+	Current VersionedEvent
 	// Data is the event value as given, for stores that keep it.
 	Data any
 	// Meta is the merged metadata Metadata encodes.
@@ -57,7 +62,7 @@ func EncodeAppend(ctx context.Context, r *Registry, streamID string, expected Ex
 	ctxMeta := MetadataFrom(ctx)
 	out := make([]EncodedEvent, len(events))
 	for i, e := range events {
-		ev, err := r.EncodeEvent(e.Data)
+		ev, current, err := r.encode(e.Data)
 		if err != nil {
 			return nil, fmt.Errorf("event %d: %w", i, err)
 		}
@@ -87,7 +92,7 @@ func EncodeAppend(ctx context.Context, r *Registry, streamID string, expected Ex
 		if opts != nil && opts.MaxEventSize > 0 && len(payload)+len(metaJSON) > opts.MaxEventSize {
 			return nil, fmt.Errorf("event %d: %w", i, &EventTooLargeError{Index: i, Type: name, Size: len(payload) + len(metaJSON), Max: opts.MaxEventSize})
 		}
-		out[i] = EncodedEvent{ID: id, Type: name, SchemaVersion: ev.Version, Payload: payload, Metadata: metaJSON, Data: e.Data, Meta: meta}
+		out[i] = EncodedEvent{ID: id, Type: name, SchemaVersion: ev.Version, Payload: payload, Metadata: metaJSON, Current: current, Data: e.Data, Meta: meta}
 	}
 	return out, nil
 }

@@ -33,6 +33,10 @@ type eventType struct {
 	goType  reflect.Type
 	version int
 	self    []string // []string{name}: what a current event reads as
+	// writeAs, when set (Registry.WriteAs), is what appends store
+	// instead of the current version, and down converts the payload.
+	writeAs *SchemaRef
+	down    UpcastFunc
 }
 
 // NewRegistry returns an empty Registry.
@@ -188,21 +192,38 @@ func (r *Registry) Encode(v any) (name string, payload []byte, err error) {
 }
 
 // EncodeEvent returns v encoded as it is stored: the registered name and
-// current schema version of v's type, and v as JSON. It is the one place
-// events are encoded for storage (EncodeAppend calls it). Errors are an
-// *UnknownEventTypeError or a *PayloadError.
+// current schema version of v's type, and v as JSON; or, for a type with
+// WriteAs, the older type and version it writes and the payload converted.
+// It is the one place events are encoded for storage (EncodeAppend calls
+// it). Errors are an *UnknownEventTypeError or a *PayloadError.
 func (r *Registry) EncodeEvent(v any) (VersionedEvent, error) {
+	stored, _, err := r.encode(v)
+	return stored, err
+}
+
+// encode returns v as it is stored and as it reads (the current version).
+func (r *Registry) encode(v any) (stored, current VersionedEvent, err error) {
 	r.mu.RLock()
 	t, err := r.typeOf(v)
 	r.mu.RUnlock()
 	if err != nil {
-		return VersionedEvent{}, err
+		return VersionedEvent{}, VersionedEvent{}, err
 	}
 	payload, err := json.Marshal(v)
 	if err != nil {
-		return VersionedEvent{}, &PayloadError{Type: t.name, Op: "encode", Err: err}
+		return VersionedEvent{}, VersionedEvent{}, &PayloadError{Type: t.name, Op: "encode", Err: err}
 	}
-	return VersionedEvent{Type: t.name, Version: t.version, Payload: payload}, nil
+	current = VersionedEvent{Type: t.name, Version: t.version, Payload: payload}
+	if t.writeAs == nil {
+		return current, current, nil
+	}
+	stored = VersionedEvent{Type: t.writeAs.Type, Version: t.writeAs.Version, Payload: payload}
+	if t.down != nil {
+		if stored.Payload, err = t.down(payload); err != nil {
+			return VersionedEvent{}, VersionedEvent{}, &PayloadError{Type: t.name, Op: "encode", Err: fmt.Errorf("write as %s: %w", *t.writeAs, err)}
+		}
+	}
+	return stored, current, nil
 }
 
 // Decode decodes payload, an event of the type registered as name at its

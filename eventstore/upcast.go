@@ -164,6 +164,55 @@ func (r *Registry) Drop(name string, version int) error {
 	return r.addStep(&step{kind: stepDrop, from: SchemaRef{name, version}})
 }
 
+// WriteAs makes appends store events of the registered type name as the
+// older schema version as (of name, or of the name it had before a
+// rename), their payloads converted by down (a downcaster; nil leaves them
+// unchanged). Reads are unchanged: what is written is upcast back to the
+// current version by the registered upcasters, so as must lead to name at
+// its registered version (Validate checks it).
+//
+// It is the first step of a rolling deploy of a schema change
+// (docs/evolution.md): a release that reads the new version but still
+// writes the old one, which the release before it reads. Once no instance
+// of the old release runs, deploy the next release without WriteAs: it
+// writes the new version, which every instance running then reads.
+//
+// Errors: an *UpcasterError (ErrInvalidUpcaster) when name is not
+// registered or already has a WriteAs, or as is invalid or is not older
+// than the registered version of name.
+func (r *Registry) WriteAs(name string, as SchemaRef, down UpcastFunc) error {
+	bad := func(format string, args ...any) error {
+		return &UpcasterError{Type: name, Version: as.Version, Reason: "WriteAs: " + fmt.Sprintf(format, args...)}
+	}
+	if as.Type == "" || CheckText(as.Type) != nil || as.Version < 1 {
+		return bad("%s is not a valid type and version", as)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t, ok := r.byName[name]
+	switch {
+	case !ok:
+		return bad("the event type is not registered (register it first)")
+	case t.writeAs != nil:
+		return bad("the event type already writes as %s", *t.writeAs)
+	case as.Type == name && as.Version >= t.version:
+		return bad("%s is not older than the registered version %d", as, t.version)
+	}
+	if down != nil {
+		checked := down
+		down = func(p json.RawMessage) (json.RawMessage, error) {
+			out, err := checked(p)
+			if err == nil && !json.Valid(out) {
+				err = errors.New("the downcaster returned invalid JSON")
+			}
+			return out, err
+		}
+	}
+	ref := as
+	t.writeAs, t.down = &ref, down
+	return nil
+}
+
 // addStep checks and adds st.
 func (r *Registry) addStep(st *step) error {
 	bad := func(ref SchemaRef, format string, args ...any) error {
@@ -376,8 +425,9 @@ func (r *Registry) unreadable(ev VersionedEvent) error {
 
 // Validate checks the upcaster chains as a whole: every upcaster's results
 // lead, through further upcasters, to a registered event type at its
-// current version (or to nothing, for Drop); and every registered type at a
-// version above 1 can be read from version 1 up (events stored before esox
+// current version (or to nothing, for Drop); what a WriteAs writes reads
+// back as its type; and every registered type at a version above 1 can be
+// read from version 1 up (events stored before esox
 // recorded schema versions read as version 1), or from the lowest version
 // an upcaster of another type renames or splits into it. Registration
 // already refuses what it can see at once (duplicates, cycles, upcasters
@@ -410,6 +460,12 @@ func (r *Registry) Validate() error {
 	slices.Sort(names)
 	for _, n := range names {
 		t := r.byName[n]
+		if t.writeAs != nil {
+			if reads := r.reach[*t.writeAs]; len(reads) != 1 || reads[0] != n {
+				errs = append(errs, &UpcasterError{Type: n, Version: t.writeAs.Version, Reason: fmt.Sprintf(
+					"WriteAs %s: what is written must read back as %s version %d through the upcasters, but reads as %v", *t.writeAs, n, t.version, reads)})
+			}
+		}
 		lo := 1
 		if _, ok := r.steps[SchemaRef{n, 1}]; !ok {
 			// Perhaps the type only ever existed as the target of a

@@ -472,3 +472,82 @@ func ExampleUpcastAs() {
 	fmt.Printf("%+v (version %d, stored as version %d)\n", rec.Data, rec.SchemaVersion, rec.StoredSchemaVersion)
 	// Output: {OrderID:7 Amount:{Currency:EUR MinorUnits:1250}} (version 2, stored as version 1)
 }
+
+// TestWriteAs: a type with WriteAs stores the older version (converted)
+// and reads it back as the current one; what cannot read back is refused
+// by Validate; misuse is refused at once.
+func TestWriteAs(t *testing.T) {
+	t.Parallel()
+	r := paidRegistry(t)
+	down := func(p json.RawMessage) (json.RawMessage, error) {
+		var v paidV3
+		if err := json.Unmarshal(p, &v); err != nil {
+			return nil, err
+		}
+		return json.Marshal(paidV2{OrderID: v.OrderID, Cents: v.Amount.MinorUnits, Currency: v.Amount.Currency})
+	}
+	must(t, r.WriteAs("OrderPaid", eventstore.SchemaRef{Type: "OrderPaid", Version: 2}, down))
+	must(t, r.Validate())
+	v := paidV3{OrderID: "o", Amount: money{Currency: "CHF", MinorUnits: 7}}
+	ev, err := r.EncodeEvent(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.Type != "OrderPaid" || ev.Version != 2 || !jsonEqual(t, ev.Payload, []byte(`{"order_id":"o","cents":7,"currency":"CHF"}`)) {
+		t.Fatalf("EncodeEvent = %s@v%d %s, want version 2's shape", ev.Type, ev.Version, ev.Payload)
+	}
+	rec, err := eventstore.RawRecord{Type: ev.Type, SchemaVersion: ev.Version, Payload: ev.Payload}.Decode(r)
+	if err != nil || rec.Data != v {
+		t.Fatalf("reading what was written: %+v, %v; want %+v", rec.Data, err, v)
+	}
+	// EncodeAppend stores the older form and keeps the current one.
+	enc, err := eventstore.EncodeAppend(t.Context(), r, "order-1", eventstore.Any, []eventstore.Event{{Data: v}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := enc[0]; e.SchemaVersion != 2 || e.Current.Version != 3 || e.Current.Type != "OrderPaid" || !jsonEqual(t, e.Current.Payload, mustJSON(t, v)) {
+		t.Fatalf("EncodeAppend = %+v, want stored version 2 and current version 3", e)
+	}
+	failing := eventstore.NewRegistry()
+	must(t, eventstore.RegisterVersion[paidV3](failing, "OrderPaid", 2))
+	must(t, failing.Upcast("OrderPaid", 1, func(p json.RawMessage) (json.RawMessage, error) { return p, nil }))
+	must(t, failing.WriteAs("OrderPaid", eventstore.SchemaRef{Type: "OrderPaid", Version: 1}, func(json.RawMessage) (json.RawMessage, error) { return json.RawMessage(`{`), nil }))
+	if _, err := failing.EncodeEvent(v); !errors.Is(err, eventstore.ErrMalformedPayload) {
+		t.Errorf("a downcaster returning invalid JSON: %v, want ErrMalformedPayload", err)
+	}
+
+	for name, c := range map[string]func(*eventstore.Registry) error{
+		"unregistered": func(r *eventstore.Registry) error {
+			return r.WriteAs("Nope", eventstore.SchemaRef{Type: "Nope", Version: 1}, nil)
+		},
+		"twice": func(r *eventstore.Registry) error {
+			return r.WriteAs("OrderPaid", eventstore.SchemaRef{Type: "OrderPaid", Version: 1}, nil)
+		},
+		"not older": func(*eventstore.Registry) error {
+			return paidRegistry(t).WriteAs("OrderPaid", eventstore.SchemaRef{Type: "OrderPaid", Version: 3}, nil)
+		},
+		"bad version": func(*eventstore.Registry) error {
+			return paidRegistry(t).WriteAs("OrderPaid", eventstore.SchemaRef{Type: "OrderPaid"}, nil)
+		},
+	} {
+		if err := c(r); !errors.Is(err, eventstore.ErrInvalidUpcaster) {
+			t.Errorf("%s: %v, want ErrInvalidUpcaster", name, err)
+		}
+	}
+	// A rename written under the old name reads back; a name no upcaster
+	// reads does not, and Validate says so.
+	renamed := eventstore.NewRegistry()
+	must(t, eventstore.Register[welcomed](renamed, "Welcomed"))
+	must(t, renamed.Rename("Greeted", 1, "Welcomed", 1))
+	must(t, renamed.WriteAs("Welcomed", eventstore.SchemaRef{Type: "Greeted", Version: 1}, nil))
+	must(t, renamed.Validate())
+	if ev, err := renamed.EncodeEvent(welcomed{Name: "Ada"}); err != nil || ev.Type != "Greeted" || ev.Version != 1 {
+		t.Errorf("EncodeEvent under the old name = %+v, %v", ev, err)
+	}
+	lost := eventstore.NewRegistry()
+	must(t, eventstore.Register[welcomed](lost, "Welcomed"))
+	must(t, lost.WriteAs("Welcomed", eventstore.SchemaRef{Type: "Greeted", Version: 1}, nil))
+	if err := lost.Validate(); !errors.Is(err, eventstore.ErrInvalidUpcaster) || !strings.Contains(err.Error(), "read back") {
+		t.Errorf("Validate of a WriteAs nothing reads back = %v, want an *UpcasterError", err)
+	}
+}

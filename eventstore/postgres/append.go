@@ -354,8 +354,9 @@ func (s *Store) insert(ctx context.Context, query queryFunc, tx eventstore.Tx, s
 	}
 	for i, e := range enc {
 		r := &recs[i]
-		r.ID, r.StreamID, r.Type, r.Data, r.Payload, r.Metadata = e.ID, streamID, e.Type, e.Data, e.Payload, e.Meta
-		r.SchemaVersion, r.StoredType, r.StoredSchemaVersion = e.SchemaVersion, e.Type, e.SchemaVersion
+		r.ID, r.StreamID, r.Data, r.Metadata = e.ID, streamID, e.Data, e.Meta
+		r.Type, r.SchemaVersion, r.Payload = e.Current.Type, e.Current.Version, e.Current.Payload
+		r.StoredType, r.StoredSchemaVersion = e.Type, e.SchemaVersion
 	}
 	return recs, eventstore.AppendResult{}, nil
 }

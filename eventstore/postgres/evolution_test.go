@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io/fs"
 	"log/slog"
@@ -285,5 +286,56 @@ func TestAppendRecordsSchemaVersion(t *testing.T) {
 	}
 	if len(hooked) != 72 {
 		t.Fatalf("hooks saw %d records, want 72", len(hooked))
+	}
+}
+
+// TestWriteAsHookRecords: with Registry.WriteAs, an append stores the older
+// version, and append hooks (inline projections) get the record as it
+// reads: the current type, version and payload, the stored version beside.
+func TestWriteAsHookRecords(t *testing.T) {
+	t.Parallel()
+	db := pgtest.Open(t)
+	reg := evolvedRegistry(t)
+	if err := reg.WriteAs("order_placed", eventstore.SchemaRef{Type: "order_placed", Version: 1}, func(p json.RawMessage) (json.RawMessage, error) {
+		var v OrderPlacedV2
+		if err := json.Unmarshal(p, &v); err != nil {
+			return nil, err
+		}
+		return json.Marshal(OrderPlaced{OrderID: v.OrderID, Amount: int(v.Cents / 100)})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var hooked []eventstore.Record
+	s, err := postgres.New(db, reg, postgres.Config{Schema: pgtest.Schema(t, db), AppendHooks: []postgres.AppendHook{
+		func(_ context.Context, _ postgres.Tx, recs []eventstore.Record) error { hooked = append(hooked, recs...); return nil },
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	ctx := testCtx(t)
+	if _, err := s.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	v := OrderPlacedV2{OrderID: "1", Cents: 1200, Currency: "EUR"}
+	if _, err := s.Append(ctx, "order-1", eventstore.NoStream, []eventstore.Event{{Data: v}}); err != nil {
+		t.Fatal(err)
+	}
+	var stored struct {
+		Version int    `db:"schema_version"`
+		Payload string `db:"payload"`
+	}
+	if err := db.GetContext(ctx, &stored, `SELECT schema_version, payload::text AS payload FROM `+s.QualifiedEventsTable()+` WHERE stream_id = 'order-1'`); err != nil {
+		t.Fatal(err)
+	}
+	if stored.Version != 1 || stored.Payload != `{"amount": 12, "order_id": "1"}` {
+		t.Fatalf("stored %+v, want version 1's shape", stored)
+	}
+	if len(hooked) != 1 || hooked[0].Type != "order_placed" || hooked[0].SchemaVersion != 2 || hooked[0].StoredSchemaVersion != 1 || hooked[0].Data != v {
+		t.Fatalf("hook records %+v, want the event as it reads, version 2, stored as 1", hooked)
+	}
+	var p OrderPlacedV2
+	if err := json.Unmarshal(hooked[0].Payload, &p); err != nil || p != v {
+		t.Fatalf("hook record payload %s, want version 2's", hooked[0].Payload)
 	}
 }

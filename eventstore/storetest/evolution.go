@@ -38,6 +38,86 @@ func RunEvolution(t *testing.T, newStore NewStoreFunc, reopen ReopenFunc) {
 			tc.fn(t, newReleases(t, newStore, reopen))
 		})
 	}
+	t.Run("Evolution/ExpandThenContract", func(t *testing.T) {
+		t.Parallel()
+		testExpandThenContract(t, newStore, reopen)
+	})
+}
+
+// shippedV1 and shippedV2 are "storetest.shipped" before and after it
+// gained a carrier.
+type (
+	shippedV1 struct {
+		Ref string `json:"ref"`
+	}
+	shippedV2 struct {
+		Ref     string `json:"ref"`
+		Carrier string `json:"carrier"`
+	}
+)
+
+const shippedType = "storetest.shipped"
+
+// testExpandThenContract runs the rolling deploy of docs/evolution.md on
+// one store: release 1 writes version 1; the expand release reads versions
+// 1 and 2 but still writes 1 (Registry.WriteAs), which release 1 reads
+// while both run; the contract release writes version 2, which the expand
+// release reads.
+func testExpandThenContract(t *testing.T, newStore NewStoreFunc, reopen ReopenFunc) {
+	addCarrier := eventstore.AddField("carrier", "unknown")
+	regs := [3]*eventstore.Registry{eventstore.NewRegistry(), eventstore.NewRegistry(), eventstore.NewRegistry()}
+	eventstore.MustRegister[shippedV1](regs[0], shippedType)
+	for i, r := range regs[1:] {
+		eventstore.MustRegisterVersion[shippedV2](r, shippedType, 2)
+		if err := r.Upcast(shippedType, 1, addCarrier); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 { // the expand release writes version 1
+			if err := r.WriteAs(shippedType, eventstore.SchemaRef{Type: shippedType, Version: 1}, func(p json.RawMessage) (json.RawMessage, error) {
+				var v shippedV2
+				if err := json.Unmarshal(p, &v); err != nil {
+					return nil, err
+				}
+				return json.Marshal(shippedV1{Ref: v.Ref})
+			}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, r := range regs {
+		eventstore.MustRegister[noted](r, notedType)
+		if err := r.Validate(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := setupWith(t, newStore(t, regs[0]))
+	expand, contract := setupWith(t, reopen(t, old.store, regs[1])), setupWith(t, reopen(t, old.store, regs[2]))
+	const stream = "ship-1"
+
+	old.append(t, stream, eventstore.NoStream, eventstore.Event{Data: shippedV1{Ref: "a"}})
+	expand.append(t, stream, eventstore.Exact(1), eventstore.Event{Data: shippedV2{Ref: "b", Carrier: "dhl"}})
+	// Both run now: each reads every event.
+	if got := old.readStream(t, stream, 0); len(got) != 2 || got[1].Data != (shippedV1{Ref: "b"}) || got[1].SchemaVersion != 1 {
+		t.Fatalf("release 1 reads %+v, want the expand release's event at version 1", got)
+	}
+	got := expand.readStream(t, stream, 0)
+	if len(got) != 2 || got[1].Data != (shippedV2{Ref: "b", Carrier: "unknown"}) || got[1].SchemaVersion != 2 || got[1].StoredSchemaVersion != 1 {
+		t.Fatalf("the expand release reads %+v, want its own event upcast to version 2 (the carrier could not be stored yet)", got)
+	}
+	// Release 1 is gone; the contract release writes version 2.
+	contract.append(t, stream, eventstore.Exact(2), eventstore.Event{Data: shippedV2{Ref: "c", Carrier: "ups"}})
+	for _, b := range []*bundle{expand, contract} {
+		got := b.readStream(t, stream, 0)
+		if len(got) != 3 || got[2].Data != (shippedV2{Ref: "c", Carrier: "ups"}) || got[2].StoredSchemaVersion != 2 {
+			t.Fatalf("reading the contract release's event: %+v", got)
+		}
+	}
+	// Release 1 would stop there, never guess: why it must be gone first.
+	var err error
+	for _, e := range old.store.ReadStream(old.ctx, stream, 3) {
+		err = e
+	}
+	wantErr(t, "release 1 over version 2", err, eventstore.ErrUnknownSchemaVersion)
 }
 
 // The events of the evolution suite, in the shapes three releases wrote
