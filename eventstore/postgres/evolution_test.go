@@ -307,7 +307,10 @@ func TestWriteAsHookRecords(t *testing.T) {
 	}
 	var hooked []eventstore.Record
 	s, err := postgres.New(db, reg, postgres.Config{Schema: pgtest.Schema(t, db), AppendHooks: []postgres.AppendHook{
-		func(_ context.Context, _ postgres.Tx, recs []eventstore.Record) error { hooked = append(hooked, recs...); return nil },
+		func(_ context.Context, _ postgres.Tx, recs []eventstore.Record) error {
+			hooked = append(hooked, recs...)
+			return nil
+		},
 	}})
 	if err != nil {
 		t.Fatal(err)
