@@ -54,6 +54,13 @@
 // reference to it) to a dead-letter topic (PoisonDeadLetter), never drops
 // it.
 //
+// Events are published as stored, with their schema version in
+// MetadataSchemaVersion, so consumers upcast them (projector.Inbox does);
+// Config.PublishUpcast publishes them as the store's registry reads them
+// instead, and then treats an event it cannot read (written by a newer
+// release) as a poison event rather than publish a guess
+// (docs/evolution.md).
+//
 // See docs/forwarding.md for brokers, ordering and de-duplication on the
 // consumer side, running several instances, outages, and the xid trap.
 package forwarder
