@@ -238,6 +238,7 @@ var (
 		{"append, 10 events per commit, 8 writers", "BenchmarkAppend/events=10/writers=8", "esox", "raw", "events/s", 0.85, "≥ 0.85"},
 		{"ReadAll, pages of 1,000, decoded, vs raw scan", "BenchmarkReadAll", "esox", "raw", "events/s", 0.6, "≥ 0.6"},
 		{"ReadStream, 1,000 events, decoded, vs raw scan", "BenchmarkReadStream", "esox", "raw", "events/s", 0.6, "≥ 0.6"},
+		{"ReadAll of 1,000,000 events, half of them one upcast step behind, vs all current", "BenchmarkReadUpcast", "upcast", "current", "events/s", 0.8, "≥ 0.8"},
 		{"projection catch-up (batch insert handler) vs a hand-written loop, per 1,000", "BenchmarkCatchUp", "esox", "raw", "events/s", 0.85, "≥ 0.85"},
 		{"forwarder to GoChannel vs a hand-written relay loop", "BenchmarkForward/gochannel", "esox", "raw", "events/s", 0, "—"},
 		{"forwarder to RabbitMQ (confirms) vs a hand-written relay loop", "BenchmarkForward/rabbitmq", "esox", "raw", "events/s", 0, "—"},
