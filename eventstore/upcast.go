@@ -32,7 +32,8 @@ type VersionedEvent struct {
 // UpcastFunc rewrites the JSON payload of one schema version of an event
 // type into the next version's. It must be a pure function of its input
 // (upcasters run on every read, in every process, and must agree), must not
-// keep or modify payload, and must be safe for concurrent use.
+// keep or modify payload, must be safe for concurrent use, and must not
+// call the Registry (it runs under the Registry's read lock).
 type UpcastFunc func(payload json.RawMessage) (json.RawMessage, error)
 
 // SplitFunc turns the JSON payload of one stored event into the events it
