@@ -61,17 +61,37 @@ type Config struct {
 
 // Component is something an App runs beside its projector runner and
 // forwarder, under the same Run: a broker consumer, a process manager, a
-// periodic job.
+// periodic job, or, with Front, the service's HTTP or gRPC server
+// (HTTPServer builds that one).
 type Component struct {
-	// Name names the component in logs and errors. Required.
+	// Name names the component in logs and errors. Required, unique
+	// within the App.
 	Name string
 	// Migrate creates the component's tables. It runs with the App's
-	// migrations, after the store's, runner's and forwarder's. Optional.
+	// migrations, after the store's, runner's, forwarder's and inboxes'.
+	// Optional.
 	Migrate func(ctx context.Context) (postgres.MigrateResult, error)
-	// Run runs the component until ctx is done and returns nil then; an
-	// error before ctx is done stops the whole App with that error.
-	// Required.
+	// Run runs the component until ctx is done and returns then (its
+	// error is only logged); an error, or a return, before ctx is done
+	// stops the whole App with that error. Required.
 	Run func(ctx context.Context) error
+	// Ready, when set, is closed by the component once events may flow to
+	// it, e.g. once its broker subscription exists: the App starts the
+	// forwarder, and closes App.Ready, only once every component's Ready
+	// is closed. A broker that keeps nothing for absent subscribers
+	// (GoChannel), or a RabbitMQ exchange with no queue bound yet, drops
+	// what is published before the subscription. A Watermill Router's
+	// Running() fits. nil: ready as soon as Run is called. A channel an
+	// earlier Run closed counts as ready.
+	Ready <-chan struct{}
+	// Front marks a component that takes requests from outside the
+	// service (an HTTP or gRPC server). Run starts front components
+	// first, before it migrates, so that they answer readiness probes
+	// (not ready until App.Ready is closed) from the start; on stop it
+	// stops them first, each once the previous has returned, while the
+	// runner and the forwarder still run: requests in flight can still
+	// append, and wait for their read models with App.WaitFor.
+	Front bool
 }
 
 // App wires esox for a service: the PostgreSQL event store, a projector
@@ -240,99 +260,165 @@ func (a *App) Migrate(ctx context.Context) (postgres.MigrateResult, error) {
 }
 
 // Ready returns a channel that is closed once Run has applied the
-// migrations (unless Config.DisableMigrate) and started every part: the
-// point from which the service can take requests. A /readyz handler
-// selects on it. The channel stays open while Run fails to start.
+// migrations (unless Config.DisableMigrate), started every part and seen
+// every component's Component.Ready closed: the point from which the
+// service can take requests. It is replaced by an open channel as soon as
+// Run begins to stop, so a /readyz handler that selects on Ready() answers
+// "not ready" again while the service drains. The channel stays open while
+// Run fails to start. Safe for concurrent use.
 func (a *App) Ready() <-chan struct{} {
 	a.readyMu.Lock()
 	defer a.readyMu.Unlock()
 	return a.ready
 }
 
-// Run migrates (unless Config.DisableMigrate), then runs the projector
-// runner, the forwarder and the components until ctx is done, and returns
-// nil after a clean stop. Ready is closed once everything has started.
+// Run starts the front components (Component.Front), migrates (unless
+// Config.DisableMigrate), then runs the projector runner, the other
+// components and, once every component's Ready is closed, the forwarder,
+// until ctx is done; it returns nil after a clean stop. Ready is closed
+// once everything has started.
 //
 // The first part that fails (returns an error, or returns nil before ctx is
-// done) stops the others, and Run returns its error. On stop, the parts stop
-// in this order, each only once the previous one has returned: the
-// forwarder (so a publish in flight ends before the consumers it may be
-// feeding stop), the components in reverse order, then the runner. Run
-// returns once every goroutine it started has exited.
+// done) stops the others, and Run returns its error. On stop, Ready is
+// reopened and the parts stop in this order, each only once the previous
+// one has returned: the front components in reverse order (an HTTP server
+// stops accepting requests and finishes those in flight, while everything
+// behind it still runs), the forwarder (so a publish in flight ends before
+// the consumers it may be feeding stop), the other components in reverse
+// order, then the runner. Errors parts return once stopped are logged, not
+// returned. Run returns once every goroutine it started has exited.
 //
 // Run returns an error when called while another Run of the App runs, and
 // the migration error when migrating fails (it does not retry: start the
-// process again).
+// process again); nil when ctx ends first.
 func (a *App) Run(ctx context.Context) error {
 	if !a.running.CompareAndSwap(false, true) {
 		return errors.New("esox: Run is already running")
 	}
 	defer a.running.Store(false)
+
+	var fronts, comps []*part
+	var runner, fwd *part
+	failed := make(chan error, len(a.cfg.Components)+2)
+	launch := func(name string, run func(context.Context) error) *part {
+		pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		p := &part{name: name, cancel: cancel, done: make(chan struct{})}
+		go func() {
+			defer close(p.done)
+			err := run(pctx)
+			if pctx.Err() != nil { // stopped
+				if err != nil {
+					a.log.WarnContext(pctx, "stopped with an error", "part", name, "error", err)
+				}
+				return
+			}
+			if err == nil {
+				err = errors.New("returned before it was stopped")
+			}
+			failed <- fmt.Errorf("esox: %s: %w", name, err)
+		}()
+		return p
+	}
+	// stop stops what was launched, in stop order.
+	stop := func() {
+		if ctx.Err() != nil {
+			a.log.InfoContext(context.WithoutCancel(ctx), "stopping", "reason", context.Cause(ctx))
+		}
+		a.readyMu.Lock()
+		select {
+		case <-a.ready:
+			a.ready = make(chan struct{})
+		default:
+		}
+		a.readyMu.Unlock()
+		for _, p := range slices.Concat(reversed(fronts), []*part{fwd}, reversed(comps), []*part{runner}) {
+			if p != nil {
+				p.cancel()
+				<-p.done
+			}
+		}
+		a.log.InfoContext(context.WithoutCancel(ctx), "stopped")
+	}
+	// failure returns the first part's failure, nil if none failed yet.
+	failure := func() error {
+		select {
+		case err := <-failed:
+			return err
+		default:
+			return nil
+		}
+	}
+
+	for _, c := range a.cfg.Components {
+		if c.Front {
+			fronts = append(fronts, launch(c.Name, c.Run))
+		}
+	}
 	if !a.cfg.DisableMigrate {
 		if _, err := a.Migrate(ctx); err != nil {
+			stop()
 			if ctx.Err() != nil {
 				return nil
 			}
 			return err
 		}
 	}
-
-	type part struct {
-		name string
-		run  func(context.Context) error
-	}
-	// In stop order.
-	var parts []part
-	if a.fwd != nil {
-		parts = append(parts, part{"forwarder", a.fwd.Run})
-	}
-	for i := len(a.cfg.Components) - 1; i >= 0; i-- {
-		c := a.cfg.Components[i]
-		parts = append(parts, part{c.Name, c.Run})
+	if err := failure(); err != nil {
+		a.log.ErrorContext(ctx, "a part failed; stopping", "error", err)
+		stop()
+		return err
 	}
 	if a.runner != nil {
-		parts = append(parts, part{"projector", a.runner.Run})
+		runner = launch("projector", a.runner.Run)
 	}
-
-	failed := make(chan error, len(parts))
-	stops := make([]context.CancelFunc, len(parts))
-	dones := make([]chan struct{}, len(parts))
-	for i, p := range parts {
-		pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-		stops[i], dones[i] = cancel, make(chan struct{})
-		go func() {
-			defer close(dones[i])
-			err := p.run(pctx)
-			if pctx.Err() != nil {
-				return // stopped
-			}
-			if err == nil {
-				err = errors.New("returned before it was stopped")
-			}
-			failed <- fmt.Errorf("esox: %s: %w", p.name, err)
-		}()
+	for _, c := range a.cfg.Components {
+		if !c.Front {
+			comps = append(comps, launch(c.Name, c.Run))
+		}
 	}
-	a.readyMu.Lock()
-	close(a.ready)
-	a.readyMu.Unlock()
-	a.log.InfoContext(ctx, "running", "schema", a.cfg.Schema, "projections", len(a.cfg.Projections),
-		"forwarding", a.fwd != nil, "components", len(a.cfg.Components))
-
 	var runErr error
-	select {
-	case <-ctx.Done():
-	case runErr = <-failed:
+	for _, c := range a.cfg.Components {
+		if c.Ready == nil || runErr != nil || ctx.Err() != nil {
+			continue
+		}
+		select {
+		case <-c.Ready:
+		case runErr = <-failed:
+		case <-ctx.Done():
+		}
+	}
+	if runErr == nil && ctx.Err() == nil {
+		if a.fwd != nil {
+			fwd = launch("forwarder", a.fwd.Run)
+		}
+		a.readyMu.Lock()
+		close(a.ready)
+		a.readyMu.Unlock()
+		a.log.InfoContext(ctx, "running", "schema", a.cfg.Schema, "projections", len(a.cfg.Projections),
+			"forwarding", a.fwd != nil, "components", len(a.cfg.Components))
+		select {
+		case <-ctx.Done():
+		case runErr = <-failed:
+		}
+	}
+	if runErr != nil {
 		a.log.ErrorContext(ctx, "a part failed; stopping", "error", runErr)
 	}
-	for i := range parts {
-		stops[i]()
-		<-dones[i]
-	}
-	a.readyMu.Lock()
-	a.ready = make(chan struct{})
-	a.readyMu.Unlock()
-	a.log.InfoContext(context.WithoutCancel(ctx), "stopped")
+	stop()
 	return runErr
+}
+
+// part is one goroutine of Run.
+type part struct {
+	name   string
+	cancel context.CancelFunc
+	done   chan struct{} // closed once its run func returned
+}
+
+func reversed(ps []*part) []*part {
+	out := slices.Clone(ps)
+	slices.Reverse(out)
+	return out
 }
 
 // WaitFor returns nil once every projection of the App has applied the

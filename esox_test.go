@@ -4,11 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -352,6 +356,265 @@ func TestAppDisableMigrate(t *testing.T) {
 	}
 	if err := b.WaitFor(testCtx(t), r.LastPosition); err != nil {
 		t.Fatal(err)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestAppHTTPServerStopsFirst: the HTTP server of esox.HTTPServer answers
+// before the App is ready (so /readyz can say 503); on stop, Ready is
+// reopened and the server stops first: a request in flight when Shutdown
+// begins still appends, is projected (the runner still runs) and
+// forwarded (the forwarder still runs), and gets its response; Run returns
+// only after it.
+func TestAppHTTPServerStopsFirst(t *testing.T) {
+	t.Parallel()
+	db := pgtest.Open(t)
+	schema := pgtest.Schema(t, db)
+	reg := registry()
+	pub := newPublisher()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	shuttingDown := make(chan struct{})
+	srv := &http.Server{}
+	srv.RegisterOnShutdown(func() { close(shuttingDown) })
+	web := esox.HTTPServer(srv, ln, time.Minute)
+	// The gate holds Run's migrations until the test has seen /readyz
+	// answer 503.
+	sawNotReady := make(chan struct{})
+	web.Migrate = func(ctx context.Context) (postgres.MigrateResult, error) {
+		select {
+		case <-sawNotReady:
+			return postgres.MigrateResult{}, nil
+		case <-ctx.Done():
+			return postgres.MigrateResult{}, ctx.Err()
+		}
+	}
+	a, err := esox.New(db, reg, esox.Config{
+		Schema:      schema,
+		Projections: []projector.Projection{balances(reg, schema)},
+		Publisher:   pub,
+		Components:  []esox.Component{web},
+		Logger:      quiet(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inFlight := make(chan struct{})
+	var handled atomic.Bool
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-a.Ready():
+		default:
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	})
+	mux.HandleFunc("POST /deposit", func(w http.ResponseWriter, r *http.Request) {
+		close(inFlight)
+		<-shuttingDown
+		select {
+		case <-a.Ready():
+			http.Error(w, "Ready is still closed while the App stops", http.StatusInternalServerError)
+			return
+		default:
+		}
+		res, err := a.Store().Append(r.Context(), "account-late", eventstore.NoStream, []eventstore.Event{{Data: Deposited{Account: "late", Amount: 7}}})
+		if err == nil {
+			err = a.WaitFor(r.Context(), res.LastPosition)
+		}
+		for err == nil && !slices.Contains(pub.uuids(), res.EventIDs[0].String()) {
+			select {
+			case <-pub.got:
+			case <-r.Context().Done():
+				err = r.Context().Err()
+			}
+		}
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		handled.Store(true)
+	})
+	srv.Handler = mux
+	base := "http://" + ln.Addr().String()
+
+	stop, _, _ := run(t, a)
+	resp, err := http.Get(base + "/readyz")
+	if err != nil {
+		t.Fatalf("the server does not answer during the migrations: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz during the migrations: %d, want 503", resp.StatusCode)
+	}
+	close(sawNotReady)
+	for {
+		resp, err := http.Get(base + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			break
+		}
+		select {
+		case <-a.Ready():
+		case <-testCtx(t).Done():
+			t.Fatal("never ready")
+		}
+	}
+
+	status := make(chan int, 1)
+	go func() {
+		resp, err := http.Post(base+"/deposit", "text/plain", nil)
+		if err != nil {
+			t.Errorf("request in flight during shutdown: %v", err)
+			status <- 0
+			return
+		}
+		resp.Body.Close()
+		status <- resp.StatusCode
+	}()
+	<-inFlight
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if !handled.Load() {
+		t.Error("Run returned before the request in flight was handled")
+	}
+	if got := <-status; got != http.StatusOK {
+		t.Fatalf("request in flight during shutdown: status %d, want 200", got)
+	}
+}
+
+// TestAppFrontRunsBeforeMigrate: a front component runs while the App
+// migrates, and App.Ready stays open until then; the other components run
+// only after the migrations.
+func TestAppFrontRunsBeforeMigrate(t *testing.T) {
+	t.Parallel()
+	db := pgtest.Open(t)
+	schema := pgtest.Schema(t, db)
+	frontRunning := make(chan struct{})
+	var a *esox.App
+	var migrated atomic.Bool
+	var err error
+	a, err = esox.New(db, registry(), esox.Config{
+		Schema: schema,
+		Components: []esox.Component{
+			{
+				Name: "worker",
+				Migrate: func(ctx context.Context) (postgres.MigrateResult, error) {
+					select {
+					case <-frontRunning:
+					case <-ctx.Done():
+						return postgres.MigrateResult{}, ctx.Err()
+					}
+					select {
+					case <-a.Ready():
+						return postgres.MigrateResult{}, errors.New("the App is ready before its migrations ran")
+					default:
+					}
+					migrated.Store(true)
+					return postgres.MigrateResult{}, nil
+				},
+				Run: func(ctx context.Context) error {
+					if !migrated.Load() {
+						return errors.New("a non-front component runs before the migrations")
+					}
+					<-ctx.Done()
+					return nil
+				},
+			},
+			{Name: "front", Front: true, Run: func(ctx context.Context) error {
+				close(frontRunning)
+				<-ctx.Done()
+				return nil
+			}},
+		},
+		Logger: quiet(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop, done, errp := run(t, a)
+	select {
+	case <-a.Ready():
+	case <-done:
+		t.Fatalf("Run = %v", *errp)
+	case <-testCtx(t).Done():
+		t.Fatal("never ready: the front component did not run during the migrations")
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestAppWaitsForComponentsReady: the forwarder starts, and App.Ready is
+// closed, only once every component's Ready is closed, so a consumer that
+// subscribes first misses nothing a broker without retention would drop.
+func TestAppWaitsForComponentsReady(t *testing.T) {
+	t.Parallel()
+	db := pgtest.Open(t)
+	schema := pgtest.Schema(t, db)
+	reg := registry()
+	pub := newPublisher()
+	subscribed := make(chan struct{})
+	var a *esox.App
+	var err error
+	a, err = esox.New(db, reg, esox.Config{
+		Schema:      schema,
+		Projections: []projector.Projection{balances(reg, schema)},
+		Publisher:   pub,
+		Components: []esox.Component{{
+			Name:  "consumer",
+			Ready: subscribed,
+			Run: func(ctx context.Context) error {
+				// Before it declares itself ready, an event is appended and
+				// projected (the runner runs); the forwarder must not have
+				// published it, nor the App be ready.
+				res, err := a.Store().Append(ctx, "account-early", eventstore.NoStream, []eventstore.Event{{Data: Deposited{Account: "early", Amount: 1}}})
+				if err != nil {
+					return err
+				}
+				if err := a.WaitFor(ctx, res.LastPosition); err != nil {
+					return err
+				}
+				if n := len(pub.uuids()); n != 0 {
+					return fmt.Errorf("the forwarder published %d events before the consumer was ready", n)
+				}
+				select {
+				case <-a.Ready():
+					return errors.New("the App is ready before its consumer")
+				default:
+				}
+				close(subscribed)
+				<-ctx.Done()
+				return nil
+			},
+		}},
+		Logger: quiet(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop, done, errp := run(t, a)
+	select {
+	case <-a.Ready():
+	case <-done:
+		t.Fatalf("Run = %v", *errp)
+	case <-testCtx(t).Done():
+		t.Fatal("never ready")
+	}
+	for len(pub.uuids()) == 0 {
+		select {
+		case <-pub.got:
+		case <-testCtx(t).Done():
+			t.Fatal("the event appended before the consumer was ready was never published")
+		}
 	}
 	if err := stop(); err != nil {
 		t.Fatal(err)

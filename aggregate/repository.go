@@ -165,6 +165,9 @@ func (r *Repository[T]) StreamID(id string) string { return eventstore.StreamID(
 // start of a new aggregate to Save (Create does this for you).
 func (r *Repository[T]) New(id string) T { return New(r.newFunc, id) }
 
+// loadPageSize is how many stored events Load reads per query.
+const loadPageSize = 1000
+
 // Load returns the aggregate id rebuilt from its stream: from its latest
 // snapshot, when T implements Snapshotter, snapshots are enabled and one of
 // the current SnapshotType and snapshot schema version exists, then every
@@ -195,22 +198,29 @@ func (r *Repository[T]) Load(ctx context.Context, id string) (T, error) {
 	reg := r.store.Registry()
 	var recs []eventstore.Record
 	// Raw, to count every stored event, also those that read as none.
-	for raw, err := range r.store.ReadStreamRaw(ctx, streamID, b.version+1) {
-		if err == nil {
-			recs, err = raw.AppendDecoded(recs[:0], reg)
-		}
+	for {
+		raws, err := r.store.ReadStreamRaw(ctx, streamID, b.version+1, loadPageSize)
 		if err != nil {
 			var zero T
 			return zero, fmt.Errorf("aggregate: load %s: %w", streamID, err)
 		}
-		if raw.StreamVersion != b.version+1 {
-			var zero T
-			return zero, fmt.Errorf("aggregate: load %s: read version %d after version %d", streamID, raw.StreamVersion, b.version)
+		for _, raw := range raws {
+			if raw.StreamVersion != b.version+1 {
+				var zero T
+				return zero, fmt.Errorf("aggregate: load %s: read version %d after version %d", streamID, raw.StreamVersion, b.version)
+			}
+			if recs, err = raw.AppendDecoded(recs[:0], reg); err != nil {
+				var zero T
+				return zero, fmt.Errorf("aggregate: load %s: %w", streamID, err)
+			}
+			for _, rec := range recs {
+				agg.Apply(rec.Data)
+			}
+			b.version = raw.StreamVersion
 		}
-		for _, rec := range recs {
-			agg.Apply(rec.Data)
+		if len(raws) < loadPageSize {
+			break
 		}
-		b.version = raw.StreamVersion
 	}
 	if b.version == 0 {
 		var zero T

@@ -58,8 +58,8 @@ var (
 // ConcurrencyError reports a failed append: the stream's actual version did
 // not satisfy the expected one, or (Reason non-empty) the append ran in a
 // transaction older than the one that wrote the stream's last event, so
-// committing it would reorder the stream in the global feed (DESIGN
-// guarantee 3). Nothing of the append was written.
+// committing it would reorder the stream in the global feed (guarantee 3
+// in docs/guarantees.md). Nothing of the append was written.
 //
 // It matches ErrConcurrencyConflict.
 type ConcurrencyError struct {

@@ -57,22 +57,27 @@ type Store interface {
 	// cannot read, ctx ended) is yielded once as the last pair.
 	ReadStream(ctx context.Context, streamID string, from int64) iter.Seq2[Record, error]
 
-	// ReadStreamRaw yields the stored events of streamID with StreamVersion
-	// >= from like ReadStream, one RawRecord per stored event, without
-	// upcasting or decoding: readers that must see every stored version
-	// (an aggregate counts dropped events too) decode them themselves.
-	ReadStreamRaw(ctx context.Context, streamID string, from int64) iter.Seq2[RawRecord, error]
+	// ReadStreamRaw returns up to limit stored events of streamID with
+	// StreamVersion >= from (from < 1 reads from the start), in version
+	// order, one RawRecord per stored event, neither upcast nor decoded:
+	// readers that must see every stored version (an aggregate counts the
+	// events upcasters drop too) page through it and decode what they need
+	// (RawRecord.AppendDecoded). A stream without events from from on
+	// returns none. limit must be between 1 and MaxReadAllLimit (else an
+	// *InvalidArgumentError); an invalid stream ID is an
+	// *InvalidStreamIDError.
+	ReadStreamRaw(ctx context.Context, streamID string, from int64, limit int) ([]RawRecord, error)
 
 	// ReadAll returns the records of up to limit stored events that follow
 	// after in the global feed, in feed order. It never returns a record
 	// while a transaction that could still commit a record before it is
-	// open (DESIGN guarantees 2 and 3), so a reader that resumes from the
-	// last Position it saw never misses one. limit must be between 1 and
-	// 10,000. Records are upcast and decoded as by ReadStream: limit counts
-	// stored events, so a split event may make the result longer, and the
-	// records of one stored event (one Position) are returned together.
-	// Stored events that upcasters drop are passed over: ReadAll reads on
-	// until it has a record to return or the feed ends.
+	// open (guarantees 2 and 3 in docs/guarantees.md), so a reader that
+	// resumes from the last Position it saw never misses one. limit must be
+	// between 1 and 10,000. Records are upcast and decoded as by
+	// ReadStream: limit counts stored events, so a split event may make the
+	// result longer, and the records of one stored event (one Position) are
+	// returned together. Stored events that upcasters drop are passed over:
+	// ReadAll reads on until it has a record to return or the feed ends.
 	ReadAll(ctx context.Context, after Position, limit int) ([]Record, error)
 
 	// StreamInfo reports whether streamID has events and its current version.

@@ -6,7 +6,6 @@ import (
 	"net"
 	"os/exec"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,6 +15,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	nc "github.com/nats-io/nats.go"
 
+	"github.com/esox-go/esox/forwarder/rabbitmq"
 	"github.com/esox-go/esox/internal/pgtest"
 )
 
@@ -90,6 +90,19 @@ func TestDeliveryRabbitMQ(t *testing.T) {
 	deliveryScenario(t, b, pub, got, category, Config{BatchSize: 20})
 }
 
+// TestDeliveryRabbitMQPipelined is TestDeliveryRabbitMQ with esox's
+// publisher (forwarder/rabbitmq, pipelined confirms) instead of
+// watermill-amqp's, read by watermill-amqp's subscriber.
+func TestDeliveryRabbitMQPipelined(t *testing.T) {
+	t.Parallel()
+	requireBroker(t, "RabbitMQ", "127.0.0.1:5672")
+	pgtest.LockBroker(t, "rabbitmq", false)
+	b := setup(t)
+	category := randomCategory("esoxfwd")
+	_, got := rabbitPubSub(t, category)
+	deliveryScenario(t, b, longLivedPublisher(t), got, category, Config{BatchSize: 20})
+}
+
 // natsPubSub returns a NATS JetStream publisher and a collector fed by a
 // subscriber of topic's stream; the stream is deleted at cleanup.
 func natsPubSub(t *testing.T, topic string) (message.Publisher, *collector) {
@@ -143,33 +156,30 @@ func TestDeliveryNATSJetStream(t *testing.T) {
 	deliveryScenario(t, b, pub, got, category, Config{BatchSize: 20})
 }
 
-// freshPublisher opens a new AMQP publisher (and connection) for every
-// Publish and closes it afterwards, and counts failures. The outage test
-// uses it instead of one long-lived publisher because watermill-amqp
-// v3.0.2's automatic reconnect has a data race (handleConnectionClose
-// reassigns ConnectionWrapper.connected while Publish and Subscribe read it
-// through IsConnected), which -race reports as soon as RabbitMQ drops a live
-// connection. Reconnecting is the publisher's business; what is tested here
-// is that the forwarder retries the same event until the broker is back.
-type freshPublisher struct {
-	t        *testing.T
-	cfg      amqp.Config
-	failures atomic.Int64
-}
-
-func (p *freshPublisher) Publish(topic string, msgs ...*message.Message) error {
-	pub, err := amqp.NewPublisher(p.cfg, brokerLogger(p.t))
-	if err == nil {
-		err = pub.Publish(topic, msgs...)
-		_ = pub.Close()
-	}
+// longLivedPublisher is esox's RabbitMQ publisher (forwarder/rabbitmq) on
+// the layout of rabbitConfig: the default exchange, routing key = topic =
+// the durable queue's name. One publisher and its connection live through
+// the whole outage test: watermill-amqp v3.0.2's publisher cannot (its
+// automatic reconnect has a data race that -race reports as soon as
+// RabbitMQ drops a live connection; see forwarder/rabbitmq's
+// TestWatermillAMQPRaceReproduction).
+func longLivedPublisher(t *testing.T) *rabbitmq.Publisher {
+	t.Helper()
+	pub, err := rabbitmq.NewPublisher(rabbitmq.Config{
+		URL:                  amqpURI,
+		Exchange:             func(string) string { return "" },
+		RoutingKey:           func(topic string) string { return topic },
+		Mandatory:            true,
+		ReconnectInterval:    50 * time.Millisecond,
+		ReconnectMaxInterval: 500 * time.Millisecond,
+		Logger:               testLogger(t),
+	})
 	if err != nil {
-		p.failures.Add(1)
+		t.Fatalf("rabbitmq publisher: %v", err)
 	}
-	return err
+	t.Cleanup(func() { _ = pub.Close() })
+	return pub
 }
-
-func (p *freshPublisher) Close() error { return nil }
 
 // subscribeRabbit consumes topic's queue into got until the returned stop
 // is called (or cleanup).
@@ -238,25 +248,28 @@ func TestRabbitMQOutage(t *testing.T) {
 	t.Cleanup(func() { _ = exec.Command("rabbitmqctl", "delete_queue", category).Run() })
 	var got collector
 	stopSub := subscribeRabbit(t, category, &got) // declares the durable queue
-	pub := &freshPublisher{t: t, cfg: rabbitConfig()}
+	pub := longLivedPublisher(t)
 	streams := streamsOf(category, 3)
 	want := b.appendSpread(t, streams, 5)
 	f := newForwarder(t, b, pub, Config{RetryInterval: 50 * time.Millisecond, RetryMaxInterval: 500 * time.Millisecond})
 	runForwarder(t, f)
 	waitFor(t, 30*time.Second, "the first events", func() bool { return got.distinct() == 15 })
-	stopSub() // its reconnect would race too (see freshPublisher); a new one follows the outage
+	stopSub() // watermill-amqp's subscriber would race on reconnect too (see longLivedPublisher); a new one follows the outage
 
 	rabbitmqctl(t, "stop_app")
 	more := b.appendSpread(t, streams, 10)
 	for s, ids := range more {
 		want[s] = append(want[s], ids...)
 	}
-	waitFor(t, 30*time.Second, "publishes to fail during the outage", func() bool { return pub.failures.Load() >= 3 })
+	waitFor(t, 30*time.Second, "publishes to fail during the outage", func() bool { return pub.Stats().Failed >= 3 })
 	rabbitmqctl(t, "start_app")
 	rabbitmqctl(t, "await_startup")
 	subscribeRabbit(t, category, &got)
 
 	waitFor(t, 90*time.Second, "every event after the outage", func() bool { return got.distinct() == 45 })
 	checkDelivered(t, got.all(), want)
-	t.Logf("%d failed publishes during the outage, %d deliveries for 45 events", pub.failures.Load(), got.len())
+	if st := pub.Stats(); st.Connects < 2 {
+		t.Fatalf("publisher stats %+v: want a reconnection", st)
+	}
+	t.Logf("%d failed publishes during the outage, %d deliveries for 45 events", pub.Stats().Failed, got.len())
 }

@@ -41,7 +41,7 @@
 // # Usage
 //
 //	store, _ := postgres.New(db, registry, postgres.Config{})
-//	pub, _ := amqp.NewPublisher(amqpConfig, watermill.NewSlogLogger(logger))
+//	pub, _ := rabbitmq.NewPublisher(rabbitmq.Config{URL: "amqp://…"}) // forwarder/rabbitmq
 //	fwd, err := forwarder.New(store, pub, forwarder.Config{ConsumerGroup: "rabbitmq"})
 //	if err != nil { … }
 //	err = fwd.Run(ctx) // blocks until ctx is done

@@ -6,10 +6,8 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"slices"
-	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -312,7 +310,7 @@ func (c Config) validate() error {
 
 // Forwarder relays the events table to a Watermill publisher: every committed
 // event is published at least once, in feed order (so in version order per
-// stream), with the event ID as message UUID (DESIGN guarantee 6). Several
+// stream), with the event ID as message UUID (guarantee 6 in docs/guarantees.md). Several
 // instances may run with the same consumer group; one is active at a time,
 // and another takes over when it dies (guarantee 7).
 //
@@ -372,16 +370,7 @@ var embeddedMigrations embed.FS
 // idempotent and safe to run from several processes at once; ctx bounds it.
 // Run calls it unless Config.DisableMigrate is set.
 func (f *Forwarder) Migrate(ctx context.Context) (postgres.MigrateResult, error) {
-	files, err := fs.Sub(embeddedMigrations, "migrations")
-	if err != nil {
-		return postgres.MigrateResult{}, fmt.Errorf("forwarder: migrations: %w", err)
-	}
-	res, err := postgres.ApplyMigrations(ctx, f.db, postgres.MigrationParams{
-		Schema:    f.store.Schema(),
-		Component: Component,
-		Files:     files,
-		Data:      struct{ Offsets string }{f.offsets},
-	})
+	res, err := postgres.ApplyMigrations(ctx, f.db, f.Migrations())
 	if err != nil {
 		return res, fmt.Errorf("forwarder: %w", err)
 	}
@@ -439,7 +428,9 @@ var ErrForwarderRunning = errors.New("forwarder: an instance of the consumer gro
 // SetOffset stores pos as the consumer group's offset: the next leader
 // publishes the events after pos. Use it to replay (an earlier pos), to skip
 // (a later one), or after a dump and restore, when transaction ids restart
-// (see docs/forwarding.md).
+// (see docs/forwarding.md). It creates the group's offset when it has none;
+// SetGroupOffset does the same for a caller without a Publisher, and
+// refuses unknown groups and positions after the head.
 //
 // The group's forwarders must be stopped: SetOffset runs in a transaction
 // that takes the group's leader lock (pg_try_advisory_xact_lock on the key of
@@ -450,28 +441,8 @@ var ErrForwarderRunning = errors.New("forwarder: an instance of the consumer gro
 // hold the lock, but one takes over as soon as the leader stops, so stop
 // them all. Safe for concurrent use; ctx bounds the transaction.
 func (f *Forwarder) SetOffset(ctx context.Context, pos eventstore.Position) error {
-	tx, err := f.db.BeginTxx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("forwarder: set offset: %w", err)
-	}
-	defer func() { _ = tx.Rollback() }()
-	var locked bool
-	key := postgres.LockKey(LeaderKey(f.store.Schema(), f.cfg.ConsumerGroup))
-	if err := tx.QueryRowContext(ctx, `SELECT pg_try_advisory_xact_lock($1)`, key).Scan(&locked); err != nil {
-		return fmt.Errorf("forwarder: set offset: leader lock: %w", err)
-	}
-	if !locked {
-		return ErrForwarderRunning
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO `+f.offsets+` (consumer_group, transaction_id, position) VALUES ($1, $2::text::xid8, $3)
-ON CONFLICT (consumer_group) DO UPDATE SET transaction_id = excluded.transaction_id, position = excluded.position, updated_at = now()`,
-		f.cfg.ConsumerGroup, strconv.FormatUint(pos.TransactionID, 10), pos.Position); err != nil {
-		return fmt.Errorf("forwarder: set offset: %w", err)
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("forwarder: set offset: commit: %w", err)
-	}
-	return nil
+	_, err := setOffset(ctx, f.store, f.cfg.ConsumerGroup, pos, false)
+	return err
 }
 
 // Run relays events until ctx is done, and returns nil then. It applies the

@@ -32,7 +32,7 @@ func (b *bundle) feedSees(t *testing.T, after eventstore.Position, id uuid.UUID)
 	}
 }
 
-// TestSlowPublishDoesNotHoldBackFeed is DESIGN's first trap and point 4 of
+// TestSlowPublishDoesNotHoldBackFeed is the xid trap (docs/forwarding.md) and point 4 of
 // the issue: while the broker takes 100 ms per publish, a reader of the
 // global feed on the same database (a projection polling ReadAll) sees a
 // fresh append within its normal latency, because the forwarder holds no

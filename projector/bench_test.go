@@ -428,8 +428,8 @@ func BenchmarkPollCost(b *testing.B) {
 // on the events table that calls pg_notify, created before the round and
 // dropped after it, while a LISTEN connection drains the notifications.
 // NOTIFY takes a lock held until commit that serialises every notifying
-// transaction of the database, which is the cost DESIGN's known traps warn
-// of; compare with BenchmarkPollCost, the wake-up esox uses. It reports
+// transaction of the database, which is the cost docs/projections.md warns
+// of ("Waking up: polling, not NOTIFY"); compare with BenchmarkPollCost, the wake-up esox uses. It reports
 // appends/s and the ratio notify/no-notify.
 func BenchmarkNotifyCost(b *testing.B) {
 	db := pgtest.Open(b)

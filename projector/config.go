@@ -60,7 +60,7 @@ type Config struct {
 	// LeaderRetryInterval is how often a standby process tries to take over
 	// a projection and how often the active one pings its leadership
 	// connection. Defaults to 1 s. After a crash (the process's sockets
-	// close) another process takes over within about two intervals. After
+	// close) another process takes over within about one interval. After
 	// a freeze, or when the host dies or is cut off, the server ends the
 	// silent leader's lock session through idle_session_timeout,
 	// max(3*LeaderRetryInterval, 5 s) (PostgreSQL 14+), or server-side TCP

@@ -169,7 +169,7 @@ func TestKilledProcessNeitherLosesNorDoubles(t *testing.T) {
 	<-exited
 	t.Logf("child stderr: %s", stderr.String())
 
-	// The standby takes over within 5 s (DESIGN guarantee 7; issue 3).
+	// The standby takes over within 5 s (guarantee 7 in docs/guarantees.md; issue 3).
 	eventually(t, "the standby to take over", 5*time.Second, func() bool {
 		return statusOf(t, r, "balances", 1).Leading
 	})

@@ -27,7 +27,7 @@
 //
 // # Guarantees
 //
-// The package keeps DESIGN guarantees 5 and 7:
+// The package keeps guarantees 5 and 7 of docs/guarantees.md:
 //
 //   - Exactly-once effect (5). Each batch is read outside any transaction
 //     from the gap-free feed, then applied in one transaction that first
@@ -41,8 +41,8 @@
 //     the processes running it compete for a PostgreSQL session advisory
 //     lock held on a dedicated connection (internal/leader); the holder
 //     works, the others stand by and retry every Config.LeaderRetryInterval
-//     (1 s), so another process takes over within about two seconds after
-//     the active one crashes (its sockets close). A frozen process, or one
+//     (1 s), so another process takes over within about one interval, 1 s by
+//     default, after the active one crashes (its sockets close). A frozen process, or one
 //     whose host died or was cut off, closes nothing: the server ends its
 //     lock session itself, through idle_session_timeout
 //     (max(3*LeaderRetryInterval, 5 s), PostgreSQL 14+) and server-side TCP

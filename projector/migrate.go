@@ -52,22 +52,22 @@ func tablesIn(schema string) tables {
 	}
 }
 
-// migrate creates or updates the projector's tables (checkpoints, dead
-// letters, inbox) in schema with postgres.ApplyMigrations under the
-// component Component. It is idempotent, safe to run from several processes
-// at once, and runs no DDL once every migration is applied. ctx bounds the
-// run. Errors wrap the database's, or match eventstore.ErrInvalidArgument for
-// a bad schema name.
-func migrate(ctx context.Context, db *sqlx.DB, schema string) (postgres.MigrateResult, error) {
-	if err := postgres.ValidateSchemaName(schema); err != nil {
-		return postgres.MigrateResult{}, fmt.Errorf("projector: migrate: schema: %w", err)
-	}
+// Migrations returns the projector's migration set in schema: its tables
+// (checkpoints, dead letters, inbox) under the component Component,
+// without any projection. Runner.Migrate and Inbox.Migrate apply it (the
+// runner then registers its projections, which no migration set can do:
+// a projection version is registered, and its Setup run, only by
+// Runner.Migrate with that projection). Pass it to
+// postgres.ReadMigrationStatus to plan or check an apply, or to
+// postgres.ApplyMigrationSets with other components' sets. A bad schema
+// name is refused by those.
+func Migrations(schema string) postgres.MigrationParams {
 	files, err := fs.Sub(embeddedMigrations, "migrations")
 	if err != nil {
-		return postgres.MigrateResult{}, fmt.Errorf("projector: migrations: %w", err)
+		panic("projector: embedded migrations: " + err.Error()) // "migrations" is a valid path
 	}
 	t := tablesIn(schema)
-	res, err := postgres.ApplyMigrations(ctx, db, postgres.MigrationParams{
+	return postgres.MigrationParams{
 		Schema:    schema,
 		Component: Component,
 		Files:     files,
@@ -79,7 +79,29 @@ func migrate(ctx context.Context, db *sqlx.DB, schema string) (postgres.MigrateR
 			InboxProcessedAtIndex: postgres.QuoteIdentifier(InboxTable + "_processed_at_idx"),
 			InboxStreams:          t.inboxStreams,
 		},
-	})
+	}
+}
+
+// Migrations returns the projector's migration set in the runner's schema
+// (see the package function Migrations): the tables Migrate creates, not
+// the registration of the runner's projections.
+func (r *Runner) Migrations() postgres.MigrationParams { return Migrations(r.t.schema) }
+
+// Migrations returns the projector's migration set in the inbox's schema
+// (see the package function Migrations), the one Migrate applies.
+func (in *Inbox) Migrations() postgres.MigrationParams { return Migrations(in.cfg.Schema) }
+
+// migrate creates or updates the projector's tables (checkpoints, dead
+// letters, inbox) in schema: it applies Migrations(schema) with
+// postgres.ApplyMigrations. It is idempotent, safe to run from several
+// processes at once, and runs no DDL once every migration is applied. ctx
+// bounds the run. Errors wrap the database's, or match
+// eventstore.ErrInvalidArgument for a bad schema name.
+func migrate(ctx context.Context, db *sqlx.DB, schema string) (postgres.MigrateResult, error) {
+	if err := postgres.ValidateSchemaName(schema); err != nil {
+		return postgres.MigrateResult{}, fmt.Errorf("projector: migrate: schema: %w", err)
+	}
+	res, err := postgres.ApplyMigrations(ctx, db, Migrations(schema))
 	if err != nil {
 		return res, fmt.Errorf("projector: %w", err)
 	}

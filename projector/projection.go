@@ -16,7 +16,7 @@ import (
 // EventTypes (all records when EventTypes returns nil), with Data decoded by
 // the registry. It must write only through tx: the runner commits tx together
 // with the projection's checkpoint, or rolls both back, so an effect is
-// applied exactly once (DESIGN guarantee 5). It must not keep state in memory
+// applied exactly once (guarantee 5 in docs/guarantees.md). It must not keep state in memory
 // across calls that a rolled-back tx would leave wrong, and must not commit or
 // roll back tx. A Runner may call a Handler concurrently for different
 // projections, never concurrently for the same one. A Handler used with

@@ -22,7 +22,7 @@ import (
 // Runner keeps projections up to date with the global feed of a PostgreSQL
 // store. One Runner hosts many projections; several processes may run the
 // same projections, and for each projection (version) exactly one process
-// works at a time (DESIGN guarantee 7), elected with a session advisory lock
+// works at a time (guarantee 7 in docs/guarantees.md), elected with a session advisory lock
 // on a dedicated connection per projection (so the pool needs one connection
 // per projection plus the workers' own).
 //
@@ -30,7 +30,7 @@ import (
 // applied in one transaction that first advances the projection's checkpoint
 // with a compare-and-set (so two workers can never both apply a batch) and
 // then runs the handler: the read model and its checkpoint commit or roll
-// back together (DESIGN guarantee 5).
+// back together (guarantee 5 in docs/guarantees.md).
 //
 // A Runner is safe for concurrent use: Status, WaitFor, Rebuild, Resume and
 // SetCheckpoint may be called while Run runs, from any process.

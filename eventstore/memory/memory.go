@@ -229,7 +229,7 @@ func duplicateID(id uuid.UUID) error {
 func (s *Store) ReadStream(ctx context.Context, streamID string, from int64) iter.Seq2[eventstore.Record, error] {
 	return func(yield func(eventstore.Record, error) bool) {
 		var recs []eventstore.Record
-		for raw, err := range s.ReadStreamRaw(ctx, streamID, from) {
+		for raw, err := range s.rawStream(ctx, streamID, from) {
 			if err == nil {
 				if recs, err = s.decode(recs[:0], raw); err != nil {
 					err = fmt.Errorf("memory: read stream %q: %w", streamID, err)
@@ -248,11 +248,38 @@ func (s *Store) ReadStream(ctx context.Context, streamID string, from int64) ite
 	}
 }
 
-// ReadStreamRaw yields the stored events of streamID with StreamVersion >=
-// from, in version order, as stored (see eventstore.Store): copies, neither
-// upcast nor decoded. It copies the stream in pages under a read lock.
-// Errors are ReadStream's but for decoding.
-func (s *Store) ReadStreamRaw(ctx context.Context, streamID string, from int64) iter.Seq2[eventstore.RawRecord, error] {
+// ReadStreamRaw returns up to limit stored events of streamID with
+// StreamVersion >= from (from < 1 reads from the start), in version order,
+// as stored (see eventstore.Store): copies, neither upcast nor decoded.
+// Errors: an *eventstore.InvalidStreamIDError, an
+// *eventstore.InvalidArgumentError for a limit outside 1 to
+// eventstore.MaxReadAllLimit, an error wrapping ctx.Err() when ctx is
+// already done.
+func (s *Store) ReadStreamRaw(ctx context.Context, streamID string, from int64, limit int) ([]eventstore.RawRecord, error) {
+	if err := eventstore.ValidateStreamID(streamID); err != nil {
+		return nil, fmt.Errorf("memory: read stream: %w", err)
+	}
+	if limit < 1 || limit > eventstore.MaxReadAllLimit {
+		return nil, fmt.Errorf("memory: read stream: %w", &eventstore.InvalidArgumentError{Field: "limit", Reason: fmt.Sprintf("must be between 1 and %d, got %d", eventstore.MaxReadAllLimit, limit)})
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("memory: read stream %q: %w", streamID, err)
+	}
+	s.d.mu.RLock()
+	defer s.d.mu.RUnlock()
+	idx := s.d.streams[streamID]
+	var out []eventstore.RawRecord
+	for next := max(from, 1) - 1; next < int64(len(idx)) && len(out) < limit; next++ {
+		out = append(out, s.d.feed[idx[next]].raw())
+	}
+	return out, nil
+}
+
+// rawStream yields the stored events of streamID with StreamVersion >=
+// from, in version order, as stored: copies, neither upcast nor decoded. It
+// copies the stream in pages under a read lock. Errors are ReadStream's
+// but for decoding.
+func (s *Store) rawStream(ctx context.Context, streamID string, from int64) iter.Seq2[eventstore.RawRecord, error] {
 	return func(yield func(eventstore.RawRecord, error) bool) {
 		if err := eventstore.ValidateStreamID(streamID); err != nil {
 			yield(eventstore.RawRecord{}, fmt.Errorf("memory: read stream: %w", err))

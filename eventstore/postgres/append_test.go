@@ -87,7 +87,7 @@ func TestAppendExpectedVersionMatrix(t *testing.T) {
 	}
 }
 
-// TestAppendTxRefusesOlderTransaction is DESIGN guarantee 3: a transaction
+// TestAppendTxRefusesOlderTransaction is guarantee 3 in docs/guarantees.md: a transaction
 // that took its transaction id before another one appended to the same
 // stream and committed must not append after that event, since its rows
 // would sort before it in the feed.

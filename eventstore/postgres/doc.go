@@ -7,7 +7,8 @@
 //
 // # Guarantees
 //
-// The store keeps these DESIGN guarantees; each has a test in this package:
+// The store keeps these guarantees of docs/guarantees.md; each has a test in
+// this package:
 //
 //  1. Optimistic concurrency: Append and AppendTx check the expected version
 //     and insert in one statement; a mismatch or a concurrent winner returns a

@@ -17,7 +17,7 @@ import (
 	"github.com/esox-go/esox/internal/pgtest"
 )
 
-// TestReadAllWaitsForOlderOpenTransaction is DESIGN guarantee 2: while
+// TestReadAllWaitsForOlderOpenTransaction is guarantee 2 in docs/guarantees.md: while
 // transaction A, which appended first, is open, a reader polling ReadAll
 // does not see the event of transaction B that committed later (reading it
 // would move the reader's checkpoint past A's event, which then commits

@@ -25,14 +25,14 @@ const migrationsTable = "esox_migrations"
 // so several stores can share a schema.
 const Component = "eventstore"
 
-// migrationComponent names the store's migrations in esox_migrations: the
+// migrationComponent names a store's migrations in esox_migrations: the
 // tables they create, so that a second store in the same schema with other
 // table names is migrated too.
-func (s *Store) migrationComponent() string {
-	if s.cfg.EventsTable == EventsTableDefault && s.cfg.SnapshotsTable == SnapshotsTableDefault {
+func migrationComponent(cfg Config) string {
+	if cfg.EventsTable == EventsTableDefault && cfg.SnapshotsTable == SnapshotsTableDefault {
 		return Component
 	}
-	return Component + ":" + s.cfg.EventsTable + "," + s.cfg.SnapshotsTable
+	return Component + ":" + cfg.EventsTable + "," + cfg.SnapshotsTable
 }
 
 //go:embed migrations/*.up.sql
@@ -148,13 +148,7 @@ func ApplyMigrations(ctx context.Context, db *sqlx.DB, p MigrationParams) (Migra
 		}
 	}
 	if !tableExists {
-		if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS `+table+` (
-		component  text        NOT NULL,
-		version    integer     NOT NULL,
-		name       text        NOT NULL,
-		applied_at timestamptz NOT NULL DEFAULT now(),
-		PRIMARY KEY (component, version)
-	)`); err != nil {
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf(migrationsTableDDL, table)); err != nil {
 			return MigrateResult{}, fmt.Errorf("migrate %s: create %s%s: %w", p.Component, migrationsTable, privilegeHint(err), err)
 		}
 	}
@@ -237,32 +231,62 @@ type storeMigrationData struct {
 	SnapshotsSchemaVersionCheck string
 }
 
-// Migrate creates or updates the store's schema and tables (the events and
-// snapshots tables) with ApplyMigrations, recording them under the component
-// Component (with the table names when they are not the
-// defaults). It is idempotent and safe to run from several
-// processes at once. ctx bounds the run.
-func (s *Store) Migrate(ctx context.Context) (MigrateResult, error) {
+// Migrations returns the store's migration set, the one Migrate applies:
+// the events and snapshots tables in the store's schema, under the
+// component Component (with the table names when they are not the
+// defaults). Pass it to ReadMigrationStatus to plan or check an apply, or
+// to ApplyMigrationSets with other components' sets. Safe for concurrent
+// use.
+func (s *Store) Migrations() MigrationParams { return storeMigrations(s.cfg) }
+
+// StoreMigrations returns the migration set of a Store with cfg (see
+// Store.Migrations), for a caller that has no Store, such as a command
+// that migrates a schema. cfg's zero value means the defaults; an invalid
+// cfg returns an error matching eventstore.ErrInvalidArgument.
+func StoreMigrations(cfg Config) (MigrationParams, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return MigrationParams{}, fmt.Errorf("eventstore/postgres: %w", err)
+	}
+	return storeMigrations(cfg), nil
+}
+
+// storeMigrations builds the migration set of a defaulted, valid cfg.
+func storeMigrations(cfg Config) MigrationParams {
+	schema := QuoteIdentifier(cfg.Schema)
+	return MigrationParams{
+		Schema:    cfg.Schema,
+		Component: migrationComponent(cfg),
+		Files:     storeMigrationFiles(),
+		Data: storeMigrationData{
+			Schema:                      schema,
+			Events:                      schema + "." + QuoteIdentifier(cfg.EventsTable),
+			Snapshots:                   schema + "." + QuoteIdentifier(cfg.SnapshotsTable),
+			EventsPKey:                  QuoteIdentifier(constraintName(cfg.EventsTable, "pkey")),
+			EventsEventIDKey:            QuoteIdentifier(constraintName(cfg.EventsTable, "event_id_key")),
+			EventsStreamVersionKey:      QuoteIdentifier(constraintName(cfg.EventsTable, "stream_version_key")),
+			EventsStreamVersionCheck:    QuoteIdentifier(constraintName(cfg.EventsTable, "stream_version_check")),
+			EventsSchemaVersionCheck:    QuoteIdentifier(constraintName(cfg.EventsTable, "schema_version_check")),
+			SnapshotsSchemaVersionCheck: QuoteIdentifier(constraintName(cfg.SnapshotsTable, "schema_version_check")),
+		},
+	}
+}
+
+// storeMigrationFiles returns the store's embedded migrations.
+func storeMigrationFiles() fs.FS {
 	files, err := fs.Sub(embeddedMigrations, "migrations")
 	if err != nil {
-		return MigrateResult{}, fmt.Errorf("eventstore/postgres: migrations: %w", err)
+		panic("eventstore/postgres: embedded migrations: " + err.Error()) // "migrations" is a valid path
 	}
-	res, err := ApplyMigrations(ctx, s.db, MigrationParams{
-		Schema:    s.cfg.Schema,
-		Component: s.migrationComponent(),
-		Files:     files,
-		Data: storeMigrationData{
-			Schema:                      QuoteIdentifier(s.cfg.Schema),
-			Events:                      s.events,
-			Snapshots:                   s.snapshots,
-			EventsPKey:                  QuoteIdentifier(s.pkeyName),
-			EventsEventIDKey:            QuoteIdentifier(s.eventIDKeyName),
-			EventsStreamVersionKey:      QuoteIdentifier(s.streamVersionKeyName),
-			EventsStreamVersionCheck:    QuoteIdentifier(constraintName(s.cfg.EventsTable, "stream_version_check")),
-			EventsSchemaVersionCheck:    QuoteIdentifier(constraintName(s.cfg.EventsTable, "schema_version_check")),
-			SnapshotsSchemaVersionCheck: QuoteIdentifier(constraintName(s.cfg.SnapshotsTable, "schema_version_check")),
-		},
-	})
+	return files
+}
+
+// Migrate creates or updates the store's schema and tables (the events and
+// snapshots tables) with ApplyMigrations, applying Migrations. It is
+// idempotent and safe to run from several processes at once. ctx bounds
+// the run.
+func (s *Store) Migrate(ctx context.Context) (MigrateResult, error) {
+	res, err := ApplyMigrations(ctx, s.db, s.Migrations())
 	if err != nil {
 		return res, fmt.Errorf("eventstore/postgres: %w", err)
 	}

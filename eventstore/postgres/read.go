@@ -73,8 +73,8 @@ func (s *Store) decodeAll(op string, raws []eventstore.RawRecord) ([]eventstore.
 }
 
 // ReadStream yields the records of streamID with StreamVersion >= from
-// (from < 1 reads from the start), in version order: ReadStreamRaw, each
-// stored event upcast and decoded into the registered types
+// (from < 1 reads from the start), in version order: the stored events,
+// each upcast and decoded into the registered types
 // (eventstore.RawRecord.AppendDecoded). A stored event that upcasters split
 // yields several records with its StreamVersion; one they drop yields
 // none.
@@ -88,7 +88,7 @@ func (s *Store) decodeAll(op string, raws []eventstore.RawRecord) ([]eventstore.
 func (s *Store) ReadStream(ctx context.Context, streamID string, from int64) iter.Seq2[eventstore.Record, error] {
 	return func(yield func(eventstore.Record, error) bool) {
 		var recs []eventstore.Record
-		for raw, err := range s.ReadStreamRaw(ctx, streamID, from) {
+		for raw, err := range s.rawStream(ctx, streamID, from) {
 			if err == nil {
 				recs, err = raw.AppendDecoded(recs[:0], s.reg)
 				if err != nil {
@@ -108,7 +108,7 @@ func (s *Store) ReadStream(ctx context.Context, streamID string, from int64) ite
 	}
 }
 
-// ReadStreamRaw yields the stored events of streamID with StreamVersion >=
+// rawStream yields the stored events of streamID with StreamVersion >=
 // from (from < 1 reads from the start), in version order, as stored: one
 // RawRecord per row, neither upcast nor decoded. It queries one page of
 // Config.ReadStreamPageSize rows at a time and holds no connection while
@@ -117,8 +117,7 @@ func (s *Store) ReadStream(ctx context.Context, streamID string, from int64) ite
 //
 // An error (an *eventstore.InvalidStreamIDError, ctx's error, a database
 // error) is yielded once as the last pair. ctx bounds the whole iteration.
-// Safe for concurrent use; each iteration queries afresh.
-func (s *Store) ReadStreamRaw(ctx context.Context, streamID string, from int64) iter.Seq2[eventstore.RawRecord, error] {
+func (s *Store) rawStream(ctx context.Context, streamID string, from int64) iter.Seq2[eventstore.RawRecord, error] {
 	return func(yield func(eventstore.RawRecord, error) bool) {
 		if err := eventstore.ValidateStreamID(streamID); err != nil {
 			yield(eventstore.RawRecord{}, fmt.Errorf("eventstore/postgres: read stream: %w", err))

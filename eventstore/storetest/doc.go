@@ -16,7 +16,7 @@
 //
 // # What the suite checks
 //
-// It proves DESIGN guarantees 1 (optimistic concurrency, including 16
+// It proves the guarantees of docs/guarantees.md numbered 1 (optimistic concurrency, including 16
 // goroutines racing for each version of one stream), 2 and 3 as far as one
 // process can see them (ReadAll in Position order, per-stream version order
 // in the feed, paged reads resuming from a checkpoint equal one full read) and

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/google/uuid"
+
 	"github.com/esox-go/esox/eventstore"
 )
 
@@ -281,12 +283,9 @@ func testUpcastOnEveryRead(t *testing.T, r *releases) {
 	}
 	check("ReadAll", paid)
 
-	var raws []eventstore.RawRecord
-	for raw, err := range r.r3.store.ReadStreamRaw(r.r3.ctx, stream, 0) {
-		if err != nil {
-			t.Fatalf("ReadStreamRaw: %v", err)
-		}
-		raws = append(raws, raw)
+	raws, err := r.r3.store.ReadStreamRaw(r.r3.ctx, stream, 0, 10)
+	if err != nil {
+		t.Fatalf("ReadStreamRaw: %v", err)
 	}
 	if len(raws) != 3 {
 		t.Fatalf("ReadStreamRaw: %d stored events, want 3", len(raws))
@@ -377,19 +376,27 @@ func testRenameSplitDrop(t *testing.T, r *releases) {
 	if info := r.r3.info(t, stream); info.Version != 4 {
 		t.Fatalf("StreamInfo: version %d, want 4 (dropped events still count)", info.Version)
 	}
-	n := 0
-	for raw, err := range r.r3.store.ReadStreamRaw(r.r3.ctx, stream, 0) {
+	// In pages of 3: the second page starts at version 4, the last ping.
+	var stored []uuid.UUID
+	for from := int64(1); ; from += 3 {
+		page, err := r.r3.store.ReadStreamRaw(r.r3.ctx, stream, from, 3)
 		if err != nil {
-			t.Fatalf("ReadStreamRaw: %v", err)
+			t.Fatalf("ReadStreamRaw(%d, 3): %v", from, err)
 		}
-		if raw.ID != res.EventIDs[n] {
-			t.Fatalf("ReadStreamRaw: stored event %d is %s, want %s", n, raw.ID, res.EventIDs[n])
+		for _, raw := range page {
+			stored = append(stored, raw.ID)
 		}
-		n++
+		if len(page) < 3 {
+			break
+		}
 	}
-	if n != 4 {
-		t.Fatalf("ReadStreamRaw: %d stored events, want 4", n)
+	if !slices.Equal(stored, res.EventIDs) {
+		t.Fatalf("ReadStreamRaw: stored events %v, want %v", stored, res.EventIDs)
 	}
+	_, err := r.r3.store.ReadStreamRaw(r.r3.ctx, stream, 1, 0)
+	wantErr(t, "ReadStreamRaw with limit 0", err, eventstore.ErrInvalidArgument)
+	_, err = r.r3.store.ReadStreamRaw(r.r3.ctx, "", 1, 1)
+	wantErr(t, "ReadStreamRaw of an invalid stream ID", err, eventstore.ErrInvalidStreamID)
 
 	// ReadAll: the same records; a split event's records come together,
 	// even past the limit.

@@ -8,12 +8,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/jmoiron/sqlx"
 	_ "github.com/lib/pq" // the PostgreSQL driver
 
+	"github.com/esox-go/esox"
 	"github.com/esox-go/esox/aggregate"
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
@@ -37,187 +37,122 @@ const shutdownTimeout = 10 * time.Second
 func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	log := newLogger(cfg, stderr)
 	slog.SetDefault(log)
-
 	db, err := openDB(ctx, cfg.DatabaseURL, log)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-
-	// The domain's events, the store, and the idempotency keys, which a
-	// command with a key records in the transaction that appends its
-	// events (see httpapi.Idempotency).
-	reg := order.NewRegistry()
-	idem, err := httpapi.NewIdempotency(db, cfg.Schema)
-	if err != nil {
-		return err
-	}
-	store, err := postgres.New(db, reg, postgres.Config{Schema: cfg.Schema, Logger: log})
-	if err != nil {
-		return err
-	}
-	defer store.Close()
-
-	tables, err := readmodel.TablesIn(cfg.Schema)
-	if err != nil {
-		return err
-	}
-	runner, err := projector.NewRunner(store, projector.Config{Logger: log},
-		readmodel.OrdersProjection(reg, tables),
-		readmodel.CustomerStatsProjection(reg, tables))
-	if err != nil {
-		return err
-	}
-
 	brk, err := openBroker(cfg.Broker, log)
 	if err != nil {
 		return err
 	}
 	defer brk.Close()
-	topic := cfg.TopicPrefix + order.Category
-	fwd, err := forwarder.New(store, brk.pub, forwarder.Config{
-		ConsumerGroup: "ordering",
-		Categories:    []string{order.Category},
-		Topic: func(rec eventstore.Record) (string, error) {
-			return cfg.TopicPrefix + eventstore.Category(rec.StreamID), nil
-		},
-		DisableMigrate: true,
-		Logger:         log,
-	})
-	if err != nil {
-		return err
-	}
-	// Migrations: every component's, each idempotent and advisory-locked,
-	// so several instances may start at once.
-	mctx, cancel := context.WithTimeout(ctx, time.Minute)
-	err = migrate(mctx, db, cfg.Schema, store, runner, fwd)
-	cancel()
-	if err != nil {
-		return err
-	}
 
+	reg := order.NewRegistry()
+	tables, err := readmodel.TablesIn(cfg.Schema)
+	if err != nil {
+		return err
+	}
+	topic := cfg.TopicPrefix + order.Category
 	ship, err := shipping.New(db, reg, brk.sub, shipping.Config{Schema: cfg.Schema, Topic: topic, Logger: log})
 	if err != nil {
 		return err
 	}
-
-	metrics := httpapi.NewMetrics()
-	orders, err := aggregate.NewRepository(metrics.Store(store), order.Category, order.New, aggregate.Config{Logger: log})
-	if err != nil {
-		return err
-	}
-	api, err := httpapi.New(httpapi.Config{
-		Orders:      orders,
-		DB:          db,
-		Tables:      tables,
-		Idempotency: idem,
-		WaitFor: func(ctx context.Context, pos eventstore.Position) error {
-			for _, name := range []string{readmodel.OrdersName, readmodel.CustomerStatsName} {
-				if err := runner.WaitFor(ctx, name, pos); err != nil {
-					return err
-				}
-			}
-			return nil
-		},
-		WaitTimeout: cfg.WaitTimeout,
-		Metrics:     metrics,
-		Logger:      log,
-	})
-	if err != nil {
-		return err
-	}
-	metrics.AddCollector(projectionCollector(runner))
-	metrics.AddCollector(forwarderCollector(store, fwd))
-	metrics.AddCollector(shippingCollector(ship))
-
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 	}
 	srv := &http.Server{
-		Handler:           api,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      writeTimeout(cfg.WaitTimeout),
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	// The HTTP server serves from the start (503 until the App is ready)
+	// and stops first; the idempotency keys' table migrates with the rest.
+	web := esox.HTTPServer(srv, ln, shutdownTimeout)
+	web.Migrate = func(ctx context.Context) (postgres.MigrateResult, error) { return httpapi.Migrate(ctx, db, cfg.Schema) }
 
-	// The background components, each with its own context so they stop
-	// in order: the forwarder before the consumer it feeds (with GoChannel
-	// a publish waits for the consumer's ack), the projector last.
-	fail := make(chan error, 4) // one per component at most
-	var wg sync.WaitGroup
-	start := func(name string, ctx context.Context, fn func(context.Context) error) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := fn(ctx); err != nil && ctx.Err() == nil {
-				fail <- fmt.Errorf("%s: %w", name, err)
-			}
-		}()
-	}
-	projCtx, stopProj := context.WithCancel(context.WithoutCancel(ctx))
-	shipCtx, stopShip := context.WithCancel(context.WithoutCancel(ctx))
-	fwdCtx, stopFwd := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopProj()
-	defer stopShip()
-	defer stopFwd()
-	msgs, err := ship.Subscribe(shipCtx)
+	// One App: the store, the two projections, the forwarder to the
+	// broker, the shipping consumer (its Inbox and its table migrate with
+	// the rest) and the HTTP server.
+	app, err := esox.New(db, reg, esox.Config{
+		Schema:      cfg.Schema,
+		Projections: []projector.Projection{readmodel.OrdersProjection(reg, tables), readmodel.CustomerStatsProjection(reg, tables)},
+		Publisher:   brk.pub,
+		Forwarder: forwarder.Config{
+			ConsumerGroup: forwarderGroup,
+			Categories:    []string{order.Category},
+			Topic: func(rec eventstore.Record) (string, error) {
+				return cfg.TopicPrefix + eventstore.Category(rec.StreamID), nil
+			},
+			// RabbitMQ refuses a message over its max_message_size by
+			// closing the channel, which cannot be told from an outage:
+			// check the size first, so such an event is a poison event
+			// (docs/forwarding.md). 0 for the other brokers, whose
+			// refusals the forwarder recognises.
+			MaxMessageSize: brk.maxMessageSize,
+		},
+		Inboxes:    []*projector.Inbox{ship.Inbox()},
+		Components: []esox.Component{shippingComponent(ship, db, cfg.Schema), web},
+		Logger:     log,
+	})
 	if err != nil {
 		return err
 	}
-	var shipWG, fwdWG sync.WaitGroup
-	shipWG.Add(1)
-	go func() {
-		defer shipWG.Done()
-		_ = ship.Run(shipCtx, msgs)
-		if shipCtx.Err() == nil {
-			fail <- errors.New("shipping: the broker closed the subscription")
-		}
-	}()
-	start("projector", projCtx, runner.Run)
-	fwdWG.Add(1)
-	go func() {
-		defer fwdWG.Done()
-		if err := fwd.Run(fwdCtx); err != nil && fwdCtx.Err() == nil {
-			fail <- fmt.Errorf("forwarder: %w", err)
-		}
-	}()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			fail <- fmt.Errorf("http server: %w", err)
-		}
-	}()
+	defer app.Store().Close()
+
+	// The API: commands through a repository over the store (with append
+	// metrics), idempotency keys recorded in each command's transaction,
+	// read-your-writes through the App's projections.
+	metrics := httpapi.NewMetrics()
+	orders, err := aggregate.NewRepository(metrics.Store(app.Store()), order.Category, order.New, aggregate.Config{Logger: log})
+	if err != nil {
+		return err
+	}
+	idem, err := httpapi.NewIdempotency(db, cfg.Schema)
+	if err != nil {
+		return err
+	}
+	if srv.Handler, err = httpapi.New(httpapi.Config{
+		Orders: orders, DB: db, Tables: tables, Idempotency: idem,
+		WaitFor: app.WaitFor, WaitTimeout: cfg.WaitTimeout, Ready: app.Ready,
+		Metrics: metrics, Logger: log,
+	}); err != nil {
+		return err
+	}
+	metrics.AddCollector(projectionCollector(app.Runner()))
+	metrics.AddCollector(forwarderCollector(app.Store(), app.Forwarder()))
+	metrics.AddCollector(shippingCollector(ship))
 
 	_, redacted, _ := brokerKind(cfg.Broker)
 	log.Info("ordering service started", "addr", "http://"+ln.Addr().String(), "schema", cfg.Schema, "broker", redacted, "topic", topic)
 	printWalkthrough(stdout, "http://"+ln.Addr().String())
+	return app.Run(ctx)
+}
 
-	var runErr error
-	select {
-	case <-ctx.Done():
-		log.Info("shutting down", "reason", context.Cause(ctx))
-	case runErr = <-fail:
-		log.Error("a component failed, shutting down", "error", runErr)
+// shippingComponent runs the shipping consumer under the App: it creates
+// the shipments table with the App's migrations, and is ready once it has
+// subscribed, so the forwarder publishes nothing it could miss.
+func shippingComponent(ship *shipping.Consumer, db *sqlx.DB, schema string) esox.Component {
+	subscribed := make(chan struct{})
+	return esox.Component{
+		Name:    "shipping",
+		Migrate: func(ctx context.Context) (postgres.MigrateResult, error) { return shipping.Migrate(ctx, db, schema) },
+		Ready:   subscribed,
+		Run: func(ctx context.Context) error {
+			msgs, err := ship.Subscribe(ctx)
+			if err != nil {
+				return err
+			}
+			close(subscribed)
+			if err := ship.Run(ctx, msgs); err != nil || ctx.Err() != nil {
+				return err
+			}
+			return errors.New("the broker closed the subscription")
+		},
 	}
-
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		log.Warn("http shutdown did not finish in time", "error", err)
-		_ = srv.Close()
-	}
-	stopFwd()
-	fwdWG.Wait()
-	stopShip()
-	shipWG.Wait()
-	stopProj()
-	wg.Wait()
-	log.Info("stopped")
-	return runErr
 }
 
 func newLogger(cfg config, w io.Writer) *slog.Logger {
@@ -254,26 +189,6 @@ func openDB(ctx context.Context, url string, log *slog.Logger) (*sqlx.DB, error)
 		case <-time.After(time.Second):
 		}
 	}
-}
-
-// migrate applies every component's migrations in schema.
-func migrate(ctx context.Context, db *sqlx.DB, schema string, store *postgres.Store, runner *projector.Runner, fwd *forwarder.Forwarder) error {
-	if _, err := store.Migrate(ctx); err != nil {
-		return err
-	}
-	if _, err := fwd.Migrate(ctx); err != nil {
-		return err
-	}
-	if _, err := httpapi.Migrate(ctx, db, schema); err != nil {
-		return err
-	}
-	if _, err := shipping.Migrate(ctx, db, schema); err != nil {
-		return err
-	}
-	// Creates the projector's tables (checkpoints, inbox) and registers
-	// the projections, creating their tables.
-	_, err := runner.Migrate(ctx)
-	return err
 }
 
 func printWalkthrough(w io.Writer, base string) {

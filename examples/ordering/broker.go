@@ -15,6 +15,7 @@ import (
 	nc "github.com/nats-io/nats.go"
 
 	"github.com/esox-go/esox/examples/ordering/shipping"
+	"github.com/esox-go/esox/forwarder/rabbitmq"
 )
 
 // brokerKind returns "gochannel", "amqp" or "nats" for a -broker value, and
@@ -36,12 +37,19 @@ func brokerKind(b string) (kind, redacted string, err error) {
 	return "", "", fmt.Errorf("unknown scheme %q (want gochannel, amqp://… or nats://…)", u.Scheme)
 }
 
+// rabbitMQMaxMessageSize is RabbitMQ's default max_message_size since 4.0.
+const rabbitMQMaxMessageSize = 16 << 20
+
 // broker is a publisher for the forwarder and a subscriber for the shipping
 // consumer, on the same broker.
 type broker struct {
 	kind string
-	pub  message.Publisher
-	sub  message.Subscriber
+	// maxMessageSize is the broker's message size limit the forwarder
+	// checks before publishing (forwarder.Config.MaxMessageSize), 0 for
+	// none.
+	maxMessageSize int
+	pub            message.Publisher
+	sub            message.Subscriber
 }
 
 func (b *broker) Close() error {
@@ -60,10 +68,13 @@ func (b *broker) Close() error {
 //   - gochannel: in-process; Publish blocks until the shipping consumer acks,
 //     so the forwarder's offset never passes an event the consumer has not
 //     applied, even though nothing survives the process.
-//   - amqp://…: RabbitMQ, a durable fanout exchange per topic, persistent
-//     messages and publisher confirms (Publish returns once RabbitMQ has the
-//     message, which at-least-once forwarding needs), and a durable queue
-//     "<topic>_ordering_shipping" for the consumer.
+//   - amqp://…: RabbitMQ, a durable fanout exchange per topic and a durable
+//     queue "<topic>_ordering_shipping" for the consumer (watermill-amqp's
+//     Subscriber). The forwarder publishes with esox's forwarder/rabbitmq:
+//     persistent messages and pipelined publisher confirms (Publish returns
+//     once RabbitMQ has the message, which at-least-once forwarding needs),
+//     and the mandatory flag, so an event is retried rather than dropped
+//     while no queue is bound to its exchange.
 //   - nats://…: NATS JetStream, a stream per topic (created if missing),
 //     message de-duplication by UUID within the stream's window, and a
 //     durable consumer "ordering_shipping".
@@ -79,13 +90,19 @@ func openBroker(rawURL string, log *slog.Logger) (*broker, error) {
 		gc := gochannel.NewGoChannel(gochannel.Config{BlockPublishUntilSubscriberAck: true}, wlog)
 		b.pub, b.sub = gc, gc
 	case "amqp":
-		cfg := amqp.NewDurablePubSubConfig(rawURL, amqp.GenerateQueueNameTopicNameWithSuffix(shipping.ConsumerName))
-		cfg.Publish.ConfirmDelivery = true
-		cfg.Publish.ChannelPoolSize = 1
-		cfg.Connection.Reconnect = &amqp.ReconnectConfig{BackoffInitialInterval: 100 * time.Millisecond, BackoffMultiplier: 1.5, BackoffMaxInterval: 5 * time.Second}
-		if b.pub, err = amqp.NewPublisher(cfg, wlog); err != nil {
+		// RabbitMQ's default max_message_size from 4.0 (128 MiB before):
+		// set it to the server's if you changed it.
+		b.maxMessageSize = rabbitMQMaxMessageSize
+		if b.pub, err = rabbitmq.NewPublisher(rabbitmq.Config{
+			URL:            rawURL,
+			Mandatory:      true,
+			ConnectionName: "ordering forwarder",
+			Logger:         log.With("component", "broker"),
+		}); err != nil {
 			return nil, fmt.Errorf("rabbitmq publisher: %w", err)
 		}
+		cfg := amqp.NewDurablePubSubConfig(rawURL, amqp.GenerateQueueNameTopicNameWithSuffix(shipping.ConsumerName))
+		cfg.Connection.Reconnect = &amqp.ReconnectConfig{BackoffInitialInterval: 100 * time.Millisecond, BackoffMultiplier: 1.5, BackoffMaxInterval: 5 * time.Second}
 		if b.sub, err = amqp.NewSubscriber(cfg, wlog); err != nil {
 			_ = b.Close()
 			return nil, fmt.Errorf("rabbitmq subscriber: %w", err)

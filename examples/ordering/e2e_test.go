@@ -95,7 +95,7 @@ func (s *syncBuffer) String() string {
 var listening = regexp.MustCompile(`listening on (http://[0-9.:]+)`)
 
 // startService runs the binary against a fresh schema with broker, and waits
-// until it answers /healthz. The process is stopped at cleanup.
+// until /readyz answers 200. The process is stopped at cleanup.
 func startService(t *testing.T, broker string) *service {
 	t.Helper()
 	db := pgtest.Open(t)
@@ -110,7 +110,8 @@ func startAgain(t *testing.T, s *service, broker string) *service {
 	return launch(t, s.db, s.schema, s.prefix, broker)
 }
 
-// launch starts the service on schema and waits until it answers /healthz.
+// launch starts the service on schema and waits until /readyz answers 200
+// (it answers 503 not_ready while the service migrates and starts).
 // At cleanup a process still running gets SIGTERM (SIGKILL after 30 s).
 func launch(t *testing.T, db *sqlx.DB, schema, prefix, broker string) *service {
 	t.Helper()
@@ -118,8 +119,8 @@ func launch(t *testing.T, db *sqlx.DB, schema, prefix, broker string) *service {
 	s.cmd = exec.Command(binPath, "-addr", "127.0.0.1:0", "-schema", s.schema, "-broker", broker,
 		"-topic-prefix", s.prefix, "-log-format", "json", "-log-level", "info",
 		// Generous: other tests on the same server may hold transaction ids
-		// open for seconds, which holds back every feed reader (DESIGN's
-		// xid trap); read-your-writes must still hold, however long it takes.
+		// open for seconds, which holds back every feed reader (the
+		// xid trap, docs/forwarding.md); read-your-writes must still hold, however long it takes.
 		"-wait-timeout", "60s")
 	s.cmd.Env = append(os.Environ(), "DATABASE_URL="+pgtest.DatabaseURL())
 	s.cmd.Stderr = s.logs
@@ -173,15 +174,16 @@ func launch(t *testing.T, db *sqlx.DB, schema, prefix, broker string) *service {
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		resp, err := http.Get(s.base + "/healthz")
+		resp, err := http.Get(s.base + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				return s
 			}
+			err = fmt.Errorf("status %d", resp.StatusCode)
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("/healthz did not answer 200 within 30 s (last error %v)", err)
+			t.Fatalf("/readyz did not answer 200 within 30 s (last: %v)", err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -21,11 +21,14 @@
 //	                                         every instance stopped: renumber the restored events and
 //	                                         move checkpoints and the forwarder's offset (docs/operations.md)
 //
-// On start it applies every migration (event store, projector, forwarder,
-// idempotency keys, shipments), then serves until SIGINT or SIGTERM, when it
-// stops accepting requests, finishes those in flight, stops the projector,
-// forwarder and consumer, and exits 0. See examples/ordering/API.md for the
-// HTTP API and docs/getting-started.md for a walk-through.
+// It wires everything with one esox.App (app.go): the HTTP server answers
+// from the start, /readyz with 503 until the App has applied every migration
+// (event store, projector, forwarder, inbox, idempotency keys, shipments)
+// and started the projections, the shipping consumer and the forwarder. It
+// serves until SIGINT or SIGTERM, when it stops accepting requests, finishes
+// those in flight, stops the forwarder, then the consumer, then the
+// projections, and exits 0. See examples/ordering/API.md for the HTTP API
+// and docs/getting-started.md for a walk-through.
 package main
 
 import (

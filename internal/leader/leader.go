@@ -1,11 +1,11 @@
 // Package leader elects one active worker per job across processes with a
-// PostgreSQL session advisory lock (DESIGN guarantee 7: one active worker per
+// PostgreSQL session advisory lock (guarantee 7 in docs/guarantees.md: one active worker per
 // job, another takes over within seconds when it dies).
 //
 // The lock is taken with pg_try_advisory_lock on a connection dedicated to the
 // leader. It is a session lock, not a transaction lock: holding it keeps no
 // transaction open, takes no transaction id and so never holds back
-// pg_snapshot_xmin for the readers of the global feed (DESIGN's first trap).
+// pg_snapshot_xmin for the readers of the global feed (the xid trap, docs/forwarding.md).
 // PostgreSQL releases it when the session ends, so a killed process loses
 // leadership as soon as the server notices its socket closed.
 //

@@ -55,3 +55,32 @@ func LockBroker(t testing.TB, broker string, exclusive bool) {
 		f.Close()
 	})
 }
+
+// brokerBusyHook is called each time waitBrokerIdle finds the lock held
+// exclusively; tests replace it to know that it waits.
+var brokerBusyHook = func() {}
+
+// waitBrokerIdle waits, up to LockBrokerTimeout, until no test holds
+// broker's lock exclusively: it takes the lock shared and releases it at
+// once.
+func waitBrokerIdle(broker string) {
+	path := filepath.Join(os.TempDir(), "esox-broker-"+broker+".lock")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o666)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	deadline := time.Now().Add(LockBrokerTimeout)
+	for {
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB)
+		if err == nil {
+			_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+			return
+		}
+		if (err != syscall.EWOULDBLOCK && err != syscall.EINTR) || time.Now().After(deadline) {
+			return
+		}
+		brokerBusyHook()
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -5,8 +5,8 @@
 //
 // Guarantees the handlers keep:
 //
-//   - bad input is refused with 400 and never reaches the store (DESIGN
-//     guarantee 8): malformed JSON, unknown fields, missing or out-of-range
+//   - bad input is refused with 400 and never reaches the store (guarantee
+//     8 in docs/guarantees.md): malformed JSON, unknown fields, missing or out-of-range
 //     values, bad path parameters and headers; a refused command writes
 //     nothing, so the response is never a 500 for bad input;
 //   - unknown order → 404, a broken invariant → 409 with the domain's code
@@ -17,6 +17,9 @@
 //     same status and body and appends nothing; a concurrent duplicate
 //     waits for the first and replays its result; the same key with
 //     another request → 422;
+//   - readiness: until Config.Ready is closed (the esox.App has migrated
+//     and started), GET /readyz and every endpoint but /healthz answer 503
+//     not_ready;
 //   - read-your-writes: a command answers only once the read models have
 //     applied its events (Config.WaitFor, bounded by Config.WaitTimeout), so
 //     a GET sent after the response sees the change.
@@ -79,6 +82,12 @@ type Config struct {
 	// still succeeds (its events are committed) and the response carries
 	// the header "X-Read-Models: stale". Defaults to WaitTimeoutDefault.
 	WaitTimeout time.Duration
+	// Ready returns a channel closed once the service has migrated and
+	// started its workers (esox.App.Ready): until then GET /readyz answers
+	// 503 not_ready, and so does every endpoint but /healthz, so that no
+	// request meets a table the migrations have not created yet. Nil: ready
+	// from the start.
+	Ready func() <-chan struct{}
 	// Metrics counts requests and serves /metrics. Defaults to NewMetrics().
 	Metrics *Metrics
 	// Logger receives one line per request (Info; Error for 5xx). Defaults
@@ -128,6 +137,7 @@ func New(cfg Config) (*API, error) {
 	a.mux.HandleFunc("GET /orders", a.listOrders)
 	a.mux.HandleFunc("GET /customers/{id}/stats", a.customerStats)
 	a.mux.HandleFunc("GET /healthz", a.healthz)
+	a.mux.HandleFunc("GET /readyz", a.readyz)
 	a.mux.Handle("GET /metrics", cfg.Metrics)
 	return a, nil
 }
@@ -144,9 +154,12 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var h http.Handler = a.mux
 	_, pattern := a.mux.Handler(r)
 	route := pattern
-	if pattern == "" {
+	switch {
+	case pattern == "":
 		route = "unmatched"
 		h = a.routerError(a.mux)
+	case !a.ready() && pattern != "GET /healthz":
+		h = http.HandlerFunc(notReady)
 	}
 	defer func() {
 		if p := recover(); p != nil {
@@ -720,6 +733,27 @@ func (a *API) healthz(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// ready reports whether Config.Ready is closed (true without one).
+func (a *API) ready() bool {
+	if a.cfg.Ready == nil {
+		return true
+	}
+	select {
+	case <-a.cfg.Ready():
+		return true
+	default:
+		return false
+	}
+}
+
+func notReady(w http.ResponseWriter, _ *http.Request) {
+	writeError(w, http.StatusServiceUnavailable, "not_ready", "the service is starting or stopping; retry")
 }
 
 func (a *API) queryFailed(w http.ResponseWriter, r *http.Request, err error) {

@@ -181,3 +181,44 @@ func TestMetricsStoreKeepsTxAppender(t *testing.T) {
 		t.Error("the wrapper of the in-memory store claims to implement eventstore.TxAppender")
 	}
 }
+
+// TestReadiness: until Config.Ready is closed, /readyz and the commands
+// answer 503 not_ready and write nothing, while /healthz is not gated;
+// once it is closed they work.
+func TestReadiness(t *testing.T) {
+	t.Parallel()
+	ready := make(chan struct{})
+	api, store, id := commandAPI(t, func(c *Config) {
+		c.Ready = func() <-chan struct{} { return ready }
+	})
+	do := func(method, path, body string) *httptest.ResponseRecorder {
+		rec := httptest.NewRecorder()
+		api.ServeHTTP(rec, httptest.NewRequest(method, path, strings.NewReader(body)))
+		return rec
+	}
+	before := countEvents(t, store)
+	for _, r := range []struct{ method, path, body string }{
+		{"GET", "/readyz", ""},
+		{"POST", "/orders/" + id + "/discount", `{"percent":10}`},
+		{"GET", "/metrics", ""},
+	} {
+		rec := do(r.method, r.path, r.body)
+		if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), `"not_ready"`) {
+			t.Errorf("%s %s before ready: %d %s, want 503 not_ready", r.method, r.path, rec.Code, rec.Body)
+		}
+	}
+	if n := countEvents(t, store); n != before {
+		t.Fatalf("a command refused as not ready wrote %d events", n-before)
+	}
+	// /healthz is not gated: it pings the (unreachable) database.
+	if rec := do("GET", "/healthz", ""); strings.Contains(rec.Body.String(), "not_ready") {
+		t.Errorf("/healthz before ready: %d %s, want it not gated", rec.Code, rec.Body)
+	}
+	close(ready)
+	if rec := do("GET", "/readyz", ""); rec.Code != http.StatusOK {
+		t.Errorf("/readyz once ready: %d %s", rec.Code, rec.Body)
+	}
+	if rec := do("POST", "/orders/"+id+"/discount", `{"percent":10}`); rec.Code != http.StatusOK {
+		t.Errorf("command once ready: %d %s", rec.Code, rec.Body)
+	}
+}

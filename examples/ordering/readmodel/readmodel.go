@@ -10,7 +10,7 @@
 // Each projection creates its table in Setup (run once, when the runner
 // first registers it) and empties it in Reset (for projector Rebuild). The
 // projector applies each batch and moves the checkpoint in one transaction
-// (DESIGN guarantee 5), so the handlers need no de-duplication of their own.
+// (guarantee 5 in docs/guarantees.md), so the handlers need no de-duplication of their own.
 //
 // Queries are safe for concurrent use; they read what the projections have
 // applied so far: wait with projector.Runner.WaitFor for read-your-writes.

@@ -3,8 +3,8 @@
 // another service would, and records one shipment per paid order in its own
 // table.
 //
-// The forwarder publishes every order event at least once (DESIGN guarantee
-// 6); the Consumer applies each message through a projector.Inbox, which
+// The forwarder publishes every order event at least once (guarantee 6
+// in docs/guarantees.md); the Consumer applies each message through a projector.Inbox, which
 // records the message's UUID (the event ID) in the inbox table in the same
 // transaction as the shipment, so a redelivered OrderPaid is acknowledged
 // without a second shipment: exactly one shipment per order.
