@@ -8,7 +8,9 @@ import (
 
 // Metadata travels with every event: who caused it and why. It is stored as a
 // JSON object whose well-known keys are "correlation_id", "causation_id" and
-// "actor"; Extra holds the user's free keys beside them.
+// "actor"; Extra holds the user's free keys beside them, and the W3C trace
+// context ("traceparent", "tracestate") that stores record for an append
+// made under an OpenTelemetry span (see SpanContext).
 //
 // Metadata is a value; Clone it before changing a copy's Extra map.
 type Metadata struct {
