@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"time"
 
@@ -37,6 +38,18 @@ const shutdownTimeout = 10 * time.Second
 func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	log := newLogger(cfg, stderr)
 	slog.SetDefault(log)
+	// Before any component: they take the global providers (telemetry.go).
+	tel, err := setupTelemetry(ctx, os.Getenv, stdout)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := tel.Shutdown(sctx); err != nil {
+			log.Warn("telemetry shutdown", "error", err)
+		}
+	}()
 
 	db, err := openDB(ctx, cfg.DatabaseURL, log)
 	if err != nil {
@@ -101,8 +114,7 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		return err
 	}
 
-	metrics := httpapi.NewMetrics()
-	orders, err := aggregate.NewRepository(metrics.Store(store), order.Category, order.New, aggregate.Config{Logger: log})
+	orders, err := aggregate.NewRepository(store, order.Category, order.New, aggregate.Config{Logger: log})
 	if err != nil {
 		return err
 	}
@@ -120,15 +132,12 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 			return nil
 		},
 		WaitTimeout: cfg.WaitTimeout,
-		Metrics:     metrics,
+		Metrics:     tel.Metrics,
 		Logger:      log,
 	})
 	if err != nil {
 		return err
 	}
-	metrics.AddCollector(projectionCollector(runner))
-	metrics.AddCollector(forwarderCollector(store, fwd))
-	metrics.AddCollector(shippingCollector(ship))
 
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
@@ -193,7 +202,7 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	}()
 
 	_, redacted, _ := brokerKind(cfg.Broker)
-	log.Info("ordering service started", "addr", "http://"+ln.Addr().String(), "schema", cfg.Schema, "broker", redacted, "topic", topic)
+	log.Info("ordering service started", "addr", "http://"+ln.Addr().String(), "schema", cfg.Schema, "broker", redacted, "topic", topic, "traces", tel.Traces)
 	printWalkthrough(stdout, "http://"+ln.Addr().String())
 
 	var runErr error
@@ -223,9 +232,9 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 func newLogger(cfg config, w io.Writer) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
 	if cfg.LogFormat == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+		return slog.New(withTraceIDs(slog.NewJSONHandler(w, opts)))
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	return slog.New(withTraceIDs(slog.NewTextHandler(w, opts)))
 }
 
 // openDB opens the pool and waits up to 30 s for the database to answer.
@@ -289,7 +298,7 @@ Try it from another terminal (Ctrl-C here stops the service):
   curl -s %[1]s/orders/$ID
   curl -s '%[1]s/orders?customer_id=alice&status=shipped'
   curl -s %[1]s/customers/alice/stats
-  curl -s %[1]s/metrics | grep -E '^(esox_projection_lag_events|esox_forwarder_lag_events|ordering_shipping_shipments_total)'
+  curl -s %[1]s/metrics | grep -E '^(esox_projection_lag_seconds|esox_forwarder_lag_seconds|ordering_shipping_shipments_total)'
 
 `, base)
 }

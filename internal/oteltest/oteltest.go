@@ -185,3 +185,25 @@ func describe(points []Point) string {
 	}
 	return b.String()
 }
+
+// Sum returns the sum of the values of the metric name's data points whose
+// attributes include attrs (histograms: their counts), and whether any
+// point matched.
+func (r *Recorder) Sum(t testing.TB, name string, attrs ...attribute.KeyValue) (sum float64, matched bool) {
+	t.Helper()
+	points, _ := Points(r.Collect(t), name)
+	for _, p := range points {
+		all := true
+		for _, kv := range attrs {
+			if v, ok := p.Attrs.Value(kv.Key); !ok || v != kv.Value {
+				all = false
+				break
+			}
+		}
+		if all {
+			sum += p.Value
+			matched = true
+		}
+	}
+	return sum, matched
+}

@@ -17,9 +17,6 @@ import (
 	"github.com/lib/pq"
 
 	"github.com/esox-go/esox/eventstore"
-	"github.com/esox-go/esox/eventstore/memory"
-	"github.com/esox-go/esox/eventstore/postgres"
-	"github.com/esox-go/esox/examples/ordering/order"
 )
 
 // TestCommandWaitsForReadModels: a command answers only after WaitFor
@@ -155,29 +152,5 @@ func TestListOrdersEmptyFilter(t *testing.T) {
 		if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), `"invalid_query"`) {
 			t.Errorf("GET /orders?%s: %d %s, want 400 invalid_query", q, rec.Code, rec.Body)
 		}
-	}
-}
-
-// TestMetricsStoreKeepsTxAppender: the metered wrapper can append in a
-// caller's transaction exactly when the store it wraps can, so commands
-// with an Idempotency-Key (the Repository's Tx forms) work through it.
-func TestMetricsStoreKeepsTxAppender(t *testing.T) {
-	t.Parallel()
-	reg := order.NewRegistry()
-	db, err := sqlx.Open("postgres", "postgres://unused.invalid/none") // postgres.New does not connect
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	pg, err := postgres.New(db, reg, postgres.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := NewMetrics()
-	if _, ok := m.Store(pg).(eventstore.TxAppender); !ok {
-		t.Error("the wrapper of the PostgreSQL store does not implement eventstore.TxAppender")
-	}
-	if _, ok := m.Store(memory.New(reg)).(eventstore.TxAppender); ok {
-		t.Error("the wrapper of the in-memory store claims to implement eventstore.TxAppender")
 	}
 }
