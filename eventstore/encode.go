@@ -87,10 +87,7 @@ func EncodeAppend(ctx context.Context, r *Registry, streamID string, expected Ex
 		if traceParent != "" {
 			meta = withTraceContext(meta, traceParent, traceState)
 		}
-		metaJSON, err := json.Marshal(meta)
-		if err != nil {
-			return nil, fmt.Errorf("event %d: encode metadata: %w", i, err)
-		}
+		metaJSON := meta.appendJSON(nil)
 		if err := CheckJSONB(metaJSON); err != nil {
 			return nil, fmt.Errorf("event %d: %w", i, &InvalidArgumentError{Field: "metadata", Reason: "PostgreSQL cannot store it: " + err.Error()})
 		}

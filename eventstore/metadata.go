@@ -105,8 +105,9 @@ func MetadataFromMap(kv map[string]string) Metadata {
 	return m
 }
 
-// MarshalJSON encodes m as one flat JSON object of strings.
-func (m Metadata) MarshalJSON() ([]byte, error) { return json.Marshal(m.Map()) }
+// MarshalJSON encodes m as one flat JSON object of strings, keys sorted,
+// as json.Marshal encodes m.Map().
+func (m Metadata) MarshalJSON() ([]byte, error) { return m.appendJSON(nil), nil }
 
 // UnmarshalJSON decodes a flat JSON object. Values that are not strings are
 // kept as their JSON text.

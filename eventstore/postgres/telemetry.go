@@ -28,6 +28,9 @@ type storeTelemetry struct {
 	appendName string // the append span's name
 	readName   string // the ReadStream span's name
 
+	// The attributes every append span carries, built once.
+	collectionAttr, appendOperation attribute.KeyValue
+
 	events    metric.Int64Counter
 	duration  metric.Float64Histogram
 	conflicts metric.Int64Counter
@@ -61,6 +64,7 @@ func newStoreTelemetry(cfg Config) *storeTelemetry {
 	}
 	t.appendName = "append " + t.collection
 	t.readName = "read_stream " + t.collection
+	t.collectionAttr, t.appendOperation = semconv.DBCollectionName(t.collection), semconv.DBOperationName("append")
 	return t
 }
 
@@ -68,36 +72,27 @@ func newStoreTelemetry(cfg Config) *storeTelemetry {
 // span start allocates no option slice.
 var clientSpan = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient)}
 
-// dbAttrs are the attributes of OpenTelemetry's database conventions every
-// span of the store carries.
-func (t *storeTelemetry) dbAttrs(op string) []attribute.KeyValue {
-	return []attribute.KeyValue{semconv.DBSystemNamePostgreSQL, semconv.DBOperationName(op), semconv.DBCollectionName(t.collection)}
-}
-
 // appendOp is one append being observed; the zero value observes nothing.
 type appendOp struct {
 	t        *storeTelemetry
 	span     trace.Span
 	start    time.Time
 	streamID string
+	expected eventstore.ExpectedVersion
 	events   []eventstore.Event
 }
 
 // startAppend starts observing an append: its span, a child of ctx's span,
 // is in the returned context, so that the events record it as the span that
-// appended them (eventstore.MetadataTraceParent).
+// appended them (eventstore.MetadataTraceParent). The span's attributes are
+// set when it ends, in one call.
 func (s *Store) startAppend(ctx context.Context, streamID string, expected eventstore.ExpectedVersion, events []eventstore.Event) (context.Context, appendOp) {
 	t := s.tel
 	if t == nil {
 		return ctx, appendOp{}
 	}
 	ctx, span := t.tracer.Start(ctx, t.appendName, clientSpan...)
-	if span.IsRecording() {
-		span.SetAttributes(t.dbAttrs("append")...)
-		span.SetAttributes(telemetry.KeyStreamID.String(streamID), telemetry.KeyStreamCategory.String(eventstore.Category(streamID)),
-			telemetry.KeyEventCount.Int(len(events)), telemetry.KeyExpectedVersion.String(expected.String()))
-	}
-	return ctx, appendOp{t: t, span: span, start: time.Now(), streamID: streamID, events: events}
+	return ctx, appendOp{t: t, span: span, start: time.Now(), streamID: streamID, expected: expected, events: events}
 }
 
 // end records the append's outcome and ends its span; it returns res and
@@ -132,16 +127,21 @@ func (op appendOp) end(ctx context.Context, reg *eventstore.Registry, res events
 		}
 	}
 	if op.span.IsRecording() {
+		attrs := make([]attribute.KeyValue, 0, 12)
+		attrs = append(attrs, semconv.DBSystemNamePostgreSQL, t.appendOperation, t.collectionAttr,
+			telemetry.KeyStreamID.String(op.streamID), telemetry.KeyStreamCategory.String(category),
+			telemetry.KeyEventCount.Int(len(op.events)), telemetry.KeyExpectedVersion.String(op.expected.String()))
 		switch {
 		case err == nil:
-			op.span.SetAttributes(telemetry.KeyStreamVersion.Int64(res.LastVersion), telemetry.KeyPosition.String(res.LastPosition.String()))
+			attrs = append(attrs, telemetry.KeyStreamVersion.Int64(res.LastVersion), telemetry.KeyPosition.Int64(res.LastPosition.Position))
 		case conflict:
-			op.span.SetAttributes(telemetry.KeyConflict.Bool(true), semconv.ErrorTypeKey.String("conflict"))
+			attrs = append(attrs, telemetry.KeyConflict.Bool(true), semconv.ErrorTypeKey.String("conflict"))
 			op.span.SetStatus(codes.Error, err.Error())
 		default:
-			op.span.SetAttributes(semconv.ErrorTypeKey.String(errorType(err)))
+			attrs = append(attrs, semconv.ErrorTypeKey.String(errorType(err)))
 			op.span.SetStatus(codes.Error, err.Error())
 		}
+		op.span.SetAttributes(attrs...)
 	}
 	op.span.End()
 	return res, err
@@ -178,8 +178,8 @@ func (s *Store) tracedReadStream(ctx context.Context, streamID string, from int6
 		defer span.End()
 		recording := span.IsRecording()
 		if recording {
-			span.SetAttributes(t.dbAttrs("read_stream")...)
-			span.SetAttributes(telemetry.KeyStreamID.String(streamID), telemetry.KeyStreamCategory.String(eventstore.Category(streamID)),
+			span.SetAttributes(semconv.DBSystemNamePostgreSQL, semconv.DBOperationName("read_stream"), t.collectionAttr,
+				telemetry.KeyStreamID.String(streamID), telemetry.KeyStreamCategory.String(eventstore.Category(streamID)),
 				attribute.Int64("esox.stream.from_version", from))
 		}
 		n := 0
