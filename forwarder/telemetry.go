@@ -119,7 +119,7 @@ func (f *Forwarder) publish(ctx context.Context, topic string, msg *message.Mess
 		span.SetAttributes(semconv.MessagingOperationTypeSend, semconv.MessagingOperationName("publish"),
 			semconv.MessagingDestinationName(topic), semconv.MessagingMessageID(msg.UUID),
 			telemetry.KeyStreamID.String(rec.StreamID), telemetry.KeyEventType.String(rec.Type),
-			telemetry.KeyPosition.String(rec.Position.String()))
+			telemetry.KeyPosition.Int64(rec.Position.Position))
 	}
 	if span.SpanContext().IsValid() && msg.Metadata != nil {
 		propagation.TraceContext{}.Inject(ctx, propagation.MapCarrier(msg.Metadata))

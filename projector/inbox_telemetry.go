@@ -2,6 +2,7 @@ package projector
 
 import (
 	"context"
+	"strconv"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"go.opentelemetry.io/otel/attribute"
@@ -85,8 +86,8 @@ func (in *Inbox) traced(h message.NoPublishHandlerFunc) message.NoPublishHandler
 				semconv.MessagingConsumerGroupName(in.cfg.Consumer),
 				telemetry.KeyEventType.String(msg.Metadata.Get(MessageEventType)),
 				telemetry.KeyStreamID.String(msg.Metadata.Get(MessageStreamID)))
-			if v := msg.Metadata.Get(MessageStreamVersion); v != "" {
-				span.SetAttributes(attribute.String(string(telemetry.KeyStreamVersion), v))
+			if v, err := strconv.ParseInt(msg.Metadata.Get(MessageStreamVersion), 10, 64); err == nil {
+				span.SetAttributes(telemetry.KeyStreamVersion.Int64(v))
 			}
 		}
 		msg.SetContext(ctx)

@@ -137,8 +137,8 @@ func (w *worker) applyTraced(ctx context.Context, cp checkpoint, raws []eventsto
 		span.SetAttributes(t.attrs...)
 		span.SetAttributes(semconv.MessagingOperationTypeProcess, semconv.MessagingBatchMessageCount(len(raws)))
 		if len(raws) > 0 {
-			span.SetAttributes(telemetry.KeyFirstPosition.String(raws[0].Position.String()),
-				telemetry.KeyLastPosition.String(raws[len(raws)-1].Position.String()))
+			span.SetAttributes(telemetry.KeyFirstPosition.Int64(raws[0].Position.Position),
+				telemetry.KeyLastPosition.Int64(raws[len(raws)-1].Position.Position))
 		}
 		if dropped := linkAppenders(span, raws); dropped > 0 {
 			span.SetAttributes(telemetry.KeyLinksDropped.Int(dropped))
@@ -184,7 +184,7 @@ func linkAppenders(span trace.Span, raws []eventstore.RawRecord) (dropped int) {
 		}
 		seen[sc.SpanID()] = struct{}{}
 		span.AddLink(trace.Link{SpanContext: sc, Attributes: []attribute.KeyValue{
-			telemetry.KeyEventID.String(rr.ID.String()), telemetry.KeyPosition.String(rr.Position.String())}})
+			telemetry.KeyEventID.String(rr.ID.String()), telemetry.KeyPosition.Int64(rr.Position.Position)}})
 	}
 	return dropped
 }

@@ -44,13 +44,15 @@ func Meter(mp metric.MeterProvider, scope string) metric.Meter {
 // Attribute keys esox sets on spans and metrics. Keys of OpenTelemetry's
 // semantic conventions (db.*, messaging.*, error.type) come from semconv.
 const (
-	KeyStreamID          = attribute.Key("esox.stream.id")
-	KeyStreamCategory    = attribute.Key("esox.stream.category")
-	KeyStreamVersion     = attribute.Key("esox.stream.version")
-	KeyEventType         = attribute.Key("esox.event.type")
-	KeyEventID           = attribute.Key("esox.event.id")
-	KeyEventCount        = attribute.Key("esox.event.count")
-	KeyExpectedVersion   = attribute.Key("esox.expected_version")
+	KeyStreamID        = attribute.Key("esox.stream.id")
+	KeyStreamCategory  = attribute.Key("esox.stream.category")
+	KeyStreamVersion   = attribute.Key("esox.stream.version")
+	KeyEventType       = attribute.Key("esox.event.type")
+	KeyEventID         = attribute.Key("esox.event.id")
+	KeyEventCount      = attribute.Key("esox.event.count")
+	KeyExpectedVersion = attribute.Key("esox.expected_version")
+	// KeyPosition, KeyFirstPosition and KeyLastPosition are feed
+	// positions: the identity values (eventstore.Position.Position).
 	KeyPosition          = attribute.Key("esox.position")
 	KeyFirstPosition     = attribute.Key("esox.position.first")
 	KeyLastPosition      = attribute.Key("esox.position.last")
