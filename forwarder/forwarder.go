@@ -688,9 +688,9 @@ func (f *Forwarder) retryAfter(ctx context.Context, msg string, err error, failu
 	}
 }
 
-// publishRetrying publishes msg to topic until the publisher accepts it (nil), or
-// refuses it permanently, or ctx ends (ctx's error). A permanent refusal is
-// a *MessageTooLargeError when msg is over Config.MaxMessageSize (checked
+// publishRetrying publishes msg to topic until the publisher accepts it
+// (nil), or refuses it permanently, or ctx ends (ctx's error). A permanent
+// refusal is a *MessageTooLargeError when msg is over Config.MaxMessageSize (checked
 // before publishing), or the publisher's error when Config.IsPermanent
 // accepts it. Any other error is retried with backoff.
 func (f *Forwarder) publishRetrying(ctx context.Context, topic string, msg *message.Message, rec eventstore.Record) error {
