@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	nc "github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
@@ -33,6 +34,29 @@ import (
 func TestTraceChainRabbitMQ(t *testing.T) {
 	requireBroker(t, "RabbitMQ", "127.0.0.1:5672")
 	pgtest.LockBroker(t, "rabbitmq", false)
+	traceChain(t, amqpURL, func(topic string) { deleteRabbitTopology(t, topic) })
+}
+
+// TestTraceChainNATS is TestTraceChainRabbitMQ over NATS JetStream, which
+// carries the trace context in message headers.
+func TestTraceChainNATS(t *testing.T) {
+	requireBroker(t, "NATS", "127.0.0.1:4222")
+	traceChain(t, natsURL, func(topic string) {
+		conn, err := nc.Connect(natsURL)
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		if js, err := conn.JetStream(); err == nil {
+			_ = js.DeleteStream(topic)
+		}
+	})
+}
+
+// traceChain runs the trace-chain scenario on broker; cleanup deletes the
+// broker's topology for topic at the end.
+func traceChain(t *testing.T, broker string, cleanup func(topic string)) {
+	t.Helper()
 	spans := tracetest.NewInMemoryExporter()
 	spanExporterForTest = keepSpans{spans}
 	t.Cleanup(func() { spanExporterForTest = nil })
@@ -41,8 +65,8 @@ func TestTraceChainRabbitMQ(t *testing.T) {
 	schema := pgtest.Schema(t, db)
 	prefix := "e2e_trace_" + strings.ReplaceAll(uuid.NewString()[:8], "-", "") + "_"
 	topic := prefix + order.Category
-	t.Cleanup(func() { deleteRabbitTopology(t, topic) })
-	cfg := config{Addr: "127.0.0.1:0", DatabaseURL: pgtest.DatabaseURL(), Schema: schema, Broker: amqpURL, TopicPrefix: prefix,
+	t.Cleanup(func() { cleanup(topic) })
+	cfg := config{Addr: "127.0.0.1:0", DatabaseURL: pgtest.DatabaseURL(), Schema: schema, Broker: broker, TopicPrefix: prefix,
 		LogLevel: slog.LevelInfo, LogFormat: "json", WaitTimeout: time.Minute}
 	stdout, logs := &syncBuffer{}, &syncBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
