@@ -387,6 +387,20 @@ func Render(out *Output, m Machine) string {
 			fmtRate(res[r.a+"-"+r.unit]), r.unit, fmtRate(res[r.b+"-"+r.unit]), r.unit, r.target, met(med, r.goal, false))
 	}
 
+	p("\nThe client's CPU per append, without the database (`BenchmarkAppendTelemetryCPU`: encoding, span, metrics, on one goroutine; 1 / the median rate):\n\n")
+	p("| without instrumentation | no provider | SDK |\n|---:|---:|---:|\n")
+	if res, ok := out.Results["BenchmarkAppendTelemetryCPU"]; ok {
+		perAppend := func(v string) string {
+			rate := res[v+"-appends/s"]
+			if rate <= 0 {
+				return "?"
+			}
+			return strconv.FormatFloat(1e6/rate, 'f', 2, 64) + " µs"
+		}
+		p("| %s | %s | %s |\n", perAppend("off"), perAppend("noop"), perAppend("sdk"))
+	} else {
+		p("| %s | | |\n", notRun)
+	}
 	p("\n### Memory\n\n")
 	p("| measure | esox | raw | target |\n|---|---:|---:|---|\n")
 	if res, ok := out.Results["BenchmarkCatchUp"]; ok {
