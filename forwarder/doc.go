@@ -54,6 +54,16 @@
 // reference to it) to a dead-letter topic (PoisonDeadLetter), never drops
 // it.
 //
+// # Observability
+//
+// Each publish is a producer span, a child of the span that appended the
+// event (whose W3C trace context the event's metadata records); the
+// message carries the publish span's traceparent, so consumers continue
+// the trace. Stats' counters, the group's lag and whether this process
+// leads are OpenTelemetry metrics (esox.forwarder.*), observed while Run
+// runs from the forwarder's own reads. Only the OpenTelemetry API is
+// imported: see Config.TracerProvider and docs/observability.md.
+//
 // See docs/forwarding.md for brokers, ordering and de-duplication on the
 // consumer side, running several instances, outages, and the xid trap.
 package forwarder

@@ -84,6 +84,12 @@ func (s *Store) decodeAll(op string, raws []eventstore.RawRecord) ([]eventstore.
 // as the last pair; records before it are yielded first. ctx bounds the
 // whole iteration. Safe for concurrent use; each iteration queries afresh.
 func (s *Store) ReadStream(ctx context.Context, streamID string, from int64) iter.Seq2[eventstore.Record, error] {
+	return s.tracedReadStream(ctx, streamID, from, func(ctx context.Context) iter.Seq2[eventstore.Record, error] {
+		return s.readStream(ctx, streamID, from)
+	})
+}
+
+func (s *Store) readStream(ctx context.Context, streamID string, from int64) iter.Seq2[eventstore.Record, error] {
 	return func(yield func(eventstore.Record, error) bool) {
 		if err := eventstore.ValidateStreamID(streamID); err != nil {
 			yield(eventstore.Record{}, fmt.Errorf("eventstore/postgres: read stream: %w", err))
