@@ -9,7 +9,10 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/esox-go/esox/eventstore"
+	"github.com/esox-go/esox/internal/telemetry"
 )
 
 // Defaults of Config.
@@ -61,6 +64,12 @@ type Config struct {
 	// Logger receives a Warn when a snapshot cannot be decoded or saved and
 	// a Debug per retried conflict. Defaults to slog.Default().
 	Logger *slog.Logger
+	// TracerProvider gives the Repository's tracer: a span per Load,
+	// Create, CreateTx, Update and UpdateTx, named "<operation>
+	// <category>", whose children are the store's reads and appends (see
+	// docs/observability.md). Defaults to the global provider,
+	// otel.GetTracerProvider(), a no-op until the application installs one.
+	TracerProvider trace.TracerProvider
 }
 
 // WithDefaults returns a copy of c with zero fields set to their defaults.
@@ -116,6 +125,8 @@ type Repository[T Root] struct {
 	newFunc  func(id string) T
 	cfg      Config
 	logger   *slog.Logger
+	tracer   trace.Tracer
+	names    spanNames
 }
 
 // NewRepository returns a Repository of the aggregates newFunc constructs,
@@ -149,6 +160,8 @@ func NewRepository[T Root](store eventstore.Store, category string, newFunc func
 		newFunc:  newFunc,
 		cfg:      cfg,
 		logger:   cfg.Logger.With("component", "aggregate", "category", category),
+		tracer:   telemetry.Tracer(cfg.TracerProvider, Scope),
+		names:    newSpanNames(category),
 	}, nil
 }
 
@@ -188,6 +201,17 @@ const loadPageSize = 1000
 // deploy order); and the store's other errors (wrapped). ctx bounds the
 // reads.
 func (r *Repository[T]) Load(ctx context.Context, id string) (T, error) {
+	ctx, op := r.startOp(ctx, r.names.load, id)
+	agg, err := r.load(ctx, id)
+	var version int64
+	if err == nil {
+		version = agg.aggregateBase().version
+	}
+	op.end(version, err)
+	return agg, err
+}
+
+func (r *Repository[T]) load(ctx context.Context, id string) (T, error) {
 	streamID := r.StreamID(id)
 	agg, err := r.loadSnapshot(ctx, id, streamID)
 	if err != nil {
@@ -404,7 +428,10 @@ func (r *Repository[T]) maybeSnapshot(ctx context.Context, agg T, streamID strin
 // An error from fn is returned as is, and nothing is saved. ctx bounds the
 // append.
 func (r *Repository[T]) Create(ctx context.Context, id string, fn func(T) error) (eventstore.AppendResult, error) {
-	return r.create(ctx, id, fn, r.Save)
+	ctx, op := r.startOp(ctx, r.names.create, id)
+	res, err := r.create(ctx, id, fn, r.Save)
+	op.end(res.LastVersion, err)
+	return res, err
 }
 
 // CreateTx is Create inside the caller's transaction tx (see SaveTx): the
@@ -416,9 +443,12 @@ func (r *Repository[T]) CreateTx(ctx context.Context, tx eventstore.Tx, id strin
 	if _, err := r.txAppend(tx); err != nil {
 		return eventstore.AppendResult{}, fmt.Errorf("aggregate: create %s: %w", r.StreamID(id), err)
 	}
-	return r.create(ctx, id, fn, func(ctx context.Context, agg T) (eventstore.AppendResult, error) {
+	ctx, op := r.startOp(ctx, r.names.create, id)
+	res, err := r.create(ctx, id, fn, func(ctx context.Context, agg T) (eventstore.AppendResult, error) {
 		return r.SaveTx(ctx, tx, agg)
 	})
+	op.end(res.LastVersion, err)
+	return res, err
 }
 
 func (r *Repository[T]) create(ctx context.Context, id string, fn func(T) error, save func(context.Context, T) (eventstore.AppendResult, error)) (eventstore.AppendResult, error) {
@@ -452,6 +482,13 @@ func (r *Repository[T]) create(ctx context.Context, id string, fn func(T) error,
 // and the waits between them: when it ends, Update returns its error
 // (wrapping the last conflict too).
 func (r *Repository[T]) Update(ctx context.Context, id string, fn func(T) error) (eventstore.AppendResult, error) {
+	ctx, op := r.startOp(ctx, r.names.update, id)
+	res, err := r.update(ctx, id, fn)
+	op.end(res.LastVersion, err)
+	return res, err
+}
+
+func (r *Repository[T]) update(ctx context.Context, id string, fn func(T) error) (eventstore.AppendResult, error) {
 	var res eventstore.AppendResult
 	err := r.retry(ctx, "update "+r.StreamID(id), func(ctx context.Context) (bool, error) {
 		agg, err := r.Load(ctx, id)
@@ -507,6 +544,13 @@ func (r *Repository[T]) UpdateTx(ctx context.Context, tx eventstore.Tx, id strin
 	if _, err := r.txAppend(tx); err != nil {
 		return eventstore.AppendResult{}, fmt.Errorf("aggregate: update %s: %w", r.StreamID(id), err)
 	}
+	ctx, op := r.startOp(ctx, r.names.update, id)
+	res, err := r.updateTx(ctx, tx, id, fn)
+	op.end(res.LastVersion, err)
+	return res, err
+}
+
+func (r *Repository[T]) updateTx(ctx context.Context, tx eventstore.Tx, id string, fn func(T) error) (eventstore.AppendResult, error) {
 	agg, err := r.Load(ctx, id)
 	if err != nil {
 		return eventstore.AppendResult{}, err

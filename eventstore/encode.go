@@ -36,12 +36,19 @@ type EncodeOpts struct {
 	// MaxEventSize is the largest event accepted, in bytes of payload plus
 	// metadata as encoded JSON; 0 means no limit.
 	MaxEventSize int
+	// DisableTraceContext stops EncodeAppend from recording the trace
+	// context of ctx's span in the events' metadata.
+	DisableTraceContext bool
 }
 
 // EncodeAppend validates an append's arguments and encodes its events with
 // r: the stream ID, the expected version, a non-empty events slice, every
 // event's type and payload; it assigns UUIDv7 IDs where ID is zero and merges
-// each event's metadata over ctx's. Stores call it first so that every store
+// each event's metadata over ctx's. When ctx carries a valid span context
+// (OpenTelemetry), it records that span's W3C trace context in every
+// event's metadata under MetadataTraceParent and MetadataTraceState,
+// replacing any the metadata had; without one it adds nothing. Stores call
+// it first so that every store
 // refuses the same bad input with the same typed errors, before writing.
 //
 // It refuses what PostgreSQL could not store (see CheckJSONB): a payload
@@ -60,6 +67,10 @@ func EncodeAppend(ctx context.Context, r *Registry, streamID string, expected Ex
 		return nil, &InvalidArgumentError{Field: "events", Reason: "at least one event is required"}
 	}
 	ctxMeta := MetadataFrom(ctx)
+	traceParent, traceState := "", ""
+	if opts == nil || !opts.DisableTraceContext {
+		traceParent, traceState = traceContextOf(ctx)
+	}
 	out := make([]EncodedEvent, len(events))
 	for i, e := range events {
 		ev, current, err := r.encode(e.Data)
@@ -82,10 +93,10 @@ func EncodeAppend(ctx context.Context, r *Registry, streamID string, expected Ex
 			}
 		}
 		meta := ctxMeta.Merge(e.Metadata)
-		metaJSON, err := json.Marshal(meta)
-		if err != nil {
-			return nil, fmt.Errorf("event %d: encode metadata: %w", i, err)
+		if traceParent != "" {
+			meta = withTraceContext(meta, traceParent, traceState)
 		}
+		metaJSON := meta.appendJSON(nil)
 		if err := CheckJSONB(metaJSON); err != nil {
 			return nil, fmt.Errorf("event %d: %w", i, &InvalidArgumentError{Field: "metadata", Reason: "PostgreSQL cannot store it: " + err.Error()})
 		}

@@ -61,6 +61,16 @@
 // release) as a poison event rather than publish a guess
 // (docs/evolution.md).
 //
+// # Observability
+//
+// Each publish is a producer span, a child of the span that appended the
+// event (whose W3C trace context the event's metadata records); the
+// message carries the publish span's traceparent, so consumers continue
+// the trace. Stats' counters, the group's lag and whether this process
+// leads are OpenTelemetry metrics (esox.forwarder.*), observed while Run
+// runs from the forwarder's own reads. Only the OpenTelemetry API is
+// imported: see Config.TracerProvider and docs/observability.md.
+//
 // See docs/forwarding.md for brokers, ordering and de-duplication on the
 // consumer side, running several instances, outages, and the xid trap.
 package forwarder

@@ -13,6 +13,8 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jmoiron/sqlx"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
@@ -241,6 +243,17 @@ type Config struct {
 	// Logger receives the forwarder's logs, with component=forwarder.
 	// Defaults to slog.Default().
 	Logger *slog.Logger
+	// TracerProvider gives the forwarder's tracer: a span per publish, a
+	// child of the span that appended the event, whose trace context the
+	// message carries to its consumers (see docs/observability.md), and
+	// spans when this process acquires or releases the group's leadership.
+	// Defaults to the global provider, otel.GetTracerProvider(), a no-op
+	// until the application installs one.
+	TracerProvider trace.TracerProvider
+	// MeterProvider gives the forwarder's meter: the esox.forwarder.*
+	// metrics, observed while Run runs. Defaults to the global provider,
+	// otel.GetMeterProvider(), a no-op until the application installs one.
+	MeterProvider metric.MeterProvider
 }
 
 func (c Config) withDefaults() Config {
@@ -325,7 +338,8 @@ type Forwarder struct {
 	offsets string // quoted, qualified offsets table
 	running atomic.Bool
 
-	published, filtered, poisoned atomic.Int64
+	published, filtered, poisoned, retries atomic.Int64
+	tel                                    *forwarderTelemetry
 
 	// xidHoldingForTest switches to watermill-sql's default design: a
 	// transaction per batch that locks the offsets row FOR UPDATE, which
@@ -352,14 +366,16 @@ func New(store *postgres.Store, pub message.Publisher, cfg Config) (*Forwarder, 
 	}
 	cfg.Categories = slices.Clone(cfg.Categories)
 	cfg.EventTypes = slices.Clone(cfg.EventTypes)
-	return &Forwarder{
+	f := &Forwarder{
 		store:   store,
 		db:      store.DB(),
 		pub:     pub,
 		cfg:     cfg,
 		log:     cfg.Logger.With("component", "forwarder", "consumer_group", cfg.ConsumerGroup),
 		offsets: postgres.QuoteIdentifier(store.Schema()) + "." + postgres.QuoteIdentifier(OffsetsTable),
-	}, nil
+	}
+	f.tel = newForwarderTelemetry(f)
+	return f, nil
 }
 
 //go:embed migrations/*.up.sql
@@ -393,11 +409,13 @@ type Stats struct {
 	// Poisoned counts poison events: events Topic rejected and events the
 	// publisher refused permanently (whether then dead-lettered or not).
 	Poisoned int64
+	// Retries counts failed publishes that were retried.
+	Retries int64
 }
 
 // Stats returns the counters. Safe for concurrent use.
 func (f *Forwarder) Stats() Stats {
-	return Stats{Published: f.published.Load(), Filtered: f.filtered.Load(), Poisoned: f.poisoned.Load()}
+	return Stats{Published: f.published.Load(), Filtered: f.filtered.Load(), Poisoned: f.poisoned.Load(), Retries: f.retries.Load()}
 }
 
 // Offset returns the consumer group's stored offset: every event up to it
@@ -487,6 +505,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 			return err
 		}
 	}
+	defer f.observing()()
 	runCtx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
 	err := leader.Run(runCtx, f.db, leader.Config{
@@ -494,7 +513,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		RetryInterval: f.cfg.LeaderRetryInterval,
 		Logger:        f.cfg.Logger,
 	}, func(leaderCtx context.Context) error {
-		err := f.lead(leaderCtx)
+		err := f.tel.leadership.Wrap(f.lead)(leaderCtx)
 		if errors.Is(err, ErrPoison) {
 			stop(err)
 		}
@@ -544,6 +563,7 @@ func (f *Forwarder) lead(ctx context.Context) error {
 			continue
 		}
 		failures = 0
+		f.tel.progress.Read(offset, raws, f.cfg.BatchSize)
 		if len(raws) == 0 {
 			f.idle(ctx, wake)
 			continue
@@ -714,12 +734,12 @@ func (f *Forwarder) retryAfter(ctx context.Context, msg string, err error, failu
 	}
 }
 
-// publish publishes msg to topic until the publisher accepts it (nil), or
-// refuses it permanently, or ctx ends (ctx's error). A permanent refusal is
-// a *MessageTooLargeError when msg is over Config.MaxMessageSize (checked
+// publishRetrying publishes msg to topic until the publisher accepts it
+// (nil), or refuses it permanently, or ctx ends (ctx's error). A permanent
+// refusal is a *MessageTooLargeError when msg is over Config.MaxMessageSize (checked
 // before publishing), or the publisher's error when Config.IsPermanent
 // accepts it. Any other error is retried with backoff.
-func (f *Forwarder) publish(ctx context.Context, topic string, msg *message.Message, rec eventstore.Record) error {
+func (f *Forwarder) publishRetrying(ctx context.Context, topic string, msg *message.Message, rec eventstore.Record) error {
 	if limit := f.cfg.MaxMessageSize; limit > 0 {
 		if size := MessageSize(msg); size > limit {
 			return &MessageTooLargeError{Size: size, Limit: limit}
@@ -744,6 +764,7 @@ func (f *Forwarder) publish(ctx context.Context, topic string, msg *message.Mess
 		if f.cfg.IsPermanent(err) {
 			return err
 		}
+		f.retries.Add(1)
 		f.log.WarnContext(ctx, "publish failed; retrying the same event", "event_id", msg.UUID, "stream_id", rec.StreamID,
 			"position", rec.Position.String(), "topic", topic, "attempt", attempt, "retry_in", wait, "error", err.Error())
 		t := time.NewTimer(wait)

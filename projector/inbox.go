@@ -16,6 +16,8 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
@@ -71,6 +73,15 @@ type InboxConfig struct {
 	// Logger receives the inbox's logs, with component=projector and
 	// consumer. Defaults to slog.Default().
 	Logger *slog.Logger
+	// TracerProvider gives the inbox's tracer: a span per message its
+	// handlers take, a child of the span of the message's context or,
+	// without one, of the span its metadata records (see Handler and
+	// docs/observability.md). Defaults to the global provider,
+	// otel.GetTracerProvider(), a no-op until the application installs one.
+	TracerProvider trace.TracerProvider
+	// MeterProvider gives the inbox's meter: the esox.inbox.* counters.
+	// Defaults to the global provider, otel.GetMeterProvider().
+	MeterProvider metric.MeterProvider
 }
 
 // Inbox applies broker messages carrying esox events (as published by the
@@ -90,6 +101,7 @@ type Inbox struct {
 	cfg InboxConfig
 	log *slog.Logger
 	t   tables
+	tel *inboxTelemetry
 
 	applied, duplicates, outOfOrder, ignored atomic.Int64
 
@@ -132,6 +144,7 @@ func NewInbox(db *sqlx.DB, reg *eventstore.Registry, cfg InboxConfig) (*Inbox, e
 		cfg:      cfg,
 		log:      cfg.Logger.With("component", "projector", "consumer", cfg.Consumer),
 		t:        tablesIn(cfg.Schema),
+		tel:      newInboxTelemetry(cfg),
 		recorded: make(chan struct{}),
 	}, nil
 }
@@ -164,7 +177,10 @@ func (in *Inbox) Migrate(ctx context.Context) (postgres.MigrateResult, error) {
 // inbox keeps the broker's order as far as the broker keeps it: it
 // de-duplicates, it does not reorder.
 //
-// The message's context bounds the transaction. Handler returns an error
+// Each message gets a span ("process <consumer>", see
+// InboxConfig.TracerProvider) that the message's context carries while it
+// is applied, so h's work joins the trace of the event. The message's
+// context bounds the transaction. Handler returns an error
 // matching eventstore.ErrInvalidArgument for a nil h or one whose
 // registrations failed. The returned handler is safe for concurrent use if
 // h is: concurrent messages (also concurrent duplicates of one, which the
@@ -178,7 +194,7 @@ func (in *Inbox) Handler(h Handler) (message.NoPublishHandlerFunc, error) {
 	}
 	types := h.EventTypes()
 	consumer := in.cfg.Consumer
-	return func(msg *message.Message) error {
+	return in.traced(func(msg *message.Message) error {
 		typ := msg.Metadata.Get(MessageEventType)
 		if typ == "" {
 			return fmt.Errorf("projector: inbox %s: message %s has no %q metadata: not an esox event", consumer, msg.UUID, MessageEventType)
@@ -198,6 +214,7 @@ func (in *Inbox) Handler(h Handler) (message.NoPublishHandlerFunc, error) {
 		}
 		if !handled && !in.cfg.StreamVersionGuard {
 			in.ignored.Add(1)
+			in.tel.count(msg.Context(), in.tel.ignored)
 			return nil
 		}
 		// The record's fields, not decoded: the type may not even be
@@ -216,7 +233,7 @@ func (in *Inbox) Handler(h Handler) (message.NoPublishHandlerFunc, error) {
 			apply = func(tx postgres.Tx) error { return h.Handle(ctx, tx, recs) }
 		}
 		return in.record(msg.Context(), msg, rec, apply)
-	}, nil
+	}), nil
 }
 
 // record records msg and applies it (apply may be nil) in one transaction,
@@ -256,6 +273,7 @@ func (in *Inbox) record(ctx context.Context, msg *message.Message, rec eventstor
 		return fail("record", err)
 	} else if n == 0 {
 		in.duplicates.Add(1)
+		in.tel.duplicate(ctx)
 		in.log.DebugContext(ctx, "duplicate message acknowledged without applying it", "message_uuid", id)
 		return nil
 	}
@@ -266,6 +284,7 @@ func (in *Inbox) record(ctx context.Context, msg *message.Message, rec eventstor
 		}
 		if dup {
 			in.duplicates.Add(1)
+			in.tel.duplicate(ctx)
 			in.log.DebugContext(ctx, "message at or below its stream's last recorded version acknowledged without applying it",
 				"message_uuid", id, "stream_id", rec.StreamID, "stream_version", rec.StreamVersion)
 			return nil
@@ -280,6 +299,7 @@ func (in *Inbox) record(ctx context.Context, msg *message.Message, rec eventstor
 		return fail("commit", err)
 	}
 	in.applied.Add(1)
+	in.tel.count(ctx, in.tel.applied)
 	in.notifyRecorded()
 	return nil
 }
@@ -311,6 +331,7 @@ func (in *Inbox) guard(ctx context.Context, tx *sqlx.Tx, id string, rec eventsto
 			return true, nil
 		case rec.StreamVersion > last+1 || rec.Index > 0:
 			in.outOfOrder.Add(1)
+			in.tel.count(ctx, in.tel.outOfOrder)
 			in.log.InfoContext(ctx, "message refused: an earlier event of its stream has not been recorded yet; the broker will redeliver it",
 				"message_uuid", id, "stream_id", rec.StreamID, "stream_version", rec.StreamVersion, "last_version", last)
 			return false, &OutOfOrderError{Consumer: consumer, MessageUUID: id, StreamID: rec.StreamID, Version: rec.StreamVersion, LastVersion: last}

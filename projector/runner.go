@@ -41,6 +41,7 @@ type Runner struct {
 	log     *slog.Logger
 	t       tables
 	workers []*worker // sorted by name, then version
+	tel     *runnerTelemetry
 
 	running atomic.Bool
 
@@ -88,6 +89,10 @@ func NewRunner(store *postgres.Store, cfg Config, projections ...Projection) (*R
 	slices.SortFunc(r.workers, func(a, b *worker) int {
 		return cmp.Or(cmp.Compare(a.p.Name, b.p.Name), cmp.Compare(a.version, b.version))
 	})
+	r.tel = newRunnerTelemetry(r)
+	for _, w := range r.workers {
+		w.tel = r.tel.newWorker(w)
+	}
 	return r, nil
 }
 
@@ -240,6 +245,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 		return err
 	}
+	defer r.observing()()
 	var wg sync.WaitGroup
 	for _, w := range r.workers {
 		wg.Go(func() {
@@ -247,7 +253,7 @@ func (r *Runner) Run(ctx context.Context) error {
 				Key:           w.leaderKey,
 				RetryInterval: r.cfg.LeaderRetryInterval,
 				Logger:        w.log,
-			}, w.work)
+			}, w.tel.leadership.Wrap(w.work))
 		})
 	}
 	wg.Wait()

@@ -27,6 +27,7 @@ type worker struct {
 	leaderKey string
 	log       *slog.Logger
 	reload    chan struct{} // buffer 1: re-read the checkpoint row now
+	tel       *workerTelemetry
 
 	mu       sync.Mutex
 	active   bool  // this process leads the projection
@@ -170,6 +171,7 @@ func (w *worker) work(ctx context.Context) error {
 				continue
 			}
 			cp, loaded, lastLoad = c, true, time.Now()
+			w.tel.loaded(c)
 			w.mu.Lock()
 			if w.stopped != nil && !c.stopped {
 				w.log.InfoContext(ctx, "projection resumed")
@@ -190,6 +192,7 @@ func (w *worker) work(ctx context.Context) error {
 			w.backoffTransient(ctx, &transient, err)
 			continue
 		}
+		w.tel.read(cp.pos, raws, cfg.BatchSize)
 		caughtUp := len(raws) < cfg.BatchSize
 		if len(raws) == 0 && cp.status != statusBuilding && !cp.rebuilding {
 			w.transientOK(&transient)
@@ -203,7 +206,7 @@ func (w *worker) work(ctx context.Context) error {
 		}
 
 		park := w.p.DeadLetter && failures > cfg.MaxRetries
-		next, err := w.apply(ctx, cp, raws, caughtUp, park)
+		next, err := w.applyTraced(ctx, cp, raws, caughtUp, park)
 		var he *handlerError
 		switch {
 		case err == nil:
@@ -375,6 +378,7 @@ func (w *worker) applyParking(ctx context.Context, tx postgres.Tx, raws []events
 			w.p.Name, w.version, rr.ID, strconv.FormatUint(rr.Position.TransactionID, 10), rr.Position.Position, rr.StreamID, rr.Type, err.Error()); err != nil {
 			return fmt.Errorf("park event: %w", err)
 		}
+		w.tel.parked(ctx)
 		w.log.WarnContext(ctx, "event parked in the dead-letter table", "event_id", rr.ID.String(), "stream_id", rr.StreamID,
 			"event_type", rr.Type, "position", rr.Position.String(), "error", err)
 	}

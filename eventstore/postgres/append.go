@@ -61,6 +61,12 @@ import (
 // ctx bounds the whole append except the settling described above. Safe for
 // concurrent use.
 func (s *Store) Append(ctx context.Context, streamID string, expected eventstore.ExpectedVersion, events []eventstore.Event) (eventstore.AppendResult, error) {
+	ctx, op := s.startAppend(ctx, streamID, expected, events)
+	res, err := s.append(ctx, streamID, expected, events)
+	return op.end(ctx, s.reg, res, err)
+}
+
+func (s *Store) append(ctx context.Context, streamID string, expected eventstore.ExpectedVersion, events []eventstore.Event) (eventstore.AppendResult, error) {
 	enc, err := eventstore.EncodeAppend(ctx, s.reg, streamID, expected, events, s.encodeOpts())
 	if err != nil {
 		return eventstore.AppendResult{}, fmt.Errorf("eventstore/postgres: append: %w", err)
@@ -95,7 +101,7 @@ func retryable(expected eventstore.ExpectedVersion, err error) bool {
 }
 
 func (s *Store) encodeOpts() *eventstore.EncodeOpts {
-	return &eventstore.EncodeOpts{MaxEventSize: s.cfg.MaxEventSize}
+	return &eventstore.EncodeOpts{MaxEventSize: s.cfg.MaxEventSize, DisableTraceContext: s.tel == nil}
 }
 
 // maxAnyAttempts bounds how often Append retries an Any or StreamExists
@@ -599,6 +605,12 @@ func (e *replayed) Error() string { return "replay of a stored append" }
 // Subscribe channels (it cannot know when tx commits). tx is used by one
 // goroutine at a time, as database/sql requires.
 func (s *Store) AppendTx(ctx context.Context, tx eventstore.Tx, streamID string, expected eventstore.ExpectedVersion, events []eventstore.Event) (eventstore.AppendResult, error) {
+	ctx, op := s.startAppend(ctx, streamID, expected, events)
+	res, err := s.appendTx(ctx, tx, streamID, expected, events)
+	return op.end(ctx, s.reg, res, err)
+}
+
+func (s *Store) appendTx(ctx context.Context, tx eventstore.Tx, streamID string, expected eventstore.ExpectedVersion, events []eventstore.Event) (eventstore.AppendResult, error) {
 	if tx == nil {
 		return eventstore.AppendResult{}, fmt.Errorf("eventstore/postgres: append: %w", &eventstore.InvalidArgumentError{Field: "tx", Reason: "must not be nil"})
 	}

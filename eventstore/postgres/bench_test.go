@@ -15,6 +15,9 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
@@ -385,6 +388,58 @@ ORDER BY transaction_id, position LIMIT $3`)
 			}
 			return nil
 		}},
+	}})
+}
+
+// BenchmarkAppendTelemetry measures what OpenTelemetry costs an append: 1
+// event per commit from 8 writers, each variant with a store of its own on
+// the same table, interleaved:
+//
+//   - off: the store with its instrumentation switched off
+//     (DisableTelemetry): no span started, no metric, no trace context, as a
+//     build without instrumentation — the baseline;
+//   - noop: the store as built, with no provider installed (the global
+//     no-op providers, as in a service that does not use OpenTelemetry);
+//   - sdk: the store with the OpenTelemetry SDK: every trace sampled
+//     (AlwaysSample; each append a root span, batched to an exporter that
+//     drops them), the metrics recorded (a manual reader never collected),
+//     and the trace context written into each event's metadata.
+//
+// It reports the ratios noop/off and sdk/off (targets: 0.99 and 0.95).
+func BenchmarkAppendTelemetry(b *testing.B) {
+	const nw = 8
+	env := newBenchEnv(b, 3*nw)
+	ctx := context.Background()
+	evs := items(1)
+	store := func(cfg postgres.Config) *postgres.Store {
+		cfg.Schema, cfg.Logger = env.schema, slog.New(slog.DiscardHandler)
+		s, err := postgres.New(env.db, testRegistry(), cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = s.Close() })
+		return s
+	}
+	off := store(postgres.Config{})
+	postgres.DisableTelemetry(off)
+	noop := store(postgres.Config{})
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()), sdktrace.WithBatcher(tracetest.NewNoopExporter()))
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+	b.Cleanup(func() {
+		_ = tp.Shutdown(context.Background())
+		_ = mp.Shutdown(context.Background())
+	})
+	sdk := store(postgres.Config{TracerProvider: tp, MeterProvider: mp})
+	variant := func(name string, s *postgres.Store) benchkit.Variant {
+		return benchkit.Variant{Name: name, Run: writers(nw, 1, func(w, i int) error {
+			stream, version := streamAt("tel"+name, w, i, 1)
+			_, err := s.Append(ctx, stream, eventstore.Exact(version), evs)
+			return err
+		})}
+	}
+	// The baseline in the middle, next to both others in every cycle.
+	benchkit.Run(b, benchkit.Measure{Unit: "events/s", Baseline: "off", Variants: []benchkit.Variant{
+		variant("noop", noop), variant("off", off), variant("sdk", sdk),
 	}})
 }
 

@@ -86,6 +86,12 @@ func (s *Store) decodeAll(op string, raws []eventstore.RawRecord) ([]eventstore.
 // it are yielded first. ctx bounds the whole iteration. Safe for concurrent
 // use; each iteration queries afresh.
 func (s *Store) ReadStream(ctx context.Context, streamID string, from int64) iter.Seq2[eventstore.Record, error] {
+	return s.tracedReadStream(ctx, streamID, from, func(ctx context.Context) iter.Seq2[eventstore.Record, error] {
+		return s.readStream(ctx, streamID, from)
+	})
+}
+
+func (s *Store) readStream(ctx context.Context, streamID string, from int64) iter.Seq2[eventstore.Record, error] {
 	return func(yield func(eventstore.Record, error) bool) {
 		var recs []eventstore.Record
 		for raw, err := range s.rawStream(ctx, streamID, from) {

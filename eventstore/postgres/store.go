@@ -19,6 +19,7 @@ type Store struct {
 	reg *eventstore.Registry
 	cfg Config
 	log *slog.Logger
+	tel *storeTelemetry // nil: no telemetry at all (the benchmarks' baseline)
 
 	events, snapshots                                   string   // quoted, qualified
 	pkeyName, eventIDKeyName, streamVersionKeyName      string   // unquoted constraint names
@@ -74,6 +75,7 @@ func New(db *sqlx.DB, reg *eventstore.Registry, cfg Config) (*Store, error) {
 		streamVersionKeyName: constraintName(cfg.EventsTable, "stream_version_key"),
 		stmts:                map[string]*sqlx.Stmt{},
 		subs:                 map[int]chan struct{}{},
+		tel:                  newStoreTelemetry(cfg),
 	}
 	s.buildSQL()
 	return s, nil

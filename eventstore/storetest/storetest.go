@@ -64,6 +64,7 @@ var suite = []struct {
 	{"EventIDs", testEventIDs},
 	{"DuplicateEventID", testDuplicateEventID},
 	{"Metadata", testMetadata},
+	{"TraceContext", testTraceContext},
 	{"ContextCancellation", testContextCancellation},
 	{"Refusals", testRefusals},
 	{"TypeNames", testTypeNames},

@@ -266,6 +266,10 @@ var (
 		{"4 appenders beside 10 idle projections, vs none", "BenchmarkPollCost", "idle-10", "none", "appends/s", 0, "—"},
 		{"8 appenders with a pg_notify trigger per append, vs without", "BenchmarkNotifyCost", "notify", "no-notify", "appends/s", 0, "—"},
 	}
+	telemetryRows = []row{
+		{"append, 1 event per commit, 8 writers: no provider installed vs no instrumentation", "BenchmarkAppendTelemetry", "noop", "off", "events/s", 0.99, "≥ 0.99"},
+		{"append, 1 event per commit, 8 writers: SDK (every trace sampled, metrics recorded, no-op exporters) vs no instrumentation", "BenchmarkAppendTelemetry", "sdk", "off", "events/s", 0.95, "≥ 0.95"},
+	}
 	latencyRows = []row{
 		{"commit to read model, appends from another process (10 ms poll)", "BenchmarkCommitToReadModelLatency/other_process", "", "", "", 20, "p99 < 20 ms"},
 		{"commit to read model, appends through the runner's store", "BenchmarkCommitToReadModelLatency/same_store", "", "", "", 20, "p99 < 20 ms"},
@@ -370,6 +374,34 @@ func Render(out *Output, m Machine) string {
 			fmtRate(res[r.a+"-"+r.unit]), r.unit, fmtRate(res[r.b+"-"+r.unit]), r.unit)
 	}
 
+	p("\n### Telemetry\n\n")
+	p("What OpenTelemetry costs an append (docs/observability.md): the same store code with instrumentation (no provider installed, or the SDK) against the store with its instrumentation switched off, interleaved in one run.\n\n")
+	p("| measure | ratio, median | spread | with | without | target | met? |\n|---|---:|---:|---:|---:|---:|---|\n")
+	for _, r := range telemetryRows {
+		res, ok := out.Results[r.bench]
+		if !ok {
+			p("| %s | %s | | | | %s | |\n", r.measure, notRun, r.target)
+			continue
+		}
+		med, lo, hi := ratio(res, r.a, r.b)
+		p("| %s | %s | %s–%s | %s %s | %s %s | %s | %s |\n", r.measure, fmtRatio(med), fmtRatio(lo), fmtRatio(hi),
+			fmtRate(res[r.a+"-"+r.unit]), r.unit, fmtRate(res[r.b+"-"+r.unit]), r.unit, r.target, met(med, r.goal, false))
+	}
+
+	p("\nThe client's CPU per append, without the database (`BenchmarkAppendTelemetryCPU`: encoding, span, metrics, on one goroutine; 1 / the median rate):\n\n")
+	p("| without instrumentation | no provider | SDK |\n|---:|---:|---:|\n")
+	if res, ok := out.Results["BenchmarkAppendTelemetryCPU"]; ok {
+		perAppend := func(v string) string {
+			rate := res[v+"-appends/s"]
+			if rate <= 0 {
+				return "?"
+			}
+			return strconv.FormatFloat(1e6/rate, 'f', 2, 64) + " µs"
+		}
+		p("| %s | %s | %s |\n", perAppend("off"), perAppend("noop"), perAppend("sdk"))
+	} else {
+		p("| %s | | |\n", notRun)
+	}
 	p("\n### Memory\n\n")
 	p("| measure | esox | raw | target |\n|---|---:|---:|---|\n")
 	if res, ok := out.Results["BenchmarkCatchUp"]; ok {
