@@ -43,6 +43,9 @@
 //
 // Each part stays usable on its own (eventstore/postgres, projector,
 // forwarder); App only builds them from one Config and runs them together.
+// Config.TracerProvider and Config.MeterProvider reach every part: esox
+// reports through the OpenTelemetry API, the application installs the SDK
+// (docs/observability.md).
 // The guarantees each part keeps are in docs/guarantees.md; the tutorial in
 // docs/tutorial.md builds a service with App from an empty module, and
 // examples/ordering is the reference service.

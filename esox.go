@@ -1,6 +1,7 @@
 package esox
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +12,8 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jmoiron/sqlx"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
@@ -57,6 +60,17 @@ type Config struct {
 	// Logger receives the App's logs and, unless their configs set one,
 	// the store's, runner's and forwarder's. Defaults to slog.Default().
 	Logger *slog.Logger
+	// TracerProvider gives, unless their configs set one, the store's,
+	// runner's and forwarder's tracers (the inboxes of Inboxes are built
+	// by the caller: set InboxConfig.TracerProvider there). Defaults to
+	// the global provider, otel.GetTracerProvider(), a no-op until the
+	// application installs one. See docs/observability.md.
+	TracerProvider trace.TracerProvider
+	// MeterProvider gives, unless their configs set one, the store's,
+	// runner's and forwarder's meters (set InboxConfig.MeterProvider for
+	// the inboxes). Defaults to the global provider,
+	// otel.GetMeterProvider(), a no-op until the application installs one.
+	MeterProvider metric.MeterProvider
 }
 
 // Component is something an App runs beside its projector runner and
@@ -119,14 +133,21 @@ type App struct {
 }
 
 // New returns an App on db whose events are encoded and decoded with reg. It
-// validates cfg and builds the store, the runner (when cfg has projections)
-// and the forwarder (when cfg has a publisher); it does no I/O.
+// validates cfg and reg's upcaster chains (eventstore.Registry.Validate), and
+// builds the store, the runner (when cfg has projections) and the forwarder
+// (when cfg has a publisher); it does no I/O.
 //
 // Errors match eventstore.ErrInvalidArgument and name the bad field,
-// projection or component.
+// projection or component; for a gap in the upcasters, they also match
+// eventstore.ErrInvalidUpcaster.
 func New(db *sqlx.DB, reg *eventstore.Registry, cfg Config) (*App, error) {
 	if db == nil {
 		return nil, fmt.Errorf("esox: %w", &eventstore.InvalidArgumentError{Field: "db", Reason: "must not be nil"})
+	}
+	if reg != nil {
+		if err := reg.Validate(); err != nil {
+			return nil, fmt.Errorf("esox: registry: %w", err)
+		}
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -164,6 +185,8 @@ func New(db *sqlx.DB, reg *eventstore.Registry, cfg Config) (*App, error) {
 	if storeCfg.Logger == nil {
 		storeCfg.Logger = cfg.Logger
 	}
+	storeCfg.TracerProvider = cmp.Or(storeCfg.TracerProvider, cfg.TracerProvider)
+	storeCfg.MeterProvider = cmp.Or(storeCfg.MeterProvider, cfg.MeterProvider)
 	var err error
 	if a.store, err = postgres.New(db, reg, storeCfg); err != nil {
 		return nil, fmt.Errorf("esox: %w", err)
@@ -173,6 +196,8 @@ func New(db *sqlx.DB, reg *eventstore.Registry, cfg Config) (*App, error) {
 		if pc.Logger == nil {
 			pc.Logger = cfg.Logger
 		}
+		pc.TracerProvider = cmp.Or(pc.TracerProvider, cfg.TracerProvider)
+		pc.MeterProvider = cmp.Or(pc.MeterProvider, cfg.MeterProvider)
 		pc.DisableMigrate = true
 		if a.runner, err = projector.NewRunner(a.store, pc, cfg.Projections...); err != nil {
 			return nil, fmt.Errorf("esox: %w", err)
@@ -183,6 +208,8 @@ func New(db *sqlx.DB, reg *eventstore.Registry, cfg Config) (*App, error) {
 		if fc.Logger == nil {
 			fc.Logger = cfg.Logger
 		}
+		fc.TracerProvider = cmp.Or(fc.TracerProvider, cfg.TracerProvider)
+		fc.MeterProvider = cmp.Or(fc.MeterProvider, cfg.MeterProvider)
 		fc.DisableMigrate = true
 		if a.fwd, err = forwarder.New(a.store, cfg.Publisher, fc); err != nil {
 			return nil, fmt.Errorf("esox: %w", err)

@@ -2,6 +2,7 @@ package esox_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -252,8 +253,9 @@ func TestAppStopsInOrder(t *testing.T) {
 	}
 }
 
-// TestNewValidates: a nil db, and components without a name, twice the same
-// name, or without Run are refused with ErrInvalidArgument.
+// TestNewValidates: a nil db, components without a name, twice the same
+// name, or without Run, and a registry whose upcasters leave a gap are
+// refused with ErrInvalidArgument.
 func TestNewValidates(t *testing.T) {
 	t.Parallel()
 	db := pgtest.Open(t)
@@ -271,6 +273,17 @@ func TestNewValidates(t *testing.T) {
 	}
 	if _, err := esox.New(nil, reg, esox.Config{}); !errors.Is(err, eventstore.ErrInvalidArgument) {
 		t.Errorf("New(nil db) = %v, want ErrInvalidArgument", err)
+	}
+	// A registry whose upcasters leave a gap: events of version 1 could
+	// not be read.
+	gap := registry()
+	type v3 struct{}
+	eventstore.MustRegisterVersion[v3](gap, "evolved", 3)
+	if err := gap.Upcast("evolved", 2, func(p json.RawMessage) (json.RawMessage, error) { return p, nil }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := esox.New(db, gap, esox.Config{}); !errors.Is(err, eventstore.ErrInvalidUpcaster) {
+		t.Errorf("New with a gap in the upcasters = %v, want ErrInvalidUpcaster", err)
 	}
 }
 

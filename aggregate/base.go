@@ -28,6 +28,10 @@ type Base struct {
 	id      string
 	version int64
 	pending []any
+	// staleSnapshot: the load ignored the stream's stored snapshot (of
+	// another type or schema version, or undecodable), so the next Save
+	// replaces it.
+	staleSnapshot bool
 }
 
 // ID returns the aggregate's ID, the part of its stream ID after the

@@ -90,9 +90,19 @@
 //
 // An aggregate that also implements Snapshotter is snapshotted whenever a
 // save crosses a multiple of Config.SnapshotEvery events, and loaded from its
-// latest snapshot plus the events after it. A snapshot whose SnapshotType
-// differs from the aggregate's current one is ignored, so changing the state
-// only needs a new type name.
+// latest snapshot plus the events after it. A snapshot whose SnapshotType or
+// schema version (SnapshotVersioner, 1 without it) differs from the
+// aggregate's current one is ignored, never decoded, and replaced on the
+// next save, so changing the state only needs a new version.
+//
+// # Schema evolution
+//
+// Events stored at older schema versions of their types are upcast by the
+// store's registry before Apply sees them (eventstore.Registry.Upcast and
+// docs/evolution.md), so Apply handles the current Go types only. An event
+// written by a newer release, at a version this code does not know, makes
+// Load fail with an error matching eventstore.ErrUnknownSchemaVersion
+// rather than apply a guess.
 //
 // # Guarantees
 //

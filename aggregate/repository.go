@@ -9,7 +9,10 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/esox-go/esox/eventstore"
+	"github.com/esox-go/esox/internal/telemetry"
 )
 
 // Defaults of Config.
@@ -61,6 +64,12 @@ type Config struct {
 	// Logger receives a Warn when a snapshot cannot be decoded or saved and
 	// a Debug per retried conflict. Defaults to slog.Default().
 	Logger *slog.Logger
+	// TracerProvider gives the Repository's tracer: a span per Load,
+	// Create, CreateTx, Update and UpdateTx, named "<operation>
+	// <category>", whose children are the store's reads and appends (see
+	// docs/observability.md). Defaults to the global provider,
+	// otel.GetTracerProvider(), a no-op until the application installs one.
+	TracerProvider trace.TracerProvider
 }
 
 // WithDefaults returns a copy of c with zero fields set to their defaults.
@@ -116,6 +125,8 @@ type Repository[T Root] struct {
 	newFunc  func(id string) T
 	cfg      Config
 	logger   *slog.Logger
+	tracer   trace.Tracer
+	names    spanNames
 }
 
 // NewRepository returns a Repository of the aggregates newFunc constructs,
@@ -149,6 +160,8 @@ func NewRepository[T Root](store eventstore.Store, category string, newFunc func
 		newFunc:  newFunc,
 		cfg:      cfg,
 		logger:   cfg.Logger.With("component", "aggregate", "category", category),
+		tracer:   telemetry.Tracer(cfg.TracerProvider, Scope),
+		names:    newSpanNames(category),
 	}, nil
 }
 
@@ -165,14 +178,40 @@ func (r *Repository[T]) StreamID(id string) string { return eventstore.StreamID(
 // start of a new aggregate to Save (Create does this for you).
 func (r *Repository[T]) New(id string) T { return New(r.newFunc, id) }
 
+// loadPageSize is how many stored events Load reads per query.
+const loadPageSize = 1000
+
 // Load returns the aggregate id rebuilt from its stream: from its latest
 // snapshot, when T implements Snapshotter, snapshots are enabled and one of
-// the current SnapshotType exists, then every event after it.
+// the current SnapshotType and snapshot schema version exists, then every
+// event after it.
+//
+// Events stored at older schema versions are upcast by the store's registry
+// before Apply sees them (docs/evolution.md): Apply gets the current Go
+// types only. A stored event that upcasters split is applied as the events
+// it reads as, in order; one they drop is not applied. Either way the
+// aggregate's Version is the stream's stored version, so optimistic
+// concurrency is unchanged.
 //
 // It returns an error matching eventstore.ErrStreamNotFound when the stream
-// has no events, and the store's errors (wrapped) otherwise. ctx bounds the
+// has no events; one matching eventstore.ErrUnknownSchemaVersion (an
+// *eventstore.SchemaVersionError) when an event was written with a schema
+// version newer than this code's registry knows (by a newer deployment:
+// the aggregate is not loaded from a guess, see docs/evolution.md for the
+// deploy order); and the store's other errors (wrapped). ctx bounds the
 // reads.
 func (r *Repository[T]) Load(ctx context.Context, id string) (T, error) {
+	ctx, op := r.startOp(ctx, r.names.load, id)
+	agg, err := r.load(ctx, id)
+	var version int64
+	if err == nil {
+		version = agg.aggregateBase().version
+	}
+	op.end(version, err)
+	return agg, err
+}
+
+func (r *Repository[T]) load(ctx context.Context, id string) (T, error) {
 	streamID := r.StreamID(id)
 	agg, err := r.loadSnapshot(ctx, id, streamID)
 	if err != nil {
@@ -180,17 +219,32 @@ func (r *Repository[T]) Load(ctx context.Context, id string) (T, error) {
 		return zero, err
 	}
 	b := agg.aggregateBase()
-	for rec, err := range r.store.ReadStream(ctx, streamID, b.version+1) {
+	reg := r.store.Registry()
+	var recs []eventstore.Record
+	// Raw, to count every stored event, also those that read as none.
+	for {
+		raws, err := r.store.ReadStreamRaw(ctx, streamID, b.version+1, loadPageSize)
 		if err != nil {
 			var zero T
 			return zero, fmt.Errorf("aggregate: load %s: %w", streamID, err)
 		}
-		if rec.StreamVersion != b.version+1 {
-			var zero T
-			return zero, fmt.Errorf("aggregate: load %s: read version %d after version %d", streamID, rec.StreamVersion, b.version)
+		for _, raw := range raws {
+			if raw.StreamVersion != b.version+1 {
+				var zero T
+				return zero, fmt.Errorf("aggregate: load %s: read version %d after version %d", streamID, raw.StreamVersion, b.version)
+			}
+			if recs, err = raw.AppendDecoded(recs[:0], reg); err != nil {
+				var zero T
+				return zero, fmt.Errorf("aggregate: load %s: %w", streamID, err)
+			}
+			for _, rec := range recs {
+				agg.Apply(rec.Data)
+			}
+			b.version = raw.StreamVersion
 		}
-		agg.Apply(rec.Data)
-		b.version = rec.StreamVersion
+		if len(raws) < loadPageSize {
+			break
+		}
 	}
 	if b.version == 0 {
 		var zero T
@@ -215,12 +269,20 @@ func (r *Repository[T]) loadSnapshot(ctx context.Context, id, streamID string) (
 		var zero T
 		return zero, fmt.Errorf("aggregate: load %s: snapshot: %w", streamID, err)
 	case snap.Type != s.SnapshotType():
-		r.logger.Debug("ignoring snapshot of another type", "stream_id", streamID, "snapshot_type", snap.Type, "want_type", s.SnapshotType())
+		r.logger.Debug("ignoring snapshot of another type; the next save replaces it", "stream_id", streamID, "snapshot_type", snap.Type, "want_type", s.SnapshotType())
+		agg.aggregateBase().staleSnapshot = true
+		return agg, nil
+	case max(snap.SchemaVersion, 1) != snapshotVersion(s):
+		r.logger.Debug("ignoring snapshot of another schema version; the next save replaces it", "stream_id", streamID,
+			"snapshot_schema_version", snap.SchemaVersion, "want_schema_version", snapshotVersion(s))
+		agg.aggregateBase().staleSnapshot = true
 		return agg, nil
 	}
 	if err := s.UnmarshalSnapshot(snap.Payload); err != nil {
-		r.logger.Warn("cannot decode snapshot, replaying the stream", "stream_id", streamID, "version", snap.Version, "error", err)
-		return r.New(id), nil
+		r.logger.Warn("cannot decode snapshot, replaying the stream; the next save replaces it", "stream_id", streamID, "version", snap.Version, "error", err)
+		agg = r.New(id)
+		agg.aggregateBase().staleSnapshot = true
+		return agg, nil
 	}
 	agg.aggregateBase().version = snap.Version
 	return agg, nil
@@ -327,15 +389,17 @@ func (r *Repository[T]) save(ctx context.Context, agg T, appendFn appendFunc) (e
 	return res, nil
 }
 
-// maybeSnapshot saves a snapshot of agg when the policy asks for one.
+// maybeSnapshot saves a snapshot of agg when the policy asks for one, or
+// when its load ignored a stored snapshot of another type or version.
 func (r *Repository[T]) maybeSnapshot(ctx context.Context, agg T, streamID string, before int64) {
 	s, ok := any(agg).(Snapshotter)
 	if !ok || r.cfg.DisableSnapshots {
 		return
 	}
+	b := agg.aggregateBase()
 	every := int64(r.cfg.SnapshotEvery)
-	after := agg.aggregateBase().version
-	if before/every == after/every {
+	after := b.version
+	if before/every == after/every && !b.staleSnapshot {
 		return
 	}
 	payload, err := s.MarshalSnapshot()
@@ -343,11 +407,13 @@ func (r *Repository[T]) maybeSnapshot(ctx context.Context, agg T, streamID strin
 		err = errors.New("MarshalSnapshot returned invalid JSON")
 	}
 	if err == nil {
-		err = r.store.SaveSnapshot(ctx, eventstore.Snapshot{StreamID: streamID, Version: after, Type: s.SnapshotType(), Payload: payload})
+		err = r.store.SaveSnapshot(ctx, eventstore.Snapshot{StreamID: streamID, Version: after, Type: s.SnapshotType(), SchemaVersion: snapshotVersion(s), Payload: payload})
 	}
 	if err != nil {
 		r.logger.Warn("cannot save snapshot", "stream_id", streamID, "version", after, "error", err)
+		return
 	}
+	b.staleSnapshot = false
 }
 
 // Create runs fn on a new, empty aggregate id and saves the events it raises
@@ -362,7 +428,10 @@ func (r *Repository[T]) maybeSnapshot(ctx context.Context, agg T, streamID strin
 // An error from fn is returned as is, and nothing is saved. ctx bounds the
 // append.
 func (r *Repository[T]) Create(ctx context.Context, id string, fn func(T) error) (eventstore.AppendResult, error) {
-	return r.create(ctx, id, fn, r.Save)
+	ctx, op := r.startOp(ctx, r.names.create, id)
+	res, err := r.create(ctx, id, fn, r.Save)
+	op.end(res.LastVersion, err)
+	return res, err
 }
 
 // CreateTx is Create inside the caller's transaction tx (see SaveTx): the
@@ -374,9 +443,12 @@ func (r *Repository[T]) CreateTx(ctx context.Context, tx eventstore.Tx, id strin
 	if _, err := r.txAppend(tx); err != nil {
 		return eventstore.AppendResult{}, fmt.Errorf("aggregate: create %s: %w", r.StreamID(id), err)
 	}
-	return r.create(ctx, id, fn, func(ctx context.Context, agg T) (eventstore.AppendResult, error) {
+	ctx, op := r.startOp(ctx, r.names.create, id)
+	res, err := r.create(ctx, id, fn, func(ctx context.Context, agg T) (eventstore.AppendResult, error) {
 		return r.SaveTx(ctx, tx, agg)
 	})
+	op.end(res.LastVersion, err)
+	return res, err
 }
 
 func (r *Repository[T]) create(ctx context.Context, id string, fn func(T) error, save func(context.Context, T) (eventstore.AppendResult, error)) (eventstore.AppendResult, error) {
@@ -410,6 +482,13 @@ func (r *Repository[T]) create(ctx context.Context, id string, fn func(T) error,
 // and the waits between them: when it ends, Update returns its error
 // (wrapping the last conflict too).
 func (r *Repository[T]) Update(ctx context.Context, id string, fn func(T) error) (eventstore.AppendResult, error) {
+	ctx, op := r.startOp(ctx, r.names.update, id)
+	res, err := r.update(ctx, id, fn)
+	op.end(res.LastVersion, err)
+	return res, err
+}
+
+func (r *Repository[T]) update(ctx context.Context, id string, fn func(T) error) (eventstore.AppendResult, error) {
 	var res eventstore.AppendResult
 	err := r.retry(ctx, "update "+r.StreamID(id), func(ctx context.Context) (bool, error) {
 		agg, err := r.Load(ctx, id)
@@ -465,6 +544,13 @@ func (r *Repository[T]) UpdateTx(ctx context.Context, tx eventstore.Tx, id strin
 	if _, err := r.txAppend(tx); err != nil {
 		return eventstore.AppendResult{}, fmt.Errorf("aggregate: update %s: %w", r.StreamID(id), err)
 	}
+	ctx, op := r.startOp(ctx, r.names.update, id)
+	res, err := r.updateTx(ctx, tx, id, fn)
+	op.end(res.LastVersion, err)
+	return res, err
+}
+
+func (r *Repository[T]) updateTx(ctx context.Context, tx eventstore.Tx, id string, fn func(T) error) (eventstore.AppendResult, error) {
 	agg, err := r.Load(ctx, id)
 	if err != nil {
 		return eventstore.AppendResult{}, err

@@ -71,6 +71,7 @@ func (r *Repository[T]) retry(ctx context.Context, what string, attempt func(con
 			return fmt.Errorf("aggregate: %s: gave up after %d attempts, each a concurrency conflict (raise aggregate.Config.MaxRetries for an aggregate this busy): %w", what, attempts, err)
 		}
 		d := r.backoff(n)
+		noteRetry(ctx, n)
 		r.logger.DebugContext(ctx, "concurrency conflict, retrying", "operation", what, "attempt", n, "wait", d, "error", err)
 		if werr := wait(ctx, d); werr != nil {
 			return fmt.Errorf("aggregate: %s: %w while waiting to retry (after %d attempts, the last: %w)", what, werr, n, err)

@@ -8,10 +8,11 @@ package aggregate
 // Base's ID and Version are not part of the snapshot; the Repository keeps
 // them beside it.
 type Snapshotter interface {
-	// SnapshotType names the schema of the snapshot, e.g. "order/v1".
-	// Change it whenever the state or its encoding changes: a stored
-	// snapshot of another type is ignored and the aggregate is replayed
-	// from its events (and snapshotted again under the new type).
+	// SnapshotType names the snapshot's schema, e.g. "order". A stored
+	// snapshot of another type is ignored: the aggregate is replayed from
+	// its events and snapshotted again under the new type on its next
+	// Save. Change it, or the version (SnapshotVersioner), whenever the
+	// state or its encoding changes.
 	SnapshotType() string
 	// MarshalSnapshot returns the aggregate's state as a JSON object.
 	MarshalSnapshot() ([]byte, error)
@@ -20,4 +21,27 @@ type Snapshotter interface {
 	// function). On error the Repository discards the aggregate and
 	// replays the stream instead.
 	UnmarshalSnapshot(data []byte) error
+}
+
+// SnapshotVersioner is implemented by a Snapshotter that numbers the
+// versions of its snapshot schema (without it, the version is 1). Snapshots
+// are saved with the version (eventstore.Snapshot.SchemaVersion), and a
+// stored snapshot of any other version, older or newer, is ignored: the
+// aggregate is replayed from its events, never decoded from a snapshot of
+// another shape, and its next Save replaces the snapshot. So bump the
+// version whenever the state or its encoding changes; during a rolling
+// deploy, instances of the two releases each ignore the other's snapshots.
+type SnapshotVersioner interface {
+	// SnapshotSchemaVersion returns the version of the snapshot schema,
+	// 1 or more.
+	SnapshotSchemaVersion() int
+}
+
+// snapshotVersion returns s's snapshot schema version: its
+// SnapshotSchemaVersion, or 1.
+func snapshotVersion(s Snapshotter) int {
+	if v, ok := s.(SnapshotVersioner); ok {
+		return v.SnapshotSchemaVersion()
+	}
+	return 1
 }

@@ -25,4 +25,19 @@
 //     (CheckJSONB, CheckText, ValidateSnapshot, all run by EncodeAppend,
 //     Register or the stores' SaveSnapshot) return typed errors and write
 //     nothing, in every store alike.
+//
+// # Events that evolve
+//
+// An event's identity is fixed at append; its reading evolves. Every stored
+// event records the schema version its type was registered at when it was
+// written (RegisterVersion; Register is version 1; events stored before
+// versions existed read as 1), and every read upcasts older versions to the
+// registered ones before decoding: Upcast and UpcastAs for one step, Rename,
+// Split (one stored event read as several records) and Drop (read as none),
+// all applied by RawRecord.AppendDecoded, the one decode path of the stores,
+// the projector and the inbox (Registry.ToCurrent on the JSON alone).
+// Registry.Validate checks the chains; WriteAs keeps writing an older version
+// during a rolling deploy. A version newer than the registry knows is a
+// *SchemaVersionError matching ErrUnknownSchemaVersion, never a guess. See
+// docs/evolution.md.
 package eventstore

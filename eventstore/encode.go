@@ -12,10 +12,18 @@ import (
 // EncodedEvent is an Event validated and encoded for storage: what a Store
 // writes as one row.
 type EncodedEvent struct {
-	ID       uuid.UUID
-	Type     string
-	Payload  []byte
-	Metadata []byte
+	ID uuid.UUID
+	// Type, SchemaVersion and Payload are what is stored: the registered
+	// name, version and JSON of the event's type, or what Registry.WriteAs
+	// makes of them.
+	Type          string
+	SchemaVersion int
+	Payload       []byte
+	Metadata      []byte
+	// Current is the event as it reads: the registered name and version
+	// of its type, and its JSON at that version. It equals the stored
+	// form unless the type has a WriteAs.
+	Current VersionedEvent
 	// Data is the event value as given, for stores that keep it.
 	Data any
 	// Meta is the merged metadata Metadata encodes.
@@ -28,12 +36,19 @@ type EncodeOpts struct {
 	// MaxEventSize is the largest event accepted, in bytes of payload plus
 	// metadata as encoded JSON; 0 means no limit.
 	MaxEventSize int
+	// DisableTraceContext stops EncodeAppend from recording the trace
+	// context of ctx's span in the events' metadata.
+	DisableTraceContext bool
 }
 
 // EncodeAppend validates an append's arguments and encodes its events with
 // r: the stream ID, the expected version, a non-empty events slice, every
 // event's type and payload; it assigns UUIDv7 IDs where ID is zero and merges
-// each event's metadata over ctx's. Stores call it first so that every store
+// each event's metadata over ctx's. When ctx carries a valid span context
+// (OpenTelemetry), it records that span's W3C trace context in every
+// event's metadata under MetadataTraceParent and MetadataTraceState,
+// replacing any the metadata had; without one it adds nothing. Stores call
+// it first so that every store
 // refuses the same bad input with the same typed errors, before writing.
 //
 // It refuses what PostgreSQL could not store (see CheckJSONB): a payload
@@ -52,12 +67,17 @@ func EncodeAppend(ctx context.Context, r *Registry, streamID string, expected Ex
 		return nil, &InvalidArgumentError{Field: "events", Reason: "at least one event is required"}
 	}
 	ctxMeta := MetadataFrom(ctx)
+	traceParent, traceState := "", ""
+	if opts == nil || !opts.DisableTraceContext {
+		traceParent, traceState = traceContextOf(ctx)
+	}
 	out := make([]EncodedEvent, len(events))
 	for i, e := range events {
-		name, payload, err := r.Encode(e.Data)
+		ev, current, err := r.encode(e.Data)
 		if err != nil {
 			return nil, fmt.Errorf("event %d: %w", i, err)
 		}
+		name, payload := ev.Type, []byte(ev.Payload)
 		if payload[0] != '{' && payload[0] != '[' {
 			// jsonb accepts scalars, but an event is an object; a custom
 			// MarshalJSON that returns a bare string is a bug worth naming.
@@ -73,24 +93,25 @@ func EncodeAppend(ctx context.Context, r *Registry, streamID string, expected Ex
 			}
 		}
 		meta := ctxMeta.Merge(e.Metadata)
-		metaJSON, err := json.Marshal(meta)
-		if err != nil {
-			return nil, fmt.Errorf("event %d: encode metadata: %w", i, err)
+		if traceParent != "" {
+			meta = withTraceContext(meta, traceParent, traceState)
 		}
+		metaJSON := meta.appendJSON(nil)
 		if err := CheckJSONB(metaJSON); err != nil {
 			return nil, fmt.Errorf("event %d: %w", i, &InvalidArgumentError{Field: "metadata", Reason: "PostgreSQL cannot store it: " + err.Error()})
 		}
 		if opts != nil && opts.MaxEventSize > 0 && len(payload)+len(metaJSON) > opts.MaxEventSize {
 			return nil, fmt.Errorf("event %d: %w", i, &EventTooLargeError{Index: i, Type: name, Size: len(payload) + len(metaJSON), Max: opts.MaxEventSize})
 		}
-		out[i] = EncodedEvent{ID: id, Type: name, Payload: payload, Metadata: metaJSON, Data: e.Data, Meta: meta}
+		out[i] = EncodedEvent{ID: id, Type: name, SchemaVersion: ev.Version, Payload: payload, Metadata: metaJSON, Current: current, Data: e.Data, Meta: meta}
 	}
 	return out, nil
 }
 
 // ValidateSnapshot checks a snapshot before it is saved: a valid stream ID
-// (*InvalidStreamIDError), a Version of at least 1, a non-empty Type that
-// PostgreSQL can store as text (no NUL, valid UTF-8), and a Payload that is
+// (*InvalidStreamIDError), a Version of at least 1, a SchemaVersion that is
+// not negative, a non-empty Type that PostgreSQL can store as text (no NUL,
+// valid UTF-8), and a Payload that is
 // valid JSON and valid UTF-8 (*InvalidArgumentError for each). Snapshot
 // payloads are kept as the JSON text given, so the escape \u0000, lone
 // surrogate escapes and numbers of any size are accepted. Stores call it
@@ -102,6 +123,8 @@ func ValidateSnapshot(s Snapshot) error {
 	switch {
 	case s.Version < 1:
 		return &InvalidArgumentError{Field: "snapshot version", Reason: fmt.Sprintf("must be at least 1, got %d", s.Version)}
+	case s.SchemaVersion < 0:
+		return &InvalidArgumentError{Field: "snapshot schema version", Reason: fmt.Sprintf("must not be negative (0 means 1), got %d", s.SchemaVersion)}
 	case s.Type == "":
 		return &InvalidArgumentError{Field: "snapshot type", Reason: "must not be empty"}
 	case !json.Valid(s.Payload):

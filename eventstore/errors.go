@@ -43,6 +43,16 @@ var (
 	// which the events may be stored; every other error means nothing was
 	// written. Matched by *OutcomeUnknownError.
 	ErrOutcomeUnknown = errors.New("eventstore: append outcome unknown")
+	// ErrUnknownSchemaVersion: a stored event's schema version is one the
+	// Registry cannot read: newer than the version its type is registered
+	// at (written by a newer deployment), or one no upcaster reads.
+	// Matched by *SchemaVersionError.
+	ErrUnknownSchemaVersion = errors.New("eventstore: unknown schema version")
+	// ErrInvalidUpcaster: an upcaster cannot be registered, or the
+	// registered upcasters do not chain up to the registered versions
+	// (Registry.Validate). Matched by *UpcasterError, which also matches
+	// ErrInvalidArgument.
+	ErrInvalidUpcaster = errors.New("eventstore: invalid upcaster")
 )
 
 // ConcurrencyError reports a failed append: the stream's actual version did
@@ -227,3 +237,59 @@ func (e *OutcomeUnknownError) Is(target error) bool { return target == ErrOutcom
 
 // Unwrap returns the error that broke the append.
 func (e *OutcomeUnknownError) Unwrap() error { return e.Err }
+
+// SchemaVersionError reports a stored event whose schema version the
+// Registry cannot read. When Version is newer than Latest (TooNew), the
+// event was written by a deployment that knows a newer version of its type:
+// it is never guessed at; deploy the code that reads it (readers first, see
+// docs/evolution.md). Otherwise no upcaster reads that version: register
+// one (Registry.Upcast).
+//
+// It matches ErrUnknownSchemaVersion.
+type SchemaVersionError struct {
+	// Type is the stored event type name.
+	Type string
+	// Version is the stored schema version.
+	Version int
+	// Latest is the newest version of Type the Registry reads: the version
+	// it is registered at, or, for a type known only to upcasters (renamed
+	// or dropped), the newest version an upcaster reads.
+	Latest int
+}
+
+// TooNew reports whether the stored version is newer than any this
+// Registry reads: the event was written by newer code.
+func (e *SchemaVersionError) TooNew() bool { return e.Version > e.Latest }
+
+func (e *SchemaVersionError) Error() string {
+	if e.TooNew() {
+		return fmt.Sprintf("eventstore: unknown schema version: event type %q is stored at version %d, newer than version %d this code reads "+
+			"(written by a newer deployment? deploy code that reads it before any instance writes it; see docs/evolution.md)", e.Type, e.Version, e.Latest)
+	}
+	return fmt.Sprintf("eventstore: unknown schema version: no upcaster reads version %d of event type %q (this code reads version %d; register one with Registry.Upcast)",
+		e.Version, e.Type, e.Latest)
+}
+
+// Is makes errors.Is(err, ErrUnknownSchemaVersion) true.
+func (e *SchemaVersionError) Is(target error) bool { return target == ErrUnknownSchemaVersion }
+
+// UpcasterError reports an upcaster the Registry refuses, or a problem of
+// the upcaster chains Registry.Validate found, at event type Type and
+// schema version Version (the version the upcaster reads).
+//
+// It matches ErrInvalidUpcaster and ErrInvalidArgument.
+type UpcasterError struct {
+	Type    string
+	Version int
+	Reason  string
+}
+
+func (e *UpcasterError) Error() string {
+	return fmt.Sprintf("eventstore: invalid upcaster of event type %q version %d: %s", e.Type, e.Version, e.Reason)
+}
+
+// Is makes errors.Is(err, ErrInvalidUpcaster) and errors.Is(err,
+// ErrInvalidArgument) true.
+func (e *UpcasterError) Is(target error) bool {
+	return target == ErrInvalidUpcaster || target == ErrInvalidArgument
+}

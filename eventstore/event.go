@@ -31,14 +31,33 @@ type Record struct {
 	StreamVersion int64
 	// Type is the registered event type name.
 	Type string
+	// SchemaVersion is the schema version of Type that Payload and Data
+	// have: the version Type is registered at in every Record a store
+	// decodes (stored events of older versions are upcast on reading; see
+	// Registry.Upcast), the stored version in a Record built without
+	// decoding (RawRecord.Record; a forwarder's message in its default
+	// mode).
+	SchemaVersion int
 	// Data is the decoded event, a value of the type registered as Type.
 	Data any
-	// Payload is the event's JSON as stored.
+	// Payload is the event's JSON at SchemaVersion: as stored, unless
+	// upcasters rewrote it on reading.
 	Payload json.RawMessage
 	// Metadata is the event's metadata as stored.
 	Metadata Metadata
 	// RecordedAt is when the event was appended (the database's clock).
 	RecordedAt time.Time
+	// StoredType and StoredSchemaVersion are the event's type name and
+	// schema version as stored. They differ from Type and SchemaVersion
+	// when upcasters renamed or upcast the event on reading.
+	StoredType          string
+	StoredSchemaVersion int
+	// Index is the record's place among the records its stored event
+	// reads as: 0, unless an upcaster split the stored event into several
+	// (Registry.Split). Those share Position, StreamVersion, Metadata,
+	// RecordedAt and the stored fields, and have Index 0, 1, …; their ID is
+	// SplitEventID(stored ID, Index), the stored event's ID for the first.
+	Index int
 }
 
 // AppendResult reports what an append wrote.
@@ -75,6 +94,10 @@ type Snapshot struct {
 	// Type names the snapshot's schema, so a changed aggregate can ignore
 	// old snapshots.
 	Type string
+	// SchemaVersion is the version of the snapshot's schema, so a changed
+	// aggregate can ignore snapshots of another version (the aggregate
+	// package does, and replaces them on the next save). 0 means 1.
+	SchemaVersion int
 	// Payload is the encoded state.
 	Payload json.RawMessage
 	// RecordedAt is set by the store on save.

@@ -8,7 +8,9 @@ import (
 
 // Metadata travels with every event: who caused it and why. It is stored as a
 // JSON object whose well-known keys are "correlation_id", "causation_id" and
-// "actor"; Extra holds the user's free keys beside them.
+// "actor"; Extra holds the user's free keys beside them, and the W3C trace
+// context ("traceparent", "tracestate") that stores record for an append
+// made under an OpenTelemetry span (see SpanContext).
 //
 // Metadata is a value; Clone it before changing a copy's Extra map.
 type Metadata struct {
@@ -103,8 +105,9 @@ func MetadataFromMap(kv map[string]string) Metadata {
 	return m
 }
 
-// MarshalJSON encodes m as one flat JSON object of strings.
-func (m Metadata) MarshalJSON() ([]byte, error) { return json.Marshal(m.Map()) }
+// MarshalJSON encodes m as one flat JSON object of strings, keys sorted,
+// as json.Marshal encodes m.Map().
+func (m Metadata) MarshalJSON() ([]byte, error) { return m.appendJSON(nil), nil }
 
 // UnmarshalJSON decodes a flat JSON object. Values that are not strings are
 // kept as their JSON text.

@@ -8,10 +8,11 @@ import (
 	"github.com/google/uuid"
 )
 
-// RawRecord is a stored event as read, before decoding: its payload and
-// metadata are the stored JSON. Readers that decode only some types (a
-// projection decodes the types it handles) or none (the forwarder relays
-// the payload as is) read RawRecords and decode what they need with Decode.
+// RawRecord is a stored event as read, before decoding: its type, schema
+// version, payload and metadata as stored. Readers that decode only some
+// types (a projection decodes the types it handles) or none (the forwarder
+// relays the payload as is) read RawRecords and decode what they need with
+// Decode or AppendDecoded, which upcast older schema versions first.
 type RawRecord struct {
 	// Position is the event's place in the global feed.
 	Position Position
@@ -23,6 +24,10 @@ type RawRecord struct {
 	StreamVersion int64
 	// Type is the stored event type name.
 	Type string
+	// SchemaVersion is the schema version the event was written with: the
+	// version its type was registered at by the code that appended it.
+	// Events stored before esox recorded versions read as 1; 0 means 1.
+	SchemaVersion int
 	// Payload is the event's JSON as stored.
 	Payload json.RawMessage
 	// Metadata is the event's metadata JSON as stored: a flat object of
@@ -32,34 +37,107 @@ type RawRecord struct {
 	RecordedAt time.Time
 }
 
-// Decode returns r as a Record, its payload decoded with reg into the type
-// registered as r.Type and its metadata parsed. Errors are an
-// *UnknownEventTypeError or a *PayloadError (for the payload or the
-// metadata), and name the stream and version; the Record is returned with
-// every field but Data set even then.
-func (r RawRecord) Decode(reg *Registry) (Record, error) {
-	rec, err := r.Record()
-	if err != nil {
-		return rec, err
+// storedVersion returns r's schema version, 0 read as 1.
+func (r RawRecord) storedVersion() int {
+	if r.SchemaVersion == 0 {
+		return 1
 	}
-	if rec.Data, err = reg.Decode(r.Type, r.Payload); err != nil {
-		return rec, fmt.Errorf("stream %q version %d: %w", r.StreamID, r.StreamVersion, err)
-	}
-	return rec, nil
+	return r.SchemaVersion
 }
 
-// Record returns r as a Record without decoding its payload (Data is nil),
-// its metadata parsed. An error is a *PayloadError for metadata that is not
-// a JSON object; the Record is returned with its other fields set.
+// Decode returns r as a Record, upcast to its type's registered version and
+// decoded with reg (see AppendDecoded), for a stored event that reads as
+// exactly one record. A stored event that upcasters drop or split (see
+// Registry.Drop and Registry.Split) reads as none or several: Decode then
+// returns an *InvalidArgumentError; readers that may meet those use
+// AppendDecoded. Other errors are AppendDecoded's. The Record is returned
+// with every field but Data set even on error, as far as known.
+func (r RawRecord) Decode(reg *Registry) (Record, error) {
+	var one [1]Record
+	recs, err := r.AppendDecoded(one[:0], reg)
+	if err != nil {
+		if len(recs) == 0 {
+			rec, _ := r.Record()
+			return rec, err
+		}
+		return recs[0], err
+	}
+	if len(recs) != 1 {
+		rec, _ := r.Record()
+		return rec, fmt.Errorf("stream %q version %d: %w", r.StreamID, r.StreamVersion, &InvalidArgumentError{Field: "record",
+			Reason: fmt.Sprintf("the stored event reads as %d records (upcasters drop or split it): read it with AppendDecoded", len(recs))})
+	}
+	return recs[0], nil
+}
+
+// AppendDecoded appends to dst the records r reads as with reg, and returns
+// the extended slice. A stored event at its type's registered version reads
+// as one record, its payload decoded into the registered Go type; an older
+// one is first passed through the upcasters (Registry.ToCurrent), and reads
+// as the records they yield, each decoded: usually one, none for a dropped
+// event, several for a split one (same Position, StreamVersion, metadata
+// and RecordedAt; Index 0, 1, …; IDs from SplitEventID). Every record
+// carries the stored type and version in StoredType and
+// StoredSchemaVersion.
+//
+// Errors, which name the stream and version: a *SchemaVersionError
+// (ErrUnknownSchemaVersion) for a version newer than the registered one or
+// that no upcaster reads; an *UnknownEventTypeError; a *PayloadError for a
+// payload that does not decode, an upcaster that fails, or metadata that is
+// not a JSON object. On error dst is returned with the records of r decoded
+// before the failure, if any. Safe for concurrent use.
+func (r RawRecord) AppendDecoded(dst []Record, reg *Registry) ([]Record, error) {
+	rec, err := r.Record()
+	if err != nil {
+		return dst, err
+	}
+	reg.mu.RLock()
+	defer reg.mu.RUnlock()
+	if t, ok := reg.byName[r.Type]; ok && t.version == rec.SchemaVersion {
+		// The common case: stored at the current version.
+		if rec.Data, err = t.decode(r.Payload); err != nil {
+			return dst, fmt.Errorf("stream %q version %d: %w", r.StreamID, r.StreamVersion, err)
+		}
+		return append(dst, rec), nil
+	}
+	var buf [1]VersionedEvent
+	evs, err := reg.toCurrent(buf[:0], VersionedEvent{Type: r.Type, Version: rec.SchemaVersion, Payload: r.Payload}, 0)
+	if err != nil {
+		return dst, fmt.Errorf("stream %q version %d: %w", r.StreamID, r.StreamVersion, err)
+	}
+	for i, ev := range evs {
+		out := rec
+		out.Type, out.SchemaVersion, out.Payload, out.Index = ev.Type, ev.Version, ev.Payload, i
+		if i > 0 {
+			out.ID = SplitEventID(r.ID, i)
+			out.Metadata = rec.Metadata.Clone()
+		}
+		t := reg.byName[ev.Type] // toCurrent returns current events only
+		if out.Data, err = t.decode(ev.Payload); err != nil {
+			return dst, fmt.Errorf("stream %q version %d: %w", r.StreamID, r.StreamVersion, err)
+		}
+		dst = append(dst, out)
+	}
+	return dst, nil
+}
+
+// Record returns r as a Record without decoding or upcasting its payload
+// (Data is nil; Type, SchemaVersion and Payload are as stored), its
+// metadata parsed. An error is a *PayloadError for metadata that is not a
+// JSON object; the Record is returned with its other fields set.
 func (r RawRecord) Record() (Record, error) {
+	v := r.storedVersion()
 	rec := Record{
-		Position:      r.Position,
-		ID:            r.ID,
-		StreamID:      r.StreamID,
-		StreamVersion: r.StreamVersion,
-		Type:          r.Type,
-		Payload:       r.Payload,
-		RecordedAt:    r.RecordedAt,
+		Position:            r.Position,
+		ID:                  r.ID,
+		StreamID:            r.StreamID,
+		StreamVersion:       r.StreamVersion,
+		Type:                r.Type,
+		SchemaVersion:       v,
+		Payload:             r.Payload,
+		RecordedAt:          r.RecordedAt,
+		StoredType:          r.Type,
+		StoredSchemaVersion: v,
 	}
 	if len(r.Metadata) > 2 { // "{}" is the zero Metadata
 		md, err := decodeMetadata(r.Metadata)

@@ -49,15 +49,35 @@ type Store interface {
 	// ReadStream yields the records of streamID with StreamVersion >= from
 	// (from < 1 reads from the start), in version order, fetching them in
 	// pages so a long stream never sits in memory. A stream without events
-	// yields nothing. An error (invalid stream ID, a stored type that is not
-	// registered, ctx ended) is yielded once as the last pair.
+	// yields nothing. Each stored event is upcast to its type's registered
+	// schema version and decoded (RawRecord.AppendDecoded): it yields one
+	// record, or none when an upcaster drops it, or several sharing its
+	// StreamVersion when one splits it. An error (invalid stream ID, a
+	// stored type that is not registered, a schema version the registry
+	// cannot read, ctx ended) is yielded once as the last pair.
 	ReadStream(ctx context.Context, streamID string, from int64) iter.Seq2[Record, error]
 
-	// ReadAll returns up to limit records that follow after in the global
-	// feed, in feed order. It never returns a record while a transaction
-	// that could still commit a record before it is open (guarantees
-	// 2 and 3 in docs/guarantees.md), so a reader that resumes from the last Position it saw never
-	// misses one. limit must be between 1 and 10,000.
+	// ReadStreamRaw returns up to limit stored events of streamID with
+	// StreamVersion >= from (from < 1 reads from the start), in version
+	// order, one RawRecord per stored event, neither upcast nor decoded:
+	// readers that must see every stored version (an aggregate counts the
+	// events upcasters drop too) page through it and decode what they need
+	// (RawRecord.AppendDecoded). A stream without events from from on
+	// returns none. limit must be between 1 and MaxReadAllLimit (else an
+	// *InvalidArgumentError); an invalid stream ID is an
+	// *InvalidStreamIDError.
+	ReadStreamRaw(ctx context.Context, streamID string, from int64, limit int) ([]RawRecord, error)
+
+	// ReadAll returns the records of up to limit stored events that follow
+	// after in the global feed, in feed order. It never returns a record
+	// while a transaction that could still commit a record before it is
+	// open (guarantees 2 and 3 in docs/guarantees.md), so a reader that
+	// resumes from the last Position it saw never misses one. limit must be
+	// between 1 and 10,000. Records are upcast and decoded as by
+	// ReadStream: limit counts stored events, so a split event may make the
+	// result longer, and the records of one stored event (one Position) are
+	// returned together. Stored events that upcasters drop are passed over:
+	// ReadAll reads on until it has a record to return or the feed ends.
 	ReadAll(ctx context.Context, after Position, limit int) ([]Record, error)
 
 	// StreamInfo reports whether streamID has events and its current version.

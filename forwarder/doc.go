@@ -55,6 +55,23 @@
 // reference to it) to a dead-letter topic (PoisonDeadLetter), never drops
 // it.
 //
+// Events are published as stored, with their schema version in
+// MetadataSchemaVersion, so consumers upcast them (projector.Inbox does);
+// Config.PublishUpcast publishes them as the store's registry reads them
+// instead, and then treats an event it cannot read (written by a newer
+// release) as a poison event rather than publish a guess
+// (docs/evolution.md).
+//
+// # Observability
+//
+// Each publish is a producer span, a child of the span that appended the
+// event (whose W3C trace context the event's metadata records); the
+// message carries the publish span's traceparent, so consumers continue
+// the trace. Stats' counters, the group's lag and whether this process
+// leads are OpenTelemetry metrics (esox.forwarder.*), observed while Run
+// runs from the forwarder's own reads. Only the OpenTelemetry API is
+// imported: see Config.TracerProvider and docs/observability.md.
+//
 // See docs/forwarding.md for brokers, ordering and de-duplication on the
 // consumer side, running several instances, outages, and the xid trap.
 package forwarder

@@ -13,6 +13,8 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jmoiron/sqlx"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
@@ -152,9 +154,30 @@ type Config struct {
 	// category (eventstore.Category) is listed. Other events are skipped,
 	// but the offset still moves past them.
 	Categories []string
-	// EventTypes, when not empty, forwards only events of the listed types.
-	// Other events are skipped, but the offset still moves past them.
+	// EventTypes, when not empty, forwards only events of the listed types
+	// (as stored, or after upcasting with PublishUpcast). Other events are
+	// skipped, but the offset still moves past them.
 	EventTypes []string
+	// PublishUpcast publishes each event upcast to the version its type is
+	// registered at in the store's registry (docs/evolution.md) instead of
+	// as stored: the payload, MetadataEventType (the new name after a
+	// rename) and MetadataSchemaVersion are the current ones; an event an
+	// upcaster splits is published as one message per record, one after the
+	// other (the first with the event ID as UUID, the others with
+	// eventstore.SplitEventID's and MetadataEventIndex 1, 2, …); an event
+	// an upcaster drops is not published (the offset moves past it; it
+	// counts in Stats.Filtered). An event the registry cannot read (a
+	// schema version newer than it knows, written by a newer release, or a
+	// failing upcaster) is a poison event handled by OnPoison: Run stops
+	// before it, or it is dead-lettered as stored; it is never published as
+	// a guess. Topic and EventTypes see the upcast records.
+	//
+	// Defaults to false: every event is published exactly as stored, with
+	// its stored schema version in MetadataSchemaVersion, and consumers
+	// upcast with their own registry (projector.Inbox does). That default
+	// never depends on this process's registry, so forwarding goes on
+	// during a rolling deploy whatever version a newer release writes.
+	PublishUpcast bool
 	// BatchSize is the number of events read per query; the offset is
 	// written once per batch, after all its events are published. A crash
 	// re-publishes at most one batch. Defaults to BatchSizeDefault.
@@ -226,6 +249,17 @@ type Config struct {
 	// Logger receives the forwarder's logs, with component=forwarder.
 	// Defaults to slog.Default().
 	Logger *slog.Logger
+	// TracerProvider gives the forwarder's tracer: a span per publish, a
+	// child of the span that appended the event, whose trace context the
+	// message carries to its consumers (see docs/observability.md), and
+	// spans when this process acquires or releases the group's leadership.
+	// Defaults to the global provider, otel.GetTracerProvider(), a no-op
+	// until the application installs one.
+	TracerProvider trace.TracerProvider
+	// MeterProvider gives the forwarder's meter: the esox.forwarder.*
+	// metrics, observed while Run runs. Defaults to the global provider,
+	// otel.GetMeterProvider(), a no-op until the application installs one.
+	MeterProvider metric.MeterProvider
 }
 
 func (c Config) withDefaults() Config {
@@ -310,7 +344,8 @@ type Forwarder struct {
 	offsets string // quoted, qualified offsets table
 	running atomic.Bool
 
-	published, filtered, poisoned atomic.Int64
+	published, filtered, poisoned, retries atomic.Int64
+	tel                                    *forwarderTelemetry
 
 	// xidHoldingForTest switches to watermill-sql's default design: a
 	// transaction per batch that locks the offsets row FOR UPDATE, which
@@ -337,14 +372,16 @@ func New(store *postgres.Store, pub message.Publisher, cfg Config) (*Forwarder, 
 	}
 	cfg.Categories = slices.Clone(cfg.Categories)
 	cfg.EventTypes = slices.Clone(cfg.EventTypes)
-	return &Forwarder{
+	f := &Forwarder{
 		store:   store,
 		db:      store.DB(),
 		pub:     pub,
 		cfg:     cfg,
 		log:     cfg.Logger.With("component", "forwarder", "consumer_group", cfg.ConsumerGroup),
 		offsets: postgres.QuoteIdentifier(store.Schema()) + "." + postgres.QuoteIdentifier(OffsetsTable),
-	}, nil
+	}
+	f.tel = newForwarderTelemetry(f)
+	return f, nil
 }
 
 //go:embed migrations/*.up.sql
@@ -378,11 +415,13 @@ type Stats struct {
 	// Poisoned counts poison events: events Topic rejected and events the
 	// publisher refused permanently (whether then dead-lettered or not).
 	Poisoned int64
+	// Retries counts failed publishes that were retried.
+	Retries int64
 }
 
 // Stats returns the counters. Safe for concurrent use.
 func (f *Forwarder) Stats() Stats {
-	return Stats{Published: f.published.Load(), Filtered: f.filtered.Load(), Poisoned: f.poisoned.Load()}
+	return Stats{Published: f.published.Load(), Filtered: f.filtered.Load(), Poisoned: f.poisoned.Load(), Retries: f.retries.Load()}
 }
 
 // Offset returns the consumer group's stored offset: every event up to it
@@ -472,6 +511,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 			return err
 		}
 	}
+	defer f.observing()()
 	runCtx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
 	err := leader.Run(runCtx, f.db, leader.Config{
@@ -479,7 +519,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		RetryInterval: f.cfg.LeaderRetryInterval,
 		Logger:        f.cfg.Logger,
 	}, func(leaderCtx context.Context) error {
-		err := f.lead(leaderCtx)
+		err := f.tel.leadership.Wrap(f.lead)(leaderCtx)
 		if errors.Is(err, ErrPoison) {
 			stop(err)
 		}
@@ -531,6 +571,7 @@ func (f *Forwarder) lead(ctx context.Context) error {
 			continue
 		}
 		failures = 0
+		f.tel.progress.Read(offset, raws, f.cfg.BatchSize)
 		if len(raws) == 0 {
 			f.idle(ctx, wake)
 			continue
@@ -589,27 +630,81 @@ func (f *Forwarder) handle(ctx context.Context, raw eventstore.RawRecord, pl *pi
 		pl.fail(e, &MalformedRowError{Position: raw.Position, EventID: raw.ID, Err: err})
 		return
 	}
-	if !f.selected(rec) {
+	recs := []eventstore.Record{rec}
+	if f.cfg.PublishUpcast {
+		if recs, err = f.upcast(raw, rec); err != nil {
+			// Never published as a guess: a poison event, dead-lettered
+			// as stored.
+			perr := newPoisonError(rec, "", 0, fmt.Errorf("upcast: %w", err))
+			if f.poison(ctx, pl, e, perr) {
+				pl.dispatch(job{e: e, rec: rec, poison: perr})
+			}
+			return
+		}
+	}
+	var parts []job
+	for _, rec := range recs {
+		if !f.selected(rec) {
+			continue
+		}
+		topic, err := f.cfg.Topic(rec)
+		if err == nil && topic == "" {
+			err = errors.New("empty topic")
+		}
+		if err != nil {
+			perr := newPoisonError(rec, "", 0, err)
+			if !f.poison(ctx, pl, e, perr) {
+				return
+			}
+			parts = append(parts, job{e: e, rec: rec, poison: perr})
+			continue
+		}
+		parts = append(parts, job{e: e, topic: topic, msg: NewMessage(rec), rec: rec})
+	}
+	if len(parts) == 0 {
 		f.filtered.Add(1)
 		pl.done(e)
 		return
 	}
-	topic, err := f.cfg.Topic(rec)
-	if err == nil && topic == "" {
-		err = errors.New("empty topic")
+	// The records of one stored event (several when an upcaster split
+	// it) are published one after the other by one worker.
+	j := parts[0]
+	j.then = parts[1:]
+	pl.dispatch(j)
+}
+
+// poison counts a poison event found before publishing (perr) and, under
+// PoisonStop, stops the leadership at its entry e and returns false. Under
+// PoisonDeadLetter it returns true: the caller dispatches it to the
+// dead-letter topic.
+func (f *Forwarder) poison(ctx context.Context, pl *pipeline, e *entry, perr *PoisonError) bool {
+	f.poisoned.Add(1)
+	if f.cfg.OnPoison != PoisonDeadLetter {
+		f.log.ErrorContext(ctx, "poison event: stopping", "event_id", perr.EventID, "stream_id", perr.StreamID, "position", perr.Position.String(), "error", perr.Err.Error())
+		pl.fail(e, perr)
+		return false
 	}
+	return true
+}
+
+// upcast returns the records raw reads as at the registry's current
+// versions (rec is raw.Record()): upcast on the JSON only, not decoded.
+func (f *Forwarder) upcast(raw eventstore.RawRecord, rec eventstore.Record) ([]eventstore.Record, error) {
+	evs, err := f.store.Registry().ToCurrent(nil, eventstore.VersionedEvent{Type: raw.Type, Version: rec.SchemaVersion, Payload: raw.Payload})
 	if err != nil {
-		f.poisoned.Add(1)
-		perr := newPoisonError(rec, "", 0, err)
-		if f.cfg.OnPoison != PoisonDeadLetter {
-			f.log.ErrorContext(ctx, "poison event: stopping", "event_id", perr.EventID, "stream_id", rec.StreamID, "position", rec.Position.String(), "error", err.Error())
-			pl.fail(e, perr)
-			return
-		}
-		pl.dispatch(job{e: e, rec: rec, poison: perr})
-		return
+		return nil, err
 	}
-	pl.dispatch(job{e: e, topic: topic, msg: NewMessage(rec), rec: rec})
+	out := make([]eventstore.Record, len(evs))
+	for i, ev := range evs {
+		r := rec
+		r.Type, r.SchemaVersion, r.Payload, r.Index = ev.Type, ev.Version, ev.Payload, i
+		if i > 0 {
+			r.ID = eventstore.SplitEventID(raw.ID, i)
+			r.Metadata = rec.Metadata.Clone()
+		}
+		out[i] = r
+	}
+	return out, nil
 }
 
 // idle waits until the feed may have news (wake: an append through the
@@ -645,12 +740,12 @@ func (f *Forwarder) retryAfter(ctx context.Context, msg string, err error, failu
 	}
 }
 
-// publish publishes msg to topic until the publisher accepts it (nil), or
-// refuses it permanently, or ctx ends (ctx's error). A permanent refusal is
-// a *MessageTooLargeError when msg is over Config.MaxMessageSize (checked
+// publishRetrying publishes msg to topic until the publisher accepts it
+// (nil), or refuses it permanently, or ctx ends (ctx's error). A permanent
+// refusal is a *MessageTooLargeError when msg is over Config.MaxMessageSize (checked
 // before publishing), or the publisher's error when Config.IsPermanent
 // accepts it. Any other error is retried with backoff.
-func (f *Forwarder) publish(ctx context.Context, topic string, msg *message.Message, rec eventstore.Record) error {
+func (f *Forwarder) publishRetrying(ctx context.Context, topic string, msg *message.Message, rec eventstore.Record) error {
 	if limit := f.cfg.MaxMessageSize; limit > 0 {
 		if size := MessageSize(msg); size > limit {
 			return &MessageTooLargeError{Size: size, Limit: limit}
@@ -675,6 +770,7 @@ func (f *Forwarder) publish(ctx context.Context, topic string, msg *message.Mess
 		if f.cfg.IsPermanent(err) {
 			return err
 		}
+		f.retries.Add(1)
 		f.log.WarnContext(ctx, "publish failed; retrying the same event", "event_id", msg.UUID, "stream_id", rec.StreamID,
 			"position", rec.Position.String(), "topic", topic, "attempt", attempt, "retry_in", wait, "error", err.Error())
 		t := time.NewTimer(wait)

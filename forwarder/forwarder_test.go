@@ -111,7 +111,7 @@ func TestMetadataFlattening(t *testing.T) {
 		t.Errorf("payload = %s", d.Payload)
 	}
 	want := map[string]string{
-		MetadataStreamID: "order-42", MetadataStreamVersion: "1", MetadataEventType: "item_added",
+		MetadataStreamID: "order-42", MetadataStreamVersion: "1", MetadataEventType: "item_added", MetadataSchemaVersion: "1",
 		MetadataPosition:      fmt.Sprint(res.LastPosition.Position),
 		MetadataTransactionID: fmt.Sprint(res.LastPosition.TransactionID),
 		MetadataCorrelationID: "corr-1", MetadataCausationID: "cause-1", eventstore.MetadataActor: "alice",
@@ -142,6 +142,9 @@ func TestMetadataFlattening(t *testing.T) {
 	}
 	if _, ok := rec.Metadata.Extra[MetadataStreamID]; ok {
 		t.Errorf("record fields leaked into user metadata: %v", rec.Metadata.Extra)
+	}
+	if _, ok := rec.Metadata.Extra[MetadataSchemaVersion]; ok || rec.SchemaVersion != 1 {
+		t.Errorf("RecordFromMessage: schema version %d, user metadata %v; want 1, not in the metadata", rec.SchemaVersion, rec.Metadata.Extra)
 	}
 	delete(msg.Metadata, MetadataPosition)
 	if _, err := RecordFromMessage(msg); !errors.Is(err, eventstore.ErrInvalidArgument) {

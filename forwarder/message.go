@@ -36,6 +36,16 @@ const (
 	// MetadataRecordedAt is when the event was appended, RFC 3339 with
 	// nanoseconds (time.RFC3339Nano) in UTC.
 	MetadataRecordedAt = "recorded_at"
+	// MetadataSchemaVersion is the schema version of the payload, in
+	// decimal: the version the event was stored with (the default), or the
+	// version its type is registered at (Config.PublishUpcast). Consumers
+	// upcast from it (projector.Inbox does); a message without it, from a
+	// release before schema versions, is version 1.
+	MetadataSchemaVersion = "schema_version"
+	// MetadataEventIndex is set, to 1, 2, …, on the second and later
+	// messages of an event an upcaster split (Config.PublishUpcast only):
+	// eventstore.Record.Index.
+	MetadataEventIndex = "event_index"
 	// MetadataCorrelationID is eventstore.MetadataCorrelationID, set when
 	// the event has one.
 	MetadataCorrelationID = eventstore.MetadataCorrelationID
@@ -56,32 +66,49 @@ const (
 )
 
 // recordKeys are the metadata keys that carry record fields, not user
-// metadata.
+// metadata, and that every message has.
 var recordKeys = []string{MetadataStreamID, MetadataStreamVersion, MetadataEventType, MetadataPosition, MetadataTransactionID, MetadataRecordedAt}
+
+// optionalRecordKeys carry record fields too, but messages of older
+// releases (or of events that were not split) lack them.
+var optionalRecordKeys = []string{MetadataSchemaVersion, MetadataEventIndex}
 
 // NewMessage returns the Watermill message the forwarder publishes for rec:
 // UUID = rec.ID, payload = rec.Payload, and metadata = rec.Metadata.Map()
 // plus the record fields under the Metadata… keys (see the Metadata…
-// constants). rec.Data is not used.
+// constants): MetadataSchemaVersion is rec.SchemaVersion (0 read as 1),
+// MetadataEventIndex is set when rec.Index is above 0. rec.Data is not
+// used.
 func NewMessage(rec eventstore.Record) *message.Message {
 	msg := message.NewMessage(rec.ID.String(), message.Payload(rec.Payload))
 	md := rec.Metadata.Map()
+	setRecordKeys(md, rec)
+	if rec.Index > 0 {
+		md[MetadataEventIndex] = strconv.Itoa(rec.Index)
+	} else {
+		delete(md, MetadataEventIndex)
+	}
+	msg.Metadata = md
+	return msg
+}
+
+// setRecordKeys sets rec's fields in md.
+func setRecordKeys(md map[string]string, rec eventstore.Record) {
 	md[MetadataStreamID] = rec.StreamID
 	md[MetadataStreamVersion] = strconv.FormatInt(rec.StreamVersion, 10)
 	md[MetadataEventType] = rec.Type
+	md[MetadataSchemaVersion] = strconv.Itoa(max(rec.SchemaVersion, 1))
 	md[MetadataPosition] = strconv.FormatInt(rec.Position.Position, 10)
 	md[MetadataTransactionID] = strconv.FormatUint(rec.Position.TransactionID, 10)
 	md[MetadataRecordedAt] = rec.RecordedAt.UTC().Format(time.RFC3339Nano)
-	msg.Metadata = md
-	return msg
 }
 
 // NewReferenceMessage returns the message the forwarder publishes to the
 // dead-letter topic when that topic refuses a poison event itself (it is too
 // large for it too): UUID = rec.ID, an empty payload, and as metadata only
 // the record fields (MetadataStreamID, MetadataStreamVersion,
-// MetadataEventType, MetadataPosition, MetadataTransactionID,
-// MetadataRecordedAt) plus MetadataPoisonReference = "true",
+// MetadataEventType, MetadataSchemaVersion, MetadataPosition,
+// MetadataTransactionID, MetadataRecordedAt) plus MetadataPoisonReference = "true",
 // MetadataPoisonSize = size (the refused message's size, in decimal) and
 // MetadataPoisonReason = reason. The event's own metadata is left out, as it
 // counts towards the size too. A consumer reads the event from the store:
@@ -90,16 +117,11 @@ func NewMessage(rec eventstore.Record) *message.Message {
 func NewReferenceMessage(rec eventstore.Record, size int, reason string) *message.Message {
 	msg := message.NewMessage(rec.ID.String(), nil)
 	msg.Metadata = message.Metadata{
-		MetadataStreamID:        rec.StreamID,
-		MetadataStreamVersion:   strconv.FormatInt(rec.StreamVersion, 10),
-		MetadataEventType:       rec.Type,
-		MetadataPosition:        strconv.FormatInt(rec.Position.Position, 10),
-		MetadataTransactionID:   strconv.FormatUint(rec.Position.TransactionID, 10),
-		MetadataRecordedAt:      rec.RecordedAt.UTC().Format(time.RFC3339Nano),
 		MetadataPoisonReference: "true",
 		MetadataPoisonSize:      strconv.Itoa(size),
 		MetadataPoisonReason:    reason,
 	}
+	setRecordKeys(msg.Metadata, rec)
 	return msg
 }
 
@@ -119,9 +141,14 @@ func MessageSize(msg *message.Message) int {
 }
 
 // RecordFromMessage is the inverse of NewMessage: it rebuilds the record from
-// a message the forwarder published. Data is nil (decode Payload with a
-// Registry); Metadata holds every metadata key that is not a record field
-// (MetadataPoisonReason included, if present).
+// a message the forwarder published. Data is nil and the payload is as
+// published, at SchemaVersion (MetadataSchemaVersion, 1 when absent);
+// StoredType and StoredSchemaVersion are the message's type and version too
+// (a consumer cannot tell an upcast message from a stored one); Index is
+// MetadataEventIndex, 0 when absent. To upcast and decode, use
+// projector.RecordsFromMessage or build an eventstore.RawRecord for
+// RawRecord.AppendDecoded. Metadata holds every metadata key that is not a
+// record field (MetadataPoisonReason included, if present).
 //
 // It returns an error wrapping eventstore.ErrInvalidArgument when the UUID or
 // a record field is missing or does not parse.
@@ -154,11 +181,26 @@ func RecordFromMessage(msg *message.Message) (eventstore.Record, error) {
 	if rec.RecordedAt, err = time.Parse(time.RFC3339Nano, md[MetadataRecordedAt]); err != nil {
 		return bad(MetadataRecordedAt, "not RFC 3339")
 	}
+	rec.SchemaVersion = 1
+	if v, ok := md[MetadataSchemaVersion]; ok {
+		if rec.SchemaVersion, err = strconv.Atoi(v); err != nil || rec.SchemaVersion < 1 {
+			return bad(MetadataSchemaVersion, "not a positive integer")
+		}
+	}
+	rec.StoredType, rec.StoredSchemaVersion = rec.Type, rec.SchemaVersion
+	if v, ok := md[MetadataEventIndex]; ok {
+		if rec.Index, err = strconv.Atoi(v); err != nil || rec.Index < 0 {
+			return bad(MetadataEventIndex, "not a non-negative integer")
+		}
+	}
 	user := make(map[string]string, len(md))
 	for k, v := range md {
 		user[k] = v
 	}
 	for _, k := range recordKeys {
+		delete(user, k)
+	}
+	for _, k := range optionalRecordKeys {
 		delete(user, k)
 	}
 	rec.Metadata = eventstore.MetadataFromMap(user)

@@ -57,6 +57,10 @@ type job struct {
 	msg    *message.Message
 	rec    eventstore.Record
 	poison *PoisonError
+	// then are the further records of the same stored event (an upcaster
+	// split it, Config.PublishUpcast), delivered after this one, in order;
+	// the event is done once all are.
+	then []job
 }
 
 func newPipeline(ctx context.Context, f *Forwarder, n int) *pipeline {
@@ -235,23 +239,37 @@ func (p *pipeline) work(jobs <-chan job) {
 	}
 }
 
-// deliver publishes j's event and marks it done. A permanent refusal makes
-// it a poison event: under PoisonStop it fails the leadership; under
-// PoisonDeadLetter the event goes to the dead-letter topic, and is done once
-// it (or a reference to it) is there. If the leadership ends first, the
-// event is neither done nor failed.
+// deliver publishes j's event (j, then j.then) and marks it done. A
+// permanent refusal makes it a poison event: under PoisonStop it fails the
+// leadership; under PoisonDeadLetter the event goes to the dead-letter
+// topic, and is done once it (or a reference to it) is there. If the
+// leadership ends first, the event is neither done nor failed.
 func (p *pipeline) deliver(j job) {
+	if !p.deliverOne(j) {
+		return
+	}
+	for _, next := range j.then {
+		if !p.deliverOne(next) {
+			return
+		}
+	}
+	p.done(j.e)
+}
+
+// deliverOne publishes (or dead-letters) one message of j's event, and
+// reports whether it did; on false the leadership ended or the event
+// failed.
+func (p *pipeline) deliverOne(j job) bool {
 	f := p.f
 	perr := j.poison
 	if perr == nil {
 		err := f.publish(p.ctx, j.topic, j.msg, j.rec)
 		if err == nil {
 			f.published.Add(1)
-			p.done(j.e)
-			return
+			return true
 		}
 		if p.ctx.Err() != nil {
-			return
+			return false
 		}
 		f.poisoned.Add(1)
 		perr = newPoisonError(j.rec, j.topic, MessageSize(j.msg), err)
@@ -259,16 +277,16 @@ func (p *pipeline) deliver(j job) {
 			f.log.ErrorContext(p.ctx, "poison event: the publisher refused it permanently; stopping", "event_id", perr.EventID, "stream_id", perr.StreamID,
 				"position", perr.Position.String(), "topic", j.topic, "size", perr.Size, "error", err.Error())
 			p.fail(j.e, perr)
-			return
+			return false
 		}
 	}
 	if err := f.deadLetter(p.ctx, j.rec, perr); err != nil {
 		if p.ctx.Err() == nil {
 			p.fail(j.e, err)
 		}
-		return
+		return false
 	}
-	p.done(j.e)
+	return true
 }
 
 // close ends the pipeline's context, which abandons the publishes still in

@@ -5,6 +5,9 @@ import (
 	"log/slog"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/internal/leader"
 )
@@ -106,6 +109,17 @@ type Config struct {
 	DisableMigrate bool
 	// Logger receives the runner's logs. Defaults to slog.Default().
 	Logger *slog.Logger
+	// TracerProvider gives the runner's tracer: a span per batch, linked to
+	// the spans that appended its events, and spans when this process
+	// acquires or releases a projection's leadership (see
+	// docs/observability.md). Defaults to the global provider,
+	// otel.GetTracerProvider(), a no-op until the application installs one.
+	TracerProvider trace.TracerProvider
+	// MeterProvider gives the runner's meter: the esox.projection.*
+	// metrics, among them each projection's lag, observed from the
+	// workers' memory while Run runs. Defaults to the global provider,
+	// otel.GetMeterProvider(), a no-op until the application installs one.
+	MeterProvider metric.MeterProvider
 }
 
 func (c Config) withDefaults() Config {

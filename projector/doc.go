@@ -125,5 +125,15 @@
 // Package projectortest applies a projection to given events in a fresh
 // schema on a real PostgreSQL, for tests of read models.
 //
+// # Observability
+//
+// Each batch is a span linked to the spans that appended its events, which
+// the handler runs under; each inbox message a span that continues the
+// message's trace. The metrics (esox.projection.*, esox.inbox.*) include
+// each projection's lag, backlog and state, observed from the workers'
+// memory while Run runs: collecting them costs no query per projection.
+// Only the OpenTelemetry API is imported: see Config.TracerProvider and
+// docs/observability.md.
+//
 // See docs/projections.md for a guide.
 package projector

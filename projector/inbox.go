@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -15,6 +16,8 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
@@ -30,6 +33,13 @@ const (
 	MessagePosition      = "position"
 	MessageTransactionID = "transaction_id"
 	MessageRecordedAt    = "recorded_at"
+	// MessageSchemaVersion is the schema version of the message's payload:
+	// the stored version (the forwarder's default) or the current one (its
+	// upcast mode). A message without it is version 1.
+	MessageSchemaVersion = "schema_version"
+	// MessageEventIndex is set, to 1, 2, …, on the later messages of an
+	// event an upcaster split, published by a forwarder in upcast mode.
+	MessageEventIndex = "event_index"
 )
 
 // InboxConfig configures an Inbox. The zero value of every field but
@@ -63,6 +73,15 @@ type InboxConfig struct {
 	// Logger receives the inbox's logs, with component=projector and
 	// consumer. Defaults to slog.Default().
 	Logger *slog.Logger
+	// TracerProvider gives the inbox's tracer: a span per message its
+	// handlers take, a child of the span of the message's context or,
+	// without one, of the span its metadata records (see Handler and
+	// docs/observability.md). Defaults to the global provider,
+	// otel.GetTracerProvider(), a no-op until the application installs one.
+	TracerProvider trace.TracerProvider
+	// MeterProvider gives the inbox's meter: the esox.inbox.* counters.
+	// Defaults to the global provider, otel.GetMeterProvider().
+	MeterProvider metric.MeterProvider
 }
 
 // Inbox applies broker messages carrying esox events (as published by the
@@ -82,6 +101,7 @@ type Inbox struct {
 	cfg InboxConfig
 	log *slog.Logger
 	t   tables
+	tel *inboxTelemetry
 
 	applied, duplicates, outOfOrder, ignored atomic.Int64
 
@@ -124,6 +144,7 @@ func NewInbox(db *sqlx.DB, reg *eventstore.Registry, cfg InboxConfig) (*Inbox, e
 		cfg:      cfg,
 		log:      cfg.Logger.With("component", "projector", "consumer", cfg.Consumer),
 		t:        tablesIn(cfg.Schema),
+		tel:      newInboxTelemetry(cfg),
 		recorded: make(chan struct{}),
 	}, nil
 }
@@ -141,20 +162,25 @@ func (in *Inbox) Migrate(ctx context.Context) (postgres.MigrateResult, error) {
 // Handler returns a Watermill handler that applies each message through h,
 // exactly once per message UUID: in one transaction it records the message
 // in the inbox table and, only if it was not recorded before (and, with
-// StreamVersionGuard, is next in its stream), runs h with the Record
-// rebuilt by RecordFromMessage, then commits. A duplicate is acknowledged
-// without effect.
+// StreamVersionGuard, is next in its stream), runs h with the records
+// rebuilt by RecordsFromMessage (upcast to the registered versions: one,
+// or several for an event an upcaster splits), then commits. A duplicate is
+// acknowledged without effect.
 //
-// Messages of types h does not handle are acknowledged untouched (with
-// StreamVersionGuard they are recorded, without running h). A message that
-// cannot be turned into a record (missing event_type, unregistered type,
-// bad payload), that the guard refuses (*OutOfOrderError) or whose handler
-// fails returns an error, which nacks it; add Watermill's Retry and
+// Messages of types h does not handle, after upcasting (renamed, dropped),
+// are acknowledged untouched (with StreamVersionGuard they are recorded,
+// without running h). A message that cannot be turned into records (missing
+// event_type, unregistered type, bad payload, a schema version newer than
+// the registry knows), that the guard refuses (*OutOfOrderError) or whose
+// handler fails returns an error, which nacks it; add Watermill's Retry and
 // PoisonQueue middleware to bound redeliveries. Without the guard the
 // inbox keeps the broker's order as far as the broker keeps it: it
 // de-duplicates, it does not reorder.
 //
-// The message's context bounds the transaction. Handler returns an error
+// Each message gets a span ("process <consumer>", see
+// InboxConfig.TracerProvider) that the message's context carries while it
+// is applied, so h's work joins the trace of the event. The message's
+// context bounds the transaction. Handler returns an error
 // matching eventstore.ErrInvalidArgument for a nil h or one whose
 // registrations failed. The returned handler is safe for concurrent use if
 // h is: concurrent messages (also concurrent duplicates of one, which the
@@ -168,23 +194,32 @@ func (in *Inbox) Handler(h Handler) (message.NoPublishHandlerFunc, error) {
 	}
 	types := h.EventTypes()
 	consumer := in.cfg.Consumer
-	return func(msg *message.Message) error {
+	return in.traced(func(msg *message.Message) error {
 		typ := msg.Metadata.Get(MessageEventType)
 		if typ == "" {
 			return fmt.Errorf("projector: inbox %s: message %s has no %q metadata: not an esox event", consumer, msg.UUID, MessageEventType)
 		}
-		handled := wants(types, typ)
-		if !handled && !in.cfg.StreamVersionGuard {
-			in.ignored.Add(1)
-			return nil
-		}
-		var rec eventstore.Record
+		// 0 (read as 1) when absent; RecordsFromMessage refuses a
+		// malformed one.
+		version, _ := strconv.Atoi(msg.Metadata.Get(MessageSchemaVersion))
+		handled := wantsRaw(types, in.reg, eventstore.RawRecord{Type: typ, SchemaVersion: version})
+		var recs []eventstore.Record
 		var err error
 		if handled {
-			rec, err = RecordFromMessage(in.reg, msg)
-		} else {
-			rec, err = recordFields(msg) // not decoded: the type may not even be registered here
+			if recs, err = RecordsFromMessage(in.reg, msg); err != nil {
+				return fmt.Errorf("projector: inbox %s: %w", consumer, err)
+			}
+			recs = slices.DeleteFunc(recs, func(r eventstore.Record) bool { return !wants(types, r.Type) })
+			handled = len(recs) > 0
 		}
+		if !handled && !in.cfg.StreamVersionGuard {
+			in.ignored.Add(1)
+			in.tel.count(msg.Context(), in.tel.ignored)
+			return nil
+		}
+		// The record's fields, not decoded: the type may not even be
+		// registered here.
+		rec, err := recordFields(msg)
 		if err != nil {
 			return fmt.Errorf("projector: inbox %s: %w", consumer, err)
 		}
@@ -195,10 +230,10 @@ func (in *Inbox) Handler(h Handler) (message.NoPublishHandlerFunc, error) {
 		var apply func(postgres.Tx) error
 		if handled {
 			ctx := msg.Context()
-			apply = func(tx postgres.Tx) error { return h.Handle(ctx, tx, []eventstore.Record{rec}) }
+			apply = func(tx postgres.Tx) error { return h.Handle(ctx, tx, recs) }
 		}
 		return in.record(msg.Context(), msg, rec, apply)
-	}, nil
+	}), nil
 }
 
 // record records msg and applies it (apply may be nil) in one transaction,
@@ -238,6 +273,7 @@ func (in *Inbox) record(ctx context.Context, msg *message.Message, rec eventstor
 		return fail("record", err)
 	} else if n == 0 {
 		in.duplicates.Add(1)
+		in.tel.duplicate(ctx)
 		in.log.DebugContext(ctx, "duplicate message acknowledged without applying it", "message_uuid", id)
 		return nil
 	}
@@ -248,6 +284,7 @@ func (in *Inbox) record(ctx context.Context, msg *message.Message, rec eventstor
 		}
 		if dup {
 			in.duplicates.Add(1)
+			in.tel.duplicate(ctx)
 			in.log.DebugContext(ctx, "message at or below its stream's last recorded version acknowledged without applying it",
 				"message_uuid", id, "stream_id", rec.StreamID, "stream_version", rec.StreamVersion)
 			return nil
@@ -262,6 +299,7 @@ func (in *Inbox) record(ctx context.Context, msg *message.Message, rec eventstor
 		return fail("commit", err)
 	}
 	in.applied.Add(1)
+	in.tel.count(ctx, in.tel.applied)
 	in.notifyRecorded()
 	return nil
 }
@@ -284,10 +322,16 @@ func (in *Inbox) guard(ctx context.Context, tx *sqlx.Tx, id string, rec eventsto
 			return false, fail(err)
 		}
 		switch {
+		case rec.StreamVersion == last && rec.Index > 0:
+			// A later record of a split event (a forwarder in upcast
+			// mode publishes one message per record, each with its own
+			// UUID, which de-duplicates it) whose first was recorded.
+			return false, nil
 		case rec.StreamVersion <= last:
 			return true, nil
-		case rec.StreamVersion > last+1:
+		case rec.StreamVersion > last+1 || rec.Index > 0:
 			in.outOfOrder.Add(1)
+			in.tel.count(ctx, in.tel.outOfOrder)
 			in.log.InfoContext(ctx, "message refused: an earlier event of its stream has not been recorded yet; the broker will redeliver it",
 				"message_uuid", id, "stream_id", rec.StreamID, "stream_version", rec.StreamVersion, "last_version", last)
 			return false, &OutOfOrderError{Consumer: consumer, MessageUUID: id, StreamID: rec.StreamID, Version: rec.StreamVersion, LastVersion: last}
@@ -539,25 +583,60 @@ func (in *Inbox) Prune(ctx context.Context, olderThan time.Duration) (int64, err
 }
 
 // RecordFromMessage rebuilds the Record a forwarder published as msg: ID from
-// the message UUID, Payload from its payload, Data decoded with reg, the
-// fields from the metadata keys Message*, and every other metadata key into
-// Metadata. Missing optional keys leave their fields zero. Errors: an
-// *eventstore.InvalidArgumentError for a missing event type or a malformed
-// field, and the registry's *eventstore.UnknownEventTypeError or
-// *eventstore.PayloadError.
+// the message UUID, Payload from its payload, upcast from the message's
+// schema version (MessageSchemaVersion, 1 when absent) to the version reg
+// registers, Data decoded with reg, the fields from the metadata keys
+// Message*, and every other metadata key into Metadata. Missing optional
+// keys leave their fields zero. It is for messages that read as exactly one
+// record: one an upcaster drops or splits returns an
+// *eventstore.InvalidArgumentError (use RecordsFromMessage).
+//
+// Errors: an *eventstore.InvalidArgumentError for a missing event type or a
+// malformed field, an *eventstore.SchemaVersionError
+// (eventstore.ErrUnknownSchemaVersion) for a version newer than reg knows
+// (published by a newer release: never guessed at), and the registry's
+// *eventstore.UnknownEventTypeError or *eventstore.PayloadError.
 func RecordFromMessage(reg *eventstore.Registry, msg *message.Message) (eventstore.Record, error) {
-	rec, err := recordFields(msg)
+	recs, err := RecordsFromMessage(reg, msg)
 	if err != nil {
-		return rec, err
+		return eventstore.Record{}, err
 	}
-	if rec.Data, err = reg.Decode(rec.Type, msg.Payload); err != nil {
-		return eventstore.Record{}, fmt.Errorf("message %s: %w", msg.UUID, err)
+	if len(recs) != 1 {
+		return eventstore.Record{}, fmt.Errorf("message %s: %w", msg.UUID, &eventstore.InvalidArgumentError{Field: "message",
+			Reason: fmt.Sprintf("the event reads as %d records (upcasters drop or split it): use RecordsFromMessage", len(recs))})
 	}
-	return rec, nil
+	return recs[0], nil
 }
 
-// recordFields is RecordFromMessage without decoding the payload: Data is
-// nil.
+// RecordsFromMessage is RecordFromMessage for any message: it returns the
+// records msg's event reads as after upcasting (eventstore.Registry.Split
+// and Drop): usually one, none for a dropped event, several for a split
+// one, which share the message's fields and metadata and have Index 0, 1, …
+// and IDs from eventstore.SplitEventID. Errors are RecordFromMessage's.
+func RecordsFromMessage(reg *eventstore.Registry, msg *message.Message) ([]eventstore.Record, error) {
+	rec, err := recordFields(msg)
+	if err != nil {
+		return nil, err
+	}
+	raw := eventstore.RawRecord{Position: rec.Position, ID: rec.ID, StreamID: rec.StreamID, StreamVersion: rec.StreamVersion,
+		Type: rec.Type, SchemaVersion: rec.SchemaVersion, Payload: rec.Payload, RecordedAt: rec.RecordedAt}
+	recs, err := raw.AppendDecoded(nil, reg)
+	if err != nil {
+		return nil, fmt.Errorf("message %s: %w", msg.UUID, err)
+	}
+	for i := range recs {
+		recs[i].Metadata = rec.Metadata.Clone()
+		if rec.Index > 0 {
+			// Published already upcast and split (the forwarder's upcast
+			// mode): keep the publisher's index.
+			recs[i].Index = rec.Index
+		}
+	}
+	return recs, nil
+}
+
+// recordFields is RecordFromMessage without upcasting or decoding the
+// payload: Data is nil, Type and SchemaVersion are the message's.
 func recordFields(msg *message.Message) (eventstore.Record, error) {
 	md := msg.Metadata
 	rec := eventstore.Record{StreamID: md.Get(MessageStreamID), Type: md.Get(MessageEventType), Payload: json.RawMessage(msg.Payload)}
@@ -591,10 +670,22 @@ func recordFields(msg *message.Message) (eventstore.Record, error) {
 			return bad(MessageRecordedAt, err)
 		}
 	}
+	rec.SchemaVersion = 1
+	if v := md.Get(MessageSchemaVersion); v != "" {
+		if rec.SchemaVersion, err = strconv.Atoi(v); err != nil || rec.SchemaVersion < 1 {
+			return bad(MessageSchemaVersion, fmt.Errorf("must be a positive integer, got %q", v))
+		}
+	}
+	rec.StoredType, rec.StoredSchemaVersion = rec.Type, rec.SchemaVersion
+	if v := md.Get(MessageEventIndex); v != "" {
+		if rec.Index, err = strconv.Atoi(v); err != nil || rec.Index < 0 {
+			return bad(MessageEventIndex, fmt.Errorf("must be a non-negative integer, got %q", v))
+		}
+	}
 	rest := make(map[string]string, len(md))
 	for k, v := range md {
 		switch k {
-		case MessageEventType, MessageStreamID, MessageStreamVersion, MessagePosition, MessageTransactionID, MessageRecordedAt:
+		case MessageEventType, MessageStreamID, MessageStreamVersion, MessagePosition, MessageTransactionID, MessageRecordedAt, MessageSchemaVersion, MessageEventIndex:
 		default:
 			rest[k] = v
 		}

@@ -303,3 +303,24 @@ func (p Projection) validate() error {
 func wants(types []string, typ string) bool {
 	return types == nil || slices.Contains(types, typ)
 }
+
+// wantsRaw reports whether a stored event may read as a record of a type
+// in types, after upcasting (eventstore.Registry.ReadsAs). An event the
+// registry cannot read (a version newer than it knows, or unknown type) is
+// wanted by the projections that handle its stored type, which then stop on
+// it; the others pass over it.
+func wantsRaw(types []string, reg *eventstore.Registry, rr eventstore.RawRecord) bool {
+	if types == nil {
+		return true
+	}
+	names := reg.ReadsAs(rr.Type, rr.SchemaVersion)
+	if names == nil {
+		return wants(types, rr.Type)
+	}
+	for _, n := range names {
+		if wants(types, n) {
+			return true
+		}
+	}
+	return false
+}

@@ -47,6 +47,7 @@ type Runner struct {
 	t       tables
 	workers []*worker                 // sorted by name, version, partition
 	budgets map[string]*leader.Budget // by leader key, under Config.MaxPartitions
+	tel     *runnerTelemetry
 
 	running atomic.Bool
 
@@ -107,6 +108,10 @@ func NewRunner(store *postgres.Store, cfg Config, projections ...Projection) (*R
 	slices.SortFunc(r.workers, func(a, b *worker) int {
 		return cmp.Or(cmp.Compare(a.p.Name, b.p.Name), cmp.Compare(a.version, b.version), cmp.Compare(a.partition, b.partition))
 	})
+	r.tel = newRunnerTelemetry(r)
+	for _, w := range r.workers {
+		w.tel = r.tel.newWorker(w)
+	}
 	return r, nil
 }
 
@@ -331,6 +336,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 		return err
 	}
+	defer r.observing()()
 	var wg sync.WaitGroup
 	wg.Go(func() { r.watchCheckpoints(ctx) })
 	for _, w := range r.workers {
@@ -340,7 +346,7 @@ func (r *Runner) Run(ctx context.Context) error {
 				RetryInterval: r.cfg.LeaderRetryInterval,
 				Budget:        r.budgets[w.leaderKey],
 				Logger:        w.log,
-			}, w.work)
+			}, w.tel.leadership.Wrap(w.work))
 		})
 	}
 	wg.Wait()

@@ -26,6 +26,7 @@ type worker struct {
 	leaderKey  string
 	log        *slog.Logger
 	reload     chan struct{} // buffer 1: re-read the checkpoint row now
+	tel        *workerTelemetry
 
 	mu       sync.Mutex
 	active   bool       // this process leads the partition
@@ -212,6 +213,7 @@ func (w *worker) work(ctx context.Context) error {
 			}
 			cp, loaded = c, true
 			w.see(c)
+			w.tel.loaded(c)
 			w.mu.Lock()
 			if w.stopped != nil && !c.stopped {
 				w.log.InfoContext(ctx, "projection resumed")
@@ -246,6 +248,7 @@ func (w *worker) work(ctx context.Context) error {
 			w.backoffTransient(ctx, &transient, err)
 			continue
 		}
+		w.tel.read(cp.pos, raws, cfg.BatchSize)
 		caughtUp := len(raws) < cfg.BatchSize
 		if !caughtUp {
 			// Catching up: read the next batch while this one is applied.
@@ -260,7 +263,7 @@ func (w *worker) work(ctx context.Context) error {
 		}
 
 		park := w.p.DeadLetter && failures > cfg.MaxRetries
-		next, err := w.apply(ctx, cp, raws, caughtUp, park)
+		next, err := w.applyTraced(ctx, cp, raws, caughtUp, park)
 		if err == nil {
 			if cp.rebuilding && !next.rebuilding {
 				w.log.InfoContext(ctx, "projection rebuild caught up", "position", next.pos.String())
@@ -364,15 +367,15 @@ func (w *worker) apply(ctx context.Context, cp checkpoint, raws []eventstore.Raw
 	var recs []eventstore.Record
 	if !park {
 		recs = make([]eventstore.Record, 0, len(raws))
+		reg := w.r.store.Registry()
 		for _, rr := range raws {
-			if !wants(w.types, rr.Type) || !w.owns(rr.StreamID) {
+			if !w.owns(rr.StreamID) || !wantsRaw(w.types, reg, rr) {
 				continue
 			}
-			rec, err := decode(w.r.store.Registry(), rr)
-			if err != nil {
+			var err error
+			if recs, err = decode(reg, w.types, rr, recs); err != nil {
 				return cp, &handlerError{err}
 			}
-			recs = append(recs, rec)
 		}
 	}
 
@@ -430,16 +433,23 @@ func (w *worker) apply(ctx context.Context, cp checkpoint, raws []eventstore.Raw
 // savepoint; a record whose decoding or handler fails is rolled back to its
 // savepoint and parked with its error.
 func (w *worker) applyParking(ctx context.Context, tx postgres.Tx, raws []eventstore.RawRecord) error {
+	reg := w.r.store.Registry()
 	for _, rr := range raws {
-		if !wants(w.types, rr.Type) || !w.owns(rr.StreamID) {
+		if !w.owns(rr.StreamID) || !wantsRaw(w.types, reg, rr) {
 			continue
 		}
 		if _, err := tx.ExecContext(ctx, `SAVEPOINT esox_record`); err != nil {
 			return fmt.Errorf("savepoint: %w", err)
 		}
-		rec, err := decode(w.r.store.Registry(), rr)
-		if err == nil {
-			err = w.p.Handler.Handle(ctx, tx, []eventstore.Record{rec})
+		recs, err := decode(reg, w.types, rr, nil)
+		if errors.Is(err, eventstore.ErrUnknownSchemaVersion) {
+			// Not a poison event: one this code cannot read yet (or
+			// lacks an upcaster for). Parking it would lose it once the
+			// code that reads it is deployed; stop instead.
+			return &handlerError{err}
+		}
+		if err == nil && len(recs) > 0 {
+			err = w.p.Handler.Handle(ctx, tx, recs)
 		}
 		if err == nil {
 			if _, err := tx.ExecContext(ctx, `RELEASE SAVEPOINT esox_record`); err != nil {
@@ -460,6 +470,7 @@ func (w *worker) applyParking(ctx context.Context, tx postgres.Tx, raws []events
 			w.p.Name, w.version, rr.ID, strconv.FormatUint(rr.Position.TransactionID, 10), rr.Position.Position, rr.StreamID, rr.Type, err.Error(), w.partition); err != nil {
 			return fmt.Errorf("park event: %w", err)
 		}
+		w.tel.parked(ctx)
 		w.log.WarnContext(ctx, "event parked in the dead-letter table", "event_id", rr.ID.String(), "stream_id", rr.StreamID,
 			"event_type", rr.Type, "position", rr.Position.String(), "error", err)
 	}
@@ -638,12 +649,25 @@ func backoff(cfg Config, n int) time.Duration {
 	return min(d, cfg.MaxRetryBackoff)
 }
 
-// decode turns rr into a Record, decoding its payload with reg; an error
-// names the record.
-func decode(reg *eventstore.Registry, rr eventstore.RawRecord) (eventstore.Record, error) {
-	rec, err := rr.Decode(reg)
+// decode appends to dst the records rr reads as (upcast and decoded with
+// reg) whose types the projection handles; an error names the record.
+func decode(reg *eventstore.Registry, types []string, rr eventstore.RawRecord, dst []eventstore.Record) ([]eventstore.Record, error) {
+	n := len(dst)
+	dst, err := rr.AppendDecoded(dst, reg)
 	if err != nil {
-		return rec, recordError(rec, err)
+		rec, _ := rr.Record()
+		return dst[:n], recordError(rec, err)
 	}
-	return rec, nil
+	if types != nil {
+		// A split or renamed event may read as types the projection does
+		// not handle: keep those it does.
+		kept := dst[:n]
+		for _, r := range dst[n:] {
+			if wants(types, r.Type) {
+				kept = append(kept, r)
+			}
+		}
+		dst = kept
+	}
+	return dst, nil
 }

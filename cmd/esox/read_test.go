@@ -18,6 +18,7 @@ type recordOut struct {
 	StreamID      string          `json:"stream_id"`
 	StreamVersion int64           `json:"stream_version"`
 	EventType     string          `json:"event_type"`
+	SchemaVersion int             `json:"schema_version"`
 	RecordedAt    time.Time       `json:"recorded_at"`
 	Metadata      json.RawMessage `json:"metadata"`
 	Payload       json.RawMessage `json:"payload"`
@@ -105,14 +106,14 @@ func TestStreamsAndEvents(t *testing.T) {
 
 	id := o1.EventIDs[1].String()
 	r = c.ok("event", "show", id)
-	for _, w := range []string{"event_id     " + id, "stream       order-1 (version 2)", "position     " + o1.LastPosition.String(), "type         order_paid", `"amount": 3000`, "corr-order-1"} {
+	for _, w := range []string{"event_id     " + id, "stream       order-1 (version 2)", "position     " + o1.LastPosition.String(), "type         order_paid (schema version 1)", `"amount": 3000`, "corr-order-1"} {
 		if !strings.Contains(r.stdout, w) {
 			t.Fatalf("event show lacks %q:\n%s", w, r)
 		}
 	}
 	var rec recordOut
 	c.jsonOut(&rec, "event", "show", id)
-	if rec.EventID != id || rec.StreamID != "order-1" || rec.Position != o1.LastPosition.String() || !jsonEqual(rec.Payload, `{"amount":3000}`) {
+	if rec.EventID != id || rec.StreamID != "order-1" || rec.Position != o1.LastPosition.String() || rec.SchemaVersion != 1 || !jsonEqual(rec.Payload, `{"amount":3000}`) {
 		t.Fatalf("event show --json = %+v", rec)
 	}
 	missing := uuid.Must(uuid.NewV7()).String()

@@ -24,6 +24,11 @@
 //     as written, as in PostgreSQL. An append here cannot fail half-way, so
 //     its outcome is never unknown.
 //
+// Events are kept as the registry encoded them, with their schema version,
+// and upcast on every read like PostgreSQL's (docs/evolution.md);
+// Store.WithRegistry gives a second release's view of the same events, to
+// test schema evolution without a database.
+//
 // The store lives only as long as the process: it has no durability and no
 // transactions a caller can join (no AppendTx).
 package memory

@@ -3,7 +3,6 @@ package memory
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"iter"
 	"sync"
@@ -21,7 +20,11 @@ const readStreamPageSize = 256
 type Store struct {
 	reg *eventstore.Registry
 	cfg Config
+	d   *data // shared by the Stores WithRegistry returns
+}
 
+// data is what a Store holds: its events and snapshots.
+type data struct {
 	mu        sync.RWMutex
 	feed      []stored                       // in feed order
 	streams   map[string][]int               // stream ID -> indexes into feed, in version order
@@ -38,6 +41,7 @@ type stored struct {
 	streamID   string
 	version    int64
 	typ        string
+	schemaVer  int
 	payload    []byte
 	metadata   []byte
 	recordedAt time.Time
@@ -74,12 +78,23 @@ func NewWithConfig(reg *eventstore.Registry, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("memory: invalid config: MaxEventSize: %w", &eventstore.InvalidArgumentError{Field: "MaxEventSize", Reason: fmt.Sprintf("must not be negative, got %d", cfg.MaxEventSize)})
 	}
 	return &Store{
-		reg:       reg,
-		cfg:       cfg,
-		streams:   map[string][]int{},
-		eventIDs:  map[uuid.UUID]struct{}{},
-		snapshots: map[string]eventstore.Snapshot{},
+		reg: reg,
+		cfg: cfg,
+		d: &data{
+			streams:   map[string][]int{},
+			eventIDs:  map[uuid.UUID]struct{}{},
+			snapshots: map[string]eventstore.Snapshot{},
+		},
 	}, nil
+}
+
+// WithRegistry returns a Store over the same events and snapshots as s
+// that encodes and decodes with reg (and s's Config): what two deployments
+// of different releases of a service see of one database, for testing
+// schema evolution (docs/evolution.md) without PostgreSQL. Appends through
+// either are seen by both.
+func (s *Store) WithRegistry(reg *eventstore.Registry) *Store {
+	return &Store{reg: reg, cfg: s.cfg, d: s.d}
 }
 
 // Registry returns the registry the store encodes and decodes with.
@@ -112,12 +127,12 @@ func (s *Store) Append(ctx context.Context, streamID string, expected eventstore
 		return eventstore.AppendResult{}, fmt.Errorf("memory: append: %w", err)
 	}
 
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.d.mu.Lock()
+	defer s.d.mu.Unlock()
 	if res, ok := s.replay(streamID, expected, enc); ok {
 		return res, nil
 	}
-	idx := s.streams[streamID]
+	idx := s.d.streams[streamID]
 	current := int64(len(idx))
 	if !expected.Matches(current) {
 		return eventstore.AppendResult{}, fmt.Errorf("memory: append: %w", &eventstore.ConcurrencyError{StreamID: streamID, Expected: expected, Actual: current})
@@ -126,51 +141,52 @@ func (s *Store) Append(ctx context.Context, streamID string, expected eventstore
 	// otherwise be written: a version conflict takes precedence.
 	seen := make(map[uuid.UUID]struct{}, len(enc))
 	for i, e := range enc {
-		_, stored := s.eventIDs[e.ID]
+		_, stored := s.d.eventIDs[e.ID]
 		_, repeated := seen[e.ID]
 		if stored || repeated {
 			return eventstore.AppendResult{}, fmt.Errorf("memory: append: event %d: %w", i, duplicateID(e.ID))
 		}
 		seen[e.ID] = struct{}{}
 	}
-	s.lastTx++
+	s.d.lastTx++
 	now := time.Now().UTC().Truncate(time.Microsecond) // PostgreSQL's timestamptz precision
 	res := eventstore.AppendResult{StreamID: streamID, FirstVersion: current + 1, EventIDs: make([]uuid.UUID, len(enc))}
 	for i, e := range enc {
-		s.lastPos++
+		s.d.lastPos++
 		st := stored{
-			pos:        eventstore.Position{TransactionID: s.lastTx, Position: s.lastPos},
+			pos:        eventstore.Position{TransactionID: s.d.lastTx, Position: s.d.lastPos},
 			id:         e.ID,
 			streamID:   streamID,
 			version:    current + 1 + int64(i),
 			typ:        e.Type,
+			schemaVer:  e.SchemaVersion,
 			payload:    bytes.Clone(e.Payload),
 			metadata:   bytes.Clone(e.Metadata),
 			recordedAt: now,
 		}
-		idx = append(idx, len(s.feed))
-		s.feed = append(s.feed, st)
-		s.eventIDs[e.ID] = struct{}{}
+		idx = append(idx, len(s.d.feed))
+		s.d.feed = append(s.d.feed, st)
+		s.d.eventIDs[e.ID] = struct{}{}
 		res.EventIDs[i] = e.ID
 		res.LastVersion = st.version
 		res.LastPosition = st.pos
 	}
-	s.streams[streamID] = idx
+	s.d.streams[streamID] = idx
 	return res, nil
 }
 
 // replay returns the result of the earlier append that stored exactly enc
-// in streamID, if there is one and expected allows its versions. s.mu is
+// in streamID, if there is one and expected allows its versions. s.d.mu is
 // held.
 func (s *Store) replay(streamID string, expected eventstore.ExpectedVersion, enc []eventstore.EncodedEvent) (eventstore.AppendResult, bool) {
-	if _, ok := s.eventIDs[enc[0].ID]; !ok {
+	if _, ok := s.d.eventIDs[enc[0].ID]; !ok {
 		return eventstore.AppendResult{}, false
 	}
-	idx := s.streams[streamID]
+	idx := s.d.streams[streamID]
 	var first *stored
 	for _, i := range idx {
-		if s.feed[i].id == enc[0].ID {
-			first = &s.feed[i]
+		if s.d.feed[i].id == enc[0].ID {
+			first = &s.d.feed[i]
 			break
 		}
 	}
@@ -179,13 +195,13 @@ func (s *Store) replay(streamID string, expected eventstore.ExpectedVersion, enc
 	}
 	// All the transaction wrote to the stream: not a part of it.
 	before, after := first.version-2, first.version-1+int64(len(enc))
-	if before >= 0 && s.feed[idx[before]].pos.TransactionID == first.pos.TransactionID ||
-		after < int64(len(idx)) && s.feed[idx[after]].pos.TransactionID == first.pos.TransactionID {
+	if before >= 0 && s.d.feed[idx[before]].pos.TransactionID == first.pos.TransactionID ||
+		after < int64(len(idx)) && s.d.feed[idx[after]].pos.TransactionID == first.pos.TransactionID {
 		return eventstore.AppendResult{}, false
 	}
 	res := eventstore.AppendResult{StreamID: streamID, FirstVersion: first.version, EventIDs: make([]uuid.UUID, len(enc))}
 	for i, e := range enc {
-		st := s.feed[idx[first.version-1+int64(i)]]
+		st := s.d.feed[idx[first.version-1+int64(i)]]
 		if st.id != e.ID || st.pos.TransactionID != first.pos.TransactionID {
 			return eventstore.AppendResult{}, false
 		}
@@ -200,42 +216,92 @@ func duplicateID(id uuid.UUID) error {
 }
 
 // ReadStream yields the records of streamID with StreamVersion >= from, in
-// version order; see eventstore.Store. It copies the stream in pages under a
-// read lock and decodes each record while yielding, so a long stream is never
-// decoded at once. Events appended while iterating may or may not be yielded.
+// version order; see eventstore.Store. It is ReadStreamRaw with each stored
+// event upcast and decoded while yielding (eventstore.RawRecord.AppendDecoded),
+// so a long stream is never decoded at once. Events appended while
+// iterating may or may not be yielded.
 //
 // A missing stream yields nothing. An error is yielded once as the last pair:
 // an *eventstore.InvalidStreamIDError, an error wrapping ctx.Err() when ctx
-// is done before a page is read, or the decoding error of a record
-// (*eventstore.UnknownEventTypeError, *eventstore.PayloadError).
+// is done before a page is read, or the error of a stored event that cannot
+// be read (*eventstore.UnknownEventTypeError,
+// *eventstore.SchemaVersionError, *eventstore.PayloadError).
 func (s *Store) ReadStream(ctx context.Context, streamID string, from int64) iter.Seq2[eventstore.Record, error] {
 	return func(yield func(eventstore.Record, error) bool) {
+		var recs []eventstore.Record
+		for raw, err := range s.rawStream(ctx, streamID, from) {
+			if err == nil {
+				if recs, err = s.decode(recs[:0], raw); err != nil {
+					err = fmt.Errorf("memory: read stream %q: %w", streamID, err)
+				}
+			}
+			for _, r := range recs {
+				if !yield(r, nil) {
+					return
+				}
+			}
+			if err != nil {
+				yield(eventstore.Record{}, err)
+				return
+			}
+		}
+	}
+}
+
+// ReadStreamRaw returns up to limit stored events of streamID with
+// StreamVersion >= from (from < 1 reads from the start), in version order,
+// as stored (see eventstore.Store): copies, neither upcast nor decoded.
+// Errors: an *eventstore.InvalidStreamIDError, an
+// *eventstore.InvalidArgumentError for a limit outside 1 to
+// eventstore.MaxReadAllLimit, an error wrapping ctx.Err() when ctx is
+// already done.
+func (s *Store) ReadStreamRaw(ctx context.Context, streamID string, from int64, limit int) ([]eventstore.RawRecord, error) {
+	if err := eventstore.ValidateStreamID(streamID); err != nil {
+		return nil, fmt.Errorf("memory: read stream: %w", err)
+	}
+	if limit < 1 || limit > eventstore.MaxReadAllLimit {
+		return nil, fmt.Errorf("memory: read stream: %w", &eventstore.InvalidArgumentError{Field: "limit", Reason: fmt.Sprintf("must be between 1 and %d, got %d", eventstore.MaxReadAllLimit, limit)})
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("memory: read stream %q: %w", streamID, err)
+	}
+	s.d.mu.RLock()
+	defer s.d.mu.RUnlock()
+	idx := s.d.streams[streamID]
+	var out []eventstore.RawRecord
+	for next := max(from, 1) - 1; next < int64(len(idx)) && len(out) < limit; next++ {
+		out = append(out, s.d.feed[idx[next]].raw())
+	}
+	return out, nil
+}
+
+// rawStream yields the stored events of streamID with StreamVersion >=
+// from, in version order, as stored: copies, neither upcast nor decoded. It
+// copies the stream in pages under a read lock. Errors are ReadStream's
+// but for decoding.
+func (s *Store) rawStream(ctx context.Context, streamID string, from int64) iter.Seq2[eventstore.RawRecord, error] {
+	return func(yield func(eventstore.RawRecord, error) bool) {
 		if err := eventstore.ValidateStreamID(streamID); err != nil {
-			yield(eventstore.Record{}, fmt.Errorf("memory: read stream: %w", err))
+			yield(eventstore.RawRecord{}, fmt.Errorf("memory: read stream: %w", err))
 			return
 		}
 		next := max(from, 1) - 1 // index into the stream's events
 		page := make([]stored, 0, readStreamPageSize)
 		for {
 			if err := ctx.Err(); err != nil {
-				yield(eventstore.Record{}, fmt.Errorf("memory: read stream %q: %w", streamID, err))
+				yield(eventstore.RawRecord{}, fmt.Errorf("memory: read stream %q: %w", streamID, err))
 				return
 			}
 			page = page[:0]
-			s.mu.RLock()
-			idx := s.streams[streamID]
+			s.d.mu.RLock()
+			idx := s.d.streams[streamID]
 			for next < int64(len(idx)) && len(page) < readStreamPageSize {
-				page = append(page, s.feed[idx[next]])
+				page = append(page, s.d.feed[idx[next]])
 				next++
 			}
-			s.mu.RUnlock()
+			s.d.mu.RUnlock()
 			for _, st := range page {
-				r, err := s.decode(st)
-				if err != nil {
-					yield(eventstore.Record{}, fmt.Errorf("memory: read stream %q: %w", streamID, err))
-					return
-				}
-				if !yield(r, nil) {
+				if !yield(st.raw(), nil) {
 					return
 				}
 			}
@@ -246,13 +312,15 @@ func (s *Store) ReadStream(ctx context.Context, streamID string, from int64) ite
 	}
 }
 
-// ReadAll returns up to limit records that follow after in the global feed,
-// in feed order; see eventstore.Store. Every append is atomic, so the feed has
-// no gaps to wait for.
+// ReadAll returns the records of up to limit stored events that follow
+// after in the global feed, in feed order, upcast and decoded; see
+// eventstore.Store (a split event returns several records, a dropped one
+// none, and a page of dropped events only makes ReadAll read on). Every
+// append is atomic, so the feed has no gaps to wait for.
 //
 // Errors: an *eventstore.InvalidArgumentError when limit is outside 1 to
 // eventstore.MaxReadAllLimit, an error wrapping ctx.Err() when ctx is already
-// done, or a record's decoding error.
+// done, or the error of a stored event that cannot be read.
 func (s *Store) ReadAll(ctx context.Context, after eventstore.Position, limit int) ([]eventstore.Record, error) {
 	if limit < 1 || limit > eventstore.MaxReadAllLimit {
 		return nil, fmt.Errorf("memory: read all: %w", &eventstore.InvalidArgumentError{Field: "limit", Reason: fmt.Sprintf("must be between 1 and %d, got %d", eventstore.MaxReadAllLimit, limit)})
@@ -260,30 +328,34 @@ func (s *Store) ReadAll(ctx context.Context, after eventstore.Position, limit in
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("memory: read all: %w", err)
 	}
-	s.mu.RLock()
-	// The feed is sorted by Position: find the first record after "after".
-	lo, hi := 0, len(s.feed)
-	for lo < hi {
-		m := int(uint(lo+hi) >> 1)
-		if s.feed[m].pos.Compare(after) <= 0 {
-			lo = m + 1
-		} else {
-			hi = m
+	for {
+		s.d.mu.RLock()
+		// The feed is sorted by Position: find the first record after "after".
+		lo, hi := 0, len(s.d.feed)
+		for lo < hi {
+			m := int(uint(lo+hi) >> 1)
+			if s.d.feed[m].pos.Compare(after) <= 0 {
+				lo = m + 1
+			} else {
+				hi = m
+			}
 		}
-	}
-	page := make([]stored, min(limit, len(s.feed)-lo))
-	copy(page, s.feed[lo:])
-	s.mu.RUnlock()
+		page := make([]stored, min(limit, len(s.d.feed)-lo))
+		copy(page, s.d.feed[lo:])
+		s.d.mu.RUnlock()
 
-	out := make([]eventstore.Record, len(page))
-	for i, st := range page {
-		r, err := s.decode(st)
-		if err != nil {
-			return nil, fmt.Errorf("memory: read all: %w", err)
+		out := make([]eventstore.Record, 0, len(page))
+		for _, st := range page {
+			var err error
+			if out, err = s.decode(out, st.raw()); err != nil {
+				return nil, fmt.Errorf("memory: read all: %w", err)
+			}
 		}
-		out[i] = r
+		if len(out) > 0 || len(page) < limit {
+			return out, nil
+		}
+		after = page[len(page)-1].pos // every event of the page was dropped
 	}
-	return out, nil
 }
 
 // StreamInfo reports whether streamID has events and its current version.
@@ -296,9 +368,9 @@ func (s *Store) StreamInfo(ctx context.Context, streamID string) (eventstore.Str
 	if err := ctx.Err(); err != nil {
 		return eventstore.StreamInfo{}, fmt.Errorf("memory: stream info: %w", err)
 	}
-	s.mu.RLock()
-	v := int64(len(s.streams[streamID]))
-	s.mu.RUnlock()
+	s.d.mu.RLock()
+	v := int64(len(s.d.streams[streamID]))
+	s.d.mu.RUnlock()
 	return eventstore.StreamInfo{StreamID: streamID, Exists: v > 0, Version: v}, nil
 }
 
@@ -322,12 +394,13 @@ func (s *Store) SaveSnapshot(ctx context.Context, snap eventstore.Snapshot) erro
 		return fmt.Errorf("memory: save snapshot: %w", err)
 	}
 	snap.Payload = bytes.Clone(snap.Payload)
+	snap.SchemaVersion = max(snap.SchemaVersion, 1)
 	snap.RecordedAt = time.Now().UTC().Truncate(time.Microsecond)
-	s.mu.Lock()
-	if prev, ok := s.snapshots[snap.StreamID]; !ok || prev.Version <= snap.Version {
-		s.snapshots[snap.StreamID] = snap
+	s.d.mu.Lock()
+	if prev, ok := s.d.snapshots[snap.StreamID]; !ok || prev.Version <= snap.Version {
+		s.d.snapshots[snap.StreamID] = snap
 	}
-	s.mu.Unlock()
+	s.d.mu.Unlock()
 	return nil
 }
 
@@ -343,9 +416,9 @@ func (s *Store) LoadSnapshot(ctx context.Context, streamID string) (eventstore.S
 	if err := ctx.Err(); err != nil {
 		return eventstore.Snapshot{}, fmt.Errorf("memory: load snapshot: %w", err)
 	}
-	s.mu.RLock()
-	snap, ok := s.snapshots[streamID]
-	s.mu.RUnlock()
+	s.d.mu.RLock()
+	snap, ok := s.d.snapshots[streamID]
+	s.d.mu.RUnlock()
 	if !ok {
 		return eventstore.Snapshot{}, fmt.Errorf("memory: load snapshot of stream %q: %w", streamID, eventstore.ErrSnapshotNotFound)
 	}
@@ -353,44 +426,45 @@ func (s *Store) LoadSnapshot(ctx context.Context, streamID string) (eventstore.S
 	return snap, nil
 }
 
-// All returns every record in feed order, decoded: a convenience for unit
-// tests that assert what was appended. It panics if a record no longer
-// decodes, which cannot happen unless the Registry was changed incompatibly.
+// All returns every record in feed order, upcast and decoded: a convenience
+// for unit tests that assert what was appended. It panics if a stored event
+// can no longer be read, which cannot happen unless the Registry was changed
+// incompatibly.
 func (s *Store) All() []eventstore.Record {
-	s.mu.RLock()
-	feed := make([]stored, len(s.feed))
-	copy(feed, s.feed)
-	s.mu.RUnlock()
-	out := make([]eventstore.Record, len(feed))
-	for i, st := range feed {
-		r, err := s.decode(st)
-		if err != nil {
+	s.d.mu.RLock()
+	feed := make([]stored, len(s.d.feed))
+	copy(feed, s.d.feed)
+	s.d.mu.RUnlock()
+	out := make([]eventstore.Record, 0, len(feed))
+	for _, st := range feed {
+		var err error
+		if out, err = s.decode(out, st.raw()); err != nil {
 			panic(fmt.Sprintf("memory: All: %v", err))
 		}
-		out[i] = r
 	}
 	return out
 }
 
-// decode turns a stored event into a Record sharing no memory with the store.
-func (s *Store) decode(st stored) (eventstore.Record, error) {
-	data, err := s.reg.Decode(st.typ, st.payload)
-	if err != nil {
-		return eventstore.Record{}, fmt.Errorf("event %s at %s: %w", st.id, st.pos, err)
-	}
-	var md eventstore.Metadata
-	if err := json.Unmarshal(st.metadata, &md); err != nil {
-		return eventstore.Record{}, fmt.Errorf("event %s at %s: decode metadata: %w", st.id, st.pos, err)
-	}
-	return eventstore.Record{
+// raw returns st as a RawRecord sharing no memory with the store.
+func (st stored) raw() eventstore.RawRecord {
+	return eventstore.RawRecord{
 		Position:      st.pos,
 		ID:            st.id,
 		StreamID:      st.streamID,
 		StreamVersion: st.version,
 		Type:          st.typ,
-		Data:          data,
+		SchemaVersion: st.schemaVer,
 		Payload:       bytes.Clone(st.payload),
-		Metadata:      md,
+		Metadata:      bytes.Clone(st.metadata),
 		RecordedAt:    st.recordedAt,
-	}, nil
+	}
+}
+
+// decode appends the records raw reads as, upcast and decoded, to dst.
+func (s *Store) decode(dst []eventstore.Record, raw eventstore.RawRecord) ([]eventstore.Record, error) {
+	out, err := raw.AppendDecoded(dst, s.reg)
+	if err != nil {
+		return out, fmt.Errorf("event %s at %s: %w", raw.ID, raw.Position, err)
+	}
+	return out, nil
 }

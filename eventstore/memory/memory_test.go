@@ -21,6 +21,11 @@ func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T, reg *eventstore.Registry) eventstore.Store {
 		return memory.New(reg)
 	})
+	storetest.RunEvolution(t, func(t *testing.T, reg *eventstore.Registry) eventstore.Store {
+		return memory.New(reg)
+	}, func(t *testing.T, s eventstore.Store, reg *eventstore.Registry) eventstore.Store {
+		return s.(*memory.Store).WithRegistry(reg)
+	})
 	storetest.RunMaxEventSize(t, func(t *testing.T, reg *eventstore.Registry, maxEventSize int) eventstore.Store {
 		s, err := memory.NewWithConfig(reg, memory.Config{MaxEventSize: maxEventSize})
 		if err != nil {

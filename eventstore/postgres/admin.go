@@ -149,8 +149,9 @@ WHERE a.attrelid = $1::regclass AND a.attname = 'stream_id'`, s.events).Scan(&by
 
 // ReadStreamRaw returns up to limit records of streamID with StreamVersion
 // >= from (from < 1 reads from the start), in version order, without
-// decoding them: payloads and metadata as stored, so no event type needs
-// to be registered. A stream without events, or without events from
+// decoding or upcasting them: types, schema versions, payloads and
+// metadata as stored, so no event type needs to be registered
+// (eventstore.Store.ReadStreamRaw). A stream without events, or without events from
 // from on, returns none (StreamInfo tells which).
 //
 // Errors: an *eventstore.InvalidStreamIDError for a bad ID, an

@@ -6,6 +6,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -60,6 +61,12 @@ import (
 // ctx bounds the whole append except the settling described above. Safe for
 // concurrent use.
 func (s *Store) Append(ctx context.Context, streamID string, expected eventstore.ExpectedVersion, events []eventstore.Event) (eventstore.AppendResult, error) {
+	ctx, op := s.startAppend(ctx, streamID, expected, events)
+	res, err := s.append(ctx, streamID, expected, events)
+	return op.end(ctx, s.reg, res, err)
+}
+
+func (s *Store) append(ctx context.Context, streamID string, expected eventstore.ExpectedVersion, events []eventstore.Event) (eventstore.AppendResult, error) {
 	enc, err := eventstore.EncodeAppend(ctx, s.reg, streamID, expected, events, s.encodeOpts())
 	if err != nil {
 		return eventstore.AppendResult{}, fmt.Errorf("eventstore/postgres: append: %w", err)
@@ -94,7 +101,7 @@ func retryable(expected eventstore.ExpectedVersion, err error) bool {
 }
 
 func (s *Store) encodeOpts() *eventstore.EncodeOpts {
-	return &eventstore.EncodeOpts{MaxEventSize: s.cfg.MaxEventSize}
+	return &eventstore.EncodeOpts{MaxEventSize: s.cfg.MaxEventSize, DisableTraceContext: s.tel == nil}
 }
 
 // maxAnyAttempts bounds how often Append retries an Any or StreamExists
@@ -310,19 +317,20 @@ func appendArgs(streamID string, expected eventstore.ExpectedVersion, enc []even
 	if len(enc) > maxValuesEvents {
 		ids := make([]string, len(enc))
 		types := make([]string, len(enc))
+		versions := make([]string, len(enc))
 		payloads := make([]string, len(enc))
 		metas := make([]string, len(enc))
 		for i, e := range enc {
-			ids[i], types[i], payloads[i], metas[i] = e.ID.String(), e.Type, string(e.Payload), string(e.Metadata)
+			ids[i], types[i], versions[i], payloads[i], metas[i] = e.ID.String(), e.Type, strconv.Itoa(e.SchemaVersion), string(e.Payload), string(e.Metadata)
 		}
-		return []any{streamID, mode, version, arrayLiteral(ids), arrayLiteral(types), arrayLiteral(payloads), arrayLiteral(metas)}
+		return []any{streamID, mode, version, arrayLiteral(ids), arrayLiteral(types), arrayLiteral(versions), arrayLiteral(payloads), arrayLiteral(metas)}
 	}
-	args := make([]any, 0, 3+4*len(enc))
+	args := make([]any, 0, 3+appendEventParams*len(enc))
 	args = append(args, streamID, mode, version)
 	for _, e := range enc {
 		// JSON goes as string, not []byte: with binary_parameters=yes lib/pq
 		// would send []byte in binary format, which jsonb does not accept.
-		args = append(args, e.ID.String(), e.Type, string(e.Payload), string(e.Metadata))
+		args = append(args, e.ID.String(), e.Type, int64(e.SchemaVersion), string(e.Payload), string(e.Metadata))
 	}
 	return args
 }
@@ -352,7 +360,9 @@ func (s *Store) insert(ctx context.Context, query queryFunc, tx eventstore.Tx, s
 	}
 	for i, e := range enc {
 		r := &recs[i]
-		r.ID, r.StreamID, r.Type, r.Data, r.Payload, r.Metadata = e.ID, streamID, e.Type, e.Data, e.Payload, e.Meta
+		r.ID, r.StreamID, r.Data, r.Metadata = e.ID, streamID, e.Data, e.Meta
+		r.Type, r.SchemaVersion, r.Payload = e.Current.Type, e.Current.Version, e.Current.Payload
+		r.StoredType, r.StoredSchemaVersion = e.Type, e.SchemaVersion
 	}
 	return recs, eventstore.AppendResult{}, nil
 }
@@ -595,6 +605,12 @@ func (e *replayed) Error() string { return "replay of a stored append" }
 // Subscribe channels (it cannot know when tx commits). tx is used by one
 // goroutine at a time, as database/sql requires.
 func (s *Store) AppendTx(ctx context.Context, tx eventstore.Tx, streamID string, expected eventstore.ExpectedVersion, events []eventstore.Event) (eventstore.AppendResult, error) {
+	ctx, op := s.startAppend(ctx, streamID, expected, events)
+	res, err := s.appendTx(ctx, tx, streamID, expected, events)
+	return op.end(ctx, s.reg, res, err)
+}
+
+func (s *Store) appendTx(ctx context.Context, tx eventstore.Tx, streamID string, expected eventstore.ExpectedVersion, events []eventstore.Event) (eventstore.AppendResult, error) {
 	if tx == nil {
 		return eventstore.AppendResult{}, fmt.Errorf("eventstore/postgres: append: %w", &eventstore.InvalidArgumentError{Field: "tx", Reason: "must not be nil"})
 	}

@@ -15,6 +15,9 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
@@ -385,5 +388,142 @@ ORDER BY transaction_id, position LIMIT $3`)
 			}
 			return nil
 		}},
+	}})
+}
+
+// BenchmarkAppendTelemetry measures what OpenTelemetry costs an append: 1
+// event per commit from 8 writers, each variant with a store of its own on
+// the same table, interleaved:
+//
+//   - off: the store with its instrumentation switched off
+//     (DisableTelemetry): no span started, no metric, no trace context, as a
+//     build without instrumentation — the baseline;
+//   - noop: the store as built, with no provider installed (the global
+//     no-op providers, as in a service that does not use OpenTelemetry);
+//   - sdk: the store with the OpenTelemetry SDK: every trace sampled
+//     (AlwaysSample; each append a root span, batched to an exporter that
+//     drops them), the metrics recorded (a manual reader never collected),
+//     and the trace context written into each event's metadata.
+//
+// It reports the ratios noop/off and sdk/off (targets: 0.99 and 0.95).
+func BenchmarkAppendTelemetry(b *testing.B) {
+	const nw = 8
+	env := newBenchEnv(b, 3*nw)
+	ctx := context.Background()
+	evs := items(1)
+	store := func(cfg postgres.Config) *postgres.Store {
+		cfg.Schema, cfg.Logger = env.schema, slog.New(slog.DiscardHandler)
+		s, err := postgres.New(env.db, testRegistry(), cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = s.Close() })
+		return s
+	}
+	off := store(postgres.Config{})
+	postgres.DisableTelemetry(off)
+	noop := store(postgres.Config{})
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()), sdktrace.WithBatcher(tracetest.NewNoopExporter()))
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+	b.Cleanup(func() {
+		_ = tp.Shutdown(context.Background())
+		_ = mp.Shutdown(context.Background())
+	})
+	sdk := store(postgres.Config{TracerProvider: tp, MeterProvider: mp})
+	variant := func(name string, s *postgres.Store) benchkit.Variant {
+		return benchkit.Variant{Name: name, Run: writers(nw, 1, func(w, i int) error {
+			stream, version := streamAt("tel"+name, w, i, 1)
+			_, err := s.Append(ctx, stream, eventstore.Exact(version), evs)
+			return err
+		})}
+	}
+	// The baseline in the middle, next to both others in every cycle.
+	benchkit.Run(b, benchkit.Measure{Unit: "events/s", Baseline: "off", Variants: []benchkit.Variant{
+		variant("noop", noop), variant("off", off), variant("sdk", sdk),
+	}})
+}
+
+// ItemAddedV2 is item_added at schema version 2 in BenchmarkReadUpcast: it
+// gained a unit, which version 1 lacked ("piece" by default).
+type ItemAddedV2 struct {
+	SKU  string `json:"sku"`
+	N    int    `json:"n"`
+	Unit string `json:"unit"`
+}
+
+// BenchmarkReadUpcast reads ESOX_BENCH_UPCAST_EVENTS events (default
+// 1,000,000, in streams of 100) from the global feed with ReadAll in pages
+// of 1,000, wrapping around at the end, from two tables of the same size,
+// in the same run:
+//
+//   - current: every event stored at its type's registered version (2),
+//     decoded into its Go type;
+//   - upcast: every other event stored at version 1, as an older release
+//     wrote it, upcast one step (eventstore.AddField) before decoding, the
+//     others at version 2.
+//
+// It reports events read per second and the ratio upcast/current: what
+// reading a history half of which needs a one-step upcast costs against
+// one that needs none (the target is 0.8 or more).
+func BenchmarkReadUpcast(b *testing.B) {
+	const page = 1000
+	n := pgtest.EnvInt(b, "ESOX_BENCH_UPCAST_EVENTS", 1_000_000)
+	db := pgtest.Open(b)
+	schema := pgtest.Schema(b, db)
+	reg := eventstore.NewRegistry()
+	eventstore.MustRegisterVersion[ItemAddedV2](reg, "item_added", 2)
+	if err := reg.Upcast("item_added", 1, eventstore.AddField("unit", "piece")); err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	open := func(table string, everyOther int) *postgres.Store {
+		s, err := postgres.New(db, reg, postgres.Config{Schema: schema, EventsTable: table, SnapshotsTable: table + "_snapshots", Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = s.Close() })
+		if _, err := s.Migrate(ctx); err != nil {
+			b.Fatal(err)
+		}
+		// Rows as the releases wrote them: version 1 without a unit,
+		// version 2 with one. everyOther 0: none at version 1.
+		if _, err := db.ExecContext(ctx, `INSERT INTO `+s.QualifiedEventsTable()+` (event_id, stream_id, stream_version, event_type, schema_version, payload)
+			SELECT gen_random_uuid(), 'bench-' || (i / 100), i % 100 + 1, 'item_added',
+				CASE WHEN $2 > 0 AND i % $2 = 1 THEN 1 ELSE 2 END,
+				CASE WHEN $2 > 0 AND i % $2 = 1 THEN jsonb_build_object('sku', 'sku', 'n', i)
+					ELSE jsonb_build_object('sku', 'sku', 'n', i, 'unit', 'piece') END
+			FROM generate_series(0, $1 - 1) AS i`, n, everyOther); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := db.ExecContext(ctx, `ANALYZE `+s.QualifiedEventsTable()); err != nil {
+			b.Fatal(err)
+		}
+		return s
+	}
+	current, upcast := open("events_current", 0), open("events_upcast", 2)
+	reader := func(s *postgres.Store) func(r *benchkit.Round) error {
+		var pos eventstore.Position
+		return func(r *benchkit.Round) error {
+			for !r.Done() {
+				recs, err := s.ReadAll(ctx, pos, page)
+				if err != nil {
+					return err
+				}
+				if len(recs) == 0 {
+					pos = eventstore.Position{} // wrap around
+					continue
+				}
+				if e := recs[0].Data.(ItemAddedV2); e.Unit != "piece" {
+					return fmt.Errorf("decoded %+v, want the unit", e)
+				}
+				pos = recs[len(recs)-1].Position
+				r.Add(int64(len(recs)))
+			}
+			return nil
+		}
+	}
+	benchkit.Run(b, benchkit.Measure{Unit: "events/s", Baseline: "current", Variants: []benchkit.Variant{
+		{Name: "upcast", Run: reader(upcast)},
+		{Name: "current", Run: reader(current)},
 	}})
 }

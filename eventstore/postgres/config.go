@@ -7,6 +7,9 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/esox-go/esox/eventstore"
 )
 
@@ -71,6 +74,16 @@ type Config struct {
 	SettleTimeout time.Duration
 	// Logger receives the store's logs. Defaults to slog.Default().
 	Logger *slog.Logger
+	// TracerProvider gives the store's tracer: a span per Append, AppendTx
+	// and ReadStream, whose trace context each appended event records
+	// (eventstore.MetadataTraceParent); see docs/observability.md.
+	// Defaults to the global provider, otel.GetTracerProvider(), a no-op
+	// until the application installs one.
+	TracerProvider trace.TracerProvider
+	// MeterProvider gives the store's meter: the esox.append.* metrics.
+	// Defaults to the global provider, otel.GetMeterProvider(), a no-op
+	// until the application installs one.
+	MeterProvider metric.MeterProvider
 }
 
 // withDefaults returns a copy of c with defaults filled in.

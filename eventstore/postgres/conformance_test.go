@@ -30,6 +30,26 @@ func TestConformance(t *testing.T) {
 				}
 				return s
 			})
+			storetest.RunEvolution(t, func(t *testing.T, reg *eventstore.Registry) eventstore.Store {
+				s, err := postgres.New(db, reg, postgres.Config{Schema: pgtest.Schema(t, db), ReadStreamPageSize: 2})
+				if err != nil {
+					t.Fatalf("New: %v", err)
+				}
+				t.Cleanup(func() { _ = s.Close() })
+				if _, err := s.Migrate(t.Context()); err != nil {
+					t.Fatalf("Migrate: %v", err)
+				}
+				return s
+			}, func(t *testing.T, s eventstore.Store, reg *eventstore.Registry) eventstore.Store {
+				// Another release: a second Store on the same schema.
+				ps := s.(*postgres.Store)
+				other, err := postgres.New(ps.DB(), reg, postgres.Config{Schema: ps.Schema(), ReadStreamPageSize: 2})
+				if err != nil {
+					t.Fatalf("New: %v", err)
+				}
+				t.Cleanup(func() { _ = other.Close() })
+				return other
+			})
 			storetest.RunMaxEventSize(t, func(t *testing.T, reg *eventstore.Registry, maxEventSize int) eventstore.Store {
 				s, err := postgres.New(db, reg, postgres.Config{Schema: pgtest.Schema(t, db), MaxEventSize: maxEventSize})
 				if err != nil {

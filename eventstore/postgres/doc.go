@@ -63,6 +63,15 @@
 // recorded in <schema>.esox_migrations. Other packages reuse ApplyMigrations
 // for their own tables with their own Component name.
 //
+// # Observability
+//
+// Append and AppendTx are spans (OpenTelemetry's database conventions)
+// whose W3C trace context every appended event records in its metadata;
+// ReadStream is a span too; the esox.append.* metrics count events,
+// conflicts and durations by stream category. Only the OpenTelemetry API
+// is imported, and with no provider installed all of it is a no-op: see
+// Config.TracerProvider and docs/observability.md.
+//
 // # Wake-ups
 //
 // The store sends no NOTIFY (it would take a global lock at every commit).

@@ -226,6 +226,9 @@ type storeMigrationData struct {
 	EventsEventIDKey         string
 	EventsStreamVersionKey   string
 	EventsStreamVersionCheck string
+	// CHECK constraints of the schema_version columns (003).
+	EventsSchemaVersionCheck    string
+	SnapshotsSchemaVersionCheck string
 }
 
 // Migrations returns the store's migration set, the one Migrate applies:
@@ -256,13 +259,15 @@ func storeMigrations(cfg Config) MigrationParams {
 		Component: migrationComponent(cfg),
 		Files:     storeMigrationFiles(),
 		Data: storeMigrationData{
-			Schema:                   schema,
-			Events:                   schema + "." + QuoteIdentifier(cfg.EventsTable),
-			Snapshots:                schema + "." + QuoteIdentifier(cfg.SnapshotsTable),
-			EventsPKey:               QuoteIdentifier(constraintName(cfg.EventsTable, "pkey")),
-			EventsEventIDKey:         QuoteIdentifier(constraintName(cfg.EventsTable, "event_id_key")),
-			EventsStreamVersionKey:   QuoteIdentifier(constraintName(cfg.EventsTable, "stream_version_key")),
-			EventsStreamVersionCheck: QuoteIdentifier(constraintName(cfg.EventsTable, "stream_version_check")),
+			Schema:                      schema,
+			Events:                      schema + "." + QuoteIdentifier(cfg.EventsTable),
+			Snapshots:                   schema + "." + QuoteIdentifier(cfg.SnapshotsTable),
+			EventsPKey:                  QuoteIdentifier(constraintName(cfg.EventsTable, "pkey")),
+			EventsEventIDKey:            QuoteIdentifier(constraintName(cfg.EventsTable, "event_id_key")),
+			EventsStreamVersionKey:      QuoteIdentifier(constraintName(cfg.EventsTable, "stream_version_key")),
+			EventsStreamVersionCheck:    QuoteIdentifier(constraintName(cfg.EventsTable, "stream_version_check")),
+			EventsSchemaVersionCheck:    QuoteIdentifier(constraintName(cfg.EventsTable, "schema_version_check")),
+			SnapshotsSchemaVersionCheck: QuoteIdentifier(constraintName(cfg.SnapshotsTable, "schema_version_check")),
 		},
 	}
 }

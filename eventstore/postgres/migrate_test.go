@@ -50,8 +50,8 @@ func TestMigrateConcurrentOnFreshSchema(t *testing.T) {
 		}
 		applied += len(results[i].Applied)
 	}
-	if applied != 2 {
-		t.Fatalf("migrations applied across all runs: %d, want 2 (each exactly once)", applied)
+	if applied != storeMigrations {
+		t.Fatalf("migrations applied across all runs: %d, want %d (each exactly once)", applied, storeMigrations)
 	}
 
 	s, err := postgres.New(db, testRegistry(), postgres.Config{Schema: schema})
@@ -74,7 +74,7 @@ func TestMigrateConcurrentOnFreshSchema(t *testing.T) {
 	if err := db.SelectContext(ctx, &rows, `SELECT component, version, name FROM "`+schema+`".esox_migrations ORDER BY version`); err != nil {
 		t.Fatal(err)
 	}
-	if len(rows) != 2 || rows[0].Component != postgres.Component || rows[0].Version != 1 || rows[1].Version != 2 {
+	if len(rows) != storeMigrations || rows[0].Component != postgres.Component || rows[0].Version != 1 || rows[storeMigrations-1].Version != storeMigrations {
 		t.Fatalf("esox_migrations rows: %+v", rows)
 	}
 	// The store works on the migrated schema.
@@ -82,6 +82,9 @@ func TestMigrateConcurrentOnFreshSchema(t *testing.T) {
 		t.Fatalf("Append after migrate: %v", err)
 	}
 }
+
+// storeMigrations is the number of the store's migrations.
+const storeMigrations = 3
 
 func TestApplyMigrationsGeneric(t *testing.T) {
 	t.Parallel()
@@ -220,8 +223,8 @@ func TestMigrateLeastPrivilege(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ownerStore.Close()
-	if res, err := ownerStore.Migrate(ctx); err != nil || len(res.Applied) != 2 {
-		t.Fatalf("owner Migrate: %+v, %v; want 2 applied", res, err)
+	if res, err := ownerStore.Migrate(ctx); err != nil || len(res.Applied) != storeMigrations {
+		t.Fatalf("owner Migrate: %+v, %v; want %d applied", res, err, storeMigrations)
 	}
 	for _, q := range []string{
 		`GRANT USAGE ON SCHEMA ` + schema + ` TO ` + app,

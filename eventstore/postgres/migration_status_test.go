@@ -52,7 +52,7 @@ func TestMigrationStatusPlansAndScriptApplies(t *testing.T) {
 	for _, p := range st.Pending {
 		got = append(got, p.Component+"/"+p.Name)
 	}
-	if want := "eventstore/events eventstore/snapshots widget/widgets widget/gadgets"; strings.Join(got, " ") != want {
+	if want := "eventstore/events eventstore/snapshots eventstore/schema_versions widget/widgets widget/gadgets"; strings.Join(got, " ") != want {
 		t.Fatalf("pending = %v, want %s", got, want)
 	}
 	if !strings.Contains(st.Pending[0].SQL, `CREATE TABLE "`+schema+`"."events"`) {
@@ -86,7 +86,7 @@ func TestMigrationStatusPlansAndScriptApplies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !st.SchemaExists || !st.TableExists || !st.UpToDate() || st.Script() != "" || len(st.Applied) != 4 {
+	if !st.SchemaExists || !st.TableExists || !st.UpToDate() || st.Script() != "" || len(st.Applied) != storeMigrations+2 {
 		t.Fatalf("status after the script: %+v", st)
 	}
 	for _, a := range st.Applied {
@@ -108,8 +108,8 @@ func TestApplyMigrationSets(t *testing.T) {
 		t.Fatal(err)
 	}
 	res, err := postgres.ApplyMigrationSets(ctx, db, schema, store, widgetSet(schema, 1))
-	if err != nil || len(res.Applied) != 3 || res.Applied[2].Component != "widget" {
-		t.Fatalf("ApplyMigrationSets = %+v, %v; want the store's 2 and the widget's 1", res, err)
+	if err != nil || len(res.Applied) != storeMigrations+1 || res.Applied[storeMigrations].Component != "widget" {
+		t.Fatalf("ApplyMigrationSets = %+v, %v; want the store's %d and the widget's 1", res, err, storeMigrations)
 	}
 	// A new migration of one set is all that is pending, and all that runs.
 	st, err := postgres.ReadMigrationStatus(ctx, db, schema, store, widgetSet(schema, 2))
@@ -183,7 +183,7 @@ func TestMigrationStatusLeastPrivilege(t *testing.T) {
 	if err != nil {
 		t.Fatalf("ReadMigrationStatus as a reader: %v", err)
 	}
-	if len(st.Applied) != 2 || len(st.Pending) != 1 || st.Pending[0].Component != "widget" {
+	if len(st.Applied) != storeMigrations || len(st.Pending) != 1 || st.Pending[0].Component != "widget" {
 		t.Fatalf("status as a reader: %+v", st)
 	}
 }

@@ -37,7 +37,7 @@ func (s *Store) queryRaw(ctx context.Context, st *sqlx.Stmt, op, streamID string
 	for rows.Next() {
 		var r eventstore.RawRecord
 		var payload, metadata []byte
-		dest := []any{&r.Position.Position, &r.Position.TransactionID, &r.ID, &r.StreamVersion, &typ, &payload, &metadata, &r.RecordedAt}
+		dest := []any{&r.Position.Position, &r.Position.TransactionID, &r.ID, &r.StreamVersion, &typ, &r.SchemaVersion, &payload, &metadata, &r.RecordedAt}
 		if streamID == "" {
 			dest = append(dest, &stream)
 		}
@@ -58,62 +58,47 @@ func (s *Store) queryRaw(ctx context.Context, st *sqlx.Stmt, op, streamID string
 	return out, nil
 }
 
-// decodeAll decodes raws into Records with the store's registry. When one
-// does not decode, it returns the records before it and the typed error.
+// decodeAll decodes raws into Records with the store's registry, upcast
+// (RawRecord.AppendDecoded). When one does not decode, it returns the
+// records before it and the typed error.
 func (s *Store) decodeAll(op string, raws []eventstore.RawRecord) ([]eventstore.Record, error) {
 	out := make([]eventstore.Record, 0, len(raws))
 	for _, raw := range raws {
-		rec, err := raw.Decode(s.reg)
-		if err != nil {
+		var err error
+		if out, err = raw.AppendDecoded(out, s.reg); err != nil {
 			return out, fmt.Errorf("eventstore/postgres: %s: %w", op, err)
 		}
-		out = append(out, rec)
 	}
 	return out, nil
 }
 
 // ReadStream yields the records of streamID with StreamVersion >= from
-// (from < 1 reads from the start), in version order. It queries one page of
-// Config.ReadStreamPageSize records at a time and holds no connection while
-// yielding, so a long stream never sits in memory and a slow consumer holds
-// no database resources. Payloads decode into the registered types.
+// (from < 1 reads from the start), in version order: the stored events,
+// each upcast and decoded into the registered types
+// (eventstore.RawRecord.AppendDecoded). A stored event that upcasters split
+// yields several records with its StreamVersion; one they drop yields
+// none.
 //
 // An error (an *eventstore.InvalidStreamIDError, an
-// *eventstore.UnknownEventTypeError or *eventstore.PayloadError for a stored
-// event that does not decode, ctx's error, a database error) is yielded once
-// as the last pair; records before it are yielded first. ctx bounds the
-// whole iteration. Safe for concurrent use; each iteration queries afresh.
+// *eventstore.UnknownEventTypeError, *eventstore.SchemaVersionError or
+// *eventstore.PayloadError for a stored event that cannot be read, ctx's
+// error, a database error) is yielded once as the last pair; records before
+// it are yielded first. ctx bounds the whole iteration. Safe for concurrent
+// use; each iteration queries afresh.
 func (s *Store) ReadStream(ctx context.Context, streamID string, from int64) iter.Seq2[eventstore.Record, error] {
+	return s.tracedReadStream(ctx, streamID, from, func(ctx context.Context) iter.Seq2[eventstore.Record, error] {
+		return s.readStream(ctx, streamID, from)
+	})
+}
+
+func (s *Store) readStream(ctx context.Context, streamID string, from int64) iter.Seq2[eventstore.Record, error] {
 	return func(yield func(eventstore.Record, error) bool) {
-		if err := eventstore.ValidateStreamID(streamID); err != nil {
-			yield(eventstore.Record{}, fmt.Errorf("eventstore/postgres: read stream: %w", err))
-			return
-		}
-		from := max(from, 1)
-		page := s.cfg.ReadStreamPageSize
-		st, err := s.stmt(ctx, s.readStreamSQL)
-		if err != nil {
-			yield(eventstore.Record{}, err)
-			return
-		}
-		for {
-			if err := ctx.Err(); err != nil {
-				yield(eventstore.Record{}, fmt.Errorf("eventstore/postgres: read stream: %w", err))
-				return
-			}
-			// One row more than a page tells whether another page follows,
-			// without a last query that returns nothing.
-			raws, err := s.queryRaw(ctx, st, "read stream", streamID, page+1, streamID, from, page+1)
-			var recs []eventstore.Record
+		var recs []eventstore.Record
+		for raw, err := range s.rawStream(ctx, streamID, from) {
 			if err == nil {
-				recs, err = s.decodeAll("read stream", raws)
-			}
-			more := len(raws) > page
-			if more {
-				from = raws[page].StreamVersion
-				if len(recs) > page {
-					recs = recs[:page]
-					err = nil // a bad extra row fails the next page
+				recs, err = raw.AppendDecoded(recs[:0], s.reg)
+				if err != nil {
+					err = fmt.Errorf("eventstore/postgres: read stream: %w", err)
 				}
 			}
 			for _, rec := range recs {
@@ -125,6 +110,55 @@ func (s *Store) ReadStream(ctx context.Context, streamID string, from int64) ite
 				yield(eventstore.Record{}, err)
 				return
 			}
+		}
+	}
+}
+
+// rawStream yields the stored events of streamID with StreamVersion >=
+// from (from < 1 reads from the start), in version order, as stored: one
+// RawRecord per row, neither upcast nor decoded. It queries one page of
+// Config.ReadStreamPageSize rows at a time and holds no connection while
+// yielding, so a long stream never sits in memory and a slow consumer holds
+// no database resources.
+//
+// An error (an *eventstore.InvalidStreamIDError, ctx's error, a database
+// error) is yielded once as the last pair. ctx bounds the whole iteration.
+func (s *Store) rawStream(ctx context.Context, streamID string, from int64) iter.Seq2[eventstore.RawRecord, error] {
+	return func(yield func(eventstore.RawRecord, error) bool) {
+		if err := eventstore.ValidateStreamID(streamID); err != nil {
+			yield(eventstore.RawRecord{}, fmt.Errorf("eventstore/postgres: read stream: %w", err))
+			return
+		}
+		from := max(from, 1)
+		page := s.cfg.ReadStreamPageSize
+		st, err := s.stmt(ctx, s.readStreamSQL)
+		if err != nil {
+			yield(eventstore.RawRecord{}, err)
+			return
+		}
+		for {
+			if err := ctx.Err(); err != nil {
+				yield(eventstore.RawRecord{}, fmt.Errorf("eventstore/postgres: read stream: %w", err))
+				return
+			}
+			// One row more than a page tells whether another page follows,
+			// without a last query that returns nothing.
+			raws, err := s.queryRaw(ctx, st, "read stream", streamID, page+1, streamID, from, page+1)
+			more := len(raws) > page
+			if more {
+				from = raws[page].StreamVersion
+				raws = raws[:page]
+				err = nil // a failure after the page's rows fails the next page
+			}
+			for _, raw := range raws {
+				if !yield(raw, nil) {
+					return
+				}
+			}
+			if err != nil {
+				yield(eventstore.RawRecord{}, err)
+				return
+			}
 			if !more {
 				return
 			}
@@ -132,22 +166,31 @@ func (s *Store) ReadStream(ctx context.Context, streamID string, from int64) ite
 	}
 }
 
-// ReadAll returns up to limit records after the position after in the global
-// feed, decoded with the store's registry: ReadFeed, then
-// eventstore.RawRecord.Decode for each record. A stored event that does not
-// decode returns an *eventstore.UnknownEventTypeError or
+// ReadAll returns the records of up to limit stored events after the
+// position after in the global feed, upcast and decoded with the store's
+// registry: ReadFeed, then eventstore.RawRecord.AppendDecoded for each
+// stored event. A stored event that upcasters split returns several records
+// (so the result may be longer than limit); one they drop returns none, and
+// when a whole page reads as nothing, ReadAll reads the next one, until it
+// has a record or the feed ends. A stored event that cannot be read returns
+// an *eventstore.UnknownEventTypeError, *eventstore.SchemaVersionError or
 // *eventstore.PayloadError and no records; other errors are ReadFeed's.
 // Safe for concurrent use.
 func (s *Store) ReadAll(ctx context.Context, after eventstore.Position, limit int) ([]eventstore.Record, error) {
-	raws, err := s.readFeed(ctx, "read all", after, limit)
-	if err != nil {
-		return nil, err
+	for {
+		raws, err := s.readFeed(ctx, "read all", after, limit)
+		if err != nil {
+			return nil, err
+		}
+		recs, err := s.decodeAll("read all", raws)
+		if err != nil {
+			return nil, err
+		}
+		if len(recs) > 0 || len(raws) < limit {
+			return recs, nil
+		}
+		after = raws[len(raws)-1].Position // every event of the page was dropped
 	}
-	recs, err := s.decodeAll("read all", raws)
-	if err != nil {
-		return nil, err
-	}
-	return recs, nil
 }
 
 // ReadFeed returns up to limit raw records after the position after in the

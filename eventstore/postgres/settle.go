@@ -147,14 +147,19 @@ func (s *Store) replay(ctx context.Context, q eventstore.Tx, streamID string, ex
 // transaction's, read through q): the events of one append with those IDs.
 // An append is atomic, so anything else means the append of ids was not
 // written.
-func (s *Store) matchAppend(ctx context.Context, q eventstore.Tx, found map[uuid.UUID]eventstore.Record, streamID string, expected eventstore.ExpectedVersion, ids []uuid.UUID) (eventstore.AppendResult, bool, error) {
-	first, ok := found[ids[0]]
-	if !ok || first.StreamID != streamID || !expected.Matches(first.StreamVersion-1) {
+func (s *Store) matchAppend(ctx context.Context, q eventstore.Tx, found map[uuid.UUID][]eventstore.Record, streamID string, expected eventstore.ExpectedVersion, ids []uuid.UUID) (eventstore.AppendResult, bool, error) {
+	firsts, ok := found[ids[0]]
+	if !ok || firsts[0].StreamID != streamID || !expected.Matches(firsts[0].StreamVersion-1) {
 		return eventstore.AppendResult{}, false, nil
 	}
+	first := firsts[0]
 	var last eventstore.Record
 	for i, id := range ids {
-		r, ok := found[id]
+		rs, ok := found[id]
+		var r eventstore.Record
+		if ok {
+			r = rs[0]
+		}
 		if !ok || r.StreamID != streamID || r.StreamVersion != first.StreamVersion+int64(i) || r.Position.TransactionID != first.Position.TransactionID {
 			return eventstore.AppendResult{}, false, nil
 		}
@@ -175,27 +180,31 @@ func (s *Store) matchAppend(ctx context.Context, q eventstore.Tx, found map[uuid
 }
 
 // lookup reads the stored events with the given IDs through q, by ID. With
-// decode, each record's Data and Metadata are decoded; without, Data is nil
+// decode, each stored event is upcast and decoded into the records it reads
+// as (none, one or several); without, each maps to one record, its Data nil
 // and Metadata zero.
-func (s *Store) lookup(ctx context.Context, q eventstore.Tx, ids []uuid.UUID, decode bool) (map[uuid.UUID]eventstore.Record, error) {
+func (s *Store) lookup(ctx context.Context, q eventstore.Tx, ids []uuid.UUID, decode bool) (map[uuid.UUID][]eventstore.Record, error) {
 	rows, err := q.QueryContext(ctx, s.lookupSQL, uuidArray(ids))
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	out := make(map[uuid.UUID]eventstore.Record, len(ids))
+	out := make(map[uuid.UUID][]eventstore.Record, len(ids))
 	for rows.Next() {
 		var raw eventstore.RawRecord
-		if err := rows.Scan(&raw.Position.Position, &raw.Position.TransactionID, &raw.ID, &raw.StreamVersion, &raw.Type, &raw.Payload, &raw.Metadata, &raw.RecordedAt, &raw.StreamID); err != nil {
+		if err := rows.Scan(&raw.Position.Position, &raw.Position.TransactionID, &raw.ID, &raw.StreamVersion, &raw.Type, &raw.SchemaVersion, &raw.Payload, &raw.Metadata, &raw.RecordedAt, &raw.StreamID); err != nil {
 			return nil, err
 		}
 		r := eventstore.Record{Position: raw.Position, ID: raw.ID, StreamID: raw.StreamID, StreamVersion: raw.StreamVersion, Type: raw.Type, Payload: raw.Payload, RecordedAt: raw.RecordedAt}
-		if decode {
-			if r, err = raw.Decode(s.reg); err != nil {
-				return nil, fmt.Errorf("eventstore/postgres: event %s: %w", raw.ID, err)
-			}
+		if !decode {
+			out[raw.ID] = []eventstore.Record{r}
+			continue
 		}
-		out[r.ID] = r
+		recs, err := raw.AppendDecoded(nil, s.reg)
+		if err != nil {
+			return nil, fmt.Errorf("eventstore/postgres: event %s: %w", raw.ID, err)
+		}
+		out[raw.ID] = recs
 	}
 	return out, rows.Err()
 }
@@ -245,16 +254,19 @@ func (s *Store) SettleAppend(ctx context.Context, streamID string, eventIDs []uu
 	return res, written, nil
 }
 
-// LookupEvents returns the stored events with the given IDs, decoded, in the
-// order of ids; IDs that are not stored are left out (an empty result means
-// none is). It reads committed events, whether or not the global feed shows
-// them yet. Use it to show an event by ID, or to check an append whose
-// outcome is unknown (SettleAppend does that check, waiting for a
+// LookupEvents returns the stored events with the given IDs, upcast and
+// decoded (eventstore.RawRecord.AppendDecoded), in the order of ids; IDs
+// that are not stored are left out (an empty result means none is), and so
+// are events upcasters drop, while an event they split returns its records
+// one after the other. It reads committed events, whether or not the global
+// feed shows them yet. Use it to show an event by ID, or to check an append
+// whose outcome is unknown (SettleAppend does that check, waiting for a
 // transaction still writing them).
 //
 // Errors: an *eventstore.InvalidArgumentError for more than
 // eventstore.MaxReadAllLimit IDs; a stored type that is not registered
-// (*eventstore.UnknownEventTypeError) or does not decode
+// (*eventstore.UnknownEventTypeError), a schema version the registry cannot
+// read (*eventstore.SchemaVersionError) or a payload that does not decode
 // (*eventstore.PayloadError); database errors wrapped. ctx bounds the query.
 // Safe for concurrent use.
 func (s *Store) LookupEvents(ctx context.Context, ids []uuid.UUID) ([]eventstore.Record, error) {
@@ -268,15 +280,16 @@ func (s *Store) LookupEvents(ctx context.Context, ids []uuid.UUID) ([]eventstore
 	if err != nil {
 		var ue *eventstore.UnknownEventTypeError
 		var pe *eventstore.PayloadError
-		if errors.As(err, &ue) || errors.As(err, &pe) {
+		var se *eventstore.SchemaVersionError
+		if errors.As(err, &ue) || errors.As(err, &pe) || errors.As(err, &se) {
 			return nil, err
 		}
 		return nil, translate(ctx, "look up events", err)
 	}
 	out := make([]eventstore.Record, 0, len(found))
 	for _, id := range ids {
-		if r, ok := found[id]; ok {
-			out = append(out, r)
+		if rs, ok := found[id]; ok {
+			out = append(out, rs...)
 			delete(found, id) // an ID asked for twice is returned once
 		}
 	}

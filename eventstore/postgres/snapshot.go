@@ -11,7 +11,7 @@ import (
 // SaveSnapshot stores snap as the latest snapshot of snap.StreamID,
 // replacing a saved one of the same or an older version; a snapshot older
 // than the saved one is ignored. The payload is kept as the JSON text given
-// (a json column, not jsonb).
+// (a json column, not jsonb), with snap.SchemaVersion (0 stored as 1).
 //
 // It returns the errors of eventstore.ValidateSnapshot, checked before
 // anything is sent: an *eventstore.InvalidStreamIDError, or an
@@ -29,7 +29,7 @@ func (s *Store) SaveSnapshot(ctx context.Context, snap eventstore.Snapshot) erro
 	if err != nil {
 		return err
 	}
-	if _, err := st.ExecContext(ctx, snap.StreamID, snap.Version, snap.Type, string(snap.Payload)); err != nil {
+	if _, err := st.ExecContext(ctx, snap.StreamID, snap.Version, snap.Type, int64(max(snap.SchemaVersion, 1)), string(snap.Payload)); err != nil {
 		if code := SQLState(err); len(code) == 5 && (code[:2] == "22" || code[:2] == "54") {
 			return fmt.Errorf("eventstore/postgres: save snapshot: %w", &eventstore.InvalidArgumentError{Field: "snapshot",
 				Reason: fmt.Sprintf("PostgreSQL refused its type or payload (SQLSTATE %s): %v", code, err)})
@@ -39,7 +39,8 @@ func (s *Store) SaveSnapshot(ctx context.Context, snap eventstore.Snapshot) erro
 	return nil
 }
 
-// LoadSnapshot returns the latest snapshot of streamID, or an error matching
+// LoadSnapshot returns the latest snapshot of streamID, its SchemaVersion
+// as saved (1 for snapshots saved before schema versions), or an error matching
 // eventstore.ErrSnapshotNotFound when none was saved, or an
 // *eventstore.InvalidStreamIDError. ctx bounds the query. Safe for
 // concurrent use.
@@ -53,7 +54,7 @@ func (s *Store) LoadSnapshot(ctx context.Context, streamID string) (eventstore.S
 	}
 	snap := eventstore.Snapshot{StreamID: streamID}
 	var payload string
-	err = st.QueryRowContext(ctx, streamID).Scan(&snap.Version, &snap.Type, &payload, &snap.RecordedAt)
+	err = st.QueryRowContext(ctx, streamID).Scan(&snap.Version, &snap.Type, &snap.SchemaVersion, &payload, &snap.RecordedAt)
 	if isNoRows(err) {
 		return eventstore.Snapshot{}, fmt.Errorf("eventstore/postgres: load snapshot of %q: %w", streamID, eventstore.ErrSnapshotNotFound)
 	}

@@ -34,8 +34,8 @@ const appendSQLHead = `WITH last AS (
 	SELECT coalesce((SELECT stream_version FROM last), 0) AS version,
 	       (SELECT transaction_id FROM last) AS last_txid
 )
-INSERT INTO %[1]s (event_id, stream_id, stream_version, event_type, payload, metadata)
-SELECT v.event_id, $1, cur.version + v.ord, v.event_type, v.payload, v.metadata
+INSERT INTO %[1]s (event_id, stream_id, stream_version, event_type, schema_version, payload, metadata)
+SELECT v.event_id, $1, cur.version + v.ord, v.event_type, v.schema_version, v.payload, v.metadata
 FROM cur CROSS JOIN %[2]s
 WHERE (CASE $2::bigint WHEN 0 THEN true WHEN 1 THEN cur.version = 0 WHEN 2 THEN cur.version > 0 ELSE cur.version = $3::bigint END)
   AND (cur.last_txid IS NULL OR cur.last_txid <= pg_current_xact_id())
@@ -46,7 +46,7 @@ RETURNING position, transaction_id::text, stream_version, recorded_at`
 // transaction_id::text is aliased so that ORDER BY transaction_id sorts by
 // the xid8 column (and uses the primary key), not by the text output column
 // of the same name: "999" sorts after "1000" as text.
-const recordColumns = `position, transaction_id::text AS transaction_id_text, event_id, stream_version, event_type, payload, metadata, recorded_at`
+const recordColumns = `position, transaction_id::text AS transaction_id_text, event_id, stream_version, event_type, schema_version, payload, metadata, recorded_at`
 
 func (s *Store) buildSQL() {
 	ev := s.events
@@ -55,7 +55,7 @@ func (s *Store) buildSQL() {
 		s.valuesSQL[n] = s.appendValuesSQL(n)
 	}
 	s.appendArraySQL = fmt.Sprintf(appendSQLHead, ev,
-		`unnest($4::uuid[], $5::text[], $6::jsonb[], $7::jsonb[]) WITH ORDINALITY AS v(event_id, event_type, payload, metadata, ord)`,
+		`unnest($4::uuid[], $5::text[], $6::integer[], $7::jsonb[], $8::jsonb[]) WITH ORDINALITY AS v(event_id, event_type, schema_version, payload, metadata, ord)`,
 		`($4::uuid[])[1]`)
 	s.readStreamSQL = `SELECT ` + recordColumns + ` FROM ` + ev + `
 WHERE stream_id = $1 AND stream_version >= $2 ORDER BY stream_version LIMIT $3`
@@ -84,13 +84,18 @@ WHERE stream_id = $1 AND stream_version IN ($2::bigint, $3::bigint) AND transact
 	s.probeSQL = `INSERT INTO ` + ev + ` (event_id, stream_id, stream_version, event_type, payload, metadata)
 SELECT t.id, $2, t.ord, '', '{}', '{}' FROM unnest($1::uuid[]) WITH ORDINALITY AS t(id, ord)
 ON CONFLICT (event_id) DO NOTHING`
-	s.saveSnapshotSQL = `INSERT INTO ` + s.snapshots + ` AS s (stream_id, stream_version, snapshot_type, payload)
-VALUES ($1, $2, $3, $4::json)
+	s.saveSnapshotSQL = `INSERT INTO ` + s.snapshots + ` AS s (stream_id, stream_version, snapshot_type, schema_version, payload)
+VALUES ($1, $2, $3, $4, $5::json)
 ON CONFLICT (stream_id) DO UPDATE SET stream_version = excluded.stream_version,
-	snapshot_type = excluded.snapshot_type, payload = excluded.payload, recorded_at = excluded.recorded_at
+	snapshot_type = excluded.snapshot_type, schema_version = excluded.schema_version, payload = excluded.payload, recorded_at = excluded.recorded_at
 WHERE s.stream_version <= excluded.stream_version`
-	s.loadSnapshotSQL = `SELECT stream_version, snapshot_type, payload::text, recorded_at FROM ` + s.snapshots + ` WHERE stream_id = $1`
+	s.loadSnapshotSQL = `SELECT stream_version, snapshot_type, schema_version, payload::text, recorded_at FROM ` + s.snapshots + ` WHERE stream_id = $1`
 }
+
+// appendEventParams is the number of parameters of each event in the
+// append statement's VALUES list: event_id, event_type, schema_version,
+// payload, metadata.
+const appendEventParams = 5
 
 // appendValuesSQL returns the append statement for exactly n events, with
 // the events' columns as parameters $4 onwards.
@@ -101,9 +106,9 @@ func (s *Store) appendValuesSQL(n int) string {
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		p := 4 + 4*i
-		fmt.Fprintf(&b, "($%d::uuid, $%d::text, $%d::jsonb, $%d::jsonb, %d)", p, p+1, p+2, p+3, i+1)
+		p := 4 + appendEventParams*i
+		fmt.Fprintf(&b, "($%d::uuid, $%d::text, $%d::integer, $%d::jsonb, $%d::jsonb, %d)", p, p+1, p+2, p+3, p+4, i+1)
 	}
-	b.WriteString(") AS v(event_id, event_type, payload, metadata, ord)")
+	b.WriteString(") AS v(event_id, event_type, schema_version, payload, metadata, ord)")
 	return fmt.Sprintf(appendSQLHead, s.events, b.String(), "$4::uuid")
 }

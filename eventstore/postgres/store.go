@@ -19,6 +19,7 @@ type Store struct {
 	reg *eventstore.Registry
 	cfg Config
 	log *slog.Logger
+	tel *storeTelemetry // nil: no telemetry at all (the benchmarks' baseline)
 
 	events, snapshots                                   string   // quoted, qualified
 	pkeyName, eventIDKeyName, streamVersionKeyName      string   // unquoted constraint names
@@ -71,6 +72,7 @@ func New(db *sqlx.DB, reg *eventstore.Registry, cfg Config) (*Store, error) {
 		eventIDKeyName:       constraintName(cfg.EventsTable, "event_id_key"),
 		streamVersionKeyName: constraintName(cfg.EventsTable, "stream_version_key"),
 		stmts:                map[string]*sqlx.Stmt{},
+		tel:                  newStoreTelemetry(cfg),
 	}
 	s.buildSQL()
 	return s, nil

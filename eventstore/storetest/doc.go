@@ -21,8 +21,9 @@
 // process can see them (ReadAll in Position order, per-stream version order
 // in the feed, paged reads resuming from a checkpoint equal one full read) and
 // 8 (bad input refused with typed errors and nothing written), plus reads from
-// a version, stream info, snapshots, event IDs, metadata, a 1 MiB payload and
-// context cancellation. Every subtest asserts; none merely runs code.
+// a version, stream info, snapshots, event IDs, metadata, the W3C trace
+// context of the appending span in each event's metadata (and none without
+// a span), a 1 MiB payload and context cancellation. Every subtest asserts; none merely runs code.
 //
 // The suite assumes no timing. A PostgreSQL feed reader sees only events of
 // transactions below the snapshot's xmin, which another test's open

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -37,6 +38,19 @@ const shutdownTimeout = 10 * time.Second
 func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	log := newLogger(cfg, stderr)
 	slog.SetDefault(log)
+	// Before any component: they take the global providers (telemetry.go).
+	tel, err := setupTelemetry(ctx, os.Getenv, stdout)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := tel.Shutdown(sctx); err != nil {
+			log.Warn("telemetry shutdown", "error", err)
+		}
+	}()
+
 	db, err := openDB(ctx, cfg.DatabaseURL, log)
 	if err != nil {
 		return err
@@ -103,11 +117,11 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	}
 	defer app.Store().Close()
 
-	// The API: commands through a repository over the store (with append
-	// metrics), idempotency keys recorded in each command's transaction,
-	// read-your-writes through the App's projections.
-	metrics := httpapi.NewMetrics()
-	orders, err := aggregate.NewRepository(metrics.Store(app.Store()), order.Category, order.New, aggregate.Config{Logger: log})
+	// The API: commands through a repository over the store, idempotency
+	// keys recorded in each command's transaction, read-your-writes through
+	// the App's projections, and /metrics from the OpenTelemetry
+	// Prometheus exporter (telemetry.go).
+	orders, err := aggregate.NewRepository(app.Store(), order.Category, order.New, aggregate.Config{Logger: log})
 	if err != nil {
 		return err
 	}
@@ -118,16 +132,13 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	if srv.Handler, err = httpapi.New(httpapi.Config{
 		Orders: orders, DB: db, Tables: tables, Idempotency: idem,
 		WaitFor: app.WaitFor, WaitTimeout: cfg.WaitTimeout, Ready: app.Ready,
-		Metrics: metrics, Logger: log,
+		Metrics: tel.Metrics, Logger: log,
 	}); err != nil {
 		return err
 	}
-	metrics.AddCollector(projectionCollector(app.Runner()))
-	metrics.AddCollector(forwarderCollector(app.Store(), app.Forwarder()))
-	metrics.AddCollector(shippingCollector(ship))
 
 	_, redacted, _ := brokerKind(cfg.Broker)
-	log.Info("ordering service started", "addr", "http://"+ln.Addr().String(), "schema", cfg.Schema, "broker", redacted, "topic", topic)
+	log.Info("ordering service started", "addr", "http://"+ln.Addr().String(), "schema", cfg.Schema, "broker", redacted, "topic", topic, "traces", tel.Traces)
 	printWalkthrough(stdout, "http://"+ln.Addr().String())
 	return app.Run(ctx)
 }
@@ -158,9 +169,9 @@ func shippingComponent(ship *shipping.Consumer, db *sqlx.DB, schema string) esox
 func newLogger(cfg config, w io.Writer) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
 	if cfg.LogFormat == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+		return slog.New(withTraceIDs(slog.NewJSONHandler(w, opts)))
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	return slog.New(withTraceIDs(slog.NewTextHandler(w, opts)))
 }
 
 // openDB opens the pool and waits up to 30 s for the database to answer.
@@ -204,7 +215,7 @@ Try it from another terminal (Ctrl-C here stops the service):
   curl -s %[1]s/orders/$ID
   curl -s '%[1]s/orders?customer_id=alice&status=shipped'
   curl -s %[1]s/customers/alice/stats
-  curl -s %[1]s/metrics | grep -E '^(esox_projection_lag_events|esox_forwarder_lag_events|ordering_shipping_shipments_total)'
+  curl -s %[1]s/metrics | grep -E '^(esox_projection_lag_seconds|esox_forwarder_lag_seconds|ordering_shipping_shipments_total)'
 
 `, base)
 }

@@ -427,25 +427,55 @@ func waitShipmentOf(t *testing.T, s *service, id string, amount int64) {
 	}
 }
 
-// metric returns the value of the sample line starting with prefix.
-func metric(t *testing.T, s *service, prefix string) float64 {
+// metric returns the sum of the samples of the Prometheus metric name on
+// /metrics whose labels include labels (name, value pairs), failing the test
+// when there is none.
+func metric(t *testing.T, s *service, name string, labels ...string) float64 {
 	t.Helper()
 	r := s.do("GET", "/metrics", "")
 	want(t, "GET /metrics", r, http.StatusOK, "")
 	if ct := r.header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") {
 		t.Fatalf("/metrics Content-Type %q", ct)
 	}
-	for _, line := range strings.Split(string(r.body), "\n") {
-		if strings.HasPrefix(line, prefix+" ") {
-			v, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimPrefix(line, prefix)), 64)
-			if err != nil {
-				t.Fatalf("metric line %q: %v", line, err)
-			}
-			return v
-		}
+	v, ok := sumSamples(string(r.body), name, labels...)
+	if !ok {
+		t.Fatalf("/metrics has no sample %s%v:\n%s", name, labels, r.body)
 	}
-	t.Fatalf("/metrics has no sample %s:\n%s", prefix, r.body)
-	return 0
+	return v
+}
+
+// sumSamples sums the samples of metric name in a Prometheus text
+// exposition whose labels include labels (name, value pairs).
+func sumSamples(exposition, name string, labels ...string) (sum float64, found bool) {
+	for _, line := range strings.Split(exposition, "\n") {
+		rest, ok := strings.CutPrefix(line, name)
+		if !ok || strings.HasPrefix(line, "#") || (rest != "" && rest[0] != '{' && rest[0] != ' ') {
+			continue
+		}
+		set, value := "", rest
+		if strings.HasPrefix(rest, "{") {
+			end := strings.LastIndex(rest, "}")
+			if end < 0 {
+				continue
+			}
+			set, value = rest[1:end], rest[end+1:]
+		}
+		match := true
+		for i := 0; i+1 < len(labels); i += 2 {
+			if !strings.Contains(","+set+",", ","+labels[i]+"="+strconv.Quote(labels[i+1])+",") {
+				match = false
+			}
+		}
+		if !match {
+			continue
+		}
+		v, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
+		if err != nil {
+			continue
+		}
+		sum, found = sum+v, true
+	}
+	return sum, found
 }
 
 func TestEndToEndGoChannel(t *testing.T) {
@@ -453,22 +483,29 @@ func TestEndToEndGoChannel(t *testing.T) {
 	id := lifecycle(t, s, "alice-"+uuid.NewString()[:8])
 	waitShipment(t, s, id)
 
-	if v := metric(t, s, `esox_appends_total{outcome="ok"}`); v < 6 {
-		t.Errorf("esox_appends_total ok = %v, want at least 6", v)
+	// /metrics is the OpenTelemetry Prometheus exporter's exposition of
+	// esox's metrics, the HTTP server's and the consumer's.
+	if v := metric(t, s, "esox_append_events_total", "esox_stream_category", "order"); v != 6 {
+		t.Errorf("esox_append_events_total{order} = %v, want 6", v)
 	}
-	if v := metric(t, s, `esox_append_duration_seconds_count`); v < 6 {
-		t.Errorf("esox_append_duration_seconds_count = %v, want at least 6", v)
+	if v := metric(t, s, "esox_append_duration_seconds_count", "esox_outcome", "ok"); v != 6 {
+		t.Errorf("esox_append_duration_seconds_count{ok} = %v, want 6", v)
 	}
 	// The consumer counts each shipment it records; the forwarder every
 	// event it published (6 here, more only after a restart).
-	if v := metric(t, s, `ordering_shipping_shipments_total`); v != 1 {
+	if v := metric(t, s, "ordering_shipping_shipments_total"); v != 1 {
 		t.Errorf("ordering_shipping_shipments_total = %v, want 1", v)
 	}
-	if v := metric(t, s, `esox_forwarder_published_total`); v < 6 {
+	if v := metric(t, s, "esox_forwarder_published_total", "esox_forwarder_consumer_group", "ordering"); v < 6 {
 		t.Errorf("esox_forwarder_published_total = %v, want at least 6", v)
 	}
-	metric(t, s, `esox_projection_lag_events{projection="ordering_orders",version="1"}`)
-	metric(t, s, `esox_forwarder_lag_events`)
+	if v := metric(t, s, "http_server_request_duration_seconds_count", "http_route", "/orders/{id}/pay", "http_response_status_code", "200"); v != 1 {
+		t.Errorf("http_server_request_duration_seconds_count of the payment = %v, want 1", v)
+	}
+	metric(t, s, "esox_projection_lag_seconds", "esox_projection_name", "ordering_orders", "esox_projection_version", "1")
+	metric(t, s, "esox_projection_backlog", "esox_projection_name", "ordering_orders")
+	metric(t, s, "esox_forwarder_lag_seconds", "esox_forwarder_consumer_group", "ordering")
+	metric(t, s, "go_goroutines")
 
 	t.Run("errors", func(t *testing.T) { errorCases(t, s) })
 	t.Run("idempotency", func(t *testing.T) { idempotencyCases(t, s) })

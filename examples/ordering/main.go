@@ -16,6 +16,11 @@
 //	-log-format    LOG_FORMAT     text (text or json)
 //	-wait-timeout  WAIT_TIMEOUT   5s (how long a command waits for the read models)
 //
+// Telemetry: GET /metrics serves Prometheus metrics; traces are exported as
+// the standard variables say (OTEL_TRACES_EXPORTER=otlp|console|none, or an
+// OTEL_EXPORTER_OTLP_ENDPOINT; none by default), see telemetry.go and
+// docs/observability.md.
+//
 //	ordering [serve] [flags]                 serve the API (the default)
 //	ordering reset-after-restore [flags]     after pg_dump/pg_restore into another cluster, with
 //	                                         every instance stopped: renumber the restored events and

@@ -238,6 +238,7 @@ var (
 		{"append, 10 events per commit, 8 writers", "BenchmarkAppend/events=10/writers=8", "esox", "raw", "events/s", 0.85, "≥ 0.85"},
 		{"ReadAll, pages of 1,000, decoded, vs raw scan", "BenchmarkReadAll", "esox", "raw", "events/s", 0.6, "≥ 0.6"},
 		{"ReadStream, 1,000 events, decoded, vs raw scan", "BenchmarkReadStream", "esox", "raw", "events/s", 0.6, "≥ 0.6"},
+		{"ReadAll of 1,000,000 events, half of them one upcast step behind, vs all current", "BenchmarkReadUpcast", "upcast", "current", "events/s", 0.8, "≥ 0.8"},
 		{"projection catch-up (batch insert handler) vs a hand-written loop, per 1,000", "BenchmarkCatchUp", "esox", "raw", "events/s", 0.85, "≥ 0.85"},
 		{"forwarder to GoChannel vs a hand-written relay loop", "BenchmarkForward/gochannel", "esox", "raw", "events/s", 0, "—"},
 		{"forwarder to RabbitMQ (confirms) vs a hand-written relay loop", "BenchmarkForward/rabbitmq", "esox", "raw", "events/s", 0, "—"},
@@ -267,6 +268,10 @@ var (
 		{"4 appenders beside 1 idle projection, vs none", "BenchmarkPollCost", "idle-1", "none", "appends/s", 0, "—"},
 		{"4 appenders beside 10 idle projections, vs none", "BenchmarkPollCost", "idle-10", "none", "appends/s", 0, "—"},
 		{"8 appenders with a pg_notify trigger per append, vs without", "BenchmarkNotifyCost", "notify", "no-notify", "appends/s", 0, "—"},
+	}
+	telemetryRows = []row{
+		{"append, 1 event per commit, 8 writers: no provider installed vs no instrumentation", "BenchmarkAppendTelemetry", "noop", "off", "events/s", 0.99, "≥ 0.99"},
+		{"append, 1 event per commit, 8 writers: SDK (every trace sampled, metrics recorded, no-op exporters) vs no instrumentation", "BenchmarkAppendTelemetry", "sdk", "off", "events/s", 0.95, "≥ 0.95"},
 	}
 	latencyRows = []row{
 		{"commit to read model, appends from another process (10 ms poll)", "BenchmarkCommitToReadModelLatency/other_process", "", "", "", 20, "p99 < 20 ms"},
@@ -389,6 +394,34 @@ func Render(out *Output, m Machine) string {
 			fmtRate(res[r.a+"-"+r.unit]), r.unit, fmtRate(res[r.b+"-"+r.unit]), r.unit)
 	}
 
+	p("\n### Telemetry\n\n")
+	p("What OpenTelemetry costs an append (docs/observability.md): the same store code with instrumentation (no provider installed, or the SDK) against the store with its instrumentation switched off, interleaved in one run.\n\n")
+	p("| measure | ratio, median | spread | with | without | target | met? |\n|---|---:|---:|---:|---:|---:|---|\n")
+	for _, r := range telemetryRows {
+		res, ok := out.Results[r.bench]
+		if !ok {
+			p("| %s | %s | | | | %s | |\n", r.measure, notRun, r.target)
+			continue
+		}
+		med, lo, hi := ratio(res, r.a, r.b)
+		p("| %s | %s | %s–%s | %s %s | %s %s | %s | %s |\n", r.measure, fmtRatio(med), fmtRatio(lo), fmtRatio(hi),
+			fmtRate(res[r.a+"-"+r.unit]), r.unit, fmtRate(res[r.b+"-"+r.unit]), r.unit, r.target, met(med, r.goal, false))
+	}
+
+	p("\nThe client's CPU per append, without the database (`BenchmarkAppendTelemetryCPU`: encoding, span, metrics, on one goroutine; 1 / the median rate):\n\n")
+	p("| without instrumentation | no provider | SDK |\n|---:|---:|---:|\n")
+	if res, ok := out.Results["BenchmarkAppendTelemetryCPU"]; ok {
+		perAppend := func(v string) string {
+			rate := res[v+"-appends/s"]
+			if rate <= 0 {
+				return "?"
+			}
+			return strconv.FormatFloat(1e6/rate, 'f', 2, 64) + " µs"
+		}
+		p("| %s | %s | %s |\n", perAppend("off"), perAppend("noop"), perAppend("sdk"))
+	} else {
+		p("| %s | | |\n", notRun)
+	}
 	p("\n### Memory\n\n")
 	p("| measure | esox | raw | target |\n|---|---:|---:|---|\n")
 	if res, ok := out.Results["BenchmarkCatchUp"]; ok {

@@ -65,6 +65,7 @@ type recordJSON struct {
 	StreamID      string          `json:"stream_id"`
 	StreamVersion int64           `json:"stream_version"`
 	EventType     string          `json:"event_type"`
+	SchemaVersion int             `json:"schema_version"`
 	RecordedAt    time.Time       `json:"recorded_at"`
 	Metadata      json.RawMessage `json:"metadata"`
 	Payload       json.RawMessage `json:"payload"`
@@ -81,6 +82,7 @@ func toRecordJSON(r eventstore.RawRecord) recordJSON {
 		StreamID:      r.StreamID,
 		StreamVersion: r.StreamVersion,
 		EventType:     r.Type,
+		SchemaVersion: max(r.SchemaVersion, 1),
 		RecordedAt:    r.RecordedAt.UTC(),
 		Metadata:      compactJSON(md),
 		Payload:       compactJSON(r.Payload),

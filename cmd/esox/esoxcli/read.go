@@ -161,8 +161,8 @@ func (e *env) eventCommand() *cobra.Command {
 			if e.json {
 				return e.writeJSON(toRecordJSON(r))
 			}
-			_, err = fmt.Fprintf(e.io.Stdout, "event_id     %s\nstream       %s (version %d)\nposition     %s\ntype         %s\nrecorded_at  %s\nmetadata     %s\npayload\n%s\n",
-				r.ID, r.StreamID, r.StreamVersion, r.Position, r.Type, formatTime(r.RecordedAt), compactJSON(r.Metadata), indentJSON(r.Payload))
+			_, err = fmt.Fprintf(e.io.Stdout, "event_id     %s\nstream       %s (version %d)\nposition     %s\ntype         %s (schema version %d)\nrecorded_at  %s\nmetadata     %s\npayload\n%s\n",
+				r.ID, r.StreamID, r.StreamVersion, r.Position, r.Type, max(r.SchemaVersion, 1), formatTime(r.RecordedAt), compactJSON(r.Metadata), indentJSON(r.Payload))
 			return err
 		},
 	}

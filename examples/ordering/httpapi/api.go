@@ -44,6 +44,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/esox-go/esox/aggregate"
 	"github.com/esox-go/esox/eventstore"
@@ -88,8 +90,14 @@ type Config struct {
 	// request meets a table the migrations have not created yet. Nil: ready
 	// from the start.
 	Ready func() <-chan struct{}
-	// Metrics counts requests and serves /metrics. Defaults to NewMetrics().
-	Metrics *Metrics
+	// Metrics serves GET /metrics: the service's Prometheus exposition
+	// (see examples/ordering/telemetry.go). Nil: no /metrics endpoint.
+	Metrics http.Handler
+	// TracerProvider and MeterProvider give the HTTP server
+	// instrumentation's tracer and meter (see instrument). Default to the
+	// global providers.
+	TracerProvider trace.TracerProvider
+	MeterProvider  metric.MeterProvider
 	// Logger receives one line per request (Info; Error for 5xx). Defaults
 	// to slog.Default().
 	Logger *slog.Logger
@@ -97,9 +105,10 @@ type Config struct {
 
 // API serves the HTTP API. Safe for concurrent use.
 type API struct {
-	cfg Config
-	log *slog.Logger
-	mux *http.ServeMux
+	cfg     Config
+	log     *slog.Logger
+	mux     *http.ServeMux
+	handler http.Handler // serve, instrumented
 }
 
 // New returns the API; it names the first missing required field of cfg.
@@ -119,9 +128,6 @@ func New(cfg Config) (*API, error) {
 	if cfg.WaitTimeout == 0 {
 		cfg.WaitTimeout = WaitTimeoutDefault
 	}
-	if cfg.Metrics == nil {
-		cfg.Metrics = NewMetrics()
-	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -138,16 +144,19 @@ func New(cfg Config) (*API, error) {
 	a.mux.HandleFunc("GET /customers/{id}/stats", a.customerStats)
 	a.mux.HandleFunc("GET /healthz", a.healthz)
 	a.mux.HandleFunc("GET /readyz", a.readyz)
-	a.mux.Handle("GET /metrics", cfg.Metrics)
+	if cfg.Metrics != nil {
+		a.mux.Handle("GET /metrics", cfg.Metrics)
+	}
+	a.handler = instrument(cfg, a.serve)
 	return a, nil
 }
 
-// Metrics returns the API's metrics, to add collectors to.
-func (a *API) Metrics() *Metrics { return a.cfg.Metrics }
+// ServeHTTP traces and measures the request (see instrument), routes it,
+// logs it, turns a panic into a 500 and the router's own 404 and 405 into
+// JSON errors.
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.handler.ServeHTTP(w, r) }
 
-// ServeHTTP routes the request, logs it, counts it, turns a panic into a 500
-// and the router's own 404 and 405 into JSON errors.
-func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func (a *API) serve(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rw := &statusWriter{ResponseWriter: w}
 	// Handler only finds the pattern; ServeHTTP sets the path values.
@@ -162,13 +171,13 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h = http.HandlerFunc(notReady)
 	}
 	defer func() {
+		noteRoute(r)
 		if p := recover(); p != nil {
 			a.log.ErrorContext(r.Context(), "panic in handler", "method", r.Method, "path", r.URL.Path, "panic", fmt.Sprint(p))
 			if !rw.wrote {
 				writeError(rw, http.StatusInternalServerError, "internal", "internal error")
 			}
 		}
-		a.cfg.Metrics.observeRequest(route, rw.code())
 		level := slog.LevelInfo
 		if rw.code() >= 500 {
 			level = slog.LevelError

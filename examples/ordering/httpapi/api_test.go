@@ -17,9 +17,6 @@ import (
 	"github.com/lib/pq"
 
 	"github.com/esox-go/esox/eventstore"
-	"github.com/esox-go/esox/eventstore/memory"
-	"github.com/esox-go/esox/eventstore/postgres"
-	"github.com/esox-go/esox/examples/ordering/order"
 )
 
 // TestCommandWaitsForReadModels: a command answers only after WaitFor
@@ -158,30 +155,6 @@ func TestListOrdersEmptyFilter(t *testing.T) {
 	}
 }
 
-// TestMetricsStoreKeepsTxAppender: the metered wrapper can append in a
-// caller's transaction exactly when the store it wraps can, so commands
-// with an Idempotency-Key (the Repository's Tx forms) work through it.
-func TestMetricsStoreKeepsTxAppender(t *testing.T) {
-	t.Parallel()
-	reg := order.NewRegistry()
-	db, err := sqlx.Open("postgres", "postgres://unused.invalid/none") // postgres.New does not connect
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	pg, err := postgres.New(db, reg, postgres.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := NewMetrics()
-	if _, ok := m.Store(pg).(eventstore.TxAppender); !ok {
-		t.Error("the wrapper of the PostgreSQL store does not implement eventstore.TxAppender")
-	}
-	if _, ok := m.Store(memory.New(reg)).(eventstore.TxAppender); ok {
-		t.Error("the wrapper of the in-memory store claims to implement eventstore.TxAppender")
-	}
-}
-
 // TestReadiness: until Config.Ready is closed, /readyz and the commands
 // answer 503 not_ready and write nothing, while /healthz is not gated;
 // once it is closed they work.
@@ -200,7 +173,6 @@ func TestReadiness(t *testing.T) {
 	for _, r := range []struct{ method, path, body string }{
 		{"GET", "/readyz", ""},
 		{"POST", "/orders/" + id + "/discount", `{"percent":10}`},
-		{"GET", "/metrics", ""},
 	} {
 		rec := do(r.method, r.path, r.body)
 		if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), `"not_ready"`) {

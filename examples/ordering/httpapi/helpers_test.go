@@ -1,13 +1,9 @@
 package httpapi
 
 import (
-	"context"
 	"errors"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 )
 
 func TestParseIfMatch(t *testing.T) {
@@ -107,49 +103,5 @@ func TestValidOrderID(t *testing.T) {
 		if validOrderID(id) != ok {
 			t.Errorf("validOrderID(%q) = %v, want %v", id, !ok, ok)
 		}
-	}
-}
-
-// TestMetricsExposition checks the hand-written Prometheus text format:
-// HELP and TYPE per family, a cumulative histogram, escaped labels and a
-// failing collector that does not stop the scrape.
-func TestMetricsExposition(t *testing.T) {
-	t.Parallel()
-	m := NewMetrics()
-	m.ObserveAppend("ok", 3*time.Millisecond)
-	m.ObserveAppend("ok", 2*time.Second)
-	m.ObserveAppend("conflict", time.Millisecond/2)
-	m.observeRequest("POST /orders", 201)
-	m.AddCollector(func(_ context.Context, w *MetricsWriter) error {
-		w.Family("x_lag", "gauge", "A lag.\nSecond line.")
-		w.Sample("x_lag", 1.5, "name", `a"b\c`)
-		return nil
-	})
-	m.AddCollector(func(context.Context, *MetricsWriter) error { return errors.New("boom") })
-	rec := httptest.NewRecorder()
-	m.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
-	out := rec.Body.String()
-	for _, want := range []string{
-		"# TYPE esox_appends_total counter\n",
-		`esox_appends_total{outcome="conflict"} 1` + "\n",
-		`esox_appends_total{outcome="ok"} 2` + "\n",
-		"# TYPE esox_append_duration_seconds histogram\n",
-		`esox_append_duration_seconds_bucket{le="0.001"} 1` + "\n",
-		`esox_append_duration_seconds_bucket{le="0.005"} 2` + "\n",
-		`esox_append_duration_seconds_bucket{le="2.5"} 3` + "\n",
-		`esox_append_duration_seconds_bucket{le="+Inf"} 3` + "\n",
-		"esox_append_duration_seconds_count 3\n",
-		`ordering_http_requests_total{route="POST /orders",code="201"} 1` + "\n",
-		"# HELP x_lag A lag.\\nSecond line.\n",
-		`x_lag{name="a\"b\\c"} 1.5` + "\n",
-		"# collector error: boom\n",
-		"esox_collector_errors 1\n",
-	} {
-		if !strings.Contains(out, want) {
-			t.Errorf("exposition lacks %q:\n%s", want, out)
-		}
-	}
-	if ct := rec.Header().Get("Content-Type"); !strings.HasPrefix(ct, "text/plain; version=0.0.4") {
-		t.Errorf("Content-Type %q", ct)
 	}
 }

@@ -53,13 +53,24 @@ type DiscountApplied struct {
 	Percent int64  `json:"percent"`
 }
 
+// Money is an amount in the minor units of its currency: cents for EUR
+// and USD, yen for JPY.
+type Money struct {
+	Currency   string `json:"currency"`
+	MinorUnits int64  `json:"minor_units"`
+}
+
 // OrderPaid records a payment of the order's total. It carries what a
 // downstream consumer (shipping, billing) needs without reading the order.
+//
+// It is at schema version OrderPaidVersion (2): version 1 kept the
+// currency and the amount apart, {"currency", "amount_cents"}; events
+// stored at version 1 are read as version 2 by the upcaster in
+// evolution.go, which Register registers (see docs/evolution.md).
 type OrderPaid struct {
-	OrderID     string `json:"order_id"`
-	CustomerID  string `json:"customer_id"`
-	Currency    string `json:"currency"`
-	AmountCents int64  `json:"amount_cents"`
+	OrderID    string `json:"order_id"`
+	CustomerID string `json:"customer_id"`
+	Amount     Money  `json:"amount"`
 }
 
 // OrderShipped records that the order left the warehouse.
@@ -73,8 +84,10 @@ type OrderCancelled struct {
 	Reason  string `json:"reason"`
 }
 
-// Register registers the order events in r under their Type… names. It
-// returns the registry's error when a name is taken by another type.
+// Register registers the order events in r under their Type… names, at
+// their current schema versions, with the upcasters that read their older
+// versions (evolution.go). It returns the registry's error when a name is
+// taken by another type.
 func Register(r *eventstore.Registry) error {
 	for _, f := range []func(*eventstore.Registry) error{
 		func(r *eventstore.Registry) error { return eventstore.Register[OrderPlaced](r, TypeOrderPlaced) },
@@ -83,7 +96,10 @@ func Register(r *eventstore.Registry) error {
 		func(r *eventstore.Registry) error {
 			return eventstore.Register[DiscountApplied](r, TypeDiscountApplied)
 		},
-		func(r *eventstore.Registry) error { return eventstore.Register[OrderPaid](r, TypeOrderPaid) },
+		func(r *eventstore.Registry) error {
+			return eventstore.RegisterVersion[OrderPaid](r, TypeOrderPaid, OrderPaidVersion)
+		},
+		registerUpcasters,
 		func(r *eventstore.Registry) error { return eventstore.Register[OrderShipped](r, TypeOrderShipped) },
 		func(r *eventstore.Registry) error { return eventstore.Register[OrderCancelled](r, TypeOrderCancelled) },
 	} {

@@ -229,7 +229,7 @@ func (o *Order) Pay(amountCents int64, currency string) error {
 	case amountCents != total:
 		return ErrPaymentMismatch.with("the payment of %d cents does not equal the total of %d cents", amountCents, total)
 	}
-	aggregate.Raise(o, OrderPaid{OrderID: o.ID(), CustomerID: o.CustomerID, Currency: o.Currency, AmountCents: amountCents})
+	aggregate.Raise(o, OrderPaid{OrderID: o.ID(), CustomerID: o.CustomerID, Amount: Money{Currency: o.Currency, MinorUnits: amountCents}})
 	return nil
 }
 

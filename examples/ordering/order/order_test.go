@@ -17,7 +17,7 @@ var (
 	widget = order.Line{SKU: "widget", Quantity: 2, UnitPriceCents: 1250}
 	gadget = order.Line{SKU: "gadget", Quantity: 1, UnitPriceCents: 999}
 	placed = order.OrderPlaced{OrderID: id, CustomerID: "c1", Currency: "EUR", Lines: []order.Line{widget}}
-	paid   = order.OrderPaid{OrderID: id, CustomerID: "c1", Currency: "EUR", AmountCents: 2500}
+	paid   = order.OrderPaid{OrderID: id, CustomerID: "c1", Amount: order.Money{Currency: "EUR", MinorUnits: 2500}}
 )
 
 func scenario(t *testing.T) *aggregatetest.Scenario[*order.Order] {
@@ -233,7 +233,7 @@ func TestPay(t *testing.T) {
 	}
 	scenario(t).Given(placed, order.DiscountApplied{OrderID: id, Percent: 10}).
 		When(func(o *order.Order) error { return o.Pay(2250, "EUR") }).
-		Then(order.OrderPaid{OrderID: id, CustomerID: "c1", Currency: "EUR", AmountCents: 2250})
+		Then(order.OrderPaid{OrderID: id, CustomerID: "c1", Amount: order.Money{Currency: "EUR", MinorUnits: 2250}})
 }
 
 func TestPayRefused(t *testing.T) {
@@ -391,7 +391,7 @@ func TestSubtotalCap(t *testing.T) {
 	// Paying the largest order with the largest discount works.
 	scenario(t).Given(bigPlaced, order.DiscountApplied{OrderID: id, Percent: 99}).
 		When(func(o *order.Order) error { return o.Pay(order.MaxSubtotalCents/100, "") }).
-		Then(order.OrderPaid{OrderID: id, CustomerID: "c1", Currency: "EUR", AmountCents: order.MaxSubtotalCents / 100})
+		Then(order.OrderPaid{OrderID: id, CustomerID: "c1", Amount: order.Money{Currency: "EUR", MinorUnits: order.MaxSubtotalCents / 100}})
 }
 
 // TestTotalDoesNotOverflow checks Total against exact arithmetic where the

@@ -216,7 +216,7 @@ func CustomerStatsProjection(reg *eventstore.Registry, t Tables) projector.Proje
 	projector.On(h, func(ctx context.Context, tx postgres.Tx, _ eventstore.Record, e order.OrderPaid) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO `+t.CustomerStats+` (customer_id, paid_orders, total_spent_cents) VALUES ($1, 1, $2)
 			ON CONFLICT (customer_id) DO UPDATE SET paid_orders = `+t.CustomerStats+`.paid_orders + 1,
-			total_spent_cents = `+t.CustomerStats+`.total_spent_cents + $2`, e.CustomerID, e.AmountCents)
+			total_spent_cents = `+t.CustomerStats+`.total_spent_cents + $2`, e.CustomerID, e.Amount.MinorUnits)
 		return err
 	})
 	return projector.Projection{

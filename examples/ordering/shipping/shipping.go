@@ -23,6 +23,8 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jmoiron/sqlx"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
@@ -88,6 +90,10 @@ type Config struct {
 	RetryDelay time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+	// TracerProvider and MeterProvider give the consumer's (and its
+	// inbox's) tracer and meter. Default to the global providers.
+	TracerProvider trace.TracerProvider
+	MeterProvider  metric.MeterProvider
 }
 
 // Consumer records shipments for paid orders from broker messages. Safe for
@@ -100,6 +106,7 @@ type Consumer struct {
 	inbox   *projector.Inbox
 	handle  message.NoPublishHandlerFunc
 	table   string
+	tel     *consumerTelemetry
 	applied atomic.Int64
 	seen    atomic.Int64
 	failed  atomic.Int64
@@ -123,19 +130,23 @@ func New(db *sqlx.DB, reg *eventstore.Registry, sub message.Subscriber, cfg Conf
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	c := &Consumer{db: db, sub: sub, cfg: cfg, log: cfg.Logger.With("component", "shipping"), table: table(cfg.Schema)}
+	c := &Consumer{db: db, sub: sub, cfg: cfg, log: cfg.Logger.With("component", "shipping"), table: table(cfg.Schema), tel: newConsumerTelemetry(cfg)}
 	h := projector.NewHandlers(reg)
 	projector.On(h, func(ctx context.Context, tx postgres.Tx, r eventstore.Record, e order.OrderPaid) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO `+c.table+` (order_id, customer_id, currency, amount_cents, event_id)
-			VALUES ($1, $2, $3, $4, $5)`, e.OrderID, e.CustomerID, e.Currency, e.AmountCents, r.ID.String())
+		wctx, span := c.tel.write(ctx, cfg.Schema+"."+ShipmentsTable, e.OrderID)
+		_, err := tx.ExecContext(wctx, `INSERT INTO `+c.table+` (order_id, customer_id, currency, amount_cents, event_id)
+			VALUES ($1, $2, $3, $4, $5)`, e.OrderID, e.CustomerID, e.Amount.Currency, e.Amount.MinorUnits, r.ID.String())
+		end(span, err)
 		if err != nil {
 			return err
 		}
 		c.applied.Add(1)
+		c.tel.shipments.Add(ctx, 1)
 		c.log.InfoContext(ctx, "shipment recorded", "order_id", e.OrderID, "event_id", r.ID.String())
 		return nil
 	})
-	inbox, err := projector.NewInbox(db, reg, projector.InboxConfig{Schema: cfg.Schema, Consumer: ConsumerName, Logger: cfg.Logger})
+	inbox, err := projector.NewInbox(db, reg, projector.InboxConfig{Schema: cfg.Schema, Consumer: ConsumerName, Logger: cfg.Logger,
+		TracerProvider: cfg.TracerProvider, MeterProvider: cfg.MeterProvider})
 	if err != nil {
 		return nil, fmt.Errorf("shipping: %w", err)
 	}
@@ -180,7 +191,8 @@ func (c *Consumer) Subscribe(ctx context.Context) (<-chan *message.Message, erro
 
 // Run handles msgs (from Subscribe) until ctx ends or the channel closes,
 // and returns nil then. Each message is applied once through the inbox and
-// acked; a failure is logged, and the message nacked after RetryDelay, so
+// acked, under a span ("process <topic>") that continues the trace the
+// message carries (the forwarder's publish span); a failure is logged, and the message nacked after RetryDelay, so
 // the broker redelivers it.
 func (c *Consumer) Run(ctx context.Context, msgs <-chan *message.Message) error {
 	for {
@@ -192,9 +204,14 @@ func (c *Consumer) Run(ctx context.Context, msgs <-chan *message.Message) error 
 				return nil
 			}
 			c.seen.Add(1)
-			msg.SetContext(ctx)
-			if err := c.handle(msg); err != nil {
+			mctx, span := c.tel.process(ctx, c.cfg.Topic, msg)
+			c.tel.messages.Add(mctx, 1)
+			msg.SetContext(mctx)
+			err := c.handle(msg)
+			end(span, err)
+			if err != nil {
 				c.failed.Add(1)
+				c.tel.failures.Add(ctx, 1)
 				c.log.WarnContext(ctx, "message failed, will be redelivered", "message_uuid", msg.UUID, "error", err)
 				select {
 				case <-ctx.Done():

@@ -53,6 +53,9 @@ func TestExactlyOnce(t *testing.T) {
 	orderID := uuid.NewString()
 	paidID := uuid.NewString()
 	paid := func() *message.Message {
+		// As a release before schema versions published it: order_paid
+		// version 1 ({"currency", "amount_cents"}), no schema_version
+		// metadata. The inbox upcasts it to version 2.
 		m := message.NewMessage(paidID, []byte(`{"order_id":"`+orderID+`","customer_id":"c1","currency":"EUR","amount_cents":2700}`))
 		m.Metadata.Set("event_type", order.TypeOrderPaid)
 		m.Metadata.Set("stream_id", "order-"+orderID)
