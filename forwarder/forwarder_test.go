@@ -296,7 +296,7 @@ func TestPoisonDeadLetter(t *testing.T) {
 		return TopicByCategory(rec)
 	}})
 	runForwarder(t, f)
-	waitFor(t, 10*time.Second, "every event", func() bool { return pub.len() == 5 })
+	waitFor(t, 10*time.Second, "every event", func() bool { return pub.len() == 5 && f.Stats().Published == 4 })
 	var dead []delivery
 	var ok []delivery
 	for _, d := range pub.all() {

@@ -237,7 +237,9 @@ func TestTransientRefusalsNeverPoison(t *testing.T) {
 		RetryInterval: time.Millisecond, RetryMaxInterval: 2 * time.Millisecond,
 	})
 	runForwarder(t, f)
-	waitFor(t, 30*time.Second, "every event", func() bool { return pub.distinct() == 12 })
+	// The publisher records an event before Publish returns, and Stats
+	// counts it after: wait for both.
+	waitFor(t, 30*time.Second, "every event", func() bool { return pub.distinct() == 12 && f.Stats().Published == 12 })
 	got := pub.all()
 	checkDelivered(t, got, want)
 	for _, d := range got {
@@ -272,7 +274,7 @@ func TestPermanentRefusalDeadLetter(t *testing.T) {
 	}}
 	f := newForwarder(t, b, pub, Config{OnPoison: PoisonDeadLetter, DeadLetterTopic: "dead"})
 	runForwarder(t, f)
-	waitFor(t, 30*time.Second, "every event", func() bool { return pub.distinct() == 4 })
+	waitFor(t, 30*time.Second, "every event", func() bool { return pub.distinct() == 4 && f.Stats().Published == 3 })
 	got := pub.all()
 	i := indexOf(got, "dead", s.a2.ID)
 	if i < 0 {
@@ -322,7 +324,7 @@ func TestMaxMessageSizeReference(t *testing.T) {
 	}}
 	f := newForwarder(t, b, pub, Config{OnPoison: PoisonDeadLetter, DeadLetterTopic: "dead", MaxMessageSize: limit})
 	runForwarder(t, f)
-	waitFor(t, 30*time.Second, "every event", func() bool { return pub.distinct() == 4 })
+	waitFor(t, 30*time.Second, "every event", func() bool { return pub.distinct() == 4 && f.Stats().Published == 3 })
 	got := pub.all()
 	i := indexOf(got, "dead", s.a2.ID)
 	if i < 0 {
