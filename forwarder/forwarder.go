@@ -179,8 +179,9 @@ type Config struct {
 	// during a rolling deploy whatever version a newer release writes.
 	PublishUpcast bool
 	// BatchSize is the number of events read per query; the offset is
-	// written once per batch, after all its events are published. A crash
-	// re-publishes at most one batch. Defaults to BatchSizeDefault.
+	// written once per batch, after all its events are published. One batch
+	// is read ahead while the previous one is published, so a crash
+	// re-publishes at most two batches. Defaults to BatchSizeDefault.
 	BatchSize int
 	// PollInterval is how often, while the forwarder has caught up, the
 	// store's feed watcher (postgres.Store.Watch) polls the feed's head
@@ -482,10 +483,13 @@ func (f *Forwarder) SetOffset(ctx context.Context, pos eventstore.Position) erro
 // after the other in version order, different streams in parallel. A failed
 // publish is retried with backoff until it succeeds or ctx ends, unless it
 // failed permanently (Config.MaxMessageSize, Config.IsPermanent): then the
-// event is a poison event, handled by Config.OnPoison. Once every
-// event of the batch is published it moves the offset past the batch in one
-// short autocommit UPDATE, and only then reads the next one. No transaction
-// is open while a publish is in flight.
+// event is a poison event, handled by Config.OnPoison. One batch is read
+// ahead: while a batch is published, the next one is read and handed to
+// the publish workers, and then, once every event of the earlier batch is
+// published, the offset moves past it in one short autocommit UPDATE (that
+// does not wait for its WAL flush: an offset lost in a server crash only
+// means those events are published again). At most two batches are in
+// flight. No transaction is open while a publish is in flight.
 //
 // On cancellation the publishes in flight are abandoned (or finished, for
 // publishers that ignore the message context), the offset is moved over the
@@ -557,9 +561,40 @@ func (f *Forwarder) lead(ctx context.Context) error {
 
 	pl := newPipeline(ctx, f, f.cfg.PublishConcurrency)
 	defer pl.close()
-	failures := 0
-	for ctx.Err() == nil {
-		raws, err := f.store.ReadFeed(ctx, offset, f.cfg.BatchSize)
+	if f.xidHoldingForTest {
+		return f.leadHoldingXid(ctx, wake, pl, offset)
+	}
+	// One batch is read ahead: while the events of a batch are published,
+	// the next batch is read and handed on, and only then does the loop
+	// wait for the earlier batch to be published and record its offset.
+	// So a batch's offset write and the next read overlap its publishes,
+	// and the publish workers never wait for the database between batches.
+	// At most two batches are in flight.
+	var (
+		readFrom = offset
+		inFlight eventstore.Position // last event handed on of the earlier batch, not yet recorded; zero: none
+		handed   eventstore.Position // last event handed on
+		failures int
+	)
+	// settle waits until every event up to inFlight is published (or the
+	// leadership ends), and records how far it got. When an event failed,
+	// it waits instead for the events handed on before the failed one and
+	// records up to right before it, and returns the failure.
+	settle := func() error {
+		target := inFlight
+		if pl.failed() {
+			target = handed
+		}
+		if target.IsZero() {
+			return pl.failure()
+		}
+		done := pl.through(target)
+		f.recordOffset(ctx, nil, done)
+		inFlight = eventstore.Position{}
+		return pl.failure()
+	}
+	for ctx.Err() == nil && !pl.failed() {
+		raws, err := f.store.ReadFeed(ctx, readFrom, f.cfg.BatchSize)
 		if err != nil {
 			if ctx.Err() != nil {
 				break
@@ -571,7 +606,63 @@ func (f *Forwarder) lead(ctx context.Context) error {
 			continue
 		}
 		failures = 0
-		f.tel.progress.Read(offset, raws, f.cfg.BatchSize)
+		f.tel.progress.Read(readFrom, raws, f.cfg.BatchSize)
+		if len(raws) == 0 {
+			// Caught up: finish the batch in flight before idling.
+			if err := settle(); err != nil {
+				return err
+			}
+			f.idle(ctx, wake)
+			continue
+		}
+		// last is the last event handed to the pipeline: when the
+		// leadership ends (or an event fails) in the middle of the batch,
+		// the events after it were never tracked, so nothing beyond it may
+		// be recorded.
+		var last eventstore.Position
+		for _, raw := range raws {
+			if ctx.Err() != nil || pl.failed() {
+				break
+			}
+			f.handle(ctx, raw, pl)
+			last, handed = raw.Position, raw.Position
+			if f.afterHandleForTest != nil {
+				f.afterHandleForTest()
+			}
+		}
+		// The earlier batch: published by now, or soon; record it. On a
+		// poison failure, through returns the position right before the
+		// poison event.
+		if err := settle(); err != nil {
+			return err
+		}
+		if !last.IsZero() {
+			inFlight, readFrom = last, last
+		}
+	}
+	if !handed.IsZero() && ctx.Err() != nil {
+		// Stopped: record the done prefix of everything handed on.
+		inFlight = handed
+	}
+	return settle()
+}
+
+// leadHoldingXid is lead's loop under xidHoldingForTest: one batch at a
+// time, each in a transaction that locks the offsets row FOR UPDATE
+// (watermill-sql's default design, which holds a transaction id while it
+// publishes). Tests only.
+func (f *Forwarder) leadHoldingXid(ctx context.Context, wake <-chan struct{}, pl *pipeline, offset eventstore.Position) error {
+	failures := 0
+	for ctx.Err() == nil {
+		raws, err := f.store.ReadFeed(ctx, offset, f.cfg.BatchSize)
+		if err != nil {
+			if ctx.Err() != nil || !f.retryAfter(ctx, "polling the events table failed; retrying", err, failures) {
+				break
+			}
+			failures++
+			continue
+		}
+		failures = 0
 		if len(raws) == 0 {
 			f.idle(ctx, wake)
 			continue
@@ -584,10 +675,6 @@ func (f *Forwarder) lead(ctx context.Context) error {
 			failures++
 			continue
 		}
-		// last is the last event handed to the pipeline: when the
-		// leadership ends (or an event fails) in the middle of the batch,
-		// the events after it were never tracked, so the batch may record
-		// nothing beyond it.
 		var last eventstore.Position
 		for _, raw := range raws {
 			if ctx.Err() != nil || pl.failed() {
@@ -595,12 +682,7 @@ func (f *Forwarder) lead(ctx context.Context) error {
 			}
 			f.handle(ctx, raw, pl)
 			last = raw.Position
-			if f.afterHandleForTest != nil {
-				f.afterHandleForTest()
-			}
 		}
-		// On a poison failure, through waits for the events before the
-		// poison event and returns the position right before it.
 		var done eventstore.Position
 		if !last.IsZero() {
 			done = pl.through(last)

@@ -244,3 +244,43 @@ func TestStopMidBatchRecordsOnlyHandled(t *testing.T) {
 	runForwarder(t, newForwarder(t, b, pub, cfg))
 	waitFor(t, 10*time.Second, "the two events after the stop", func() bool { return pub.distinct() == 2 })
 }
+
+// TestReadsOneBatchAhead: while an event of a batch is still being
+// published, the forwarder reads the next batch and publishes its events
+// (of other streams); the offset stays before the blocked event until it
+// is published, and then moves past both batches.
+func TestReadsOneBatchAhead(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.appendSpread(t, streamsOf("order", 10), 1) // 10 events, one per stream
+	head := b.waitFeed(t, 10)
+	recs, err := b.store.ReadAll(testCtx(t), eventstore.Position{}, 10)
+	if err != nil || len(recs) != 10 {
+		t.Fatalf("ReadAll: %d records, %v", len(recs), err)
+	}
+	blocked := recs[4].ID.String() // the last event of the first batch of 5
+	release := make(chan struct{})
+	pub := &recordingPublisher{before: func(topic string, msg *message.Message) error {
+		if msg.UUID == blocked {
+			select {
+			case <-release:
+			case <-msg.Context().Done():
+				return msg.Context().Err()
+			}
+		}
+		return nil
+	}}
+	f := newForwarder(t, b, pub, Config{BatchSize: 5})
+	runForwarder(t, f)
+	// Every event but the blocked one reaches the publisher: the second
+	// batch was read and published while the first was not done.
+	waitFor(t, 30*time.Second, "the second batch to be published while the first is blocked", func() bool { return pub.len() == 9 })
+	if off, err := f.Offset(testCtx(t)); err != nil || !off.Less(recs[4].Position) {
+		t.Fatalf("offset while event 5 is blocked = %s, %v; want before %s", off, err, recs[4].Position)
+	}
+	close(release)
+	waitFor(t, 30*time.Second, "the offset to reach the head", func() bool {
+		off, err := f.Offset(testCtx(t))
+		return err == nil && off == head
+	})
+}

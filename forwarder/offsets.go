@@ -79,7 +79,14 @@ func (f *Forwarder) writeOffset(ctx context.Context, tx batchTx, pos eventstore.
 	if tx != nil {
 		exec = tx.ExecContext
 	}
-	_, err := exec(ctx, `UPDATE `+f.offsets+` SET transaction_id = $1::text::xid8, position = $2, updated_at = now()
+	// The write commits without waiting for its WAL flush
+	// (synchronous_commit off for this transaction only): an offset lost
+	// in a server crash only means the next leader publishes those events
+	// again, which at-least-once allows, and the forwarder does not wait
+	// for a disk flush per batch.
+	_, err := exec(ctx, `WITH async AS (SELECT set_config('synchronous_commit', 'off', true))
+UPDATE `+f.offsets+` SET transaction_id = $1::text::xid8, position = $2, updated_at = now()
+FROM async
 WHERE consumer_group = $3 AND (transaction_id, position) < ($1::text::xid8, $2::bigint)`,
 		strconv.FormatUint(pos.TransactionID, 10), pos.Position, f.cfg.ConsumerGroup)
 	if err != nil {

@@ -210,12 +210,8 @@ func (p *pipeline) donePrefixWithin(target eventstore.Position) eventstore.Posit
 // pendingThrough reports whether an event at or before target is pending
 // (not done, or done but behind an undone one). Call with mu held.
 func (p *pipeline) pendingThrough(target eventstore.Position) bool {
-	for _, e := range p.pending {
-		if !target.Less(e.pos) {
-			return true
-		}
-	}
-	return false
+	// pending is in feed order: its first entry is the earliest.
+	return len(p.pending) > 0 && !target.Less(p.pending[0].pos)
 }
 
 // undoneBefore reports whether an event before pos is not done yet. Call
