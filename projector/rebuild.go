@@ -45,7 +45,9 @@ func (r *Runner) Rebuild(ctx context.Context, projection string) error {
 	var version int
 	err = tx.QueryRowContext(ctx, `WITH reset AS (
 		UPDATE `+r.t.checkpoints+` SET transaction_id = '0', position = 0, rebuilding = true,
-			stopped = false, last_error = NULL, error_at = NULL, updated_at = now()
+			stopped = false, last_error = NULL, error_at = NULL, error_event_id = NULL, updated_at = now(),
+			rebuild_requested = false, retry_requested = false, request_error = NULL,
+			skip_event_id = NULL, skip_transaction_id = NULL, skip_position = NULL
 		WHERE projection = $1 AND status = 'active' RETURNING version)
 		SELECT version FROM reset LIMIT 1`, projection).Scan(&version)
 	if errors.Is(err, sql.ErrNoRows) {
