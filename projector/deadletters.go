@@ -109,7 +109,7 @@ func (e *DeadLetterNotFoundError) Error() string {
 // Is makes errors.Is(err, ErrDeadLetterNotFound) true.
 func (e *DeadLetterNotFoundError) Is(target error) bool { return target == ErrDeadLetterNotFound }
 
-const deadLetterColumns = `projection, version, partition, event_id, transaction_id::text, position, stream_id, event_type, error,
+const deadLetterColumns = `projection, version, partition, event_id, transaction_id::text AS txid, position, stream_id, event_type, error,
 	recorded_at, retry_requested_at, retries, retried_at`
 
 func scanDeadLetter(rs interface{ Scan(...any) error }) (DeadLetter, error) {
