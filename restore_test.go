@@ -235,7 +235,9 @@ func testResetAfterRestore(t *testing.T, keep int) {
 		kt, kp = fmt.Sprint(ev(keep-1).LastPosition.TransactionID), ev(keep-1).LastPosition.Position
 	}
 	bump := func(col string) string { return col + ` = ((` + col + `::text)::numeric + ` + shift + `)::text::xid8` }
-	past := func(tx, pos string) string { return `(` + tx + `, ` + pos + `) > ('` + kt + `'::xid8, ` + fmt.Sprint(kp) + `)` }
+	past := func(tx, pos string) string {
+		return `(` + tx + `, ` + pos + `) > ('` + kt + `'::xid8, ` + fmt.Sprint(kp) + `)`
+	}
 	for _, stmt := range []string{
 		`UPDATE ` + b.store.QualifiedEventsTable() + ` SET ` + bump("transaction_id") + ` WHERE ` + past("transaction_id", "position"),
 		`UPDATE ` + b.q(projector.CheckpointsTable) + ` SET ` + bump("transaction_id") + ` WHERE position > 0 AND ` + past("transaction_id", "position"),
