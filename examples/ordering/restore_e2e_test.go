@@ -85,7 +85,7 @@ func TestRestoreIntoAnotherCluster(t *testing.T) {
 	runProgram(t, young.Bin("pg_restore"), "--dbname="+young.URL, "--no-owner", dump)
 	youngDB := young.Open(t)
 	var next, restored string
-	if err := youngDB.QueryRow(`SELECT pg_snapshot_xmax(pg_current_snapshot())::text, min(transaction_id)::text FROM ` + restoreSchema + `.events`).Scan(&next, &restored); err != nil {
+	if err := youngDB.QueryRow(`SELECT pg_snapshot_xmax(pg_current_snapshot())::text, min(transaction_id)::text FROM `+restoreSchema+`.events`).Scan(&next, &restored); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("restored transaction ids from %s, the new cluster's next is %s", restored, next)
