@@ -603,7 +603,12 @@ func (e *env) waitRebuild(ctx context.Context, store *postgres.Store, name strin
 		fmt.Fprintf(e.io.Stderr, "rebuild of projection %s version %d requested; waiting for its leader (Ctrl-C stops waiting, not the rebuild)\n", name, version)
 	}
 	bar := e.progress(-1, "rebuilding "+name)
-	defer func() { _ = bar.Exit() }()
+	finished := false
+	defer func() {
+		if !finished {
+			_ = bar.Exit() // ends the bar's line when waiting stops early
+		}
+	}()
 	performed := false
 	t := time.NewTicker(waitInterval)
 	defer t.Stop()
@@ -635,6 +640,7 @@ func (e *env) waitRebuild(ctx context.Context, store *postgres.Store, name strin
 		}
 		if caughtUp && performed {
 			_ = bar.Finish()
+			finished = true
 			res.Completed, res.Checkpoint = true, cp.String()
 			if !e.json {
 				fmt.Fprintf(e.io.Stdout, "projection %s version %d rebuilt: caught up at %s\n", name, version, cp)
