@@ -614,9 +614,16 @@ func (w *worker) stop(ctx context.Context, cp checkpoint, err error) bool {
 	if id := failedEvent(err); id != uuid.Nil {
 		event = id.String()
 	}
+	var skip any
+	if cp.skipID != uuid.Nil {
+		skip = cp.skipID.String()
+	}
+	// Fenced by a skip this worker does not know of too: Skip resumes the
+	// partition, which a stop must not undo.
 	res, dberr := w.r.db.ExecContext(ctx, `UPDATE `+w.r.t.checkpoints+` SET stopped = true, last_error = $3, error_at = now(), error_event_id = $7::uuid, updated_at = now()
-		WHERE projection = $1 AND version = $2 AND partition = $6 AND transaction_id = $4::xid8 AND position = $5`,
-		w.p.Name, w.version, err.Error(), strconv.FormatUint(cp.pos.TransactionID, 10), cp.pos.Position, w.partition, event)
+		WHERE projection = $1 AND version = $2 AND partition = $6 AND transaction_id = $4::xid8 AND position = $5
+			AND skip_event_id IS NOT DISTINCT FROM $8::uuid`,
+		w.p.Name, w.version, err.Error(), strconv.FormatUint(cp.pos.TransactionID, 10), cp.pos.Position, w.partition, event, skip)
 	var n int64
 	if dberr == nil {
 		n, dberr = res.RowsAffected()
