@@ -43,6 +43,11 @@
 //
 // Each part stays usable on its own (eventstore/postgres, projector,
 // forwarder); App only builds them from one Config and runs them together.
+//
+// After a logical restore (pg_dump/pg_restore into another cluster),
+// ResetAfterRestore renumbers the restored events and moves every
+// checkpoint and offset with them, before the service starts again (the
+// esox command's "restore reset"; see docs/operations.md).
 // Config.TracerProvider and Config.MeterProvider reach every part: esox
 // reports through the OpenTelemetry API, the application installs the SDK
 // (docs/observability.md).

@@ -452,8 +452,10 @@ var ErrForwarderRunning = errors.New("forwarder: an instance of the consumer gro
 
 // SetOffset stores pos as the consumer group's offset: the next leader
 // publishes the events after pos. Use it to replay (an earlier pos), to skip
-// (a later one), or after a dump and restore, when transaction ids restart
-// (see docs/forwarding.md). It creates the group's offset when it has none;
+// (a later one). After a dump and restore, when transaction ids restart,
+// use esox.ResetAfterRestore (esox restore reset), which moves every
+// group's offset with the renumbered feed. It creates the group's offset
+// when it has none;
 // SetGroupOffset does the same for a caller without a Publisher, and
 // refuses unknown groups and positions after the head.
 //

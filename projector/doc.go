@@ -74,6 +74,20 @@
 // version and, once caught up, becomes live in one transaction that runs its
 // Activate (e.g. CREATE OR REPLACE VIEW) and retires the old version.
 //
+// # Operations without the code
+//
+// The package functions ListProjections, ReadProjection, RequestRebuild,
+// Resume, SetCheckpoint, Skip, ListDeadLetters, RetryDeadLetters and
+// DiscardDeadLetters operate the projections of a schema from any process,
+// without the projections' code: the esox command and an admin endpoint
+// call them while the service runs. What needs the code — a rebuild's
+// Reset, a dead letter's retry through the Handler, passing over one event
+// of a batch — is a request recorded on the checkpoint row, which the
+// version's leading worker performs (it re-reads its row every
+// Config.LeaderRetryInterval, and a pending request fences its batches);
+// the rest is fenced by the workers' compare-and-set. See
+// docs/operations.md.
+//
 // # Partitions
 //
 // Projection.Partitions splits a projection by stream (PartitionOf: FNV-32a

@@ -52,8 +52,8 @@ func TestInboxMigrationUpgradesAnExistingSchema(t *testing.T) {
 		t.Fatal(err)
 	}
 	res, err := in.Migrate(ctx)
-	if err != nil || len(res.Applied) != 2 || res.Applied[0].Version != 2 || res.Applied[1].Version != 3 {
-		t.Fatalf("upgrade: %+v, %v; want 002 and 003 applied", res, err)
+	if err != nil || len(res.Applied) != 3 || res.Applied[0].Version != 2 || res.Applied[1].Version != 3 || res.Applied[2].Version != 4 {
+		t.Fatalf("upgrade: %+v, %v; want 002, 003 and 004 applied", res, err)
 	}
 	var applied int
 	h, err := in.Handler(Records(func(context.Context, postgres.Tx, eventstore.Record) error { applied++; return nil }))

@@ -2,9 +2,12 @@ package projector
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"slices"
+
+	"github.com/google/uuid"
 
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
@@ -80,7 +83,31 @@ func nilIfEmpty(s []string) []string {
 
 // recordError names the record a handler failed on.
 func recordError(r eventstore.Record, err error) error {
-	return fmt.Errorf("event %s (%s, stream %q version %d, position %s): %w", r.ID, r.Type, r.StreamID, r.StreamVersion, r.Position, err)
+	return &recordErr{id: r.ID, err: fmt.Errorf("event %s (%s, stream %q version %d, position %s): %w", r.ID, r.Type, r.StreamID, r.StreamVersion, r.Position, err)}
+}
+
+// recordErr is a handler failure that names its record, so that a
+// projection that stops on it can record which event it stopped on (and
+// Skip can pass over that event).
+type recordErr struct {
+	id  uuid.UUID
+	err error
+}
+
+func (e *recordErr) Error() string { return e.err.Error() }
+func (e *recordErr) Unwrap() error { return e.err }
+
+// failedEvent returns the event err names (the innermost one a handler
+// named), uuid.Nil when it names none.
+func failedEvent(err error) uuid.UUID {
+	id := uuid.Nil
+	for err != nil {
+		if re, ok := err.(*recordErr); ok {
+			id = re.id
+		}
+		err = errors.Unwrap(err)
+	}
+	return id
 }
 
 // Handlers is a Handler built from one typed function per event type with On.

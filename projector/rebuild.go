@@ -27,7 +27,8 @@ import (
 // projection restarts with the rebuild.
 //
 // It needs the runner to hold the live version (for its Reset); Run need not
-// be running. ctx bounds the transaction. Errors match
+// be running. Without the runner (the esox command), RequestRebuild asks
+// the version's leader to do the same. ctx bounds the transaction. Errors match
 // eventstore.ErrInvalidArgument for an unknown projection, a live version
 // this runner does not have, or a missing Reset; others wrap the database's
 // or Reset's.
@@ -45,7 +46,9 @@ func (r *Runner) Rebuild(ctx context.Context, projection string) error {
 	var version int
 	err = tx.QueryRowContext(ctx, `WITH reset AS (
 		UPDATE `+r.t.checkpoints+` SET transaction_id = '0', position = 0, rebuilding = true,
-			stopped = false, last_error = NULL, error_at = NULL, updated_at = now()
+			stopped = false, last_error = NULL, error_at = NULL, error_event_id = NULL, updated_at = now(),
+			rebuild_requested = false, retry_requested = false, request_error = NULL,
+			skip_event_id = NULL, skip_transaction_id = NULL, skip_position = NULL
 		WHERE projection = $1 AND status = 'active' RETURNING version)
 		SELECT version FROM reset LIMIT 1`, projection).Scan(&version)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -107,9 +110,12 @@ func (r *Runner) Resume(ctx context.Context, projection string) error {
 // SetCheckpoint moves the live version's checkpoint of projection (of
 // every partition) to pos without touching its tables: the runner goes on
 // from the record after pos.
-// It is an operator's tool, e.g. after a dump and restore of the database
-// (transaction ids restart in a new cluster: see docs/projections.md), or to
-// skip deliberately. ctx bounds the update. Errors match
+// It is an operator's tool, to skip or replay deliberately; the package
+// function SetCheckpoint does the same without the runner (for any
+// version and partition, refusing positions after the feed's head), and
+// esox.ResetAfterRestore moves every checkpoint after a dump and restore.
+// A leader running meanwhile, in any process, notices through its
+// compare-and-set. ctx bounds the update. Errors match
 // eventstore.ErrInvalidArgument for an unknown projection, or wrap the
 // database's.
 func (r *Runner) SetCheckpoint(ctx context.Context, projection string, pos eventstore.Position) error {

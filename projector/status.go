@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
 )
@@ -34,6 +36,9 @@ const (
 	// StateNotRegistered: it has no checkpoint yet: neither Runner.Migrate
 	// nor Runner.Run has run with it.
 	StateNotRegistered State = "not_registered"
+	// StateRebuildRequested: RequestRebuild asked for a rebuild, which the
+	// version's leader has not performed yet (see LeaderRunning).
+	StateRebuildRequested State = "rebuild_requested"
 )
 
 // ProjectionStatus reports one projection version, or one partition of it
@@ -79,6 +84,25 @@ type ProjectionStatus struct {
 	// Leading is true when this process is the one working on it (on the
 	// partition).
 	Leading bool
+	// LeaderRunning is true when some process, this one or another, leads
+	// it (holds its leader lock, keyed by LeaderKey).
+	LeaderRunning bool
+	// Rebuilding is true while it replays the feed after a rebuild, until
+	// it has caught up.
+	Rebuilding bool
+	// RebuildRequested and RetryRequested are true while a request of
+	// RequestRebuild or RetryDeadLetters waits for the leader to perform
+	// it; RequestError says why the leader could not perform the last
+	// one (a Reset missing or failing).
+	RebuildRequested, RetryRequested bool
+	RequestError                     string
+	// SkipEvent is the event Skip asked it to pass over, until its
+	// checkpoint has (uuid.Nil: none).
+	SkipEvent uuid.UUID
+	// ErrorEvent is the event its handler failed on when it stopped, when
+	// the handler named it (Records and Handlers do): Skip without an
+	// event ID passes over this one.
+	ErrorEvent uuid.UUID
 	// UpdatedAt is when its checkpoint row last changed.
 	UpdatedAt time.Time
 }
@@ -115,22 +139,6 @@ func (r *Runner) status(ctx context.Context, w *worker, head eventstore.Position
 	if err != nil {
 		return s, err
 	}
-	s.Checkpoint, s.Live, s.UpdatedAt = c.pos, c.status == statusActive, c.updatedAt
-	s.LastError, s.ErrorAt = c.lastError.String, c.errorAt.Time
-	if head.Compare(c.pos) > 0 {
-		s.LagEvents = max(head.Position-c.pos.Position, 1)
-		var secs sql.NullFloat64
-		if err := r.db.QueryRowContext(ctx, `SELECT extract(epoch FROM now() - recorded_at)::float8 FROM `+r.store.QualifiedEventsTable()+`
-			WHERE (transaction_id, position) > ($1::xid8, $2::bigint) ORDER BY transaction_id, position LIMIT 1`,
-			strconv.FormatUint(c.pos.TransactionID, 10), c.pos.Position).Scan(&secs); err != nil && !errors.Is(err, sql.ErrNoRows) {
-			return s, err
-		}
-		s.Lag = time.Duration(max(secs.Float64, 0) * float64(time.Second))
-	}
-	if err := r.db.QueryRowContext(ctx, `SELECT count(*) FROM `+r.t.deadLetters+` WHERE projection = $1 AND version = $2 AND partition = $3`,
-		w.p.Name, w.version, w.partition).Scan(&s.DeadLetters); err != nil {
-		return s, err
-	}
 	leading, stopped := w.state()
 	s.Leading = leading
 	if !leading {
@@ -139,39 +147,57 @@ func (r *Runner) status(ctx context.Context, w *worker, head eventstore.Position
 	} else if n, dbErr := w.retrying(); dbErr != nil {
 		s.DatabaseError, s.DatabaseErrors = dbErr.Error(), n
 	}
-	if stopped != nil && s.LastError == "" {
-		s.LastError = stopped.Error()
-	}
 	held := leading
 	if !held {
-		if held, err = r.lockHeld(ctx, w.leaderKey); err != nil {
+		if held, err = postgres.LockHeld(ctx, r.db, w.leaderKey); err != nil {
 			return s, err
 		}
+	}
+	return s, fillStatus(ctx, r.store, r.t, &s, c, held, stopped, r.cfg.BatchSize)
+}
+
+// fillStatus completes s from c, its checkpoint row: the lag behind
+// s.Head, the dead letters and the state, given whether a leader holds
+// its lock (held) and the handler error that stopped it in this process
+// (stopped, when this process leads it).
+func fillStatus(ctx context.Context, store *postgres.Store, t tables, s *ProjectionStatus, c checkpoint, held bool, stopped error, batchSize int) error {
+	s.Checkpoint, s.Live, s.UpdatedAt = c.pos, c.status == statusActive, c.updatedAt
+	s.LastError, s.ErrorAt = c.lastError.String, c.errorAt.Time
+	s.LeaderRunning, s.Rebuilding = held, c.rebuilding
+	s.RebuildRequested, s.RetryRequested, s.RequestError = c.rebuildRequested, c.retryRequested, c.requestError.String
+	s.SkipEvent, s.ErrorEvent = c.skipID, c.errorEvent.UUID
+	if s.Head.Compare(c.pos) > 0 {
+		s.LagEvents = max(s.Head.Position-c.pos.Position, 1)
+		var secs sql.NullFloat64
+		if err := store.DB().QueryRowContext(ctx, `SELECT extract(epoch FROM now() - recorded_at)::float8 FROM `+store.QualifiedEventsTable()+`
+			WHERE (transaction_id, position) > ($1::xid8, $2::bigint) ORDER BY transaction_id, position LIMIT 1`,
+			strconv.FormatUint(c.pos.TransactionID, 10), c.pos.Position).Scan(&secs); err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		s.Lag = time.Duration(max(secs.Float64, 0) * float64(time.Second))
+	}
+	if err := store.DB().QueryRowContext(ctx, `SELECT count(*) FROM `+t.deadLetters+` WHERE projection = $1 AND version = $2 AND partition = $3`,
+		s.Name, s.Version, s.Partition).Scan(&s.DeadLetters); err != nil {
+		return err
+	}
+	if stopped != nil && s.LastError == "" {
+		s.LastError = stopped.Error()
 	}
 	switch {
 	case c.status == statusRetired:
 		s.State = StateRetired
+	case c.rebuildRequested:
+		s.State = StateRebuildRequested
 	case c.stopped || stopped != nil:
 		s.State = StateStoppedWithError
 	case !held:
 		s.State = StateNotRunning
 	case c.rebuilding || c.status == statusBuilding:
 		s.State = StateRebuilding
-	case s.LagEvents >= int64(r.cfg.BatchSize):
+	case s.LagEvents >= int64(batchSize):
 		s.State = StateCatchingUp
 	default:
 		s.State = StateRunning
 	}
-	return s, nil
-}
-
-// lockHeld reports whether some session of this database holds the
-// session advisory lock of key (a leader key).
-func (r *Runner) lockHeld(ctx context.Context, key string) (bool, error) {
-	k := uint64(postgres.LockKey(key))
-	var held bool
-	err := r.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
-		AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-		AND classid = $1 AND objid = $2 AND objsubid = 1)`, int64(k>>32), int64(k&0xffffffff)).Scan(&held)
-	return held, err
+	return nil
 }

@@ -153,7 +153,7 @@ func (r *Runner) WaitFor(ctx context.Context, projection string, pos eventstore.
 			if leaderChecked.IsZero() || time.Since(leaderChecked) >= leaderCheckInterval || (unled && time.Since(doubt) >= grace) {
 				held := true
 				for part := 0; part < live.partitions && held; part++ {
-					if held, err = r.lockHeld(ctx, leaderKey(r.t.schema, projection, live.version, part, live.partitions)); err != nil {
+					if held, err = postgres.LockHeld(ctx, r.db, leaderKey(r.t.schema, projection, live.version, part, live.partitions)); err != nil {
 						return fail(err)
 					}
 				}

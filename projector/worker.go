@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
 )
@@ -57,14 +59,9 @@ func newWorker(r *Runner, p Projection, partition int) *worker {
 }
 
 // leaderKey is the leader-election key of a partition of a projection
-// version: "esox:projector:<schema>:<name>:v<version>", followed by
-// ":p<partition>" when the version has more than one partition.
+// version (see LeaderKey).
 func leaderKey(schema, name string, version, partition, partitions int) string {
-	k := "esox:projector:" + schema + ":" + name + ":v" + strconv.Itoa(version)
-	if partitions > 1 {
-		k += ":p" + strconv.Itoa(partition)
-	}
-	return k
+	return LeaderKey(schema, name, version, partition, partitions)
 }
 
 // owns reports whether the worker's partition applies streamID's records.
@@ -81,19 +78,36 @@ type checkpoint struct {
 	lastError  sql.NullString
 	errorAt    sql.NullTime
 	updatedAt  time.Time
+	// Requests the leading worker performs (see requests.go).
+	rebuildRequested bool
+	retryRequested   bool
+	requestError     sql.NullString
+	// skipID is the event the partition passes over (uuid.Nil: none), at
+	// skipPos.
+	skipID  uuid.UUID
+	skipPos eventstore.Position
+	// errorEvent is the event the handler failed on when it stopped.
+	errorEvent uuid.NullUUID
 }
 
-const checkpointColumns = `transaction_id::text AS transaction_id_text, position, status, rebuilding, stopped, last_error, error_at, updated_at`
+const checkpointColumns = `transaction_id::text AS transaction_id_text, position, status, rebuilding, stopped, last_error, error_at, updated_at,
+	rebuild_requested, retry_requested, request_error, skip_event_id, coalesce(skip_transaction_id, '0')::text, coalesce(skip_position, 0), error_event_id`
 
 func scanCheckpoint(row interface{ Scan(...any) error }) (checkpoint, error) {
 	var c checkpoint
-	var txid string
-	if err := row.Scan(&txid, &c.pos.Position, &c.status, &c.rebuilding, &c.stopped, &c.lastError, &c.errorAt, &c.updatedAt); err != nil {
+	var txid, skipTxid string
+	var skipID uuid.NullUUID
+	if err := row.Scan(&txid, &c.pos.Position, &c.status, &c.rebuilding, &c.stopped, &c.lastError, &c.errorAt, &c.updatedAt,
+		&c.rebuildRequested, &c.retryRequested, &c.requestError, &skipID, &skipTxid, &c.skipPos.Position, &c.errorEvent); err != nil {
 		return c, err
 	}
+	c.skipID = skipID.UUID
 	var err error
 	if c.pos.TransactionID, err = strconv.ParseUint(txid, 10, 64); err != nil {
 		return c, fmt.Errorf("parse transaction id %q: %w", txid, err)
+	}
+	if c.skipPos.TransactionID, err = strconv.ParseUint(skipTxid, 10, 64); err != nil {
+		return c, fmt.Errorf("parse transaction id %q: %w", skipTxid, err)
 	}
 	return c, nil
 }
@@ -151,7 +165,8 @@ func (w *worker) stale(row checkpoint) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	s := w.seen
-	return w.active && (row.pos != s.pos || row.status != s.status || row.rebuilding != s.rebuilding || row.stopped != s.stopped)
+	return w.active && (row.pos != s.pos || row.status != s.status || row.rebuilding != s.rebuilding || row.stopped != s.stopped ||
+		row.rebuildRequested != s.rebuildRequested || row.retryRequested != s.retryRequested || row.skipID != s.skipID)
 }
 
 // signalReload asks the worker to re-read its checkpoint row; it never
@@ -164,7 +179,8 @@ func (w *worker) signalReload() {
 }
 
 // errFenced: the checkpoint moved under the worker (another worker, a
-// Rebuild, a version switch); re-read it.
+// Rebuild, SetCheckpoint, a version switch) or a request is pending on it
+// (RequestRebuild, RetryDeadLetters); re-read it.
 var errFenced = errors.New("checkpoint moved")
 
 // handlerError is a failure of the projection's own code (handler, decoding
@@ -209,6 +225,13 @@ func (w *worker) work(ctx context.Context) error {
 			c, err := w.load(ctx)
 			if err != nil {
 				w.backoffTransient(ctx, &transient, err)
+				continue
+			}
+			if c.rebuildRequested || c.retryRequested {
+				// An operator's request: perform it, then re-read the row.
+				if err := w.performRequests(ctx, c); err != nil {
+					w.backoffTransient(ctx, &transient, err)
+				}
 				continue
 			}
 			cp, loaded = c, true
@@ -369,7 +392,7 @@ func (w *worker) apply(ctx context.Context, cp checkpoint, raws []eventstore.Raw
 		recs = make([]eventstore.Record, 0, len(raws))
 		reg := w.r.store.Registry()
 		for _, rr := range raws {
-			if !w.owns(rr.StreamID) || !wantsRaw(w.types, reg, rr) {
+			if !w.owns(rr.StreamID) || !wantsRaw(w.types, reg, rr) || w.skips(ctx, cp, rr) {
 				continue
 			}
 			var err error
@@ -397,11 +420,23 @@ func (w *worker) apply(ctx context.Context, cp checkpoint, raws []eventstore.Raw
 	if len(raws) > 0 {
 		next.pos = raws[len(raws)-1].Position
 	}
+	// The compare-and-set also fails while an operator's rebuild or retry
+	// is pending, or when the event to skip is not the one this worker
+	// knows (see requests.go): the worker re-reads the row. Once the
+	// checkpoint passes the event to skip, the request is done.
+	var skip any
+	if cp.skipID != uuid.Nil {
+		skip = cp.skipID.String()
+	}
 	res, err := tx.ExecContext(ctx, `UPDATE `+w.r.t.checkpoints+` SET transaction_id = $3::xid8, position = $4,
-		rebuilding = rebuilding AND NOT $7, stopped = false, last_error = NULL, error_at = NULL, updated_at = now()
-		WHERE projection = $1 AND version = $2 AND partition = $8 AND transaction_id = $5::xid8 AND position = $6 AND status <> 'retired'`,
+		rebuilding = rebuilding AND NOT $7, stopped = false, last_error = NULL, error_at = NULL, error_event_id = NULL, updated_at = now(),
+		skip_event_id = CASE WHEN ($3::xid8, $4::bigint) >= (skip_transaction_id, skip_position) THEN NULL ELSE skip_event_id END,
+		skip_transaction_id = CASE WHEN ($3::xid8, $4::bigint) >= (skip_transaction_id, skip_position) THEN NULL ELSE skip_transaction_id END,
+		skip_position = CASE WHEN ($3::xid8, $4::bigint) >= (skip_transaction_id, skip_position) THEN NULL ELSE skip_position END
+		WHERE projection = $1 AND version = $2 AND partition = $8 AND transaction_id = $5::xid8 AND position = $6 AND status <> 'retired'
+			AND NOT rebuild_requested AND NOT retry_requested AND skip_event_id IS NOT DISTINCT FROM $9::uuid`,
 		w.p.Name, w.version, strconv.FormatUint(next.pos.TransactionID, 10), next.pos.Position,
-		strconv.FormatUint(cp.pos.TransactionID, 10), cp.pos.Position, caughtUp, w.partition)
+		strconv.FormatUint(cp.pos.TransactionID, 10), cp.pos.Position, caughtUp, w.partition, skip)
 	if err != nil {
 		return cp, fmt.Errorf("advance checkpoint: %w", err)
 	}
@@ -411,10 +446,13 @@ func (w *worker) apply(ctx context.Context, cp checkpoint, raws []eventstore.Raw
 		return cp, errFenced
 	}
 	next.rebuilding = cp.rebuilding && !caughtUp
-	next.stopped, next.lastError, next.errorAt = false, sql.NullString{}, sql.NullTime{}
+	next.stopped, next.lastError, next.errorAt, next.errorEvent = false, sql.NullString{}, sql.NullTime{}, uuid.NullUUID{}
+	if next.skipID != uuid.Nil && next.pos.Compare(next.skipPos) >= 0 {
+		next.skipID, next.skipPos = uuid.Nil, eventstore.Position{}
+	}
 
 	if park {
-		if err := w.applyParking(ctx, postgres.NewTx(tx), raws); err != nil {
+		if err := w.applyParking(ctx, postgres.NewTx(tx), cp, raws); err != nil {
 			return cp, err
 		}
 	} else if len(recs) > 0 {
@@ -432,10 +470,10 @@ func (w *worker) apply(ctx context.Context, cp checkpoint, raws []eventstore.Raw
 // applyParking applies the handled records one by one, each under a
 // savepoint; a record whose decoding or handler fails is rolled back to its
 // savepoint and parked with its error.
-func (w *worker) applyParking(ctx context.Context, tx postgres.Tx, raws []eventstore.RawRecord) error {
+func (w *worker) applyParking(ctx context.Context, tx postgres.Tx, cp checkpoint, raws []eventstore.RawRecord) error {
 	reg := w.r.store.Registry()
 	for _, rr := range raws {
-		if !w.owns(rr.StreamID) || !wantsRaw(w.types, reg, rr) {
+		if !w.owns(rr.StreamID) || !wantsRaw(w.types, reg, rr) || w.skips(ctx, cp, rr) {
 			continue
 		}
 		if _, err := tx.ExecContext(ctx, `SAVEPOINT esox_record`); err != nil {
@@ -572,9 +610,20 @@ func (w *worker) activate(ctx context.Context, cp checkpoint) (string, error) {
 // stop reports false, so a deposed leader cannot mark the new leader's
 // projection stopped.
 func (w *worker) stop(ctx context.Context, cp checkpoint, err error) bool {
-	res, dberr := w.r.db.ExecContext(ctx, `UPDATE `+w.r.t.checkpoints+` SET stopped = true, last_error = $3, error_at = now(), updated_at = now()
-		WHERE projection = $1 AND version = $2 AND partition = $6 AND transaction_id = $4::xid8 AND position = $5`,
-		w.p.Name, w.version, err.Error(), strconv.FormatUint(cp.pos.TransactionID, 10), cp.pos.Position, w.partition)
+	var event any
+	if id := failedEvent(err); id != uuid.Nil {
+		event = id.String()
+	}
+	var skip any
+	if cp.skipID != uuid.Nil {
+		skip = cp.skipID.String()
+	}
+	// Fenced by a skip this worker does not know of too: Skip resumes the
+	// partition, which a stop must not undo.
+	res, dberr := w.r.db.ExecContext(ctx, `UPDATE `+w.r.t.checkpoints+` SET stopped = true, last_error = $3, error_at = now(), error_event_id = $7::uuid, updated_at = now()
+		WHERE projection = $1 AND version = $2 AND partition = $6 AND transaction_id = $4::xid8 AND position = $5
+			AND skip_event_id IS NOT DISTINCT FROM $8::uuid`,
+		w.p.Name, w.version, err.Error(), strconv.FormatUint(cp.pos.TransactionID, 10), cp.pos.Position, w.partition, event, skip)
 	var n int64
 	if dberr == nil {
 		n, dberr = res.RowsAffected()

@@ -1,7 +1,9 @@
 // Command esox operates the PostgreSQL schema of an esox service: it plans
 // and applies migrations, lists and reads streams, shows events, reads and
-// follows the global feed, and inspects and moves forwarder consumer
-// groups. Install it with
+// follows the global feed, inspects and moves forwarder consumer groups,
+// inspects, rebuilds, resumes, moves and skips projections, retries and
+// discards dead letters, and resets the schema after a logical restore.
+// Install it with
 //
 //	go install github.com/esox-go/esox/cmd/esox@latest
 //

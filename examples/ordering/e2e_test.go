@@ -25,8 +25,9 @@ import (
 	"github.com/esox-go/esox/internal/pgtest"
 )
 
-// binPath is the service binary, built once by TestMain.
-var binPath string
+// binPath is the service binary and esoxPath the esox command, built once
+// by TestMain.
+var binPath, esoxPath string
 
 func TestMain(m *testing.M) {
 	os.Exit(testMain(m))
@@ -57,6 +58,15 @@ func testMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "build the service:", err)
 		return 1
 	}
+	// The esox command, which operates the service's schema (the restore
+	// test runs it).
+	esoxPath = filepath.Join(dir, "esox")
+	cmd = exec.Command(goCmd, "build", "-o", esoxPath, "../../cmd/esox")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build the esox command:", err)
+		return 1
+	}
 	// A green run must not leave goroutines behind (broker clients
 	// closed, pools closed).
 	return leaktest.Run(m)
@@ -68,6 +78,7 @@ type service struct {
 	base   string
 	schema string
 	prefix string
+	url    string // the database's, as the process gets it
 	db     *sqlx.DB
 	cmd    *exec.Cmd
 	logs   *syncBuffer
@@ -100,29 +111,29 @@ func startService(t *testing.T, broker string) *service {
 	t.Helper()
 	db := pgtest.Open(t)
 	prefix := "e2e_" + strings.ReplaceAll(uuid.NewString()[:8], "-", "") + "_"
-	return launch(t, db, pgtest.Schema(t, db), prefix, broker)
+	return launch(t, db, pgtest.DatabaseURL(), pgtest.Schema(t, db), prefix, broker)
 }
 
 // startAgain starts the binary again on s's schema and topic prefix: a
 // restart when s has stopped, a second instance while it runs.
 func startAgain(t *testing.T, s *service, broker string) *service {
 	t.Helper()
-	return launch(t, s.db, s.schema, s.prefix, broker)
+	return launch(t, s.db, s.url, s.schema, s.prefix, broker)
 }
 
 // launch starts the service on schema and waits until /readyz answers 200
 // (it answers 503 not_ready while the service migrates and starts).
 // At cleanup a process still running gets SIGTERM (SIGKILL after 30 s).
-func launch(t *testing.T, db *sqlx.DB, schema, prefix, broker string) *service {
+func launch(t *testing.T, db *sqlx.DB, url, schema, prefix, broker string) *service {
 	t.Helper()
-	s := &service{t: t, db: db, schema: schema, prefix: prefix, logs: &syncBuffer{}, done: make(chan struct{})}
+	s := &service{t: t, db: db, url: url, schema: schema, prefix: prefix, logs: &syncBuffer{}, done: make(chan struct{})}
 	s.cmd = exec.Command(binPath, "-addr", "127.0.0.1:0", "-schema", s.schema, "-broker", broker,
 		"-topic-prefix", s.prefix, "-log-format", "json", "-log-level", "info",
 		// Generous: other tests on the same server may hold transaction ids
 		// open for seconds, which holds back every feed reader (the
 		// xid trap, docs/forwarding.md); read-your-writes must still hold, however long it takes.
 		"-wait-timeout", "60s")
-	s.cmd.Env = append(os.Environ(), "DATABASE_URL="+pgtest.DatabaseURL())
+	s.cmd.Env = append(os.Environ(), "DATABASE_URL="+url)
 	s.cmd.Stderr = s.logs
 	stdout, err := s.cmd.StdoutPipe()
 	if err != nil {

@@ -22,9 +22,10 @@
 // docs/observability.md.
 //
 //	ordering [serve] [flags]                 serve the API (the default)
-//	ordering reset-after-restore [flags]     after pg_dump/pg_restore into another cluster, with
-//	                                         every instance stopped: renumber the restored events and
-//	                                         move checkpoints and the forwarder's offset (docs/operations.md)
+//
+// Operations (rebuilding a projection, retrying dead letters, moving a
+// consumer group, the reset after a logical restore, …) are the esox
+// command's: see docs/operations.md.
 //
 // It wires everything with one esox.App (app.go): the HTTP server answers
 // from the start, /readyz with 503 until the App has applied every migration
@@ -59,13 +60,8 @@ func main() {
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		cmd, args = args[0], args[1:]
 	}
-	run := run
-	switch cmd {
-	case "serve":
-	case "reset-after-restore":
-		run = runResetAfterRestore
-	default:
-		fmt.Fprintf(os.Stderr, "ordering: unknown command %q (want serve or reset-after-restore)\n", cmd)
+	if cmd != "serve" {
+		fmt.Fprintf(os.Stderr, "ordering: unknown command %q (want serve; operations such as the reset after a restore are the esox command's)\n", cmd)
 		os.Exit(2)
 	}
 	cfg, err := parseConfig(args, os.Getenv, os.Stderr)
@@ -118,7 +114,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&c.LogFormat, "log-format", env("LOG_FORMAT", "text"), "text or json (env LOG_FORMAT)")
 	fs.StringVar(&wait, "wait-timeout", env("WAIT_TIMEOUT", "5s"), "how long a command waits for the read models (env WAIT_TIMEOUT)")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: ordering [serve | reset-after-restore] [flags]\n\n")
+		fmt.Fprintf(stderr, "usage: ordering [serve] [flags]\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {

@@ -1,5 +1,6 @@
 // Package esoxcli is the esox command: a thin shell over esox's operations
-// (migrations, streams and the feed, forwarder consumer groups), which are
+// (migrations, streams and the feed, forwarder consumer groups,
+// projections, dead letters, the reset after a logical restore), which are
 // exported, tested functions of the esox packages. cmd/esox's main calls
 // Main; a service may embed the command tree in its own binary the same
 // way.
@@ -15,8 +16,9 @@
 //	2    usage: an unknown command or flag, a missing or extra argument, a
 //	     bad value (a position that is not transaction_id/position, an
 //	     invalid schema name, stream ID or event ID), no database URL
-//	3    not found: the stream, event or consumer group does not exist, or
-//	     the schema has no esox tables
+//	3    not found: the stream, event, consumer group, projection (version,
+//	     partition) or dead letter does not exist, or the schema has no esox
+//	     tables
 //	4    refused: a leader is running (stop every instance of the service
 //	     first)
 //	5    not confirmed: a destructive command without --yes, refused
@@ -44,9 +46,11 @@ import (
 	"github.com/jmoiron/sqlx"
 	"github.com/spf13/cobra"
 
+	"github.com/esox-go/esox"
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
 	"github.com/esox-go/esox/forwarder"
+	"github.com/esox-go/esox/projector"
 )
 
 // Exit codes of Main; see the package doc.
@@ -150,9 +154,10 @@ func (e *env) exitCode(ctx context.Context, err error) int {
 	switch {
 	case !e.started, errors.As(err, &usage), errors.Is(err, eventstore.ErrInvalidArgument), errors.Is(err, eventstore.ErrInvalidStreamID):
 		return ExitUsage
-	case errors.As(err, &nf), errors.Is(err, forwarder.ErrGroupNotFound), errors.Is(err, eventstore.ErrStreamNotFound):
+	case errors.As(err, &nf), errors.Is(err, forwarder.ErrGroupNotFound), errors.Is(err, eventstore.ErrStreamNotFound),
+		errors.Is(err, projector.ErrProjectionNotFound), errors.Is(err, projector.ErrDeadLetterNotFound):
 		return ExitNotFound
-	case errors.Is(err, forwarder.ErrForwarderRunning):
+	case errors.Is(err, forwarder.ErrForwarderRunning), errors.Is(err, esox.ErrLeaderRunning):
 		return ExitLeaderRunning
 	case errors.As(err, &nc):
 		return ExitNotConfirmed
@@ -165,11 +170,14 @@ func (e *env) exitCode(ctx context.Context, err error) int {
 func (e *env) rootCommand() *cobra.Command {
 	root := &cobra.Command{
 		Use:   "esox",
-		Short: "Operate an esox event store: migrations, streams, the feed, forwarders",
+		Short: "Operate an esox event store: migrations, streams, the feed, forwarders, projections",
 		Long: `esox operates the PostgreSQL schema of an esox service without the
 service's code: it plans and applies migrations, lists and reads streams,
-shows events, reads and follows the global feed, and inspects and moves
-forwarder consumer groups.
+shows events, reads and follows the global feed, inspects and moves
+forwarder consumer groups, inspects, rebuilds, resumes, moves and skips
+projections, retries and discards dead letters, and resets the schema after
+a logical restore. What needs the service's code (a rebuild's Reset, a
+retry's handler) is a request the service's leader performs while it runs.
 
 The database comes from --database-url or $DATABASE_URL (a postgres:// URL
 or key=value pairs); it is never printed. --schema (or $ESOX_SCHEMA) names
@@ -202,7 +210,8 @@ Exit codes: 0 ok, 1 failure, 2 usage (bad command, flag or value),
 	pf.DurationVar(&e.timeout, "timeout", 0, "give up after this long, e.g. 30s (0: no limit)")
 
 	root.AddGroup(&cobra.Group{ID: "ops", Title: "Commands:"})
-	for _, c := range []*cobra.Command{e.migrateCommand(), e.streamsCommand(), e.streamCommand(), e.eventCommand(), e.feedCommand(), e.forwarderCommand(), e.versionCommand()} {
+	for _, c := range []*cobra.Command{e.migrateCommand(), e.streamsCommand(), e.streamCommand(), e.eventCommand(), e.feedCommand(), e.forwarderCommand(),
+		e.projectionsCommand(), e.projectionCommand(), e.deadLettersCommand(), e.restoreCommand(), e.versionCommand()} {
 		c.GroupID = "ops"
 		root.AddCommand(c)
 	}
