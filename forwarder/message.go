@@ -52,6 +52,12 @@ const (
 	// MetadataCausationID is eventstore.MetadataCausationID, set when the
 	// event has one.
 	MetadataCausationID = eventstore.MetadataCausationID
+	// MetadataActor, MetadataOnBehalfOf and MetadataReason are the audit
+	// keys of eventstore.Metadata (who acted, for whom, why), set when the
+	// event has them.
+	MetadataActor      = eventstore.MetadataActor
+	MetadataOnBehalfOf = eventstore.MetadataOnBehalfOf
+	MetadataReason     = eventstore.MetadataReason
 	// MetadataPoisonReason is set on messages published to a dead-letter
 	// topic (PoisonDeadLetter): why the event could not be forwarded (the
 	// topic function's error, or the publisher's permanent refusal).
