@@ -30,6 +30,7 @@ type data struct {
 	streams   map[string][]int               // stream ID -> indexes into feed, in version order
 	eventIDs  map[uuid.UUID]struct{}         // every stored event ID
 	snapshots map[string]eventstore.Snapshot // latest snapshot per stream
+	seals     []eventstore.Seal              // recorded seals, oldest first
 	lastTx    uint64
 	lastPos   int64
 }
@@ -45,6 +46,7 @@ type stored struct {
 	payload    []byte
 	metadata   []byte
 	recordedAt time.Time
+	digest     []byte // the hash chain's digest; nil when unchained
 }
 
 var _ eventstore.Store = (*Store)(nil)
@@ -58,6 +60,10 @@ type Config struct {
 	// store's value to have both refuse the same events. Must not be
 	// negative.
 	MaxEventSize int
+	// DisableChain stops Append from computing each event's digest (the
+	// hash chain of docs/compliance.md), as the PostgreSQL store's
+	// Config.DisableChain does. Chaining is on by default.
+	DisableChain bool
 }
 
 // New returns an empty Store that encodes and decodes events with reg, with
@@ -151,6 +157,10 @@ func (s *Store) Append(ctx context.Context, streamID string, expected eventstore
 	s.d.lastTx++
 	now := time.Now().UTC().Truncate(time.Microsecond) // PostgreSQL's timestamptz precision
 	res := eventstore.AppendResult{StreamID: streamID, FirstVersion: current + 1, EventIDs: make([]uuid.UUID, len(enc))}
+	var prev []byte // the stream's last digest: the chain goes on from it
+	if len(idx) > 0 {
+		prev = s.d.feed[idx[len(idx)-1]].digest
+	}
 	for i, e := range enc {
 		s.d.lastPos++
 		st := stored{
@@ -163,6 +173,10 @@ func (s *Store) Append(ctx context.Context, streamID string, expected eventstore
 			payload:    bytes.Clone(e.Payload),
 			metadata:   bytes.Clone(e.Metadata),
 			recordedAt: now,
+		}
+		if !s.cfg.DisableChain {
+			st.digest = eventstore.ChainDigest(prev, st.chainEvent())
+			prev = st.digest
 		}
 		idx = append(idx, len(s.d.feed))
 		s.d.feed = append(s.d.feed, st)

@@ -50,6 +50,17 @@ func TestConformance(t *testing.T) {
 				t.Cleanup(func() { _ = other.Close() })
 				return other
 			})
+			storetest.RunChain(t, func(t *testing.T, reg *eventstore.Registry) eventstore.Store {
+				s, err := postgres.New(db, reg, postgres.Config{Schema: pgtest.Schema(t, db), ReadStreamPageSize: 7})
+				if err != nil {
+					t.Fatalf("New: %v", err)
+				}
+				t.Cleanup(func() { _ = s.Close() })
+				if _, err := s.Migrate(t.Context()); err != nil {
+					t.Fatalf("Migrate: %v", err)
+				}
+				return s
+			})
 			storetest.RunMaxEventSize(t, func(t *testing.T, reg *eventstore.Registry, maxEventSize int) eventstore.Store {
 				s, err := postgres.New(db, reg, postgres.Config{Schema: pgtest.Schema(t, db), MaxEventSize: maxEventSize})
 				if err != nil {
