@@ -17,17 +17,26 @@ ALTER TABLE {{.Events}} ADD COLUMN digest bytea;
 -- UTF-8 text of the payload and of the metadata as jsonb renders them.
 -- Operators can recompute a digest with it: esox_chain_step(NULL, <digest of
 -- the previous event>, event_id, stream_id, ...). Shared by every store in
--- the schema, hence OR REPLACE.
+-- the schema, hence OR REPLACE. It is PL/pgSQL, not SQL: a SQL function
+-- that cannot be inlined (an aggregate's step) is planned again on every
+-- execution of the statement calling it, which took longer than the rest of
+-- an append; PL/pgSQL keeps its plan for the session.
 CREATE OR REPLACE FUNCTION {{.Schema}}.esox_chain_step(state bytea, prev bytea, event_id uuid, stream_id text,
         stream_version bigint, event_type text, schema_version integer, payload jsonb, metadata jsonb) RETURNS bytea
-    LANGUAGE sql STABLE PARALLEL SAFE
+    LANGUAGE plpgsql STABLE PARALLEL SAFE
     AS $$
-SELECT sha256(int4send(octet_length(p)) || p || uuid_send(event_id)
-    || int4send(octet_length(s)) || s || int8send(stream_version)
-    || int4send(octet_length(t)) || t || int4send(schema_version)
-    || int4send(octet_length(pl)) || pl || int4send(octet_length(md)) || md)
-FROM (SELECT coalesce(state, prev, ''::bytea) AS p, convert_to(stream_id, 'UTF8') AS s, convert_to(event_type, 'UTF8') AS t,
-             convert_to(payload::text, 'UTF8') AS pl, convert_to(metadata::text, 'UTF8') AS md) AS x
+DECLARE
+    p  bytea := coalesce(state, prev, ''::bytea);
+    s  bytea := convert_to(stream_id, 'UTF8');
+    t  bytea := convert_to(event_type, 'UTF8');
+    pl bytea := convert_to(payload::text, 'UTF8');
+    md bytea := convert_to(metadata::text, 'UTF8');
+BEGIN
+    RETURN sha256(int4send(octet_length(p)) || p || uuid_send(event_id)
+        || int4send(octet_length(s)) || s || int8send(stream_version)
+        || int4send(octet_length(t)) || t || int4send(schema_version)
+        || int4send(octet_length(pl)) || pl || int4send(octet_length(md)) || md);
+END
 $$;
 -- The chain folded over the events of one append, in order: a window
 -- aggregate in the append statement.
