@@ -589,7 +589,11 @@ func (in *Inbox) Prune(ctx context.Context, olderThan time.Duration) (int64, err
 // Message*, and every other metadata key into Metadata. Missing optional
 // keys leave their fields zero. It is for messages that read as exactly one
 // record: one an upcaster drops or splits returns an
-// *eventstore.InvalidArgumentError (use RecordsFromMessage).
+// *eventstore.InvalidArgumentError (use RecordsFromMessage). Personal
+// fields published encrypted (the forwarder's default) are decrypted with
+// reg's Shredder (eventstore.Registry.Decrypt, bounded by msg's context);
+// without one, or once their subject is forgotten, they read as redacted
+// (Record.Redacted, docs/compliance.md).
 //
 // Errors: an *eventstore.InvalidArgumentError for a missing event type or a
 // malformed field, an *eventstore.SchemaVersionError
@@ -618,9 +622,15 @@ func RecordsFromMessage(reg *eventstore.Registry, msg *message.Message) ([]event
 	if err != nil {
 		return nil, err
 	}
-	raw := eventstore.RawRecord{Position: rec.Position, ID: rec.ID, StreamID: rec.StreamID, StreamVersion: rec.StreamVersion,
-		Type: rec.Type, SchemaVersion: rec.SchemaVersion, Payload: rec.Payload, RecordedAt: rec.RecordedAt}
-	recs, err := raw.AppendDecoded(nil, reg)
+	raws := []eventstore.RawRecord{{Position: rec.Position, ID: rec.ID, StreamID: rec.StreamID, StreamVersion: rec.StreamVersion,
+		Type: rec.Type, SchemaVersion: rec.SchemaVersion, Payload: rec.Payload, RecordedAt: rec.RecordedAt}}
+	// Personal fields published encrypted (the forwarder's default) are
+	// decrypted with reg's Shredder, bounded by the message's context; a
+	// registry without one reads them as redacted (docs/compliance.md).
+	if err := reg.Decrypt(msg.Context(), raws); err != nil {
+		return nil, fmt.Errorf("message %s: %w", msg.UUID, err)
+	}
+	recs, err := raws[0].AppendDecoded(nil, reg)
 	if err != nil {
 		return nil, fmt.Errorf("message %s: %w", msg.UUID, err)
 	}

@@ -58,10 +58,14 @@ func (s *Store) queryRaw(ctx context.Context, st *sqlx.Stmt, op, streamID string
 	return out, nil
 }
 
-// decodeAll decodes raws into Records with the store's registry, upcast
+// decodeAll decrypts raws' personal fields (Registry.Decrypt) and decodes
+// them into Records with the store's registry, upcast
 // (RawRecord.AppendDecoded). When one does not decode, it returns the
 // records before it and the typed error.
-func (s *Store) decodeAll(op string, raws []eventstore.RawRecord) ([]eventstore.Record, error) {
+func (s *Store) decodeAll(ctx context.Context, op string, raws []eventstore.RawRecord) ([]eventstore.Record, error) {
+	if err := s.reg.Decrypt(ctx, raws); err != nil {
+		return nil, fmt.Errorf("eventstore/postgres: %s: %w", op, err)
+	}
 	out := make([]eventstore.Record, 0, len(raws))
 	for _, raw := range raws {
 		var err error
@@ -96,7 +100,10 @@ func (s *Store) readStream(ctx context.Context, streamID string, from int64) ite
 		var recs []eventstore.Record
 		for raw, err := range s.rawStream(ctx, streamID, from) {
 			if err == nil {
-				recs, err = raw.AppendDecoded(recs[:0], s.reg)
+				one := [1]eventstore.RawRecord{raw}
+				if err = s.reg.Decrypt(ctx, one[:]); err == nil {
+					recs, err = one[0].AppendDecoded(recs[:0], s.reg)
+				}
 				if err != nil {
 					err = fmt.Errorf("eventstore/postgres: read stream: %w", err)
 				}
@@ -182,7 +189,7 @@ func (s *Store) ReadAll(ctx context.Context, after eventstore.Position, limit in
 		if err != nil {
 			return nil, err
 		}
-		recs, err := s.decodeAll("read all", raws)
+		recs, err := s.decodeAll(ctx, "read all", raws)
 		if err != nil {
 			return nil, err
 		}

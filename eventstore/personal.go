@@ -1,0 +1,519 @@
+package eventstore
+
+import (
+	"bytes"
+	"context"
+	"crypto/cipher"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"slices"
+	"strings"
+
+	"github.com/google/uuid"
+)
+
+// This file holds the personal data of events (docs/compliance.md): the
+// struct tags that mark it, its encryption at append (sealPersonal, a stage
+// of EncodeAppend) and its decryption on reading (Registry.Decrypt, the
+// stage before AppendDecoded), with the stored envelope format.
+
+// The struct tags that mark personal data: a field of an event struct
+// tagged esox:"personal" is stored encrypted with the data key of the
+// event's subject, named by the field tagged esox:"subject".
+const (
+	tagName     = "esox"
+	tagPersonal = "personal"
+	tagSubject  = "subject"
+)
+
+// The envelope an encrypted field is stored as, in place of its value:
+//
+//	{"esox_enc": "<base64 of nonce (12 bytes) || AES-256-GCM ciphertext and tag>", "esox_key": "<data key ID>"}
+//
+// The plaintext is the field's JSON value; the associated data binds the
+// ciphertext to its event (see personalAAD), so it cannot be moved to
+// another event.
+const (
+	envelopeData = "esox_enc"
+	envelopeKey  = "esox_key"
+)
+
+// envelopeMarker is what every envelope contains: payloads without it
+// have no encrypted field, and are passed over at the cost of one search.
+var envelopeMarker = []byte(`"` + envelopeData + `"`)
+
+// personalAADPrefix starts the associated data of every encrypted field.
+const personalAADPrefix = "esox-personal-v1"
+
+// personalAAD is the associated data of an encrypted field: the prefix,
+// the event's ID and the data key's ID. Not the field's name: upcasters
+// may rename a field (the stored name is what is decrypted, but a forwarder
+// publishing upcast payloads passes envelopes under new names).
+func personalAAD(dst []byte, eventID, keyID uuid.UUID) []byte {
+	dst = append(dst, personalAADPrefix...)
+	dst = append(dst, eventID[:]...)
+	return append(dst, keyID[:]...)
+}
+
+// personalSpec is what a registered type's tags say: the JSON names of its
+// personal fields and where its subject is.
+type personalSpec struct {
+	fields  []string // JSON names, sorted
+	subject []int    // index of the subject field
+	subName string   // the subject field's Go name
+}
+
+// parsePersonal reads the esox tags of t, a registered event type. It
+// returns nil for a type without personal fields, and an
+// *InvalidArgumentError for a tag it does not know, a personal field that
+// JSON does not encode, or personal fields without exactly one string
+// subject field.
+func parsePersonal(name string, t reflect.Type) (*personalSpec, error) {
+	if t.Kind() != reflect.Struct {
+		return nil, nil
+	}
+	bad := func(reason string) error {
+		return &InvalidArgumentError{Field: "event type " + t.String(), Reason: fmt.Sprintf("registered as %q: %s", name, reason)}
+	}
+	var spec personalSpec
+	for i := range t.NumField() {
+		f := t.Field(i)
+		tag, ok := f.Tag.Lookup(tagName)
+		if !ok {
+			continue
+		}
+		switch tag {
+		case tagPersonal:
+			jsonName, encoded := jsonFieldName(f)
+			if !encoded {
+				return nil, bad(fmt.Sprintf("field %s is tagged %s:%q but JSON does not encode it", f.Name, tagName, tagPersonal))
+			}
+			spec.fields = append(spec.fields, jsonName)
+		case tagSubject:
+			if spec.subject != nil {
+				return nil, bad(fmt.Sprintf("fields %s and %s are both tagged %s:%q; an event has one subject", spec.subName, f.Name, tagName, tagSubject))
+			}
+			if f.Type.Kind() != reflect.String || !f.IsExported() {
+				return nil, bad(fmt.Sprintf("the subject field %s must be an exported string", f.Name))
+			}
+			spec.subject, spec.subName = f.Index, f.Name
+		default:
+			return nil, bad(fmt.Sprintf("field %s has the tag %s:%q; the tags are %q and %q", f.Name, tagName, tag, tagPersonal, tagSubject))
+		}
+	}
+	if len(spec.fields) == 0 {
+		if spec.subject != nil {
+			return nil, bad(fmt.Sprintf("field %s is tagged %s:%q but no field is tagged %q", spec.subName, tagName, tagSubject, tagPersonal))
+		}
+		return nil, nil
+	}
+	if spec.subject == nil {
+		return nil, bad(fmt.Sprintf("it has personal fields (%s) but no field tagged %s:%q naming whose data they are", strings.Join(spec.fields, ", "), tagName, tagSubject))
+	}
+	slices.Sort(spec.fields)
+	return &spec, nil
+}
+
+// jsonFieldName returns the name encoding/json gives f, and false when it
+// does not encode f.
+func jsonFieldName(f reflect.StructField) (string, bool) {
+	if !f.IsExported() || f.Anonymous {
+		return "", false
+	}
+	tag := f.Tag.Get("json")
+	if tag == "-" {
+		return "", false
+	}
+	name, _, _ := strings.Cut(tag, ",")
+	if name == "" {
+		name = f.Name
+	}
+	return name, true
+}
+
+// subjectOf returns the subject of v, an event of a type with spec.
+func (spec *personalSpec) subjectOf(v any) string {
+	rv := reflect.ValueOf(v)
+	if rv.Kind() == reflect.Pointer {
+		rv = rv.Elem()
+	}
+	return rv.FieldByIndex(spec.subject).String()
+}
+
+// isPersonal reports whether name is one of spec's fields.
+func (spec *personalSpec) isPersonal(name string) bool {
+	_, found := slices.BinarySearch(spec.fields, name)
+	return found
+}
+
+// jsonField is one member of a JSON object: the spans of its key (with
+// quotes) and of its value in the document.
+type jsonField struct {
+	keyStart, keyEnd, valStart, valEnd int
+}
+
+// name returns the field's key, unescaped.
+func (f jsonField) name(doc []byte) string {
+	k := doc[f.keyStart:f.keyEnd]
+	if bytes.IndexByte(k, '\\') < 0 {
+		return string(k[1 : len(k)-1])
+	}
+	var s string
+	if json.Unmarshal(k, &s) != nil {
+		return ""
+	}
+	return s
+}
+
+// topLevelFields returns the members of the JSON object doc, which must be
+// valid JSON (a payload as encoded or as stored). It returns nil for
+// anything but an object.
+func topLevelFields(dst []jsonField, doc []byte) []jsonField {
+	i := skipSpace(doc, 0)
+	if i >= len(doc) || doc[i] != '{' {
+		return nil
+	}
+	i++
+	for {
+		i = skipSpace(doc, i)
+		if i >= len(doc) || doc[i] == '}' {
+			return dst
+		}
+		if doc[i] == ',' {
+			i = skipSpace(doc, i+1)
+		}
+		var f jsonField
+		f.keyStart = i
+		i = skipString(doc, i)
+		f.keyEnd = i
+		i = skipSpace(doc, i)
+		if i < len(doc) && doc[i] == ':' {
+			i = skipSpace(doc, i+1)
+		}
+		f.valStart = i
+		i = skipValue(doc, i)
+		f.valEnd = i
+		if f.keyEnd <= f.keyStart || f.valEnd <= f.valStart {
+			return dst // not valid JSON: stop
+		}
+		dst = append(dst, f)
+	}
+}
+
+func skipSpace(doc []byte, i int) int {
+	for i < len(doc) && (doc[i] == ' ' || doc[i] == '\t' || doc[i] == '\n' || doc[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// skipString returns the offset after the string starting at doc[i].
+func skipString(doc []byte, i int) int {
+	if i >= len(doc) || doc[i] != '"' {
+		return i
+	}
+	for j := i + 1; j < len(doc); j++ {
+		switch doc[j] {
+		case '\\':
+			j++
+		case '"':
+			return j + 1
+		}
+	}
+	return len(doc)
+}
+
+// skipValue returns the offset after the value starting at doc[i].
+func skipValue(doc []byte, i int) int {
+	if i >= len(doc) {
+		return i
+	}
+	switch doc[i] {
+	case '"':
+		return skipString(doc, i)
+	case '{', '[':
+		depth := 0
+		for j := i; j < len(doc); j++ {
+			switch doc[j] {
+			case '"':
+				j = skipString(doc, j) - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return j + 1
+				}
+			}
+		}
+		return len(doc)
+	default:
+		j := i
+		for j < len(doc) && doc[j] != ',' && doc[j] != '}' && doc[j] != ']' && doc[j] != ' ' && doc[j] != '\n' && doc[j] != '\t' && doc[j] != '\r' {
+			j++
+		}
+		return j
+	}
+}
+
+// envelope is an encrypted field's stored value.
+type envelope struct {
+	Data string `json:"esox_enc"`
+	Key  string `json:"esox_key"`
+}
+
+// parseEnvelope returns the envelope val is, if it is one.
+func parseEnvelope(val []byte) (envelope, uuid.UUID, bool) {
+	if len(val) == 0 || val[0] != '{' || !bytes.Contains(val, envelopeMarker) {
+		return envelope{}, uuid.UUID{}, false
+	}
+	var e envelope
+	if json.Unmarshal(val, &e) != nil || e.Data == "" {
+		return envelope{}, uuid.UUID{}, false
+	}
+	id, err := uuid.Parse(e.Key)
+	if err != nil {
+		return envelope{}, uuid.UUID{}, false
+	}
+	return e, id, true
+}
+
+// sealPersonal returns payload, an event of a type with spec, with each
+// personal field's value replaced by its envelope, encrypted with key for
+// the event eventID.
+func sealPersonal(spec *personalSpec, payload []byte, eventID uuid.UUID, key *dataKey) ([]byte, error) {
+	var buf [8]jsonField
+	fields := topLevelFields(buf[:0], payload)
+	out := make([]byte, 0, len(payload)+len(spec.fields)*96)
+	last := 0
+	var aad []byte
+	for _, f := range fields {
+		if !spec.isPersonal(f.name(payload)) {
+			continue
+		}
+		nonce := make([]byte, key.aead.NonceSize(), key.aead.NonceSize()+len(payload[f.valStart:f.valEnd])+key.aead.Overhead())
+		if _, err := rand.Read(nonce); err != nil {
+			return nil, fmt.Errorf("personal data: nonce: %w", err)
+		}
+		aad = personalAAD(aad[:0], eventID, key.id)
+		sealed := key.aead.Seal(nonce, nonce, payload[f.valStart:f.valEnd], aad)
+		out = append(out, payload[last:f.valStart]...)
+		out = append(out, `{"`+envelopeData+`":"`...)
+		out = base64.StdEncoding.AppendEncode(out, sealed)
+		out = append(out, `","`+envelopeKey+`":"`...)
+		out = append(out, key.id.String()...)
+		out = append(out, `"}`...)
+		last = f.valEnd
+	}
+	if last == 0 {
+		return payload, nil // no personal field is present (omitempty)
+	}
+	return append(out, payload[last:]...), nil
+}
+
+// hasEnvelope reports whether payload may hold an encrypted field.
+func hasEnvelope(payload []byte) bool { return bytes.Contains(payload, envelopeMarker) }
+
+// holdsEnvelope reports whether payload holds an encrypted field.
+func holdsEnvelope(payload []byte) bool {
+	if !hasEnvelope(payload) {
+		return false
+	}
+	var buf [8]jsonField
+	for _, f := range topLevelFields(buf[:0], payload) {
+		if _, _, ok := parseEnvelope(payload[f.valStart:f.valEnd]); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// openPersonal returns payload with each envelope among its top-level
+// fields replaced: by the plaintext, when keyOf returns the field's data
+// key; by null, its name added to redacted, when the key was forgotten
+// (keyOf returns nil, true) or when there are no keys (keyOf is nil). An
+// envelope that does not open (a key never stored, a ciphertext changed or
+// moved) is an error.
+func openPersonal(payload []byte, eventID uuid.UUID, keyOf func(uuid.UUID) (*dataKey, bool)) (out []byte, redacted []string, err error) {
+	var buf [8]jsonField
+	fields := topLevelFields(buf[:0], payload)
+	last := 0
+	var aad []byte
+	for _, f := range fields {
+		env, keyID, ok := parseEnvelope(payload[f.valStart:f.valEnd])
+		if !ok {
+			continue
+		}
+		if out == nil {
+			out = make([]byte, 0, len(payload))
+		}
+		out = append(out, payload[last:f.valStart]...)
+		last = f.valEnd
+		var key *dataKey
+		found := false
+		if keyOf != nil {
+			key, found = keyOf(keyID)
+			if !found {
+				return nil, nil, fmt.Errorf("field %q: data key %s: %w", f.name(payload), keyID, ErrKeyNotFound)
+			}
+		}
+		if key == nil {
+			out = append(out, "null"...)
+			redacted = append(redacted, f.name(payload))
+			continue
+		}
+		sealed, err := base64.StdEncoding.DecodeString(env.Data)
+		if err != nil || len(sealed) < key.aead.NonceSize()+key.aead.Overhead() {
+			return nil, nil, fmt.Errorf("field %q: malformed ciphertext", f.name(payload))
+		}
+		ns := key.aead.NonceSize()
+		aad = personalAAD(aad[:0], eventID, keyID)
+		out, err = key.aead.Open(out, sealed[:ns], sealed[ns:], aad)
+		if err != nil {
+			return nil, nil, fmt.Errorf("field %q: the ciphertext does not open with data key %s (changed, or moved from another event): %w", f.name(payload), keyID, err)
+		}
+	}
+	if out == nil {
+		return payload, nil, nil
+	}
+	return append(out, payload[last:]...), redacted, nil
+}
+
+// ErrKeyNotFound: an encrypted field names a data key that the key store
+// has never held (not one that was forgotten: those read as redacted). The
+// events and the keys come from different databases, or a key was deleted
+// outside Shredder.Forget.
+var ErrKeyNotFound = errors.New("eventstore: data key not found")
+
+// dataKey is a subject's data key, ready to use: its ID and AES-256-GCM.
+type dataKey struct {
+	id      uuid.UUID
+	subject string
+	aead    cipher.AEAD
+}
+
+// personalKeys returns, for each event that has personal fields, its
+// type's spec (nil for the others), and the data keys of their subjects;
+// nil and nil when no event has personal fields.
+func (r *Registry) personalKeys(ctx context.Context, events []Event) ([]*personalSpec, map[string]*dataKey, error) {
+	specs, subjects, err := r.personalTypes(events)
+	if err != nil || specs == nil {
+		return nil, nil, err
+	}
+	keys, err := r.shredder.Load().subjectKeys(ctx, subjects)
+	if err != nil {
+		return nil, nil, fmt.Errorf("personal data: %w", err)
+	}
+	return specs, keys, nil
+}
+
+// personalTypes returns, for each event that has personal fields, its
+// type's spec (nil for the others), and the subjects to fetch keys for.
+func (r *Registry) personalTypes(events []Event) ([]*personalSpec, []string, error) {
+	if !r.hasPersonal.Load() {
+		return nil, nil, nil
+	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	var specs []*personalSpec
+	var subjects []string
+	for i, e := range events {
+		t, err := r.typeOf(e.Data)
+		if err != nil || t.personal == nil {
+			continue // an unknown type fails in encode
+		}
+		if rv := reflect.ValueOf(e.Data); rv.Kind() == reflect.Pointer && rv.IsNil() {
+			continue // fails in encode
+		}
+		if specs == nil {
+			specs = make([]*personalSpec, len(events))
+		}
+		specs[i] = t.personal
+		subject := t.personal.subjectOf(e.Data)
+		if subject == "" {
+			return nil, nil, fmt.Errorf("event %d: %w", i, &InvalidArgumentError{Field: "event type " + t.name,
+				Reason: fmt.Sprintf("its subject field %s is empty: personal data needs a subject to be encrypted for", t.personal.subName)})
+		}
+		if !slices.Contains(subjects, subject) {
+			subjects = append(subjects, subject)
+		}
+	}
+	if specs != nil && r.shredder.Load() == nil {
+		return nil, nil, &InvalidArgumentError{Field: "registry", Reason: "events with personal fields (tagged esox:\"personal\") are appended, " +
+			"but the registry has no Shredder to encrypt them with: call Registry.SetShredder (see docs/compliance.md)"}
+	}
+	return specs, subjects, nil
+}
+
+// Decrypt is the decryption stage of reading (docs/compliance.md): it
+// replaces, in place, every encrypted personal field of raws' payloads by
+// its plaintext, fetching the data keys it needs with the registry's
+// Shredder in one call per batch (keys it has cached are not fetched). A
+// field whose subject was forgotten (Shredder.Forget) becomes null, and its
+// name is added to the raw record's Redacted: decoded, it is its type's zero
+// value. Readers call it on each batch of raw records before
+// AppendDecoded, which refuses a payload still holding an encrypted field
+// when the registry has a Shredder; the stores' ReadStream, ReadAll and
+// LookupEvents, the aggregate repository, the projector and the inbox all
+// do. Without a Shredder, Decrypt (and AppendDecoded) read every encrypted
+// field as redacted.
+//
+// Payloads without encrypted fields are left as they are (one search
+// each). A record whose field does not decrypt (its ciphertext was changed
+// or moved from another event, or its key was never stored: ErrKeyNotFound)
+// is left encrypted, and its AppendDecoded returns that error as a
+// *PayloadError. Decrypt's own error means no key could be fetched (the key
+// store's or the key-encryption key's error, or ctx's); raws are then left
+// as they were. ctx bounds the key fetch. Safe for concurrent use, on
+// different raws.
+func (r *Registry) Decrypt(ctx context.Context, raws []RawRecord) error {
+	sh := r.shredder.Load()
+	var ids []uuid.UUID
+	for i := range raws {
+		if !hasEnvelope(raws[i].Payload) {
+			continue
+		}
+		if sh == nil {
+			raws[i].open(nil)
+			continue
+		}
+		var buf [8]jsonField
+		for _, f := range topLevelFields(buf[:0], raws[i].Payload) {
+			if _, id, ok := parseEnvelope(raws[i].Payload[f.valStart:f.valEnd]); ok && !slices.Contains(ids, id) {
+				ids = append(ids, id)
+			}
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	keys, err := sh.keysByID(ctx, ids)
+	if err != nil {
+		return err
+	}
+	keyOf := func(id uuid.UUID) (*dataKey, bool) {
+		k, ok := keys[id]
+		return k, ok
+	}
+	for i := range raws {
+		if hasEnvelope(raws[i].Payload) {
+			raws[i].open(keyOf)
+		}
+	}
+	return nil
+}
+
+// open decrypts r's payload with keyOf (nil: redact every encrypted
+// field), keeping the error for AppendDecoded.
+func (r *RawRecord) open(keyOf func(uuid.UUID) (*dataKey, bool)) {
+	out, redacted, err := openPersonal(r.Payload, r.ID, keyOf)
+	if err != nil {
+		r.decryptErr = err
+		return
+	}
+	r.Payload, r.Redacted = out, append(r.Redacted, redacted...)
+}
