@@ -138,9 +138,6 @@ func (r RawRecord) AppendDecoded(dst []Record, reg *Registry) ([]Record, error) 
 // without one, the fields read as redacted. It costs a search per payload,
 // and only for a registry that knows personal data.
 func (r RawRecord) personal(rec Record, reg *Registry) (Record, error) {
-	if r.decryptErr != nil {
-		return rec, fmt.Errorf("stream %q version %d: %w", r.StreamID, r.StreamVersion, &PayloadError{Type: r.Type, Op: "decrypt", Err: r.decryptErr})
-	}
 	if !reg.hasPersonal.Load() && reg.shredder.Load() == nil || !hasEnvelope(r.Payload) {
 		return rec, nil
 	}
@@ -160,9 +157,11 @@ func (r RawRecord) personal(rec Record, reg *Registry) (Record, error) {
 }
 
 // Record returns r as a Record without decoding or upcasting its payload
-// (Data is nil; Type, SchemaVersion and Payload are as stored), its
-// metadata parsed. An error is a *PayloadError for metadata that is not a
-// JSON object; the Record is returned with its other fields set.
+// (Data is nil; Type, SchemaVersion and Payload are as stored, or as
+// Registry.Decrypt left the payload), its metadata parsed. An error is a
+// *PayloadError for metadata that is not a JSON object, or for a payload
+// Registry.Decrypt could not decrypt (Op "decrypt"); the Record is
+// returned with its other fields set.
 func (r RawRecord) Record() (Record, error) {
 	v := r.storedVersion()
 	rec := Record{
@@ -177,6 +176,9 @@ func (r RawRecord) Record() (Record, error) {
 		StoredType:          r.Type,
 		StoredSchemaVersion: v,
 		Redacted:            r.Redacted,
+	}
+	if r.decryptErr != nil {
+		return rec, fmt.Errorf("stream %q version %d: %w", r.StreamID, r.StreamVersion, &PayloadError{Type: r.Type, Op: "decrypt", Err: r.decryptErr})
 	}
 	if len(r.Metadata) > 2 { // "{}" is the zero Metadata
 		md, err := decodeMetadata(r.Metadata)

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,6 +41,10 @@ const (
 	// MessageEventIndex is set, to 1, 2, …, on the later messages of an
 	// event an upcaster split, published by a forwarder in upcast mode.
 	MessageEventIndex = "event_index"
+	// MessageRedacted lists, comma-separated, the personal fields of the
+	// event whose subject was forgotten, on a message a forwarder
+	// published decrypted (forwarder.MetadataRedacted): Record.Redacted.
+	MessageRedacted = "esox_redacted"
 )
 
 // InboxConfig configures an Inbox. The zero value of every field but
@@ -623,7 +628,7 @@ func RecordsFromMessage(reg *eventstore.Registry, msg *message.Message) ([]event
 		return nil, err
 	}
 	raws := []eventstore.RawRecord{{Position: rec.Position, ID: rec.ID, StreamID: rec.StreamID, StreamVersion: rec.StreamVersion,
-		Type: rec.Type, SchemaVersion: rec.SchemaVersion, Payload: rec.Payload, RecordedAt: rec.RecordedAt}}
+		Type: rec.Type, SchemaVersion: rec.SchemaVersion, Payload: rec.Payload, RecordedAt: rec.RecordedAt, Redacted: rec.Redacted}}
 	// Personal fields published encrypted (the forwarder's default) are
 	// decrypted with reg's Shredder, bounded by the message's context; a
 	// registry without one reads them as redacted (docs/compliance.md).
@@ -692,10 +697,13 @@ func recordFields(msg *message.Message) (eventstore.Record, error) {
 			return bad(MessageEventIndex, fmt.Errorf("must be a non-negative integer, got %q", v))
 		}
 	}
+	if v := md.Get(MessageRedacted); v != "" {
+		rec.Redacted = strings.Split(v, ",")
+	}
 	rest := make(map[string]string, len(md))
 	for k, v := range md {
 		switch k {
-		case MessageEventType, MessageStreamID, MessageStreamVersion, MessagePosition, MessageTransactionID, MessageRecordedAt, MessageSchemaVersion, MessageEventIndex:
+		case MessageEventType, MessageStreamID, MessageStreamVersion, MessagePosition, MessageTransactionID, MessageRecordedAt, MessageSchemaVersion, MessageEventIndex, MessageRedacted:
 		default:
 			rest[k] = v
 		}
