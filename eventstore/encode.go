@@ -3,6 +3,7 @@ package eventstore
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"unicode/utf8"
 
@@ -60,9 +61,10 @@ type EncodeOpts struct {
 // Events whose types have personal fields (see RegisterVersion) have them
 // encrypted by the registry's Shredder, with their subject's data key (one
 // key store call per append, none when the keys are cached); the checks
-// and the size limit apply to the encrypted payload, as stored. Without a
-// Shredder such events are refused (*InvalidArgumentError), as is one whose
-// subject field is empty; the key store's errors are returned wrapped.
+// and the size limit apply to the encrypted payload, as stored. An event
+// holding personal fields (not all omitted) is refused
+// (*InvalidArgumentError) when the registry has no Shredder or its subject
+// field is empty; the key store's errors are returned wrapped.
 func EncodeAppend(ctx context.Context, r *Registry, streamID string, expected ExpectedVersion, events []Event, opts *EncodeOpts) ([]EncodedEvent, error) {
 	if err := ValidateStreamID(streamID); err != nil {
 		return nil, err
@@ -81,7 +83,7 @@ func EncodeAppend(ctx context.Context, r *Registry, streamID string, expected Ex
 	// The personal data of the events (docs/compliance.md): their types'
 	// personal fields and the data keys of their subjects, fetched (or
 	// created) in one call.
-	personal, keys, err := r.personalKeys(ctx, events)
+	personal, subjects, keys, err := r.personalKeys(ctx, events)
 	if err != nil {
 		return nil, err
 	}
@@ -106,8 +108,12 @@ func EncodeAppend(ctx context.Context, r *Registry, streamID string, expected Ex
 		if personal != nil && personal[i] != nil {
 			// The encryption stage: personal fields are stored encrypted,
 			// bound to the event's ID; the checks below see what is stored.
-			if payload, err = sealPersonal(personal[i], payload, id, keys[personal[i].subjectOf(e.Data)]); err != nil {
-				return nil, fmt.Errorf("event %d: %w", i, &PayloadError{Type: name, Op: "encode", Err: err})
+			if payload, err = sealPersonal(personal[i], name, payload, id, subjects[i], keys); err != nil {
+				var ie *InvalidArgumentError
+				if !errors.As(err, &ie) {
+					err = &PayloadError{Type: name, Op: "encode", Err: err}
+				}
+				return nil, fmt.Errorf("event %d: %w", i, err)
 			}
 		}
 		if err := CheckJSONB(payload); err != nil {

@@ -282,18 +282,36 @@ func parseEnvelope(val []byte) (envelope, uuid.UUID, bool) {
 	return e, id, true
 }
 
-// sealPersonal returns payload, an event of a type with spec, with each
-// personal field's value replaced by its envelope, encrypted with key for
-// the event eventID.
-func sealPersonal(spec *personalSpec, payload []byte, eventID uuid.UUID, key *dataKey) ([]byte, error) {
+// sealPersonal returns payload, an event of a type with spec whose subject
+// is subject, with each personal field's value replaced by its envelope,
+// encrypted with the subject's key in keys for the event eventID. A
+// payload without personal fields (all omitted) is returned as it is; one
+// with personal fields is refused (*InvalidArgumentError) when its subject
+// is empty or there are no keys (the registry has no Shredder).
+func sealPersonal(spec *personalSpec, typ string, payload []byte, eventID uuid.UUID, subject string, keys map[string]*dataKey) ([]byte, error) {
 	var buf [8]jsonField
 	fields := topLevelFields(buf[:0], payload)
-	out := make([]byte, 0, len(payload)+len(spec.fields)*96)
-	last := 0
-	var aad []byte
+	var (
+		out  []byte
+		last int
+		aad  []byte
+		key  *dataKey
+	)
 	for _, f := range fields {
 		if !spec.isPersonal(f.name(payload)) {
 			continue
+		}
+		if key == nil {
+			switch {
+			case subject == "":
+				return nil, &InvalidArgumentError{Field: "event type " + typ,
+					Reason: fmt.Sprintf("its subject field %s is empty: personal data needs a subject to be encrypted for", spec.subName)}
+			case keys == nil:
+				return nil, &InvalidArgumentError{Field: "registry", Reason: fmt.Sprintf("an event of type %q holds personal data (fields tagged esox:\"personal\"), "+
+					"but the registry has no Shredder to encrypt it with: call Registry.SetShredder (see docs/compliance.md)", typ)}
+			}
+			key = keys[subject]
+			out = make([]byte, 0, len(payload)+len(spec.fields)*96)
 		}
 		nonce := make([]byte, key.aead.NonceSize(), key.aead.NonceSize()+len(payload[f.valStart:f.valEnd])+key.aead.Overhead())
 		if _, err := rand.Read(nonce); err != nil {
@@ -309,7 +327,7 @@ func sealPersonal(spec *personalSpec, payload []byte, eventID uuid.UUID, key *da
 		out = append(out, `"}`...)
 		last = f.valEnd
 	}
-	if last == 0 {
+	if key == nil {
 		return payload, nil // no personal field is present (omitempty)
 	}
 	return append(out, payload[last:]...), nil
@@ -396,31 +414,20 @@ type dataKey struct {
 	aead    cipher.AEAD
 }
 
-// personalKeys returns, for each event that has personal fields, its
-// type's spec (nil for the others), and the data keys of their subjects;
-// nil and nil when no event has personal fields.
-func (r *Registry) personalKeys(ctx context.Context, events []Event) ([]*personalSpec, map[string]*dataKey, error) {
-	specs, subjects, err := r.personalTypes(events)
-	if err != nil || specs == nil {
-		return nil, nil, err
-	}
-	keys, err := r.shredder.Load().subjectKeys(ctx, subjects)
-	if err != nil {
-		return nil, nil, fmt.Errorf("personal data: %w", err)
-	}
-	return specs, keys, nil
-}
-
-// personalTypes returns, for each event that has personal fields, its
-// type's spec (nil for the others), and the subjects to fetch keys for.
-func (r *Registry) personalTypes(events []Event) ([]*personalSpec, []string, error) {
+// personalKeys returns, for each event whose type has personal fields, its
+// type's spec and subject (nil and "" for the others), and the data keys
+// of their subjects from the registry's Shredder (nil without one, or when
+// no event has personal fields).
+func (r *Registry) personalKeys(ctx context.Context, events []Event) ([]*personalSpec, []string, map[string]*dataKey, error) {
 	if !r.hasPersonal.Load() {
-		return nil, nil, nil
+		return nil, nil, nil, nil
 	}
+	var (
+		specs    []*personalSpec
+		subjects []string
+		distinct []string
+	)
 	r.mu.RLock()
-	defer r.mu.RUnlock()
-	var specs []*personalSpec
-	var subjects []string
 	for i, e := range events {
 		t, err := r.typeOf(e.Data)
 		if err != nil || t.personal == nil {
@@ -430,23 +437,23 @@ func (r *Registry) personalTypes(events []Event) ([]*personalSpec, []string, err
 			continue // fails in encode
 		}
 		if specs == nil {
-			specs = make([]*personalSpec, len(events))
+			specs, subjects = make([]*personalSpec, len(events)), make([]string, len(events))
 		}
-		specs[i] = t.personal
-		subject := t.personal.subjectOf(e.Data)
-		if subject == "" {
-			return nil, nil, fmt.Errorf("event %d: %w", i, &InvalidArgumentError{Field: "event type " + t.name,
-				Reason: fmt.Sprintf("its subject field %s is empty: personal data needs a subject to be encrypted for", t.personal.subName)})
-		}
-		if !slices.Contains(subjects, subject) {
-			subjects = append(subjects, subject)
+		specs[i], subjects[i] = t.personal, t.personal.subjectOf(e.Data)
+		if subjects[i] != "" && !slices.Contains(distinct, subjects[i]) {
+			distinct = append(distinct, subjects[i])
 		}
 	}
-	if specs != nil && r.shredder.Load() == nil {
-		return nil, nil, &InvalidArgumentError{Field: "registry", Reason: "events with personal fields (tagged esox:\"personal\") are appended, " +
-			"but the registry has no Shredder to encrypt them with: call Registry.SetShredder (see docs/compliance.md)"}
+	r.mu.RUnlock()
+	sh := r.shredder.Load()
+	if specs == nil || sh == nil || len(distinct) == 0 {
+		return specs, subjects, nil, nil
 	}
-	return specs, subjects, nil
+	keys, err := sh.subjectKeys(ctx, distinct)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("personal data: %w", err)
+	}
+	return specs, subjects, keys, nil
 }
 
 // Decrypt is the decryption stage of reading (docs/compliance.md): it

@@ -13,7 +13,6 @@ import (
 
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
-	"github.com/esox-go/esox/examples/ordering/order"
 	"github.com/esox-go/esox/examples/ordering/readmodel"
 	"github.com/esox-go/esox/forwarder"
 	"github.com/esox-go/esox/projector"
@@ -145,7 +144,12 @@ func runResetAfterRestore(ctx context.Context, cfg config, stdout, stderr io.Wri
 		return err
 	}
 	defer db.Close()
-	reg := order.NewRegistry()
+	// The Shredder: a rebuild below reads the contacts, which must not be
+	// taken for redacted.
+	reg, _, _, err := newRegistry(db, cfg, log)
+	if err != nil {
+		return err
+	}
 	store, err := postgres.New(db, reg, postgres.Config{Schema: cfg.Schema, Logger: log})
 	if err != nil {
 		return err
@@ -156,7 +160,7 @@ func runResetAfterRestore(ctx context.Context, cfg config, stdout, stderr io.Wri
 		return err
 	}
 	runner, err := projector.NewRunner(store, projector.Config{Logger: log},
-		readmodel.OrdersProjection(reg, tables), readmodel.CustomerStatsProjection(reg, tables))
+		readmodel.OrdersProjection(reg, tables), readmodel.CustomerStatsProjection(reg, tables), readmodel.CustomersProjection(reg, tables))
 	if err != nil {
 		return err
 	}
