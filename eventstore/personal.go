@@ -260,26 +260,43 @@ func skipValue(doc []byte, i int) int {
 	}
 }
 
-// envelope is an encrypted field's stored value.
-type envelope struct {
-	Data string `json:"esox_enc"`
-	Key  string `json:"esox_key"`
-}
-
-// parseEnvelope returns the envelope val is, if it is one.
-func parseEnvelope(val []byte) (envelope, uuid.UUID, bool) {
-	if len(val) == 0 || val[0] != '{' || !bytes.Contains(val, envelopeMarker) {
-		return envelope{}, uuid.UUID{}, false
+// parseEnvelope returns the base64 data and the key ID of the envelope
+// val is, if it is one: an object of exactly the two string members
+// esox_enc and esox_key, the one a UUID. It reads val in place, without
+// encoding/json: envelopes as esox writes them (and jsonb renders them)
+// hold no escapes; one that does is not an envelope.
+func parseEnvelope(val []byte) (data []byte, keyID uuid.UUID, ok bool) {
+	if len(val) < 2 || val[0] != '{' || !bytes.Contains(val, envelopeMarker) {
+		return nil, uuid.UUID{}, false
 	}
-	var e envelope
-	if json.Unmarshal(val, &e) != nil || e.Data == "" {
-		return envelope{}, uuid.UUID{}, false
+	var buf [4]jsonField
+	fields := topLevelFields(buf[:0], val)
+	if len(fields) != 2 {
+		return nil, uuid.UUID{}, false
 	}
-	id, err := uuid.Parse(e.Key)
+	var key []byte
+	for _, f := range fields {
+		name, v := val[f.keyStart:f.keyEnd], val[f.valStart:f.valEnd]
+		if len(v) < 2 || v[0] != '"' || v[len(v)-1] != '"' || bytes.IndexByte(v, '\\') >= 0 {
+			return nil, uuid.UUID{}, false
+		}
+		switch string(name) {
+		case `"` + envelopeData + `"`:
+			data = v[1 : len(v)-1]
+		case `"` + envelopeKey + `"`:
+			key = v[1 : len(v)-1]
+		default:
+			return nil, uuid.UUID{}, false
+		}
+	}
+	if len(data) == 0 || key == nil {
+		return nil, uuid.UUID{}, false
+	}
+	id, err := uuid.ParseBytes(key)
 	if err != nil {
-		return envelope{}, uuid.UUID{}, false
+		return nil, uuid.UUID{}, false
 	}
-	return e, id, true
+	return data, id, true
 }
 
 // sealPersonal returns payload, an event of a type with spec whose subject
@@ -350,33 +367,49 @@ func holdsEnvelope(payload []byte) bool {
 	return false
 }
 
-// openPersonal returns payload with each envelope among its top-level
-// fields replaced: by the plaintext, when keyOf returns the field's data
-// key; by null, its name added to redacted, when the key was forgotten
-// (keyOf returns nil, true) or when there are no keys (keyOf is nil). An
-// envelope that does not open (a key never stored, a ciphertext changed or
-// moved) is an error.
-func openPersonal(payload []byte, eventID uuid.UUID, keyOf func(uuid.UUID) (*dataKey, bool)) (out []byte, redacted []string, err error) {
+// envRef is one envelope found in a payload: its field and its parts.
+type envRef struct {
+	raw   int       // index of the record in a batch
+	field jsonField // the member holding the envelope
+	data  []byte    // base64 of nonce and ciphertext, in the payload
+	keyID uuid.UUID
+}
+
+// appendEnvelopes appends the envelopes among payload's top-level members
+// to dst, for the record raw of a batch.
+func appendEnvelopes(dst []envRef, raw int, payload []byte) []envRef {
 	var buf [8]jsonField
-	fields := topLevelFields(buf[:0], payload)
+	for _, f := range topLevelFields(buf[:0], payload) {
+		if data, id, ok := parseEnvelope(payload[f.valStart:f.valEnd]); ok {
+			dst = append(dst, envRef{raw: raw, field: f, data: data, keyID: id})
+		}
+	}
+	return dst
+}
+
+// openPersonal returns payload with its envelopes refs (found by
+// appendEnvelopes, in order) replaced: by the plaintext, when keyOf
+// returns the field's data key; by null, the field's name added to
+// redacted, when the key was forgotten (keyOf returns nil, true) or when
+// there are no keys (keyOf is nil). An envelope that does not open (a key
+// never stored, a ciphertext changed or moved) is an error. scratch is a
+// buffer to reuse, returned grown.
+func openPersonal(payload []byte, refs []envRef, eventID uuid.UUID, keyOf func(uuid.UUID) (*dataKey, bool), scratch []byte) (out []byte, redacted []string, _ []byte, err error) {
+	if len(refs) == 0 {
+		return payload, nil, scratch, nil
+	}
+	out = make([]byte, 0, len(payload))
 	last := 0
-	var aad []byte
-	for _, f := range fields {
-		env, keyID, ok := parseEnvelope(payload[f.valStart:f.valEnd])
-		if !ok {
-			continue
-		}
-		if out == nil {
-			out = make([]byte, 0, len(payload))
-		}
+	var aadBuf [len(personalAADPrefix) + 32]byte
+	for _, ref := range refs {
+		f := ref.field
 		out = append(out, payload[last:f.valStart]...)
 		last = f.valEnd
 		var key *dataKey
-		found := false
 		if keyOf != nil {
-			key, found = keyOf(keyID)
-			if !found {
-				return nil, nil, fmt.Errorf("field %q: data key %s: %w", f.name(payload), keyID, ErrKeyNotFound)
+			var found bool
+			if key, found = keyOf(ref.keyID); !found {
+				return nil, nil, scratch, fmt.Errorf("field %q: data key %s: %w", f.name(payload), ref.keyID, ErrKeyNotFound)
 			}
 		}
 		if key == nil {
@@ -384,21 +417,22 @@ func openPersonal(payload []byte, eventID uuid.UUID, keyOf func(uuid.UUID) (*dat
 			redacted = append(redacted, f.name(payload))
 			continue
 		}
-		sealed, err := base64.StdEncoding.DecodeString(env.Data)
-		if err != nil || len(sealed) < key.aead.NonceSize()+key.aead.Overhead() {
-			return nil, nil, fmt.Errorf("field %q: malformed ciphertext", f.name(payload))
+		n := base64.StdEncoding.DecodedLen(len(ref.data))
+		if cap(scratch) < n {
+			scratch = make([]byte, n)
 		}
+		n, err := base64.StdEncoding.Decode(scratch[:n], ref.data)
+		sealed := scratch[:n]
 		ns := key.aead.NonceSize()
-		aad = personalAAD(aad[:0], eventID, keyID)
-		out, err = key.aead.Open(out, sealed[:ns], sealed[ns:], aad)
-		if err != nil {
-			return nil, nil, fmt.Errorf("field %q: the ciphertext does not open with data key %s (changed, or moved from another event): %w", f.name(payload), keyID, err)
+		if err != nil || len(sealed) < ns+key.aead.Overhead() {
+			return nil, nil, scratch, fmt.Errorf("field %q: malformed ciphertext", f.name(payload))
+		}
+		aad := personalAAD(aadBuf[:0], eventID, ref.keyID)
+		if out, err = key.aead.Open(out, sealed[:ns], sealed[ns:], aad); err != nil {
+			return nil, nil, scratch, fmt.Errorf("field %q: the ciphertext does not open with data key %s (changed, or moved from another event): %w", f.name(payload), ref.keyID, err)
 		}
 	}
-	if out == nil {
-		return payload, nil, nil
-	}
-	return append(out, payload[last:]...), redacted, nil
+	return append(out, payload[last:]...), redacted, scratch, nil
 }
 
 // ErrKeyNotFound: an encrypted field names a data key that the key store
@@ -479,48 +513,65 @@ func (r *Registry) personalKeys(ctx context.Context, events []Event) ([]*persona
 // different raws.
 func (r *Registry) Decrypt(ctx context.Context, raws []RawRecord) error {
 	sh := r.shredder.Load()
-	var ids []uuid.UUID
+	var (
+		buf  [8]envRef
+		refs = buf[:0]
+	)
 	for i := range raws {
-		if !hasEnvelope(raws[i].Payload) {
-			continue
+		if hasEnvelope(raws[i].Payload) {
+			refs = appendEnvelopes(refs, i, raws[i].Payload)
 		}
-		if sh == nil {
-			raws[i].open(nil)
-			continue
+	}
+	if len(refs) == 0 {
+		return nil
+	}
+	var keyOf func(uuid.UUID) (*dataKey, bool)
+	if sh != nil {
+		keys, err := sh.keysFor(ctx, refs)
+		if err != nil {
+			return err
 		}
-		var buf [8]jsonField
-		for _, f := range topLevelFields(buf[:0], raws[i].Payload) {
-			if _, id, ok := parseEnvelope(raws[i].Payload[f.valStart:f.valEnd]); ok && !slices.Contains(ids, id) {
-				ids = append(ids, id)
+		if len(keys) > 16 {
+			byID := make(map[uuid.UUID]*dataKey, len(keys))
+			for _, k := range keys {
+				byID[k.id] = k.key
+			}
+			keyOf = func(id uuid.UUID) (*dataKey, bool) {
+				k, ok := byID[id]
+				return k, ok
+			}
+		} else {
+			keyOf = func(id uuid.UUID) (*dataKey, bool) {
+				for _, k := range keys {
+					if k.id == id {
+						return k.key, true
+					}
+				}
+				return nil, false
 			}
 		}
 	}
-	if len(ids) == 0 {
-		return nil
-	}
-	keys, err := sh.keysByID(ctx, ids)
-	if err != nil {
-		return err
-	}
-	keyOf := func(id uuid.UUID) (*dataKey, bool) {
-		k, ok := keys[id]
-		return k, ok
-	}
-	for i := range raws {
-		if hasEnvelope(raws[i].Payload) {
-			raws[i].open(keyOf)
+	var scratch []byte
+	for j := 0; j < len(refs); {
+		i := refs[j].raw
+		k := j + 1
+		for k < len(refs) && refs[k].raw == i {
+			k++
 		}
+		scratch = raws[i].open(refs[j:k], keyOf, scratch)
+		j = k
 	}
 	return nil
 }
 
-// open decrypts r's payload with keyOf (nil: redact every encrypted
-// field), keeping the error for AppendDecoded.
-func (r *RawRecord) open(keyOf func(uuid.UUID) (*dataKey, bool)) {
-	out, redacted, err := openPersonal(r.Payload, r.ID, keyOf)
+// open decrypts r's payload, whose envelopes are refs, with keyOf (nil:
+// redact every encrypted field), keeping the error for AppendDecoded.
+func (r *RawRecord) open(refs []envRef, keyOf func(uuid.UUID) (*dataKey, bool), scratch []byte) []byte {
+	out, redacted, scratch, err := openPersonal(r.Payload, refs, r.ID, keyOf, scratch)
 	if err != nil {
 		r.decryptErr = err
-		return
+		return scratch
 	}
 	r.Payload, r.Redacted = out, append(r.Redacted, redacted...)
+	return scratch
 }

@@ -148,7 +148,7 @@ func (r RawRecord) personal(rec Record, reg *Registry) (Record, error) {
 		return rec, fmt.Errorf("stream %q version %d: %w", r.StreamID, r.StreamVersion, &PayloadError{Type: r.Type, Op: "decrypt",
 			Err: fmt.Errorf("the payload holds encrypted personal data: pass the raw records through Registry.Decrypt before decoding them")})
 	}
-	payload, redacted, err := openPersonal(r.Payload, r.ID, nil)
+	payload, redacted, _, err := openPersonal(r.Payload, appendEnvelopes(nil, 0, r.Payload), r.ID, nil, nil)
 	if err != nil {
 		return rec, fmt.Errorf("stream %q version %d: %w", r.StreamID, r.StreamVersion, &PayloadError{Type: r.Type, Op: "decrypt", Err: err})
 	}

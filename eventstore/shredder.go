@@ -279,6 +279,55 @@ func (s *Shredder) fresh(e *cacheEntry, ok bool, now time.Time) bool {
 	return ok && !s.cfg.DisableCache && now.Before(e.expires)
 }
 
+// keyHit is a data key found for a key ID: nil when forgotten.
+type keyHit struct {
+	id  uuid.UUID
+	key *dataKey
+}
+
+// keysFor returns the data keys the envelopes refs name, one per distinct
+// key ID that is stored (nil for a forgotten one): from the cache under
+// one lock, the others fetched in one call (keysByID).
+func (s *Shredder) keysFor(ctx context.Context, refs []envRef) ([]keyHit, error) {
+	var (
+		hitBuf  [4]keyHit
+		hits    = hitBuf[:0]
+		missing []uuid.UUID
+		seen    map[uuid.UUID]bool // for large batches; small ones search
+	)
+	if len(refs) > 16 {
+		seen = make(map[uuid.UUID]bool, len(refs))
+	}
+	now := s.now()
+	s.mu.Lock()
+	for _, r := range refs {
+		if seen != nil {
+			if seen[r.keyID] {
+				continue
+			}
+			seen[r.keyID] = true
+		} else if slices.ContainsFunc(hits, func(h keyHit) bool { return h.id == r.keyID }) || slices.Contains(missing, r.keyID) {
+			continue
+		}
+		if e, ok := s.byID[r.keyID]; s.fresh(e, ok, now) {
+			hits = append(hits, keyHit{id: r.keyID, key: e.key})
+		} else {
+			missing = append(missing, r.keyID)
+		}
+	}
+	s.mu.Unlock()
+	if len(missing) > 0 {
+		fetched, err := s.keysByID(ctx, missing)
+		if err != nil {
+			return nil, err
+		}
+		for id, k := range fetched {
+			hits = append(hits, keyHit{id: id, key: k})
+		}
+	}
+	return hits, nil
+}
+
 // keysByID returns the data keys with the given IDs (nil for a forgotten
 // one; an ID never stored is left out), from the cache or the key store.
 func (s *Shredder) keysByID(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]*dataKey, error) {

@@ -1,9 +1,13 @@
 package postgres_test
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"strconv"
 	"testing"
 
 	"github.com/esox-go/esox/eventstore"
@@ -49,4 +53,245 @@ func BenchmarkAppendChain(b *testing.B) {
 			})
 		}
 	}
+}
+
+// BenchmarkVerify measures Store.Verify over a table of 100,000 events
+// (1,000 streams of 100; ESOX_BENCH_EVENTS changes the count), target at
+// least 100,000 events/s, against its read alone:
+//
+//   - verify: Store.Verify of every stream, which reads the events in
+//     stream order in batches of 5,000 and recomputes every digest;
+//   - raw: the same keyset query, same columns and batch size, prepared,
+//     its rows scanned and nothing computed.
+//
+// It reports events/s per variant and the ratio verify/raw.
+func BenchmarkVerify(b *testing.B) {
+	n := benchEvents(b, 100_000)
+	env := newBenchEnv(b, 1)
+	ctx := context.Background()
+	for s := 0; s < n/100; s++ {
+		fillStream(b, env, fmt.Sprintf("verify-%d", s), 100)
+	}
+	raw, err := env.db.PreparexContext(ctx, `SELECT stream_id, stream_version, event_id, event_type, schema_version, payload::text, metadata::text, digest,
+	transaction_id::text AS transaction_id_text, position FROM `+env.store.QualifiedEventsTable()+`
+WHERE (stream_id, stream_version) > ($1, $2) ORDER BY stream_id, stream_version LIMIT $3`)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer raw.Close()
+	benchkit.Run(b, benchkit.Measure{Unit: "events/s", Baseline: "raw", Variants: []benchkit.Variant{
+		{Name: "verify", Run: func(r *benchkit.Round) error {
+			for !r.Done() {
+				res, err := env.store.Verify(ctx, nil)
+				if err != nil {
+					return err
+				}
+				if !res.OK() || res.Events != int64(n) {
+					return fmt.Errorf("verify: %+v", res)
+				}
+				r.Add(res.Events)
+			}
+			return nil
+		}},
+		{Name: "raw", Run: func(r *benchkit.Round) error {
+			for !r.Done() {
+				stream, version, got := "", int64(0), 0
+				for {
+					rows, err := raw.QueryContext(ctx, stream, version, eventstore.VerifyBatchSizeDefault)
+					if err != nil {
+						return err
+					}
+					k := 0
+					for rows.Next() {
+						var (
+							id, typ, txid      string
+							sv, schemaVer, pos int64
+							payload, meta, dig []byte
+						)
+						if err := rows.Scan(&stream, &sv, &id, &typ, &schemaVer, &payload, &meta, &dig, &txid, &pos); err != nil {
+							rows.Close()
+							return err
+						}
+						version = sv
+						k++
+					}
+					if err := rows.Err(); err != nil {
+						return err
+					}
+					got += k
+					if k < eventstore.VerifyBatchSizeDefault {
+						break
+					}
+				}
+				if got != n {
+					return fmt.Errorf("read %d events, want %d", got, n)
+				}
+				r.Add(int64(got))
+			}
+			return nil
+		}},
+	}})
+}
+
+// benchEvents returns ESOX_BENCH_EVENTS when set, else def.
+func benchEvents(b *testing.B, def int) int {
+	if v := os.Getenv("ESOX_BENCH_EVENTS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 100 {
+			b.Fatalf("ESOX_BENCH_EVENTS=%q: want a number of at least 100", v)
+		}
+		return n / 100 * 100
+	}
+	return def
+}
+
+// ItemSold is ItemAdded with one personal field: the buyer's name,
+// encrypted with the buyer's data key.
+type ItemSold struct {
+	SKU   string `json:"sku"`
+	N     int    `json:"n"`
+	Buyer string `json:"buyer" esox:"subject"`
+	Name  string `json:"name" esox:"personal"`
+}
+
+// ItemSoldPlain is ItemSold without the personal tag: the same JSON,
+// stored in the clear.
+type ItemSoldPlain struct {
+	SKU   string `json:"sku"`
+	N     int    `json:"n"`
+	Buyer string `json:"buyer"`
+	Name  string `json:"name"`
+}
+
+// BenchmarkReadPersonal measures what decrypting one personal field per
+// event costs a read (docs/compliance.md; target: at least 0.7× of the
+// same events in the clear), in two sub-benchmarks:
+//
+//   - ReadStream: two streams of 1,000 events of the same shape, one of
+//     ItemSold (its name encrypted; 10 buyers, so 10 data keys, cached after
+//     the first read), one of ItemSoldPlain (the same JSON in the clear),
+//     each read again and again;
+//   - ReadAll: two stores, each on a table of 10,000 events in 100 streams,
+//     of ItemSold with 1,000 buyers (1,000 data keys, cached) or of
+//     ItemSoldPlain, read through the global feed in pages of 1,000.
+//
+// Each reports events/s for the variants encrypted and plaintext and the
+// ratio encrypted/plaintext.
+func BenchmarkReadPersonal(b *testing.B) {
+	const n = 1000
+	env := newBenchEnv(b, 1)
+	ctx := context.Background()
+	reg := env.store.Registry()
+	eventstore.MustRegister[ItemSold](reg, "item_sold")
+	eventstore.MustRegister[ItemSoldPlain](reg, "item_sold_plain")
+	keys, err := postgres.NewKeyStore(env.db, postgres.KeyStoreConfig{Schema: env.schema, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := keys.Migrate(ctx); err != nil {
+		b.Fatal(err)
+	}
+	kek, err := eventstore.NewLocalKeyEncrypter(bytes.Repeat([]byte{9}, 32))
+	if err != nil {
+		b.Fatal(err)
+	}
+	sh, err := eventstore.NewShredder(keys, kek, eventstore.ShredderConfig{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	reg.SetShredder(sh)
+	for v := 0; v < n; v += 100 {
+		enc, plain := make([]eventstore.Event, 100), make([]eventstore.Event, 100)
+		for i := range enc {
+			buyer := fmt.Sprintf("buyer-%d", (v+i)%10)
+			enc[i] = eventstore.Event{Data: ItemSold{SKU: "sku", N: v + i, Buyer: buyer, Name: "Ada Lovelace"}}
+			plain[i] = eventstore.Event{Data: ItemSoldPlain{SKU: "sku", N: v + i, Buyer: buyer, Name: "Ada Lovelace"}}
+		}
+		if _, err := env.store.Append(ctx, "sold-enc", eventstore.Exact(int64(v)), enc); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := env.store.Append(ctx, "sold-plain", eventstore.Exact(int64(v)), plain); err != nil {
+			b.Fatal(err)
+		}
+	}
+	read := func(stream string) func(r *benchkit.Round) error {
+		return func(r *benchkit.Round) error {
+			for !r.Done() {
+				got := 0
+				for rec, err := range env.store.ReadStream(ctx, stream, 1) {
+					if err != nil {
+						return err
+					}
+					switch d := rec.Data.(type) {
+					case ItemSold:
+						if d.Name != "Ada Lovelace" {
+							return errors.New("not decrypted")
+						}
+					case ItemSoldPlain:
+					default:
+						return fmt.Errorf("unexpected %T", d)
+					}
+					got++
+				}
+				if got != n {
+					return fmt.Errorf("read %d events, want %d", got, n)
+				}
+				r.Add(n)
+			}
+			return nil
+		}
+	}
+	b.Run("ReadStream", func(b *testing.B) {
+		benchkit.Run(b, benchkit.Measure{Unit: "events/s", Baseline: "plaintext", Variants: []benchkit.Variant{
+			{Name: "encrypted", Run: read("sold-enc")},
+			{Name: "plaintext", Run: read("sold-plain")},
+		}})
+	})
+	b.Run("ReadAll", func(b *testing.B) {
+		// A store per variant, each table holding one kind of event only.
+		feed := func(personal bool) func(r *benchkit.Round) error {
+			fenv := newBenchEnv(b, 1)
+			freg := fenv.store.Registry()
+			eventstore.MustRegister[ItemSold](freg, "item_sold")
+			eventstore.MustRegister[ItemSoldPlain](freg, "item_sold_plain")
+			freg.SetShredder(sh)
+			for s := 0; s < 100; s++ {
+				evs := make([]eventstore.Event, 100)
+				for i := range evs {
+					buyer := fmt.Sprintf("buyer-%d", (s*100+i)%1000)
+					if personal {
+						evs[i] = eventstore.Event{Data: ItemSold{SKU: "sku", N: i, Buyer: buyer, Name: "Ada Lovelace"}}
+					} else {
+						evs[i] = eventstore.Event{Data: ItemSoldPlain{SKU: "sku", N: i, Buyer: buyer, Name: "Ada Lovelace"}}
+					}
+				}
+				if _, err := fenv.store.Append(ctx, fmt.Sprintf("sold-%d", s), eventstore.NoStream, evs); err != nil {
+					b.Fatal(err)
+				}
+			}
+			var after eventstore.Position
+			return func(r *benchkit.Round) error {
+				for !r.Done() {
+					recs, err := fenv.store.ReadAll(ctx, after, 1000)
+					if err != nil {
+						return err
+					}
+					if len(recs) == 0 {
+						after = eventstore.Position{} // wrap around
+						continue
+					}
+					if d, ok := recs[0].Data.(ItemSold); ok && d.Name != "Ada Lovelace" {
+						return errors.New("not decrypted")
+					}
+					after = recs[len(recs)-1].Position
+					r.Add(int64(len(recs)))
+				}
+				return nil
+			}
+		}
+		benchkit.Run(b, benchkit.Measure{Unit: "events/s", Baseline: "plaintext", Variants: []benchkit.Variant{
+			{Name: "encrypted", Run: feed(true)},
+			{Name: "plaintext", Run: feed(false)},
+		}})
+	})
 }
