@@ -166,6 +166,9 @@ func newRegistry(db *sqlx.DB, cfg config, log *slog.Logger) (*eventstore.Registr
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	if len(cfg.KEK) == 0 {
+		cfg.KEK, cfg.DevKEK = devKEK, true
+	}
 	kek, err := eventstore.NewLocalKeyEncrypter(cfg.KEK)
 	if err != nil {
 		return nil, nil, nil, err
