@@ -78,8 +78,8 @@ func (s *Store) decodeAll(ctx context.Context, op string, raws []eventstore.RawR
 
 // ReadStream yields the records of streamID with StreamVersion >= from
 // (from < 1 reads from the start), in version order: the stored events,
-// each upcast and decoded into the registered types
-// (eventstore.RawRecord.AppendDecoded). A stored event that upcasters split
+// each decrypted (eventstore.Registry.Decrypt), upcast and decoded into the
+// registered types (eventstore.RawRecord.AppendDecoded). A stored event that upcasters split
 // yields several records with its StreamVersion; one they drop yields
 // none.
 //
@@ -174,8 +174,9 @@ func (s *Store) rawStream(ctx context.Context, streamID string, from int64) iter
 }
 
 // ReadAll returns the records of up to limit stored events after the
-// position after in the global feed, upcast and decoded with the store's
-// registry: ReadFeed, then eventstore.RawRecord.AppendDecoded for each
+// position after in the global feed, decrypted, upcast and decoded with the
+// store's registry: ReadFeed, eventstore.Registry.Decrypt for the page (one
+// key fetch at most), then eventstore.RawRecord.AppendDecoded for each
 // stored event. A stored event that upcasters split returns several records
 // (so the result may be longer than limit); one they drop returns none, and
 // when a whole page reads as nothing, ReadAll reads the next one, until it
