@@ -8,7 +8,9 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
@@ -294,4 +296,78 @@ func BenchmarkReadPersonal(b *testing.B) {
 			{Name: "plaintext", Run: feed(false)},
 		}})
 	})
+}
+
+// BenchmarkAppendChainAlternating is BenchmarkAppendChain interleaved op by
+// op instead of round by round: each writer appends to a chained stream,
+// then to an unchained one, then again, for ESOX_BENCH_SECONDS (20 s by
+// default), so that a loaded, shared machine weighs on both alike at the
+// scale of milliseconds (and each goes first half of the time). It reports
+// the mean time of an append of each
+// kind (chained-ms, unchained-ms) and their ratio as throughput
+// (chained/unchained, the mean unchained time over the mean chained one).
+func BenchmarkAppendChainAlternating(b *testing.B) {
+	seconds := 20
+	if v := os.Getenv("ESOX_BENCH_SECONDS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			b.Fatalf("ESOX_BENCH_SECONDS=%q: want a positive number", v)
+		}
+		seconds = n
+	}
+	for _, events := range []int{1, 10} {
+		for _, nw := range []int{1, 8} {
+			b.Run(fmt.Sprintf("events=%d/writers=%d", events, nw), func(b *testing.B) {
+				env := newBenchEnv(b, nw)
+				unchained, err := postgres.New(env.db, testRegistry(), postgres.Config{Schema: env.schema, DisableChain: true, Logger: slog.New(slog.DiscardHandler)})
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.Cleanup(func() { _ = unchained.Close() })
+				ctx := context.Background()
+				evs := items(events)
+				var (
+					mu         sync.Mutex
+					sum        [2]time.Duration
+					count      [2]int
+					firstError error
+				)
+				deadline := time.Now().Add(time.Duration(seconds) * time.Second)
+				var wg sync.WaitGroup
+				for w := range nw {
+					wg.Go(func() {
+						for i := 0; time.Now().Before(deadline); i++ {
+							for j := range 2 {
+								k := (i + j) % 2 // chained first on even i, second on odd
+								s := []*postgres.Store{env.store, unchained}[k]
+								stream, version := streamAt([]string{"chained", "unchained"}[k], w, i, events)
+								t0 := time.Now()
+								_, err := s.Append(ctx, stream, eventstore.Exact(version), evs)
+								d := time.Since(t0)
+								mu.Lock()
+								if err != nil && firstError == nil {
+									firstError = err
+								}
+								sum[k] += d
+								count[k]++
+								mu.Unlock()
+								if err != nil {
+									return
+								}
+							}
+						}
+					})
+				}
+				wg.Wait()
+				if firstError != nil {
+					b.Fatal(firstError)
+				}
+				mean := func(k int) float64 { return float64(sum[k]) / float64(count[k]) / float64(time.Millisecond) }
+				b.ReportMetric(mean(0), "chained-ms")
+				b.ReportMetric(mean(1), "unchained-ms")
+				b.ReportMetric(mean(1)/mean(0), "chained/unchained")
+				b.ReportMetric(float64(count[0]), "appends-each")
+			})
+		}
+	}
 }
