@@ -22,7 +22,7 @@ type customerRegistered struct {
 	Country    string `json:"country"`
 }
 
-func personalRegistry(t *testing.T) (*eventstore.Registry, *eventstore.Shredder, *memory.KeyStore) {
+func personalRegistry(t testing.TB) (*eventstore.Registry, *eventstore.Shredder, *memory.KeyStore) {
 	t.Helper()
 	reg := eventstore.NewRegistry()
 	eventstore.MustRegister[customerRegistered](reg, "customer_registered")
@@ -41,7 +41,7 @@ func personalRegistry(t *testing.T) (*eventstore.Registry, *eventstore.Shredder,
 
 // encodeOne encodes one event as EncodeAppend stores it and returns it
 // as a raw record.
-func encodeOne(t *testing.T, reg *eventstore.Registry, v any) eventstore.RawRecord {
+func encodeOne(t testing.TB, reg *eventstore.Registry, v any) eventstore.RawRecord {
 	t.Helper()
 	enc, err := eventstore.EncodeAppend(context.Background(), reg, "customer-1", eventstore.Any, []eventstore.Event{{Data: v}}, nil)
 	if err != nil {
@@ -248,4 +248,30 @@ func TestLocalKeyEncrypter(t *testing.T) {
 	if _, err := eventstore.NewLocalKeyEncrypter([]byte("short")); !errors.Is(err, eventstore.ErrInvalidArgument) {
 		t.Errorf("a short KEK: %v", err)
 	}
+}
+
+// FuzzDecryptPayload: whatever a payload holds — envelopes, broken ones,
+// invalid JSON — the decryption stage and the decoder return, never panic,
+// and a payload without an envelope is left as it is.
+func FuzzDecryptPayload(f *testing.F) {
+	reg, _, _ := personalRegistry(f)
+	raw := encodeOne(f, reg, customerRegistered{CustomerID: "c-1", Name: "Ada", Email: "a@x", Country: "UK"})
+	f.Add(string(raw.Payload))
+	f.Add(`{"name":{"esox_enc":"AAAA","esox_key":"01890a5d-ac96-774b-bcce-b302099a8057"}}`)
+	f.Add(`{"name":{"esox_enc":"\u0041","esox_key":"x"},"esox_enc":1}`)
+	f.Add(`{"esox_enc"`)
+	f.Add(`[{"esox_enc":"a","esox_key":"b"}]`)
+	f.Fuzz(func(t *testing.T, payload string) {
+		raws := []eventstore.RawRecord{{ID: raw.ID, StreamID: "customer-1", StreamVersion: 1, Type: raw.Type, SchemaVersion: 1, Payload: []byte(payload)}}
+		if err := reg.Decrypt(context.Background(), raws); err != nil {
+			t.Fatalf("Decrypt: %v (only key store errors fail the batch)", err)
+		}
+		if !strings.Contains(payload, "esox_enc") && string(raws[0].Payload) != payload {
+			t.Fatalf("a payload without an envelope changed: %q -> %q", payload, raws[0].Payload)
+		}
+		_, _ = raws[0].Decode(reg)
+		plain := eventstore.NewRegistry()
+		eventstore.MustRegister[customerRegistered](plain, "customer_registered")
+		_, _ = eventstore.RawRecord{ID: raw.ID, Type: raw.Type, Payload: []byte(payload)}.Decode(plain)
+	})
 }
