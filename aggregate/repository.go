@@ -224,6 +224,9 @@ func (r *Repository[T]) load(ctx context.Context, id string) (T, error) {
 	// Raw, to count every stored event, also those that read as none.
 	for {
 		raws, err := r.store.ReadStreamRaw(ctx, streamID, b.version+1, loadPageSize)
+		if err == nil {
+			err = reg.Decrypt(ctx, raws) // personal data (docs/compliance.md)
+		}
 		if err != nil {
 			var zero T
 			return zero, fmt.Errorf("aggregate: load %s: %w", streamID, err)

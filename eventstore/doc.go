@@ -40,4 +40,21 @@
 // during a rolling deploy. A version newer than the registry knows is a
 // *SchemaVersionError matching ErrUnknownSchemaVersion, never a guess. See
 // docs/evolution.md.
+//
+// # Audit trail and erasure
+//
+// Erasure happens by destroying keys, never by rewriting rows
+// (docs/compliance.md). Metadata carries the audit keys actor,
+// on_behalf_of and reason (WithActor, WithOnBehalfOf, WithReason). Stores
+// chain each stream's events by digest (ChainDigest) and implement
+// Verifier: Verify reports each broken stream's first broken link
+// (ChainChecker, BreakKind), Seal and VerifySeal find truncated tails and
+// rewritten histories against a seal exported earlier. Fields of event
+// types tagged esox:"personal" are encrypted at append (EncodeAppend) with
+// the data key of the event's esox:"subject", by the Registry's Shredder
+// over a KeyStore and a KeyEncrypter; Registry.Decrypt is the decryption
+// stage every reader runs before AppendDecoded, and Shredder.Forget
+// destroys a subject's key: its fields read as redacted (Record.Redacted)
+// from then on, while the stored bytes, and so the chains, stay as they
+// were.
 package eventstore

@@ -3,6 +3,7 @@ package eventstore
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"unicode/utf8"
 
@@ -56,6 +57,14 @@ type EncodeOpts struct {
 // *InvalidArgumentError (ErrInvalidArgument) whose Field is "metadata". With
 // opts.MaxEventSize set, a larger event is refused with an
 // *EventTooLargeError (ErrEventTooLarge). Errors name the event's index.
+//
+// Events whose types have personal fields (see RegisterVersion) have them
+// encrypted by the registry's Shredder, with their subject's data key (one
+// key store call per append, none when the keys are cached); the checks
+// and the size limit apply to the encrypted payload, as stored. An event
+// holding personal fields (not all omitted) is refused
+// (*InvalidArgumentError) when the registry has no Shredder or its subject
+// field is empty; the key store's errors are returned wrapped.
 func EncodeAppend(ctx context.Context, r *Registry, streamID string, expected ExpectedVersion, events []Event, opts *EncodeOpts) ([]EncodedEvent, error) {
 	if err := ValidateStreamID(streamID); err != nil {
 		return nil, err
@@ -71,6 +80,13 @@ func EncodeAppend(ctx context.Context, r *Registry, streamID string, expected Ex
 	if opts == nil || !opts.DisableTraceContext {
 		traceParent, traceState = traceContextOf(ctx)
 	}
+	// The personal data of the events (docs/compliance.md): their types'
+	// personal fields and the data keys of their subjects, fetched (or
+	// created) in one call.
+	personal, subjects, keys, err := r.personalKeys(ctx, events)
+	if err != nil {
+		return nil, err
+	}
 	out := make([]EncodedEvent, len(events))
 	for i, e := range events {
 		ev, current, err := r.encode(e.Data)
@@ -83,14 +99,25 @@ func EncodeAppend(ctx context.Context, r *Registry, streamID string, expected Ex
 			// MarshalJSON that returns a bare string is a bug worth naming.
 			return nil, fmt.Errorf("event %d: %w", i, &PayloadError{Type: name, Op: "encode", Err: fmt.Errorf("payload must be a JSON object or array")})
 		}
-		if err := CheckJSONB(payload); err != nil {
-			return nil, fmt.Errorf("event %d: %w", i, &PayloadError{Type: name, Op: "encode", Err: fmt.Errorf("PostgreSQL cannot store the payload: %w", err)})
-		}
 		id := e.ID
 		if id == uuid.Nil {
 			if id, err = uuid.NewV7(); err != nil {
 				return nil, fmt.Errorf("event %d: generate id: %w", i, err)
 			}
+		}
+		if personal != nil && personal[i] != nil {
+			// The encryption stage: personal fields are stored encrypted,
+			// bound to the event's ID; the checks below see what is stored.
+			if payload, err = sealPersonal(personal[i], name, payload, id, subjects[i], keys); err != nil {
+				var ie *InvalidArgumentError
+				if !errors.As(err, &ie) {
+					err = &PayloadError{Type: name, Op: "encode", Err: err}
+				}
+				return nil, fmt.Errorf("event %d: %w", i, err)
+			}
+		}
+		if err := CheckJSONB(payload); err != nil {
+			return nil, fmt.Errorf("event %d: %w", i, &PayloadError{Type: name, Op: "encode", Err: fmt.Errorf("PostgreSQL cannot store the payload: %w", err)})
 		}
 		meta := ctxMeta.Merge(e.Metadata)
 		if traceParent != "" {

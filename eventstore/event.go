@@ -52,6 +52,11 @@ type Record struct {
 	// when upcasters renamed or upcast the event on reading.
 	StoredType          string
 	StoredSchemaVersion int
+	// Redacted lists the personal fields of the event (JSON names, as
+	// stored) whose subject was forgotten (Shredder.Forget): Data holds
+	// their zero value, Payload null. nil when none was; see
+	// docs/compliance.md.
+	Redacted []string
 	// Index is the record's place among the records its stored event
 	// reads as: 0, unless an upcaster split the stored event into several
 	// (Registry.Split). Those share Position, StreamVersion, Metadata,

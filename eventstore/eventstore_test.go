@@ -174,9 +174,11 @@ func TestMetadataContextAndJSON(t *testing.T) {
 	t.Parallel()
 	ctx := eventstore.WithCorrelationID(context.Background(), "corr")
 	ctx = eventstore.WithActor(ctx, "alice")
+	ctx = eventstore.WithOnBehalfOf(ctx, "customer-7")
+	ctx = eventstore.WithReason(ctx, "ticket 42")
 	ctx = eventstore.WithMetadata(ctx, eventstore.Metadata{Extra: map[string]string{"tenant": "t1"}})
 	md := eventstore.MetadataFrom(ctx)
-	want := eventstore.Metadata{CorrelationID: "corr", Actor: "alice", Extra: map[string]string{"tenant": "t1"}}
+	want := eventstore.Metadata{CorrelationID: "corr", Actor: "alice", OnBehalfOf: "customer-7", Reason: "ticket 42", Extra: map[string]string{"tenant": "t1"}}
 	if !reflect.DeepEqual(md, want) {
 		t.Fatalf("MetadataFrom = %#v, want %#v", md, want)
 	}
@@ -188,12 +190,22 @@ func TestMetadataContextAndJSON(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if string(b) != `{"actor":"alice","correlation_id":"corr","tenant":"t1"}` {
+	if string(b) != `{"actor":"alice","correlation_id":"corr","on_behalf_of":"customer-7","reason":"ticket 42","tenant":"t1"}` {
 		t.Errorf("JSON = %s", b)
 	}
 	var back eventstore.Metadata
 	if err := json.Unmarshal(b, &back); err != nil || !reflect.DeepEqual(back, want) {
 		t.Errorf("round trip = %#v, %v", back, err)
+	}
+	if m := (eventstore.Metadata{Reason: "r"}); m.IsZero() {
+		t.Error("Metadata{Reason} IsZero")
+	}
+	if m := (eventstore.Metadata{OnBehalfOf: "p"}); m.IsZero() {
+		t.Error("Metadata{OnBehalfOf} IsZero")
+	}
+	over := eventstore.Metadata{Actor: "a"}.Merge(eventstore.Metadata{OnBehalfOf: "p", Reason: "r"})
+	if over.Actor != "a" || over.OnBehalfOf != "p" || over.Reason != "r" {
+		t.Errorf("Merge = %+v", over)
 	}
 }
 

@@ -7,10 +7,11 @@ import (
 )
 
 // Metadata travels with every event: who caused it and why. It is stored as a
-// JSON object whose well-known keys are "correlation_id", "causation_id" and
-// "actor"; Extra holds the user's free keys beside them, and the W3C trace
-// context ("traceparent", "tracestate") that stores record for an append
-// made under an OpenTelemetry span (see SpanContext).
+// JSON object whose well-known keys are "correlation_id", "causation_id",
+// and the audit keys "actor", "on_behalf_of" and "reason" (see
+// docs/compliance.md); Extra holds the user's free keys beside them, and the
+// W3C trace context ("traceparent", "tracestate") that stores record for an
+// append made under an OpenTelemetry span (see SpanContext).
 //
 // Metadata is a value; Clone it before changing a copy's Extra map.
 type Metadata struct {
@@ -21,6 +22,12 @@ type Metadata struct {
 	CausationID string
 	// Actor names who acted: a user ID, a service name.
 	Actor string
+	// OnBehalfOf names whom the actor acted for, when not for themselves:
+	// the customer a support agent acts for, the user a service acts for.
+	OnBehalfOf string
+	// Reason says why: a ticket, a legal basis, a free text the audit
+	// trail should show.
+	Reason string
 	// Extra holds free keys. Keys named like the well-known ones are ignored
 	// when encoding.
 	Extra map[string]string
@@ -32,11 +39,13 @@ const (
 	MetadataCorrelationID = "correlation_id"
 	MetadataCausationID   = "causation_id"
 	MetadataActor         = "actor"
+	MetadataOnBehalfOf    = "on_behalf_of"
+	MetadataReason        = "reason"
 )
 
 // IsZero reports whether m carries nothing.
 func (m Metadata) IsZero() bool {
-	return m.CorrelationID == "" && m.CausationID == "" && m.Actor == "" && len(m.Extra) == 0
+	return m.CorrelationID == "" && m.CausationID == "" && m.Actor == "" && m.OnBehalfOf == "" && m.Reason == "" && len(m.Extra) == 0
 }
 
 // Clone returns a copy of m that shares no map with it.
@@ -58,6 +67,12 @@ func (m Metadata) Merge(over Metadata) Metadata {
 	if over.Actor != "" {
 		out.Actor = over.Actor
 	}
+	if over.OnBehalfOf != "" {
+		out.OnBehalfOf = over.OnBehalfOf
+	}
+	if over.Reason != "" {
+		out.Reason = over.Reason
+	}
 	if len(over.Extra) > 0 {
 		if out.Extra == nil {
 			out.Extra = make(map[string]string, len(over.Extra))
@@ -69,7 +84,7 @@ func (m Metadata) Merge(over Metadata) Metadata {
 
 // Map flattens m into one map, well-known keys included when set.
 func (m Metadata) Map() map[string]string {
-	out := make(map[string]string, len(m.Extra)+3)
+	out := make(map[string]string, len(m.Extra)+5)
 	maps.Copy(out, m.Extra)
 	set := func(k, v string) {
 		if v != "" {
@@ -81,6 +96,8 @@ func (m Metadata) Map() map[string]string {
 	set(MetadataCorrelationID, m.CorrelationID)
 	set(MetadataCausationID, m.CausationID)
 	set(MetadataActor, m.Actor)
+	set(MetadataOnBehalfOf, m.OnBehalfOf)
+	set(MetadataReason, m.Reason)
 	return out
 }
 
@@ -95,6 +112,10 @@ func MetadataFromMap(kv map[string]string) Metadata {
 			m.CausationID = v
 		case MetadataActor:
 			m.Actor = v
+		case MetadataOnBehalfOf:
+			m.OnBehalfOf = v
+		case MetadataReason:
+			m.Reason = v
 		default:
 			if m.Extra == nil {
 				m.Extra = make(map[string]string)
@@ -153,7 +174,21 @@ func WithCausationID(ctx context.Context, id string) context.Context {
 	return WithMetadata(ctx, Metadata{CausationID: id})
 }
 
-// WithActor returns a context whose metadata names actor.
+// WithActor returns a context whose metadata names actor: who acted (a
+// user ID, a service name), for the audit trail.
 func WithActor(ctx context.Context, actor string) context.Context {
 	return WithMetadata(ctx, Metadata{Actor: actor})
+}
+
+// WithOnBehalfOf returns a context whose metadata names whom the actor acts
+// for (MetadataOnBehalfOf), e.g. the customer a support agent acts for.
+func WithOnBehalfOf(ctx context.Context, principal string) context.Context {
+	return WithMetadata(ctx, Metadata{OnBehalfOf: principal})
+}
+
+// WithReason returns a context whose metadata says why the events that
+// follow are appended (MetadataReason): a ticket, a legal basis, a note
+// for the audit trail.
+func WithReason(ctx context.Context, reason string) context.Context {
+	return WithMetadata(ctx, Metadata{Reason: reason})
 }

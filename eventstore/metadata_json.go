@@ -15,12 +15,13 @@ func (m Metadata) appendJSON(dst []byte) []byte {
 	pairs := fixed[:0]
 	for k, v := range m.Extra {
 		switch k {
-		case MetadataCorrelationID, MetadataCausationID, MetadataActor:
+		case MetadataCorrelationID, MetadataCausationID, MetadataActor, MetadataOnBehalfOf, MetadataReason:
 			continue // the fields win, as in Map
 		}
 		pairs = append(pairs, kv{k, v})
 	}
-	for _, p := range [...]kv{{MetadataCorrelationID, m.CorrelationID}, {MetadataCausationID, m.CausationID}, {MetadataActor, m.Actor}} {
+	for _, p := range [...]kv{{MetadataCorrelationID, m.CorrelationID}, {MetadataCausationID, m.CausationID}, {MetadataActor, m.Actor},
+		{MetadataOnBehalfOf, m.OnBehalfOf}, {MetadataReason, m.Reason}} {
 		if p.v != "" {
 			pairs = append(pairs, p)
 		}

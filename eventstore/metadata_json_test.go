@@ -32,6 +32,7 @@ func TestMetadataJSONMatchesEncodingJSON(t *testing.T) {
 	for _, s := range []string{"", "plain", `q"b\s`, "<a & b>", "\x00\x01\b\f\n\r\t\x1f\x7f", "é€𝄞", "\u2028\u2029", "bad\xffutf8\xc3", "\xed\xa0\x80"} {
 		checkMetadataJSON(t, eventstore.Metadata{CorrelationID: s, Extra: map[string]string{s + "k": s, "z": s}})
 		checkMetadataJSON(t, eventstore.Metadata{Actor: s, CausationID: "c", Extra: map[string]string{"actor": "shadowed", "a": s}})
+		checkMetadataJSON(t, eventstore.Metadata{OnBehalfOf: s, Reason: s + "r", Extra: map[string]string{"reason": "shadowed", "on_behalf_of": "shadowed", "p": s}})
 	}
 	checkMetadataJSON(t, eventstore.Metadata{})
 	many := map[string]string{}

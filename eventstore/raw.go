@@ -35,6 +35,14 @@ type RawRecord struct {
 	Metadata json.RawMessage
 	// RecordedAt is when the event was appended (the database's clock).
 	RecordedAt time.Time
+	// Redacted lists the personal fields (by JSON name, as stored) that
+	// Registry.Decrypt replaced by null because their subject was
+	// forgotten; nil when none was.
+	Redacted []string
+
+	// decryptErr is why Registry.Decrypt could not decrypt the payload,
+	// returned by AppendDecoded.
+	decryptErr error
 }
 
 // storedVersion returns r's schema version, 0 read as 1.
@@ -91,17 +99,20 @@ func (r RawRecord) AppendDecoded(dst []Record, reg *Registry) ([]Record, error) 
 	if err != nil {
 		return dst, err
 	}
+	if rec, err = r.personal(rec, reg); err != nil {
+		return dst, err
+	}
 	reg.mu.RLock()
 	defer reg.mu.RUnlock()
 	if t, ok := reg.byName[r.Type]; ok && t.version == rec.SchemaVersion {
 		// The common case: stored at the current version.
-		if rec.Data, err = t.decode(r.Payload); err != nil {
+		if rec.Data, err = t.decode(rec.Payload); err != nil {
 			return dst, fmt.Errorf("stream %q version %d: %w", r.StreamID, r.StreamVersion, err)
 		}
 		return append(dst, rec), nil
 	}
 	var buf [1]VersionedEvent
-	evs, err := reg.toCurrent(buf[:0], VersionedEvent{Type: r.Type, Version: rec.SchemaVersion, Payload: r.Payload}, 0)
+	evs, err := reg.toCurrent(buf[:0], VersionedEvent{Type: r.Type, Version: rec.SchemaVersion, Payload: rec.Payload}, 0)
 	if err != nil {
 		return dst, fmt.Errorf("stream %q version %d: %w", r.StreamID, r.StreamVersion, err)
 	}
@@ -121,10 +132,36 @@ func (r RawRecord) AppendDecoded(dst []Record, reg *Registry) ([]Record, error) 
 	return dst, nil
 }
 
+// personal is the decryption stage's guard of AppendDecoded: a payload
+// that still holds encrypted personal fields was not passed through
+// Registry.Decrypt, or did not decrypt. With a Shredder that is an error;
+// without one, the fields read as redacted. It costs a search per payload,
+// and only for a registry that knows personal data.
+func (r RawRecord) personal(rec Record, reg *Registry) (Record, error) {
+	if !reg.hasPersonal.Load() && reg.shredder.Load() == nil || !hasEnvelope(r.Payload) {
+		return rec, nil
+	}
+	if reg.shredder.Load() != nil {
+		if !holdsEnvelope(r.Payload) {
+			return rec, nil // the marker, but no envelope
+		}
+		return rec, fmt.Errorf("stream %q version %d: %w", r.StreamID, r.StreamVersion, &PayloadError{Type: r.Type, Op: "decrypt",
+			Err: fmt.Errorf("the payload holds encrypted personal data: pass the raw records through Registry.Decrypt before decoding them")})
+	}
+	payload, redacted, _, err := openPersonal(r.Payload, appendEnvelopes(nil, 0, r.Payload), r.ID, nil, nil)
+	if err != nil {
+		return rec, fmt.Errorf("stream %q version %d: %w", r.StreamID, r.StreamVersion, &PayloadError{Type: r.Type, Op: "decrypt", Err: err})
+	}
+	rec.Payload, rec.Redacted = payload, append(rec.Redacted, redacted...)
+	return rec, nil
+}
+
 // Record returns r as a Record without decoding or upcasting its payload
-// (Data is nil; Type, SchemaVersion and Payload are as stored), its
-// metadata parsed. An error is a *PayloadError for metadata that is not a
-// JSON object; the Record is returned with its other fields set.
+// (Data is nil; Type, SchemaVersion and Payload are as stored, or as
+// Registry.Decrypt left the payload), its metadata parsed. An error is a
+// *PayloadError for metadata that is not a JSON object, or for a payload
+// Registry.Decrypt could not decrypt (Op "decrypt"); the Record is
+// returned with its other fields set.
 func (r RawRecord) Record() (Record, error) {
 	v := r.storedVersion()
 	rec := Record{
@@ -138,6 +175,10 @@ func (r RawRecord) Record() (Record, error) {
 		RecordedAt:          r.RecordedAt,
 		StoredType:          r.Type,
 		StoredSchemaVersion: v,
+		Redacted:            r.Redacted,
+	}
+	if r.decryptErr != nil {
+		return rec, fmt.Errorf("stream %q version %d: %w", r.StreamID, r.StreamVersion, &PayloadError{Type: r.Type, Op: "decrypt", Err: r.decryptErr})
 	}
 	if len(r.Metadata) > 2 { // "{}" is the zero Metadata
 		md, err := decodeMetadata(r.Metadata)

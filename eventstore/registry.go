@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"slices"
 	"sync"
+	"sync/atomic"
 )
 
 // Registry maps Go event types to the type names and schema versions stored
@@ -25,6 +26,10 @@ type Registry struct {
 	// reach caches, for every step's source, the current type names it
 	// reads as; rebuilt on every registration.
 	reach map[SchemaRef][]string
+	// hasPersonal is set once a type with personal fields is registered;
+	// shredder encrypts and decrypts them (personal.go, shredder.go).
+	hasPersonal atomic.Bool
+	shredder    atomic.Pointer[Shredder]
 }
 
 // eventType is a registered event type at its current schema version.
@@ -37,6 +42,9 @@ type eventType struct {
 	// instead of the current version, and down converts the payload.
 	writeAs *SchemaRef
 	down    UpcastFunc
+	// personal, when set, names the type's personal fields and subject
+	// (tagged esox:"personal" and esox:"subject").
+	personal *personalSpec
 }
 
 // NewRegistry returns an empty Registry.
@@ -62,9 +70,18 @@ func Register[E any](r *Registry, name string) error {
 // older versions first (see Upcast). Events stored before esox recorded
 // schema versions read as version 1.
 //
+// Fields of E (a struct) tagged esox:"personal" hold personal data: they
+// are stored encrypted with the data key of the event's subject, the
+// string field tagged esox:"subject", by the registry's Shredder, and can
+// be erased by forgetting the subject (see SetShredder and
+// docs/compliance.md).
+//
 // It returns an *InvalidArgumentError when name is empty or cannot be stored
 // as PostgreSQL text (it contains a NUL byte or is not valid UTF-8, see
-// CheckText), E is a pointer or interface type, version is below 1, or the
+// CheckText), E is a pointer or interface type, version is below 1, E's
+// esox tags are wrong (an unknown tag, a personal field JSON does not
+// encode, personal fields without exactly one exported string subject
+// field), or the
 // name or the type is already registered under something else (another
 // type, another name, another version); and an *UpcasterError when an
 // upcaster registered earlier reads name at version or later (an upcaster
@@ -82,6 +99,10 @@ func RegisterVersion[E any](r *Registry, name string, version int) error {
 	}
 	if version < 1 {
 		return &InvalidArgumentError{Field: "schema version", Reason: fmt.Sprintf("event type %q: must be at least 1, got %d", name, version)}
+	}
+	personal, err := parsePersonal(name, t)
+	if err != nil {
+		return err
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -102,8 +123,11 @@ func RegisterVersion[E any](r *Registry, name string, version int) error {
 			return &UpcasterError{Type: name, Version: from.Version, Reason: fmt.Sprintf("an upcaster reads version %d, but RegisterVersion makes %d the current version: an upcaster must read an older version", from.Version, version)}
 		}
 	}
-	r.byName[name] = &eventType{name: name, goType: t, version: version, self: []string{name}}
+	r.byName[name] = &eventType{name: name, goType: t, version: version, self: []string{name}, personal: personal}
 	r.byType[t] = name
+	if personal != nil {
+		r.hasPersonal.Store(true)
+	}
 	r.rebuildReach()
 	return nil
 }

@@ -49,7 +49,8 @@ type Store interface {
 	// ReadStream yields the records of streamID with StreamVersion >= from
 	// (from < 1 reads from the start), in version order, fetching them in
 	// pages so a long stream never sits in memory. A stream without events
-	// yields nothing. Each stored event is upcast to its type's registered
+	// yields nothing. Each stored event is decrypted (Registry.Decrypt:
+	// personal fields, docs/compliance.md), upcast to its type's registered
 	// schema version and decoded (RawRecord.AppendDecoded): it yields one
 	// record, or none when an upcaster drops it, or several sharing its
 	// StreamVersion when one splits it. An error (invalid stream ID, a
@@ -59,7 +60,8 @@ type Store interface {
 
 	// ReadStreamRaw returns up to limit stored events of streamID with
 	// StreamVersion >= from (from < 1 reads from the start), in version
-	// order, one RawRecord per stored event, neither upcast nor decoded:
+	// order, one RawRecord per stored event, neither decrypted, upcast nor
+	// decoded (pass them through Registry.Decrypt before AppendDecoded):
 	// readers that must see every stored version (an aggregate counts the
 	// events upcasters drop too) page through it and decode what they need
 	// (RawRecord.AppendDecoded). A stream without events from from on
@@ -73,7 +75,7 @@ type Store interface {
 	// while a transaction that could still commit a record before it is
 	// open (guarantees 2 and 3 in docs/guarantees.md), so a reader that
 	// resumes from the last Position it saw never misses one. limit must be
-	// between 1 and 10,000. Records are upcast and decoded as by
+	// between 1 and 10,000. Records are decrypted, upcast and decoded as by
 	// ReadStream: limit counts stored events, so a split event may make the
 	// result longer, and the records of one stored event (one Position) are
 	// returned together. Stored events that upcasters drop are passed over:

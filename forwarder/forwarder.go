@@ -178,6 +178,22 @@ type Config struct {
 	// never depends on this process's registry, so forwarding goes on
 	// during a rolling deploy whatever version a newer release writes.
 	PublishUpcast bool
+	// DecryptPersonalData publishes events with their personal fields
+	// decrypted by the store's registry (eventstore.Registry.Decrypt, its
+	// Shredder): plaintext on the broker, and null (listed in
+	// MetadataRedacted) for a subject that was forgotten. The brokers,
+	// their retention and every consumer then hold personal data that
+	// Forget can no longer reach: choose it only when they are covered by
+	// the erasure process (see docs/compliance.md). An event that does not
+	// decrypt (a key the key store never held, a ciphertext changed) is a
+	// poison event that stops the forwarder. New refuses it without a
+	// Shredder on the registry.
+	//
+	// Defaults to false: events are published as stored, personal fields
+	// encrypted; consumers that hold the keys decrypt them (projector.Inbox
+	// does, with its registry's Shredder), the others read them as
+	// redacted.
+	DecryptPersonalData bool
 	// BatchSize is the number of events read per query; the offset is
 	// written once per batch, after all its events are published. One batch
 	// is read ahead while the previous one is published, so a crash
@@ -359,7 +375,8 @@ type Forwarder struct {
 
 // New returns a Forwarder that publishes store's events to pub. It does no
 // I/O. It returns an error matching eventstore.ErrInvalidArgument for a nil
-// store or publisher or an invalid cfg.
+// store or publisher or an invalid cfg (DecryptPersonalData without a
+// Shredder on the store's registry).
 func New(store *postgres.Store, pub message.Publisher, cfg Config) (*Forwarder, error) {
 	if store == nil {
 		return nil, fmt.Errorf("forwarder: %w", &eventstore.InvalidArgumentError{Field: "store", Reason: "must not be nil"})
@@ -370,6 +387,10 @@ func New(store *postgres.Store, pub message.Publisher, cfg Config) (*Forwarder, 
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
+	}
+	if cfg.DecryptPersonalData && store.Registry().Shredder() == nil {
+		return nil, fmt.Errorf("forwarder: invalid config: DecryptPersonalData: %w", &eventstore.InvalidArgumentError{Field: "DecryptPersonalData",
+			Reason: "the store's registry has no Shredder to decrypt with (eventstore.Registry.SetShredder)"})
 	}
 	cfg.Categories = slices.Clone(cfg.Categories)
 	cfg.EventTypes = slices.Clone(cfg.EventTypes)
@@ -606,6 +627,15 @@ func (f *Forwarder) lead(ctx context.Context) error {
 			}
 			failures++
 			continue
+		}
+		if f.cfg.DecryptPersonalData {
+			if err := f.store.Registry().Decrypt(ctx, raws); err != nil {
+				if ctx.Err() != nil || !f.retryAfter(ctx, "decrypting personal data failed; retrying", err, failures) {
+					break
+				}
+				failures++
+				continue
+			}
 		}
 		failures = 0
 		f.tel.progress.Read(readFrom, raws, f.cfg.BatchSize)

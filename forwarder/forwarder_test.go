@@ -89,7 +89,7 @@ func TestMetadataFlattening(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := eventstore.WithMetadata(testCtx(t), eventstore.Metadata{
-		CorrelationID: "corr-1", CausationID: "cause-1", Actor: "alice",
+		CorrelationID: "corr-1", CausationID: "cause-1", Actor: "alice", OnBehalfOf: "customer-9", Reason: "ticket 12",
 		Extra: map[string]string{"tenant": "acme", MetadataStreamID: "user-value-must-lose"},
 	})
 	res, err := b.store.Append(ctx, "order-42", eventstore.NoStream, []eventstore.Event{{Data: itemAdded{N: 7}}})
@@ -115,6 +115,7 @@ func TestMetadataFlattening(t *testing.T) {
 		MetadataPosition:      fmt.Sprint(res.LastPosition.Position),
 		MetadataTransactionID: fmt.Sprint(res.LastPosition.TransactionID),
 		MetadataCorrelationID: "corr-1", MetadataCausationID: "cause-1", eventstore.MetadataActor: "alice",
+		eventstore.MetadataOnBehalfOf: "customer-9", eventstore.MetadataReason: "ticket 12",
 		"tenant": "acme",
 	}
 	for k, v := range want {
@@ -137,7 +138,8 @@ func TestMetadataFlattening(t *testing.T) {
 		t.Fatal(err)
 	}
 	if rec.ID != res.EventIDs[0] || rec.StreamID != "order-42" || rec.StreamVersion != 1 || rec.Type != "item_added" ||
-		rec.Position != res.LastPosition || rec.Metadata.CorrelationID != "corr-1" || rec.Metadata.Extra["tenant"] != "acme" {
+		rec.Position != res.LastPosition || rec.Metadata.CorrelationID != "corr-1" || rec.Metadata.Extra["tenant"] != "acme" ||
+		rec.Metadata.OnBehalfOf != "customer-9" || rec.Metadata.Reason != "ticket 12" {
 		t.Errorf("RecordFromMessage = %+v", rec)
 	}
 	if _, ok := rec.Metadata.Extra[MetadataStreamID]; ok {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -52,6 +53,16 @@ const (
 	// MetadataCausationID is eventstore.MetadataCausationID, set when the
 	// event has one.
 	MetadataCausationID = eventstore.MetadataCausationID
+	// MetadataActor, MetadataOnBehalfOf and MetadataReason are the audit
+	// keys of eventstore.Metadata (who acted, for whom, why), set when the
+	// event has them.
+	MetadataActor      = eventstore.MetadataActor
+	MetadataOnBehalfOf = eventstore.MetadataOnBehalfOf
+	MetadataReason     = eventstore.MetadataReason
+	// MetadataRedacted lists, comma-separated, the personal fields of the
+	// event whose subject was forgotten, on a message published with
+	// Config.DecryptPersonalData (their values are null): Record.Redacted.
+	MetadataRedacted = "esox_redacted"
 	// MetadataPoisonReason is set on messages published to a dead-letter
 	// topic (PoisonDeadLetter): why the event could not be forwarded (the
 	// topic function's error, or the publisher's permanent refusal).
@@ -71,14 +82,14 @@ var recordKeys = []string{MetadataStreamID, MetadataStreamVersion, MetadataEvent
 
 // optionalRecordKeys carry record fields too, but messages of older
 // releases (or of events that were not split) lack them.
-var optionalRecordKeys = []string{MetadataSchemaVersion, MetadataEventIndex}
+var optionalRecordKeys = []string{MetadataSchemaVersion, MetadataEventIndex, MetadataRedacted}
 
 // NewMessage returns the Watermill message the forwarder publishes for rec:
 // UUID = rec.ID, payload = rec.Payload, and metadata = rec.Metadata.Map()
 // plus the record fields under the Metadata… keys (see the Metadata…
 // constants): MetadataSchemaVersion is rec.SchemaVersion (0 read as 1),
-// MetadataEventIndex is set when rec.Index is above 0. rec.Data is not
-// used.
+// MetadataEventIndex is set when rec.Index is above 0, MetadataRedacted
+// when rec.Redacted is not empty. rec.Data is not used.
 func NewMessage(rec eventstore.Record) *message.Message {
 	msg := message.NewMessage(rec.ID.String(), message.Payload(rec.Payload))
 	md := rec.Metadata.Map()
@@ -87,6 +98,11 @@ func NewMessage(rec eventstore.Record) *message.Message {
 		md[MetadataEventIndex] = strconv.Itoa(rec.Index)
 	} else {
 		delete(md, MetadataEventIndex)
+	}
+	if len(rec.Redacted) > 0 {
+		md[MetadataRedacted] = strings.Join(rec.Redacted, ",")
+	} else {
+		delete(md, MetadataRedacted)
 	}
 	msg.Metadata = md
 	return msg
@@ -188,6 +204,9 @@ func RecordFromMessage(msg *message.Message) (eventstore.Record, error) {
 		}
 	}
 	rec.StoredType, rec.StoredSchemaVersion = rec.Type, rec.SchemaVersion
+	if v := md[MetadataRedacted]; v != "" {
+		rec.Redacted = strings.Split(v, ",")
+	}
 	if v, ok := md[MetadataEventIndex]; ok {
 		if rec.Index, err = strconv.Atoi(v); err != nil || rec.Index < 0 {
 			return bad(MetadataEventIndex, "not a non-negative integer")

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,6 +41,10 @@ const (
 	// MessageEventIndex is set, to 1, 2, …, on the later messages of an
 	// event an upcaster split, published by a forwarder in upcast mode.
 	MessageEventIndex = "event_index"
+	// MessageRedacted lists, comma-separated, the personal fields of the
+	// event whose subject was forgotten, on a message a forwarder
+	// published decrypted (forwarder.MetadataRedacted): Record.Redacted.
+	MessageRedacted = "esox_redacted"
 )
 
 // InboxConfig configures an Inbox. The zero value of every field but
@@ -589,7 +594,11 @@ func (in *Inbox) Prune(ctx context.Context, olderThan time.Duration) (int64, err
 // Message*, and every other metadata key into Metadata. Missing optional
 // keys leave their fields zero. It is for messages that read as exactly one
 // record: one an upcaster drops or splits returns an
-// *eventstore.InvalidArgumentError (use RecordsFromMessage).
+// *eventstore.InvalidArgumentError (use RecordsFromMessage). Personal
+// fields published encrypted (the forwarder's default) are decrypted with
+// reg's Shredder (eventstore.Registry.Decrypt, bounded by msg's context);
+// without one, or once their subject is forgotten, they read as redacted
+// (Record.Redacted, docs/compliance.md).
 //
 // Errors: an *eventstore.InvalidArgumentError for a missing event type or a
 // malformed field, an *eventstore.SchemaVersionError
@@ -618,9 +627,15 @@ func RecordsFromMessage(reg *eventstore.Registry, msg *message.Message) ([]event
 	if err != nil {
 		return nil, err
 	}
-	raw := eventstore.RawRecord{Position: rec.Position, ID: rec.ID, StreamID: rec.StreamID, StreamVersion: rec.StreamVersion,
-		Type: rec.Type, SchemaVersion: rec.SchemaVersion, Payload: rec.Payload, RecordedAt: rec.RecordedAt}
-	recs, err := raw.AppendDecoded(nil, reg)
+	raws := []eventstore.RawRecord{{Position: rec.Position, ID: rec.ID, StreamID: rec.StreamID, StreamVersion: rec.StreamVersion,
+		Type: rec.Type, SchemaVersion: rec.SchemaVersion, Payload: rec.Payload, RecordedAt: rec.RecordedAt, Redacted: rec.Redacted}}
+	// Personal fields published encrypted (the forwarder's default) are
+	// decrypted with reg's Shredder, bounded by the message's context; a
+	// registry without one reads them as redacted (docs/compliance.md).
+	if err := reg.Decrypt(msg.Context(), raws); err != nil {
+		return nil, fmt.Errorf("message %s: %w", msg.UUID, err)
+	}
+	recs, err := raws[0].AppendDecoded(nil, reg)
 	if err != nil {
 		return nil, fmt.Errorf("message %s: %w", msg.UUID, err)
 	}
@@ -682,10 +697,13 @@ func recordFields(msg *message.Message) (eventstore.Record, error) {
 			return bad(MessageEventIndex, fmt.Errorf("must be a non-negative integer, got %q", v))
 		}
 	}
+	if v := md.Get(MessageRedacted); v != "" {
+		rec.Redacted = strings.Split(v, ",")
+	}
 	rest := make(map[string]string, len(md))
 	for k, v := range md {
 		switch k {
-		case MessageEventType, MessageStreamID, MessageStreamVersion, MessagePosition, MessageTransactionID, MessageRecordedAt, MessageSchemaVersion, MessageEventIndex:
+		case MessageEventType, MessageStreamID, MessageStreamVersion, MessagePosition, MessageTransactionID, MessageRecordedAt, MessageSchemaVersion, MessageEventIndex, MessageRedacted:
 		default:
 			rest[k] = v
 		}

@@ -387,6 +387,12 @@ func (w *worker) apply(ctx context.Context, cp checkpoint, raws []eventstore.Raw
 	// transaction id that holds back every feed reader, and the checkpoint
 	// row locked) while JSON is decoded. Parking decodes each record under
 	// its savepoint instead: a record that fails to decode is parked.
+	// Personal data is decrypted for the whole batch first, its keys
+	// fetched in one call (docs/compliance.md); a record that does not
+	// decrypt fails in decode, below or under its savepoint.
+	if err := w.r.store.Registry().Decrypt(ctx, raws); err != nil {
+		return cp, err
+	}
 	var recs []eventstore.Record
 	if !park {
 		recs = make([]eventstore.Record, 0, len(raws))

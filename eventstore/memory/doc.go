@@ -29,6 +29,11 @@
 // Store.WithRegistry gives a second release's view of the same events, to
 // test schema evolution without a database.
 //
+// Appends are hash-chained like PostgreSQL's (the same digest, over the
+// JSON as this store keeps it) and the store implements
+// eventstore.Verifier; KeyStore keeps data keys for crypto-shredding
+// (docs/compliance.md).
+//
 // The store lives only as long as the process: it has no durability and no
 // transactions a caller can join (no AppendTx).
 package memory

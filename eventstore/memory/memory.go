@@ -30,6 +30,7 @@ type data struct {
 	streams   map[string][]int               // stream ID -> indexes into feed, in version order
 	eventIDs  map[uuid.UUID]struct{}         // every stored event ID
 	snapshots map[string]eventstore.Snapshot // latest snapshot per stream
+	seals     []eventstore.Seal              // recorded seals, oldest first
 	lastTx    uint64
 	lastPos   int64
 }
@@ -45,6 +46,7 @@ type stored struct {
 	payload    []byte
 	metadata   []byte
 	recordedAt time.Time
+	digest     []byte // the hash chain's digest; nil when unchained
 }
 
 var _ eventstore.Store = (*Store)(nil)
@@ -58,6 +60,10 @@ type Config struct {
 	// store's value to have both refuse the same events. Must not be
 	// negative.
 	MaxEventSize int
+	// DisableChain stops Append from computing each event's digest (the
+	// hash chain of docs/compliance.md), as the PostgreSQL store's
+	// Config.DisableChain does. Chaining is on by default.
+	DisableChain bool
 }
 
 // New returns an empty Store that encodes and decodes events with reg, with
@@ -151,6 +157,10 @@ func (s *Store) Append(ctx context.Context, streamID string, expected eventstore
 	s.d.lastTx++
 	now := time.Now().UTC().Truncate(time.Microsecond) // PostgreSQL's timestamptz precision
 	res := eventstore.AppendResult{StreamID: streamID, FirstVersion: current + 1, EventIDs: make([]uuid.UUID, len(enc))}
+	var prev []byte // the stream's last digest: the chain goes on from it
+	if len(idx) > 0 {
+		prev = s.d.feed[idx[len(idx)-1]].digest
+	}
 	for i, e := range enc {
 		s.d.lastPos++
 		st := stored{
@@ -163,6 +173,10 @@ func (s *Store) Append(ctx context.Context, streamID string, expected eventstore
 			payload:    bytes.Clone(e.Payload),
 			metadata:   bytes.Clone(e.Metadata),
 			recordedAt: now,
+		}
+		if !s.cfg.DisableChain {
+			st.digest = eventstore.ChainDigest(prev, st.chainEvent())
+			prev = st.digest
 		}
 		idx = append(idx, len(s.d.feed))
 		s.d.feed = append(s.d.feed, st)
@@ -231,7 +245,7 @@ func (s *Store) ReadStream(ctx context.Context, streamID string, from int64) ite
 		var recs []eventstore.Record
 		for raw, err := range s.rawStream(ctx, streamID, from) {
 			if err == nil {
-				if recs, err = s.decode(recs[:0], raw); err != nil {
+				if recs, err = s.decode(ctx, recs[:0], raw); err != nil {
 					err = fmt.Errorf("memory: read stream %q: %w", streamID, err)
 				}
 			}
@@ -344,10 +358,17 @@ func (s *Store) ReadAll(ctx context.Context, after eventstore.Position, limit in
 		copy(page, s.d.feed[lo:])
 		s.d.mu.RUnlock()
 
+		raws := make([]eventstore.RawRecord, len(page))
+		for i, st := range page {
+			raws[i] = st.raw()
+		}
+		if err := s.reg.Decrypt(ctx, raws); err != nil {
+			return nil, fmt.Errorf("memory: read all: %w", err)
+		}
 		out := make([]eventstore.Record, 0, len(page))
-		for _, st := range page {
+		for _, raw := range raws {
 			var err error
-			if out, err = s.decode(out, st.raw()); err != nil {
+			if out, err = s.decodeDecrypted(out, raw); err != nil {
 				return nil, fmt.Errorf("memory: read all: %w", err)
 			}
 		}
@@ -426,10 +447,11 @@ func (s *Store) LoadSnapshot(ctx context.Context, streamID string) (eventstore.S
 	return snap, nil
 }
 
-// All returns every record in feed order, upcast and decoded: a convenience
-// for unit tests that assert what was appended. It panics if a stored event
-// can no longer be read, which cannot happen unless the Registry was changed
-// incompatibly.
+// All returns every record in feed order, decrypted, upcast and decoded: a
+// convenience for unit tests that assert what was appended. It panics if a
+// stored event can no longer be read, which cannot happen unless the
+// Registry was changed incompatibly, or its Shredder's key store fails
+// (All takes no context: the key fetch is not bounded).
 func (s *Store) All() []eventstore.Record {
 	s.d.mu.RLock()
 	feed := make([]stored, len(s.d.feed))
@@ -438,7 +460,7 @@ func (s *Store) All() []eventstore.Record {
 	out := make([]eventstore.Record, 0, len(feed))
 	for _, st := range feed {
 		var err error
-		if out, err = s.decode(out, st.raw()); err != nil {
+		if out, err = s.decode(context.Background(), out, st.raw()); err != nil {
 			panic(fmt.Sprintf("memory: All: %v", err))
 		}
 	}
@@ -460,8 +482,19 @@ func (st stored) raw() eventstore.RawRecord {
 	}
 }
 
-// decode appends the records raw reads as, upcast and decoded, to dst.
-func (s *Store) decode(dst []eventstore.Record, raw eventstore.RawRecord) ([]eventstore.Record, error) {
+// decode appends the records raw reads as, decrypted, upcast and decoded,
+// to dst.
+func (s *Store) decode(ctx context.Context, dst []eventstore.Record, raw eventstore.RawRecord) ([]eventstore.Record, error) {
+	one := [1]eventstore.RawRecord{raw}
+	if err := s.reg.Decrypt(ctx, one[:]); err != nil {
+		return dst, fmt.Errorf("event %s at %s: %w", raw.ID, raw.Position, err)
+	}
+	return s.decodeDecrypted(dst, one[0])
+}
+
+// decodeDecrypted appends the records raw, decrypted, reads as, upcast and
+// decoded, to dst.
+func (s *Store) decodeDecrypted(dst []eventstore.Record, raw eventstore.RawRecord) ([]eventstore.Record, error) {
 	out, err := raw.AppendDecoded(dst, s.reg)
 	if err != nil {
 		return out, fmt.Errorf("event %s at %s: %w", raw.ID, raw.Position, err)

@@ -26,6 +26,14 @@ func TestConformance(t *testing.T) {
 	}, func(t *testing.T, s eventstore.Store, reg *eventstore.Registry) eventstore.Store {
 		return s.(*memory.Store).WithRegistry(reg)
 	})
+	storetest.RunChain(t, func(t *testing.T, reg *eventstore.Registry) eventstore.Store {
+		return memory.New(reg)
+	})
+	storetest.RunPersonalData(t, func(t *testing.T, reg *eventstore.Registry) eventstore.Store {
+		return memory.New(reg)
+	}, func(t *testing.T, s eventstore.Store, reg *eventstore.Registry) eventstore.Store {
+		return s.(*memory.Store).WithRegistry(reg)
+	}, func(t *testing.T) eventstore.KeyStore { return memory.NewKeyStore() })
 	storetest.RunMaxEventSize(t, func(t *testing.T, reg *eventstore.Registry, maxEventSize int) eventstore.Store {
 		s, err := memory.NewWithConfig(reg, memory.Config{MaxEventSize: maxEventSize})
 		if err != nil {

@@ -72,6 +72,12 @@ type Config struct {
 	// bounds it too. Defaults to SettleTimeoutDefault (30 s); must not be
 	// negative.
 	SettleTimeout time.Duration
+	// DisableChain stops appends from computing each event's digest (the
+	// hash chain of docs/compliance.md): their digest column stays NULL.
+	// Chaining is on by default. Every writer of a table must agree: Verify
+	// reports an unchained event that follows chained ones of its stream
+	// as a broken link (eventstore.BreakUnchained).
+	DisableChain bool
 	// Logger receives the store's logs. Defaults to slog.Default().
 	Logger *slog.Logger
 	// TracerProvider gives the store's tracer: a span per Append, AppendTx
@@ -123,6 +129,10 @@ func (c Config) validate() error {
 	if c.EventsTable == c.SnapshotsTable || c.EventsTable == migrationsTable || c.SnapshotsTable == migrationsTable {
 		return fmt.Errorf("invalid config: EventsTable, SnapshotsTable: %w", &eventstore.InvalidArgumentError{Field: "table names", Reason: fmt.Sprintf("%q, %q and %q must differ", c.EventsTable, c.SnapshotsTable, migrationsTable)})
 	}
+	if seals := sealsTable(c); seals == c.SnapshotsTable || seals == migrationsTable {
+		return fmt.Errorf("invalid config: EventsTable, SnapshotsTable: %w", &eventstore.InvalidArgumentError{Field: "table names",
+			Reason: fmt.Sprintf("the seals table of events table %q is %q, which must differ from %q and %q", c.EventsTable, seals, c.SnapshotsTable, migrationsTable)})
+	}
 	if c.ReadStreamPageSize < 0 {
 		return fmt.Errorf("invalid config: ReadStreamPageSize: %w", &eventstore.InvalidArgumentError{Field: "ReadStreamPageSize", Reason: fmt.Sprintf("must not be negative, got %d", c.ReadStreamPageSize)})
 	}
@@ -152,3 +162,7 @@ func ValidateSchemaName(name string) error {
 	}
 	return nil
 }
+
+// sealsTable is the name of the seals table of a store with cfg: the
+// events table's name with "_seals", shortened to fit.
+func sealsTable(cfg Config) string { return constraintName(cfg.EventsTable, "seals") }

@@ -50,6 +50,45 @@ func TestConformance(t *testing.T) {
 				t.Cleanup(func() { _ = other.Close() })
 				return other
 			})
+			storetest.RunChain(t, func(t *testing.T, reg *eventstore.Registry) eventstore.Store {
+				s, err := postgres.New(db, reg, postgres.Config{Schema: pgtest.Schema(t, db), ReadStreamPageSize: 7})
+				if err != nil {
+					t.Fatalf("New: %v", err)
+				}
+				t.Cleanup(func() { _ = s.Close() })
+				if _, err := s.Migrate(t.Context()); err != nil {
+					t.Fatalf("Migrate: %v", err)
+				}
+				return s
+			})
+			storetest.RunPersonalData(t, func(t *testing.T, reg *eventstore.Registry) eventstore.Store {
+				s, err := postgres.New(db, reg, postgres.Config{Schema: pgtest.Schema(t, db), ReadStreamPageSize: 7})
+				if err != nil {
+					t.Fatalf("New: %v", err)
+				}
+				t.Cleanup(func() { _ = s.Close() })
+				if _, err := s.Migrate(t.Context()); err != nil {
+					t.Fatalf("Migrate: %v", err)
+				}
+				return s
+			}, func(t *testing.T, s eventstore.Store, reg *eventstore.Registry) eventstore.Store {
+				ps := s.(*postgres.Store)
+				other, err := postgres.New(ps.DB(), reg, postgres.Config{Schema: ps.Schema()})
+				if err != nil {
+					t.Fatalf("New: %v", err)
+				}
+				t.Cleanup(func() { _ = other.Close() })
+				return other
+			}, func(t *testing.T) eventstore.KeyStore {
+				ks, err := postgres.NewKeyStore(db, postgres.KeyStoreConfig{Schema: pgtest.Schema(t, db)})
+				if err != nil {
+					t.Fatalf("NewKeyStore: %v", err)
+				}
+				if _, err := ks.Migrate(t.Context()); err != nil {
+					t.Fatalf("KeyStore.Migrate: %v", err)
+				}
+				return ks
+			})
 			storetest.RunMaxEventSize(t, func(t *testing.T, reg *eventstore.Registry, maxEventSize int) eventstore.Store {
 				s, err := postgres.New(db, reg, postgres.Config{Schema: pgtest.Schema(t, db), MaxEventSize: maxEventSize})
 				if err != nil {

@@ -45,6 +45,18 @@
 // rows are a single INSERT … SELECT … WHERE … RETURNING. Statements are
 // prepared once per Store (and per pooled connection) and reused.
 //
+// # Audit trail and personal data
+//
+// Each append chains its events (migration 004): the statement computes
+// every event's SHA-256 digest over the previous one and its stored
+// content (eventstore.ChainDigest), unless Config.DisableChain. Verify
+// checks the chains, Seal and VerifySeal seal every stream's head at a
+// feed position for export; the esox command's verify and seal call them.
+// KeyStore keeps the wrapped data keys of crypto-shredding in a table of
+// its own (component KeysComponent), and the read paths decrypt personal
+// fields through the registry's Shredder (eventstore.Registry.Decrypt).
+// See docs/compliance.md.
+//
 // # Drivers
 //
 // The store imports no driver. It runs on a *sqlx.DB over lib/pq

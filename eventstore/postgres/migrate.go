@@ -229,6 +229,8 @@ type storeMigrationData struct {
 	// CHECK constraints of the schema_version columns (003).
 	EventsSchemaVersionCheck    string
 	SnapshotsSchemaVersionCheck string
+	// Seals is the seals table (004), quoted, schema-qualified.
+	Seals string
 }
 
 // Migrations returns the store's migration set, the one Migrate applies:
@@ -268,6 +270,7 @@ func storeMigrations(cfg Config) MigrationParams {
 			EventsStreamVersionCheck:    QuoteIdentifier(constraintName(cfg.EventsTable, "stream_version_check")),
 			EventsSchemaVersionCheck:    QuoteIdentifier(constraintName(cfg.EventsTable, "schema_version_check")),
 			SnapshotsSchemaVersionCheck: QuoteIdentifier(constraintName(cfg.SnapshotsTable, "schema_version_check")),
+			Seals:                       schema + "." + QuoteIdentifier(sealsTable(cfg)),
 		},
 	}
 }

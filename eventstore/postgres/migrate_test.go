@@ -84,7 +84,7 @@ func TestMigrateConcurrentOnFreshSchema(t *testing.T) {
 }
 
 // storeMigrations is the number of the store's migrations.
-const storeMigrations = 3
+const storeMigrations = 4
 
 func TestApplyMigrationsGeneric(t *testing.T) {
 	t.Parallel()

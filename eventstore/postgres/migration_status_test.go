@@ -52,7 +52,7 @@ func TestMigrationStatusPlansAndScriptApplies(t *testing.T) {
 	for _, p := range st.Pending {
 		got = append(got, p.Component+"/"+p.Name)
 	}
-	if want := "eventstore/events eventstore/snapshots eventstore/schema_versions widget/widgets widget/gadgets"; strings.Join(got, " ") != want {
+	if want := "eventstore/events eventstore/snapshots eventstore/schema_versions eventstore/chain widget/widgets widget/gadgets"; strings.Join(got, " ") != want {
 		t.Fatalf("pending = %v, want %s", got, want)
 	}
 	if !strings.Contains(st.Pending[0].SQL, `CREATE TABLE "`+schema+`"."events"`) {

@@ -58,10 +58,14 @@ func (s *Store) queryRaw(ctx context.Context, st *sqlx.Stmt, op, streamID string
 	return out, nil
 }
 
-// decodeAll decodes raws into Records with the store's registry, upcast
+// decodeAll decrypts raws' personal fields (Registry.Decrypt) and decodes
+// them into Records with the store's registry, upcast
 // (RawRecord.AppendDecoded). When one does not decode, it returns the
 // records before it and the typed error.
-func (s *Store) decodeAll(op string, raws []eventstore.RawRecord) ([]eventstore.Record, error) {
+func (s *Store) decodeAll(ctx context.Context, op string, raws []eventstore.RawRecord) ([]eventstore.Record, error) {
+	if err := s.reg.Decrypt(ctx, raws); err != nil {
+		return nil, fmt.Errorf("eventstore/postgres: %s: %w", op, err)
+	}
 	out := make([]eventstore.Record, 0, len(raws))
 	for _, raw := range raws {
 		var err error
@@ -74,8 +78,8 @@ func (s *Store) decodeAll(op string, raws []eventstore.RawRecord) ([]eventstore.
 
 // ReadStream yields the records of streamID with StreamVersion >= from
 // (from < 1 reads from the start), in version order: the stored events,
-// each upcast and decoded into the registered types
-// (eventstore.RawRecord.AppendDecoded). A stored event that upcasters split
+// each decrypted (eventstore.Registry.Decrypt), upcast and decoded into the
+// registered types (eventstore.RawRecord.AppendDecoded). A stored event that upcasters split
 // yields several records with its StreamVersion; one they drop yields
 // none.
 //
@@ -96,7 +100,10 @@ func (s *Store) readStream(ctx context.Context, streamID string, from int64) ite
 		var recs []eventstore.Record
 		for raw, err := range s.rawStream(ctx, streamID, from) {
 			if err == nil {
-				recs, err = raw.AppendDecoded(recs[:0], s.reg)
+				one := [1]eventstore.RawRecord{raw}
+				if err = s.reg.Decrypt(ctx, one[:]); err == nil {
+					recs, err = one[0].AppendDecoded(recs[:0], s.reg)
+				}
 				if err != nil {
 					err = fmt.Errorf("eventstore/postgres: read stream: %w", err)
 				}
@@ -167,8 +174,9 @@ func (s *Store) rawStream(ctx context.Context, streamID string, from int64) iter
 }
 
 // ReadAll returns the records of up to limit stored events after the
-// position after in the global feed, upcast and decoded with the store's
-// registry: ReadFeed, then eventstore.RawRecord.AppendDecoded for each
+// position after in the global feed, decrypted, upcast and decoded with the
+// store's registry: ReadFeed, eventstore.Registry.Decrypt for the page (one
+// key fetch at most), then eventstore.RawRecord.AppendDecoded for each
 // stored event. A stored event that upcasters split returns several records
 // (so the result may be longer than limit); one they drop returns none, and
 // when a whole page reads as nothing, ReadAll reads the next one, until it
@@ -182,7 +190,7 @@ func (s *Store) ReadAll(ctx context.Context, after eventstore.Position, limit in
 		if err != nil {
 			return nil, err
 		}
-		recs, err := s.decodeAll("read all", raws)
+		recs, err := s.decodeAll(ctx, "read all", raws)
 		if err != nil {
 			return nil, err
 		}

@@ -190,23 +190,33 @@ func (s *Store) lookup(ctx context.Context, q eventstore.Tx, ids []uuid.UUID, de
 	}
 	defer rows.Close()
 	out := make(map[uuid.UUID][]eventstore.Record, len(ids))
+	var raws []eventstore.RawRecord
 	for rows.Next() {
 		var raw eventstore.RawRecord
 		if err := rows.Scan(&raw.Position.Position, &raw.Position.TransactionID, &raw.ID, &raw.StreamVersion, &raw.Type, &raw.SchemaVersion, &raw.Payload, &raw.Metadata, &raw.RecordedAt, &raw.StreamID); err != nil {
 			return nil, err
 		}
-		r := eventstore.Record{Position: raw.Position, ID: raw.ID, StreamID: raw.StreamID, StreamVersion: raw.StreamVersion, Type: raw.Type, Payload: raw.Payload, RecordedAt: raw.RecordedAt}
-		if !decode {
-			out[raw.ID] = []eventstore.Record{r}
+		if decode {
+			raws = append(raws, raw)
 			continue
 		}
+		out[raw.ID] = []eventstore.Record{{Position: raw.Position, ID: raw.ID, StreamID: raw.StreamID, StreamVersion: raw.StreamVersion, Type: raw.Type, Payload: raw.Payload, RecordedAt: raw.RecordedAt}}
+	}
+	if err := rows.Err(); err != nil || !decode {
+		return out, err
+	}
+	rows.Close() // the connection back, before the key store may need one
+	if err := s.reg.Decrypt(ctx, raws); err != nil {
+		return nil, fmt.Errorf("eventstore/postgres: look up events: %w", err)
+	}
+	for _, raw := range raws {
 		recs, err := raw.AppendDecoded(nil, s.reg)
 		if err != nil {
 			return nil, fmt.Errorf("eventstore/postgres: event %s: %w", raw.ID, err)
 		}
 		out[raw.ID] = recs
 	}
-	return out, rows.Err()
+	return out, nil
 }
 
 func uuidArray(ids []uuid.UUID) string {

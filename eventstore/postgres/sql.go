@@ -26,16 +26,18 @@ const (
 // zero rows back mean a conflict, a duplicate ID or a replay, which
 // Store.conflict tells apart. The ID check makes a replay (the same append
 // sent again, by the caller or by database/sql on a new connection) insert
-// nothing instead of failing on the unique index.
+// nothing instead of failing on the unique index. %[4]s and %[5]s are the
+// hash chain's column and value (chainColumn, chainValue; empty with
+// Config.DisableChain), chained to the last event's digest.
 const appendSQLHead = `WITH last AS (
-	SELECT stream_version, transaction_id FROM %[1]s
+	SELECT stream_version, transaction_id, digest FROM %[1]s
 	WHERE stream_id = $1 ORDER BY stream_version DESC LIMIT 1
 ), cur AS (
 	SELECT coalesce((SELECT stream_version FROM last), 0) AS version,
 	       (SELECT transaction_id FROM last) AS last_txid
 )
-INSERT INTO %[1]s (event_id, stream_id, stream_version, event_type, schema_version, payload, metadata)
-SELECT v.event_id, $1, cur.version + v.ord, v.event_type, v.schema_version, v.payload, v.metadata
+INSERT INTO %[1]s (event_id, stream_id, stream_version, event_type, schema_version, payload, metadata%[4]s)
+SELECT v.event_id, $1, cur.version + v.ord, v.event_type, v.schema_version, v.payload, v.metadata%[5]s
 FROM cur CROSS JOIN %[2]s
 WHERE (CASE $2::bigint WHEN 0 THEN true WHEN 1 THEN cur.version = 0 WHEN 2 THEN cur.version > 0 ELSE cur.version = $3::bigint END)
   AND (cur.last_txid IS NULL OR cur.last_txid <= pg_current_xact_id())
@@ -56,7 +58,7 @@ func (s *Store) buildSQL() {
 	}
 	s.appendArraySQL = fmt.Sprintf(appendSQLHead, ev,
 		`unnest($4::uuid[], $5::text[], $6::integer[], $7::jsonb[], $8::jsonb[]) WITH ORDINALITY AS v(event_id, event_type, schema_version, payload, metadata, ord)`,
-		`($4::uuid[])[1]`)
+		`($4::uuid[])[1]`, s.chainColumn(), s.chainValue())
 	s.readStreamSQL = `SELECT ` + recordColumns + ` FROM ` + ev + `
 WHERE stream_id = $1 AND stream_version >= $2 ORDER BY stream_version LIMIT $3`
 	s.readAllSQL = `SELECT ` + recordColumns + `, stream_id FROM ` + ev + `
@@ -110,5 +112,5 @@ func (s *Store) appendValuesSQL(n int) string {
 		fmt.Fprintf(&b, "($%d::uuid, $%d::text, $%d::integer, $%d::jsonb, $%d::jsonb, %d)", p, p+1, p+2, p+3, p+4, i+1)
 	}
 	b.WriteString(") AS v(event_id, event_type, schema_version, payload, metadata, ord)")
-	return fmt.Sprintf(appendSQLHead, s.events, b.String(), "$4::uuid")
+	return fmt.Sprintf(appendSQLHead, s.events, b.String(), "$4::uuid", s.chainColumn(), s.chainValue())
 }

@@ -21,7 +21,7 @@ type Store struct {
 	log *slog.Logger
 	tel *storeTelemetry // nil: no telemetry at all (the benchmarks' baseline)
 
-	events, snapshots                                   string   // quoted, qualified
+	events, snapshots, seals                            string   // quoted, qualified
 	pkeyName, eventIDKeyName, streamVersionKeyName      string   // unquoted constraint names
 	valuesSQL                                           []string // by event count
 	appendArraySQL, readStreamSQL, readAllSQL, headSQL  string
@@ -68,6 +68,7 @@ func New(db *sqlx.DB, reg *eventstore.Registry, cfg Config) (*Store, error) {
 		log:                  cfg.Logger.With("component", "eventstore/postgres"),
 		events:               schema + "." + QuoteIdentifier(cfg.EventsTable),
 		snapshots:            schema + "." + QuoteIdentifier(cfg.SnapshotsTable),
+		seals:                schema + "." + QuoteIdentifier(sealsTable(cfg)),
 		pkeyName:             constraintName(cfg.EventsTable, "pkey"),
 		eventIDKeyName:       constraintName(cfg.EventsTable, "event_id_key"),
 		streamVersionKeyName: constraintName(cfg.EventsTable, "stream_version_key"),

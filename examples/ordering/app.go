@@ -62,7 +62,10 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	}
 	defer brk.Close()
 
-	reg := order.NewRegistry()
+	reg, shredder, keys, err := newRegistry(db, cfg, log)
+	if err != nil {
+		return err
+	}
 	tables, err := readmodel.TablesIn(cfg.Schema)
 	if err != nil {
 		return err
@@ -86,14 +89,24 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	// The HTTP server serves from the start (503 until the App is ready)
 	// and stops first; the idempotency keys' table migrates with the rest.
 	web := esox.HTTPServer(srv, ln, shutdownTimeout)
-	web.Migrate = func(ctx context.Context) (postgres.MigrateResult, error) { return httpapi.Migrate(ctx, db, cfg.Schema) }
+	web.Migrate = func(ctx context.Context) (postgres.MigrateResult, error) {
+		res, err := keys.Migrate(ctx)
+		if err != nil {
+			return res, err
+		}
+		more, err := httpapi.Migrate(ctx, db, cfg.Schema)
+		res.Applied = append(res.Applied, more.Applied...)
+		return res, err
+	}
 
-	// One App: the store, the two projections, the forwarder to the
+	// One App: the store, the three projections, the forwarder to the
 	// broker, the shipping consumer (its Inbox and its table migrate with
 	// the rest) and the HTTP server.
+	projections := []projector.Projection{readmodel.OrdersProjection(reg, tables), readmodel.CustomerStatsProjection(reg, tables),
+		readmodel.CustomersProjection(reg, tables)}
 	app, err := esox.New(db, reg, esox.Config{
 		Schema:      cfg.Schema,
-		Projections: []projector.Projection{readmodel.OrdersProjection(reg, tables), readmodel.CustomerStatsProjection(reg, tables)},
+		Projections: projections,
 		Publisher:   brk.pub,
 		Forwarder: forwarder.Config{
 			ConsumerGroup: forwarderGroup,
@@ -131,6 +144,7 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	}
 	if srv.Handler, err = httpapi.New(httpapi.Config{
 		Orders: orders, DB: db, Tables: tables, Idempotency: idem,
+		Shredder: shredder, Store: app.Store(),
 		WaitFor: app.WaitFor, WaitTimeout: cfg.WaitTimeout, Ready: app.Ready,
 		Metrics: tel.Metrics, Logger: log,
 	}); err != nil {
@@ -141,6 +155,34 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	log.Info("ordering service started", "addr", "http://"+ln.Addr().String(), "schema", cfg.Schema, "broker", redacted, "topic", topic, "traces", tel.Traces)
 	printWalkthrough(stdout, "http://"+ln.Addr().String())
 	return app.Run(ctx)
+}
+
+// newRegistry returns the order events' registry with its Shredder: the
+// customers' data keys in the keys table of cfg.Schema (migrated with the
+// HTTP server's tables), wrapped by cfg.KEK (docs/compliance.md). A KMS
+// would take LocalKeyEncrypter's place in production.
+func newRegistry(db *sqlx.DB, cfg config, log *slog.Logger) (*eventstore.Registry, *eventstore.Shredder, *postgres.KeyStore, error) {
+	keys, err := postgres.NewKeyStore(db, postgres.KeyStoreConfig{Schema: cfg.Schema, Logger: log})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if len(cfg.KEK) == 0 {
+		cfg.KEK, cfg.DevKEK = devKEK, true
+	}
+	kek, err := eventstore.NewLocalKeyEncrypter(cfg.KEK)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if cfg.DevKEK {
+		log.Warn("KEY_ENCRYPTION_KEY is not set: personal data is encrypted under the public development key; set it for real data")
+	}
+	sh, err := eventstore.NewShredder(keys, kek, eventstore.ShredderConfig{})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	reg := order.NewRegistry()
+	reg.SetShredder(sh)
+	return reg, sh, keys, nil
 }
 
 // shippingComponent runs the shipping consumer under the App: it creates
@@ -215,6 +257,8 @@ Try it from another terminal (Ctrl-C here stops the service):
   curl -s %[1]s/orders/$ID
   curl -s '%[1]s/orders?customer_id=alice&status=shipped'
   curl -s %[1]s/customers/alice/stats
+  curl -s %[1]s/customers/alice                     # the contact, when the order had one ("contact":{"name",…})
+  curl -s -X DELETE %[1]s/customers/alice/personal-data -H 'X-Actor: dpo' -d '{"reason":"erasure request"}'
   curl -s %[1]s/metrics | grep -E '^(esox_projection_lag_seconds|esox_forwarder_lag_seconds|ordering_shipping_shipments_total)'
 
 `, base)

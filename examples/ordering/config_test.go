@@ -1,8 +1,11 @@
 package main
 
 import (
+	"bytes"
+	"encoding/hex"
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 )
@@ -16,8 +19,17 @@ func TestParseConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.Addr != "127.0.0.1:8080" || c.DatabaseURL != DefaultDatabaseURL || c.Schema != "ordering" || c.Broker != "gochannel" ||
-		c.LogLevel != slog.LevelInfo || c.LogFormat != "text" || c.WaitTimeout != 5*time.Second {
+		c.LogLevel != slog.LevelInfo || c.LogFormat != "text" || c.WaitTimeout != 5*time.Second || !c.DevKEK || !bytes.Equal(c.KEK, devKEK) {
 		t.Errorf("defaults: %+v", c)
+	}
+	kek := strings.Repeat("ab", 32)
+	if c, err := parseConfig(nil, env(map[string]string{"KEY_ENCRYPTION_KEY": kek}), io.Discard); err != nil || c.DevKEK || hex.EncodeToString(c.KEK) != kek {
+		t.Errorf("KEY_ENCRYPTION_KEY: %+v, %v", c, err)
+	}
+	for _, bad := range []string{"abc", strings.Repeat("ab", 31), strings.Repeat("zz", 32)} {
+		if _, err := parseConfig(nil, env(map[string]string{"KEY_ENCRYPTION_KEY": bad}), io.Discard); err == nil {
+			t.Errorf("KEY_ENCRYPTION_KEY %q: no error", bad)
+		}
 	}
 
 	e := env(map[string]string{"ADDR": "127.0.0.1:9000", "DATABASE_URL": "postgres://x/y", "SCHEMA": "shop", "BROKER_URL": "amqp://guest:guest@h:5672/", "LOG_LEVEL": "debug", "WAIT_TIMEOUT": "2s"})

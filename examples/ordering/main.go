@@ -15,6 +15,9 @@
 //	-log-level     LOG_LEVEL      info (debug, info, warn, error)
 //	-log-format    LOG_FORMAT     text (text or json)
 //	-wait-timeout  WAIT_TIMEOUT   5s (how long a command waits for the read models)
+//	               KEY_ENCRYPTION_KEY  64 hex digits: the key-encryption key that wraps the customers'
+//	                                   data keys (docs/compliance.md); unset: a fixed development key,
+//	                                   with a warning. Never a flag: flags show in ps.
 //
 // Telemetry: GET /metrics serves Prometheus metrics; traces are exported as
 // the standard variables say (OTEL_TRACES_EXPORTER=otlp|console|none, or an
@@ -39,6 +42,7 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -90,7 +94,16 @@ type config struct {
 	LogLevel    slog.Level
 	LogFormat   string
 	WaitTimeout time.Duration
+	// KEK is the key-encryption key (KEY_ENCRYPTION_KEY); DevKEK reports
+	// that it was not set and the development key is used.
+	KEK    []byte
+	DevKEK bool
 }
+
+// devKEK is the key-encryption key when KEY_ENCRYPTION_KEY is not set:
+// fixed, so that a development database stays readable across restarts,
+// and public, so never for real personal data.
+var devKEK = []byte("esox ordering development KEK!!!")
 
 // parseConfig reads flags, falling back to the environment, then defaults.
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
@@ -141,6 +154,15 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	c.WaitTimeout = d
 	if _, _, err := brokerKind(c.Broker); err != nil {
 		return config{}, fmt.Errorf("-broker: %w", err)
+	}
+	if k := getenv("KEY_ENCRYPTION_KEY"); k != "" {
+		kek, err := hex.DecodeString(k)
+		if err != nil || len(kek) != 32 {
+			return config{}, errors.New("KEY_ENCRYPTION_KEY: want 64 hex digits (32 bytes)")
+		}
+		c.KEK = kek
+	} else {
+		c.KEK, c.DevKEK = devKEK, true
 	}
 	return c, nil
 }

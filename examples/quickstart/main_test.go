@@ -20,7 +20,7 @@ func TestRun(t *testing.T) {
 	schema := pgtest.Schema(t, db)
 	ctx := context.Background()
 
-	for i, wantMigrations := range []string{"3 migration(s) applied", "0 migration(s) applied"} {
+	for i, wantMigrations := range []string{"4 migration(s) applied", "0 migration(s) applied"} {
 		var out bytes.Buffer
 		if err := run(ctx, &out, pgtest.DatabaseURL(), schema); err != nil {
 			t.Fatalf("run %d: %v\noutput:\n%s", i+1, err, out.String())

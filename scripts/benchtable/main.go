@@ -273,6 +273,16 @@ var (
 		{"append, 1 event per commit, 8 writers: no provider installed vs no instrumentation", "BenchmarkAppendTelemetry", "noop", "off", "events/s", 0.99, "≥ 0.99"},
 		{"append, 1 event per commit, 8 writers: SDK (every trace sampled, metrics recorded, no-op exporters) vs no instrumentation", "BenchmarkAppendTelemetry", "sdk", "off", "events/s", 0.95, "≥ 0.95"},
 	}
+	trustRows = []row{
+		{"append, 1 event per commit, 1 writer: chained vs unchained", "BenchmarkAppendChain/events=1/writers=1", "chained", "unchained", "events/s", 0.9, "≥ 0.9"},
+		{"append, 1 event per commit, 8 writers: chained vs unchained", "BenchmarkAppendChain/events=1/writers=8", "chained", "unchained", "events/s", 0.9, "≥ 0.9"},
+		{"append, 10 events per commit, 1 writer: chained vs unchained", "BenchmarkAppendChain/events=10/writers=1", "chained", "unchained", "events/s", 0.9, "≥ 0.9"},
+		{"append, 10 events per commit, 8 writers: chained vs unchained", "BenchmarkAppendChain/events=10/writers=8", "chained", "unchained", "events/s", 0.9, "≥ 0.9"},
+		{"ReadStream, 1,000 events with one personal field each: encrypted vs plaintext", "BenchmarkReadPersonal/ReadStream", "encrypted", "plaintext", "events/s", 0.7, "≥ 0.7"},
+		{"ReadAll, pages of 1,000, 1,000 subjects: encrypted vs plaintext", "BenchmarkReadPersonal/ReadAll", "encrypted", "plaintext", "events/s", 0.7, "≥ 0.7"},
+		{"Verify vs reading the same rows (nothing computed)", "BenchmarkVerify", "verify", "raw", "events/s", 0, "—"},
+	}
+	verifyRow   = row{"Verify of every stream (100,000 events)", "BenchmarkVerify", "verify", "raw", "events/s", 100_000, "≥ 100,000 events/s"}
 	latencyRows = []row{
 		{"commit to read model, appends from another process (10 ms poll)", "BenchmarkCommitToReadModelLatency/other_process", "", "", "", 20, "p99 < 20 ms"},
 		{"commit to read model, appends through the runner's store", "BenchmarkCommitToReadModelLatency/same_store", "", "", "", 20, "p99 < 20 ms"},
@@ -422,6 +432,28 @@ func Render(out *Output, m Machine) string {
 	} else {
 		p("| %s | | |\n", notRun)
 	}
+	p("\n### Hash chain, seals and personal data\n\n")
+	p("What the hash chain costs an append (the same store code with `DisableChain`, on the same table), what decrypting one personal field per event costs a read (the same JSON stored in the clear), and how fast `Verify` recomputes digests (docs/compliance.md).\n\n")
+	p("| measure | ratio, median | spread | with | without | target | met? |\n|---|---:|---:|---:|---:|---:|---|\n")
+	for _, r := range trustRows {
+		res, ok := out.Results[r.bench]
+		if !ok {
+			p("| %s | %s | | | | %s | |\n", r.measure, notRun, r.target)
+			continue
+		}
+		med, lo, hi := ratio(res, r.a, r.b)
+		p("| %s | %s | %s–%s | %s %s | %s %s | %s | %s |\n", r.measure, fmtRatio(med), fmtRatio(lo), fmtRatio(hi),
+			fmtRate(res[r.a+"-"+r.unit]), r.unit, fmtRate(res[r.b+"-"+r.unit]), r.unit, r.target, met(med, r.goal, false))
+	}
+	p("\n| measure | median | spread | target | met? |\n|---|---:|---:|---:|---|\n")
+	if res, ok := out.Results[verifyRow.bench]; ok {
+		med := res[verifyRow.a+"-"+verifyRow.unit]
+		p("| %s | %s %s | %s–%s | %s | %s |\n", verifyRow.measure, fmtRate(med), verifyRow.unit,
+			fmtRate(res[verifyRow.a+"-min-"+verifyRow.unit]), fmtRate(res[verifyRow.a+"-max-"+verifyRow.unit]), verifyRow.target, met(med, verifyRow.goal, false))
+	} else {
+		p("| %s | %s | | %s | |\n", verifyRow.measure, notRun, verifyRow.target)
+	}
+
 	p("\n### Memory\n\n")
 	p("| measure | esox | raw | target |\n|---|---:|---:|---|\n")
 	if res, ok := out.Results["BenchmarkCatchUp"]; ok {

@@ -1,6 +1,7 @@
 // Package esoxcli is the esox command: a thin shell over esox's operations
 // (migrations, streams and the feed, forwarder consumer groups,
-// projections, dead letters, the reset after a logical restore), which are
+// projections, dead letters, the reset after a logical restore, hash chain
+// verification and seals), which are
 // exported, tested functions of the esox packages. cmd/esox's main calls
 // Main; a service may embed the command tree in its own binary the same
 // way.
@@ -23,6 +24,8 @@
 //	     first)
 //	5    not confirmed: a destructive command without --yes, refused
 //	     without a terminal to ask on, or declined at the prompt
+//	6    broken: verify found a broken hash chain, or events that do not
+//	     match the seal given
 //	130  interrupted (SIGINT or SIGTERM) before the command finished
 //
 // # Stability
@@ -61,6 +64,7 @@ const (
 	ExitNotFound      = 3
 	ExitLeaderRunning = 4
 	ExitNotConfirmed  = 5
+	ExitBroken        = 6
 	ExitInterrupted   = 130
 )
 
@@ -151,6 +155,7 @@ func (e *env) exitCode(ctx context.Context, err error) int {
 	var usage usageError
 	var nf notFoundError
 	var nc notConfirmedError
+	var broken brokenError
 	switch {
 	case !e.started, errors.As(err, &usage), errors.Is(err, eventstore.ErrInvalidArgument), errors.Is(err, eventstore.ErrInvalidStreamID):
 		return ExitUsage
@@ -161,6 +166,8 @@ func (e *env) exitCode(ctx context.Context, err error) int {
 		return ExitLeaderRunning
 	case errors.As(err, &nc):
 		return ExitNotConfirmed
+	case errors.As(err, &broken):
+		return ExitBroken
 	case ctx.Err() != nil:
 		return ExitInterrupted
 	}
@@ -170,14 +177,15 @@ func (e *env) exitCode(ctx context.Context, err error) int {
 func (e *env) rootCommand() *cobra.Command {
 	root := &cobra.Command{
 		Use:   "esox",
-		Short: "Operate an esox event store: migrations, streams, the feed, forwarders, projections",
+		Short: "Operate an esox event store: migrations, streams, the feed, forwarders, projections, verification",
 		Long: `esox operates the PostgreSQL schema of an esox service without the
 service's code: it plans and applies migrations, lists and reads streams,
 shows events, reads and follows the global feed, inspects and moves
 forwarder consumer groups, inspects, rebuilds, resumes, moves and skips
-projections, retries and discards dead letters, and resets the schema after
-a logical restore. What needs the service's code (a rebuild's Reset, a
-retry's handler) is a request the service's leader performs while it runs.
+projections, retries and discards dead letters, resets the schema after a
+logical restore, and verifies and seals the events' hash chains. What needs
+the service's code (a rebuild's Reset, a retry's handler) is a request the
+service's leader performs while it runs.
 
 The database comes from --database-url or $DATABASE_URL (a postgres:// URL
 or key=value pairs); it is never printed. --schema (or $ESOX_SCHEMA) names
@@ -185,7 +193,7 @@ the schema holding the service's tables.
 
 Exit codes: 0 ok, 1 failure, 2 usage (bad command, flag or value),
 3 not found, 4 refused because a leader is running, 5 not confirmed,
-130 interrupted.`,
+6 broken chain or seal mismatch, 130 interrupted.`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
@@ -211,7 +219,7 @@ Exit codes: 0 ok, 1 failure, 2 usage (bad command, flag or value),
 
 	root.AddGroup(&cobra.Group{ID: "ops", Title: "Commands:"})
 	for _, c := range []*cobra.Command{e.migrateCommand(), e.streamsCommand(), e.streamCommand(), e.eventCommand(), e.feedCommand(), e.forwarderCommand(),
-		e.projectionsCommand(), e.projectionCommand(), e.deadLettersCommand(), e.restoreCommand(), e.versionCommand()} {
+		e.projectionsCommand(), e.projectionCommand(), e.deadLettersCommand(), e.restoreCommand(), e.verifyCommand(), e.sealCommand(), e.versionCommand()} {
 		c.GroupID = "ops"
 		root.AddCommand(c)
 	}

@@ -22,7 +22,11 @@
 //     not_ready;
 //   - read-your-writes: a command answers only once the read models have
 //     applied its events (Config.WaitFor, bounded by Config.WaitTimeout), so
-//     a GET sent after the response sees the change.
+//     a GET sent after the response sees the change;
+//   - personal data: an order's contact is stored encrypted (the registry's
+//     Shredder), and DELETE /customers/{id}/personal-data erases a
+//     customer's by destroying their key (order.Forget), recording who
+//     asked (X-Actor) and why in the audit trail (docs/compliance.md).
 package httpapi
 
 import (
@@ -40,6 +44,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
@@ -90,6 +96,12 @@ type Config struct {
 	// request meets a table the migrations have not created yet. Nil: ready
 	// from the start.
 	Ready func() <-chan struct{}
+	// Shredder and Store serve DELETE /customers/{id}/personal-data, the
+	// erasure of a customer's personal data (order.Forget, see
+	// docs/compliance.md): Shredder destroys the customer's data key, Store
+	// records order.CustomerForgotten. Nil Shredder: no such endpoint.
+	Shredder *eventstore.Shredder
+	Store    eventstore.Store
 	// Metrics serves GET /metrics: the service's Prometheus exposition
 	// (see examples/ordering/telemetry.go). Nil: no /metrics endpoint.
 	Metrics http.Handler
@@ -118,12 +130,14 @@ func New(cfg Config) (*API, error) {
 		return nil, errors.New("httpapi: invalid config: Orders is required")
 	case cfg.DB == nil:
 		return nil, errors.New("httpapi: invalid config: DB is required")
-	case cfg.Tables.Orders == "" || cfg.Tables.CustomerStats == "":
+	case cfg.Tables.Orders == "" || cfg.Tables.CustomerStats == "" || cfg.Tables.Customers == "":
 		return nil, errors.New("httpapi: invalid config: Tables is required (readmodel.TablesIn)")
 	case cfg.Idempotency == nil:
 		return nil, errors.New("httpapi: invalid config: Idempotency is required")
 	case cfg.WaitTimeout < 0:
 		return nil, errors.New("httpapi: invalid config: WaitTimeout must not be negative")
+	case cfg.Shredder != nil && cfg.Store == nil:
+		return nil, errors.New("httpapi: invalid config: Store is required with Shredder")
 	}
 	if cfg.WaitTimeout == 0 {
 		cfg.WaitTimeout = WaitTimeoutDefault
@@ -142,6 +156,10 @@ func New(cfg Config) (*API, error) {
 	a.mux.HandleFunc("GET /orders/{id}", a.getOrder)
 	a.mux.HandleFunc("GET /orders", a.listOrders)
 	a.mux.HandleFunc("GET /customers/{id}/stats", a.customerStats)
+	a.mux.HandleFunc("GET /customers/{id}", a.getCustomer)
+	if cfg.Shredder != nil {
+		a.mux.HandleFunc("DELETE /customers/{id}/personal-data", a.forgetCustomer)
+	}
 	a.mux.HandleFunc("GET /healthz", a.healthz)
 	a.mux.HandleFunc("GET /readyz", a.readyz)
 	if cfg.Metrics != nil {
@@ -227,9 +245,10 @@ func (l lineBody) line(field string) (order.Line, error) {
 }
 
 type placeBody struct {
-	CustomerID *string    `json:"customer_id"`
-	Currency   *string    `json:"currency"`
-	Lines      []lineBody `json:"lines"`
+	CustomerID *string        `json:"customer_id"`
+	Currency   *string        `json:"currency"`
+	Lines      []lineBody     `json:"lines"`
+	Contact    *order.Contact `json:"contact"`
 }
 
 func missing(field string) error {
@@ -265,8 +284,12 @@ func (a *API) placeOrder(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return "", eventstore.AppendResult{}, err
 		}
+		var contact order.Contact
+		if b.Contact != nil {
+			contact = *b.Contact
+		}
 		res, err := orders.create(ctx, id.String(), func(o *order.Order) error {
-			return o.Place(*b.CustomerID, *b.Currency, lines)
+			return o.PlaceFor(*b.CustomerID, contact, *b.Currency, lines)
 		})
 		return id.String(), res, err
 	})
@@ -732,6 +755,84 @@ func (a *API) customerStats(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, s)
+}
+
+func (a *API) getCustomer(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if err := order.ValidCustomerID(id); err != nil {
+		writeError(w, http.StatusBadRequest, "invalid_customer_id", err.Error())
+		return
+	}
+	c, err := readmodel.GetCustomer(r.Context(), a.cfg.DB, a.cfg.Tables, id)
+	if errors.Is(err, readmodel.ErrNotFound) {
+		writeError(w, http.StatusNotFound, "customer_not_found", fmt.Sprintf("customer %q has no orders", id))
+		return
+	}
+	if err != nil {
+		a.queryFailed(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, c)
+}
+
+// forgetBody is the optional body of DELETE /customers/{id}/personal-data.
+type forgetBody struct {
+	Reason string `json:"reason"`
+}
+
+// forgetResult is the answer of DELETE /customers/{id}/personal-data.
+type forgetResult struct {
+	CustomerID string `json:"customer_id"`
+	// KeysDestroyed counts the data keys destroyed: 0 when the customer
+	// was forgotten before or never gave personal data.
+	KeysDestroyed int `json:"keys_destroyed"`
+	// Position is the feed position of the CustomerForgotten event.
+	Position string `json:"position"`
+}
+
+// forgetCustomer erases a customer's personal data (order.Forget), with
+// the X-Actor header and the body's reason in the event's metadata, and
+// waits for the read models to drop their copies.
+func (a *API) forgetCustomer(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if err := order.ValidCustomerID(id); err != nil {
+		writeError(w, http.StatusBadRequest, "invalid_customer_id", err.Error())
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "bad_body", "cannot read the body: "+err.Error())
+		return
+	}
+	var b forgetBody
+	if len(bytes.TrimSpace(body)) > 0 {
+		if err := decode(body, &b); err != nil {
+			a.writeCommandError(w, r, err)
+			return
+		}
+	}
+	actor := r.Header.Get("X-Actor")
+	for _, f := range []struct{ name, v string }{{"X-Actor", actor}, {"reason", b.Reason}} {
+		if len(f.v) > order.MaxReasonLength || strings.ContainsFunc(f.v, unicode.IsControl) || !utf8.ValidString(f.v) {
+			a.writeCommandError(w, r, &order.ValidationError{Field: f.name, Reason: fmt.Sprintf("at most %d bytes of text without control characters", order.MaxReasonLength)})
+			return
+		}
+	}
+	ctx := r.Context()
+	if actor != "" {
+		ctx = eventstore.WithActor(ctx, actor)
+	}
+	if b.Reason != "" {
+		ctx = eventstore.WithReason(ctx, b.Reason)
+	}
+	fr, res, err := order.Forget(ctx, a.cfg.Store, a.cfg.Shredder, id)
+	if err != nil {
+		a.writeCommandError(w, r, err)
+		return
+	}
+	a.log.InfoContext(ctx, "customer forgotten", "keys_destroyed", len(fr.Keys), "position", res.LastPosition.String())
+	a.waitForReadModels(ctx, w, res.LastPosition)
+	writeJSON(w, http.StatusOK, forgetResult{CustomerID: id, KeysDestroyed: len(fr.Keys), Position: res.LastPosition.String()})
 }
 
 func (a *API) healthz(w http.ResponseWriter, r *http.Request) {

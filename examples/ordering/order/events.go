@@ -6,6 +6,10 @@ import "github.com/esox-go/esox/eventstore"
 // "order-42".
 const Category = "order"
 
+// CustomerCategory is the stream category of customer events: customer
+// alice's are in stream "customer-alice".
+const CustomerCategory = "customer"
+
 // Event type names, as stored in the events table and sent to brokers.
 const (
 	TypeOrderPlaced     = "ordering.order_placed"
@@ -15,6 +19,10 @@ const (
 	TypeOrderPaid       = "ordering.order_paid"
 	TypeOrderShipped    = "ordering.order_shipped"
 	TypeOrderCancelled  = "ordering.order_cancelled"
+	// TypeCustomerForgotten is appended to the customer's stream when the
+	// customer's personal data is erased (DELETE
+	// /customers/{id}/personal-data).
+	TypeCustomerForgotten = "ordering.customer_forgotten"
 )
 
 // Line is one line of an order.
@@ -27,12 +35,43 @@ type Line struct {
 // AmountCents returns quantity × unit price.
 func (l Line) AmountCents() int64 { return l.Quantity * l.UnitPriceCents }
 
+// Contact is how to reach the customer of an order and where it ships:
+// personal data. Every field may be empty.
+type Contact struct {
+	Name            string `json:"name,omitempty"`
+	Email           string `json:"email,omitempty"`
+	ShippingAddress string `json:"shipping_address,omitempty"`
+}
+
+// IsZero reports whether c holds nothing.
+func (c Contact) IsZero() bool { return c == Contact{} }
+
 // OrderPlaced starts an order's stream.
+//
+// Contact is the customer's personal data (esox:"personal"): it is stored
+// encrypted with the data key of the customer (CustomerID, the subject),
+// and reads as empty, listed in eventstore.Record.Redacted, once the
+// customer is forgotten (docs/compliance.md). Events stored before orders
+// carried a contact have none: they read as an empty Contact, no upcaster
+// needed.
 type OrderPlaced struct {
-	OrderID    string `json:"order_id"`
+	OrderID    string   `json:"order_id"`
+	CustomerID string   `json:"customer_id" esox:"subject"`
+	Currency   string   `json:"currency"`
+	Lines      []Line   `json:"lines"`
+	Contact    *Contact `json:"contact,omitempty" esox:"personal"`
+}
+
+// CustomerForgotten records that a customer's personal data was erased:
+// their data key was destroyed, so the contact of every order they placed
+// reads as empty, and the read models drop their copies when they apply
+// this event (or are rebuilt). Who asked and why are in its metadata
+// (actor, reason).
+type CustomerForgotten struct {
 	CustomerID string `json:"customer_id"`
-	Currency   string `json:"currency"`
-	Lines      []Line `json:"lines"`
+	// KeysDestroyed counts the data keys destroyed (0 when the customer
+	// had been forgotten already, or never gave personal data).
+	KeysDestroyed int `json:"keys_destroyed"`
 }
 
 // LineAdded adds a line for a SKU the order did not have.
@@ -102,6 +141,9 @@ func Register(r *eventstore.Registry) error {
 		registerUpcasters,
 		func(r *eventstore.Registry) error { return eventstore.Register[OrderShipped](r, TypeOrderShipped) },
 		func(r *eventstore.Registry) error { return eventstore.Register[OrderCancelled](r, TypeOrderCancelled) },
+		func(r *eventstore.Registry) error {
+			return eventstore.Register[CustomerForgotten](r, TypeCustomerForgotten)
+		},
 	} {
 		if err := f(r); err != nil {
 			return err
@@ -110,7 +152,10 @@ func Register(r *eventstore.Registry) error {
 	return nil
 }
 
-// NewRegistry returns a registry holding the order events.
+// NewRegistry returns a registry holding the order events. Attach a
+// Shredder (eventstore.Registry.SetShredder) before appending orders with
+// a Contact, and before reading them: without one a Contact reads as
+// redacted.
 func NewRegistry() *eventstore.Registry {
 	r := eventstore.NewRegistry()
 	if err := Register(r); err != nil {

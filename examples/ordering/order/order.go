@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/esox-go/esox/aggregate"
 )
@@ -20,6 +21,8 @@ const (
 	MaxIDLength = 64
 	// MaxReasonLength bounds a cancellation reason.
 	MaxReasonLength = 500
+	// MaxContactLength bounds each field of a Contact, in bytes.
+	MaxContactLength = 500
 	// MaxSubtotalCents is the largest amount of a line (quantity × unit
 	// price) and the largest subtotal of an order: 10^12 cents. It keeps
 	// every sum and product of amounts, and the customer totals the read
@@ -56,6 +59,7 @@ type Order struct {
 	aggregate.Base
 
 	CustomerID      string
+	Contact         Contact
 	Currency        string
 	Lines           []Line
 	DiscountPercent int64
@@ -73,6 +77,9 @@ func (o *Order) Apply(event any) {
 	case OrderPlaced:
 		o.CustomerID, o.Currency, o.Status = e.CustomerID, e.Currency, StatusPlaced
 		o.Lines = slices.Clone(e.Lines)
+		if e.Contact != nil {
+			o.Contact = *e.Contact
+		}
 	case LineAdded:
 		o.Lines = append(o.Lines, e.Line)
 	case LineRemoved:
@@ -113,8 +120,16 @@ func Total(lines []Line, percent int64) int64 {
 }
 
 // Place starts the order for customerID in currency (an ISO 4217 code such
-// as "EUR") with at least one line, each SKU at most once.
+// as "EUR") with at least one line, each SKU at most once. It is PlaceFor
+// without a contact.
 func (o *Order) Place(customerID, currency string, lines []Line) error {
+	return o.PlaceFor(customerID, Contact{}, currency, lines)
+}
+
+// PlaceFor is Place with the customer's contact (personal data, each field
+// optional, at most MaxContactLength bytes without control characters; an
+// email, when given, has an @).
+func (o *Order) PlaceFor(customerID string, contact Contact, currency string, lines []Line) error {
 	if o.Status != StatusNone {
 		return ErrOrderExists
 	}
@@ -143,7 +158,34 @@ func (o *Order) Place(customerID, currency string, lines []Line) error {
 	if s := Subtotal(lines); s > MaxSubtotalCents {
 		return invalid("lines", "the subtotal of %d cents is more than the most allowed, %d cents", s, int64(MaxSubtotalCents))
 	}
-	aggregate.Raise(o, OrderPlaced{OrderID: o.ID(), CustomerID: customerID, Currency: currency, Lines: slices.Clone(lines)})
+	if err := validContact(contact); err != nil {
+		return err
+	}
+	e := OrderPlaced{OrderID: o.ID(), CustomerID: customerID, Currency: currency, Lines: slices.Clone(lines)}
+	if !contact.IsZero() {
+		e.Contact = &contact
+	}
+	aggregate.Raise(o, e)
+	return nil
+}
+
+// validContact checks a contact's fields.
+func validContact(c Contact) error {
+	for _, f := range []struct{ name, v string }{{"contact.name", c.Name}, {"contact.email", c.Email}, {"contact.shipping_address", c.ShippingAddress}} {
+		switch {
+		case len(f.v) > MaxContactLength:
+			return invalid(f.name, "at most %d bytes", MaxContactLength)
+		case !utf8.ValidString(f.v):
+			return invalid(f.name, "must be valid UTF-8")
+		case strings.ContainsFunc(f.v, func(r rune) bool { return unicode.IsControl(r) && r != '\n' }):
+			return invalid(f.name, "must not contain control characters")
+		case f.v != strings.TrimSpace(f.v):
+			return invalid(f.name, "must not start or end with white space")
+		}
+	}
+	if c.Email != "" && (!strings.Contains(c.Email, "@") || strings.ContainsAny(c.Email, " \n")) {
+		return invalid("contact.email", "is not an email address")
+	}
 	return nil
 }
 

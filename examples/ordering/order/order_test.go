@@ -418,3 +418,27 @@ func TestTotalDoesNotOverflow(t *testing.T) {
 		}
 	}
 }
+
+func TestPlaceForContact(t *testing.T) {
+	t.Parallel()
+	c := order.Contact{Name: "Ada Lovelace", Email: "ada@example.com", ShippingAddress: "12 St James's Square\nLondon"}
+	want := placed
+	want.Contact = &c
+	o := scenario(t).
+		When(func(o *order.Order) error { return o.PlaceFor("c1", c, "EUR", []order.Line{widget}) }).
+		Then(want)
+	if o.Contact != c {
+		t.Errorf("contact = %+v, want %+v", o.Contact, c)
+	}
+	for _, bad := range []order.Contact{
+		{Name: strings.Repeat("x", order.MaxContactLength+1)},
+		{Email: "not-an-email"},
+		{Name: " Ada"},
+		{ShippingAddress: "a\x00b"},
+		{Name: "bad\xffutf8"},
+	} {
+		scenario(t).
+			When(func(o *order.Order) error { return o.PlaceFor("c1", bad, "EUR", []order.Line{widget}) }).
+			ThenError(order.ErrInvalid)
+	}
+}

@@ -5,7 +5,10 @@
 //   - OrdersProjection fills the table <schema>.orders, one row per order
 //     with its status, lines and totals (Get, List);
 //   - CustomerStatsProjection fills <schema>.customer_stats: orders placed,
-//     orders paid and cents spent per customer (Stats).
+//     orders paid and cents spent per customer (Stats);
+//   - CustomersProjection fills <schema>.customers: each customer's latest
+//     contact (personal data), emptied when the customer is forgotten
+//     (GetCustomer; see customers.go and docs/compliance.md).
 //
 // Each projection creates its table in Setup (run once, when the runner
 // first registers it) and empties it in Reset (for projector Rebuild). The
@@ -38,6 +41,7 @@ import (
 const (
 	OrdersName        = "ordering_orders"
 	CustomerStatsName = "ordering_customer_stats"
+	CustomersName     = "ordering_customers"
 )
 
 // ErrNotFound is returned by Get for an order the read model does not have.
@@ -47,6 +51,7 @@ var ErrNotFound = errors.New("readmodel: not found")
 type Tables struct {
 	Orders        string
 	CustomerStats string
+	Customers     string
 }
 
 // TablesIn returns the read model tables of schema. schema must pass
@@ -56,7 +61,7 @@ func TablesIn(schema string) (Tables, error) {
 		return Tables{}, fmt.Errorf("readmodel: schema: %w", err)
 	}
 	q := postgres.QuoteIdentifier(schema) + "."
-	return Tables{Orders: q + "orders", CustomerStats: q + "customer_stats"}, nil
+	return Tables{Orders: q + "orders", CustomerStats: q + "customer_stats", Customers: q + "customers"}, nil
 }
 
 // Order is one row of the orders read model, as GET /orders/{id} returns it.

@@ -1,6 +1,7 @@
 package readmodel_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/esox-go/esox/aggregate"
+	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
 	"github.com/esox-go/esox/examples/ordering/order"
 	"github.com/esox-go/esox/examples/ordering/readmodel"
@@ -275,5 +277,145 @@ func TestCustomerStatsDoNotOverflow(t *testing.T) {
 	}
 	if want := "9223372536854775807"; total != want {
 		t.Fatalf("total_spent_cents = %s, want %s", total, want)
+	}
+}
+
+// TestForgetThenRebuild: a customer's contact reaches the customers read
+// model decrypted; forgetting the customer (order.Forget) empties it live,
+// and a rebuild afterwards finds the contacts redacted in the events: no
+// read model, and no stored event, holds the personal data, while another
+// customer's stays and every chain still verifies.
+func TestForgetThenRebuild(t *testing.T) {
+	db := pgtest.Open(t)
+	schema := pgtest.Schema(t, db)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	log := slog.New(slog.DiscardHandler)
+	reg := order.NewRegistry()
+	keys, err := postgres.NewKeyStore(db, postgres.KeyStoreConfig{Schema: schema, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := keys.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	kek, err := eventstore.NewLocalKeyEncrypter(bytes.Repeat([]byte{0x42}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sh, err := eventstore.NewShredder(keys, kek, eventstore.ShredderConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg.SetShredder(sh)
+	store, err := postgres.New(db, reg, postgres.Config{Schema: schema, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	if _, err := store.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tables, err := readmodel.TablesIn(schema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runner, err := projector.NewRunner(store, projector.Config{Logger: log},
+		readmodel.OrdersProjection(reg, tables), readmodel.CustomersProjection(reg, tables))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := runner.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- runner.Run(runCtx) }()
+	defer func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	wait := func(pos eventstore.Position) {
+		t.Helper()
+		for _, name := range []string{readmodel.OrdersName, readmodel.CustomersName} {
+			if err := runner.WaitFor(ctx, name, pos); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	orders, err := aggregate.NewRepository(store, order.Category, order.New, aggregate.Config{Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ada := order.Contact{Name: "Ada Lovelace", Email: "ada@example.com", ShippingAddress: "12 St James's Square, London"}
+	bob := order.Contact{Name: "Bob Byte", Email: "bob@example.com"}
+	book := order.Line{SKU: "book", Quantity: 1, UnitPriceCents: 1500}
+	for _, o := range []struct {
+		id, customer string
+		contact      order.Contact
+	}{{"a1", "ada", ada}, {"a2", "ada", ada}, {"b1", "bob", bob}} {
+		res, err := orders.Create(ctx, o.id, func(ord *order.Order) error { return ord.PlaceFor(o.customer, o.contact, "EUR", []order.Line{book}) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		wait(res.LastPosition)
+	}
+	if c, err := readmodel.GetCustomer(ctx, db, tables, "ada"); err != nil || c.Contact != ada || c.PersonalDataErased {
+		t.Fatalf("ada before Forget: %+v, %v", c, err)
+	}
+	plaintext := func(what, query string) {
+		t.Helper()
+		var n int
+		if err := db.GetContext(ctx, &n, query); err != nil {
+			t.Fatal(err)
+		}
+		if n != 0 {
+			t.Errorf("%s: %d row(s) hold ada's personal data", what, n)
+		}
+	}
+	plaintext("events", `SELECT count(*) FROM `+store.QualifiedEventsTable()+` WHERE payload::text LIKE '%Lovelace%' OR payload::text LIKE '%ada@%'`)
+
+	fr, res, err := order.Forget(eventstore.WithReason(eventstore.WithActor(ctx, "dpo-1"), "erasure request 7"), store, sh, "ada")
+	if err != nil || len(fr.Keys) != 1 {
+		t.Fatalf("Forget = %+v, %v", fr, err)
+	}
+	wait(res.LastPosition)
+	c, err := readmodel.GetCustomer(ctx, db, tables, "ada")
+	if err != nil || !c.Contact.IsZero() || !c.PersonalDataErased || c.ErasedAt == nil {
+		t.Fatalf("ada after Forget: %+v, %v", c, err)
+	}
+	// The aggregate still loads, its contact empty.
+	if a1, err := orders.Load(ctx, "a1"); err != nil || !a1.Contact.IsZero() || a1.CustomerID != "ada" {
+		t.Fatalf("order a1 after Forget: %+v, %v", a1, err)
+	}
+
+	// Rebuild the customers read model from the events: the contacts are
+	// redacted there now.
+	if err := runner.Rebuild(ctx, readmodel.CustomersName); err != nil {
+		t.Fatal(err)
+	}
+	wait(res.LastPosition)
+	c, err = readmodel.GetCustomer(ctx, db, tables, "ada")
+	if err != nil || !c.Contact.IsZero() || !c.PersonalDataErased {
+		t.Fatalf("ada after the rebuild: %+v, %v", c, err)
+	}
+	plaintext("customers read model", `SELECT count(*) FROM `+tables.Customers+` c WHERE c::text LIKE '%Lovelace%' OR c::text LIKE '%ada@%' OR c::text LIKE '%James%'`)
+	plaintext("orders read model", `SELECT count(*) FROM `+tables.Orders+` o WHERE o::text LIKE '%Lovelace%'`)
+	if c, err := readmodel.GetCustomer(ctx, db, tables, "bob"); err != nil || c.Contact != bob || c.PersonalDataErased {
+		t.Fatalf("bob after ada's erasure and the rebuild: %+v, %v", c, err)
+	}
+	if v, err := store.Verify(ctx, nil); err != nil || !v.OK() || v.Events != 4 {
+		t.Fatalf("Verify after Forget = %+v, %v", v, err)
+	}
+	// The erasure is on the audit trail.
+	for r, err := range store.ReadStream(ctx, "customer-ada", 0) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Metadata.Actor != "dpo-1" || r.Metadata.Reason != "erasure request 7" || r.Data != (order.CustomerForgotten{CustomerID: "ada", KeysDestroyed: 1}) {
+			t.Errorf("customer-ada: %+v", r)
+		}
 	}
 }
