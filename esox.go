@@ -45,6 +45,10 @@ type Config struct {
 	// Forwarder configures the forwarder. Its Logger defaults to
 	// Config.Logger. Its DisableMigrate is always set: the App migrates.
 	Forwarder forwarder.Config
+	// KeyStore holds the data keys of the registry's Shredder
+	// (crypto-shredding of personal data, docs/compliance.md), when it is
+	// a PostgreSQL one: Migrate creates its table with the rest. Optional.
+	KeyStore *postgres.KeyStore
 	// Inboxes are the inboxes of the service's broker consumers (see
 	// projector.NewInbox): Migrate migrates them with the rest. Their
 	// consumers run as Components.
@@ -237,7 +241,8 @@ func (a *App) Schema() string { return a.cfg.Schema }
 
 // Migrate applies every migration of the App, in order: the event store's,
 // the projector's (its tables, then each projection version's registration
-// and Setup), the forwarder's, the inboxes', then each component's. With
+// and Setup), the forwarder's, the key store's, the inboxes', then each
+// component's. With
 // Config.DisableMigrate, an owner role runs it before the service starts;
 // otherwise Run does. Each is idempotent
 // and safe to run from several processes at once; the result lists what
@@ -262,6 +267,11 @@ func (a *App) Migrate(ctx context.Context) (postgres.MigrateResult, error) {
 	}
 	if a.fwd != nil {
 		if err := step("forwarder", a.fwd.Migrate); err != nil {
+			return all, err
+		}
+	}
+	if a.cfg.KeyStore != nil {
+		if err := step("key store", a.cfg.KeyStore.Migrate); err != nil {
 			return all, err
 		}
 	}

@@ -29,7 +29,7 @@ func TestMigrations(t *testing.T) {
 	for _, s := range all {
 		comps = append(comps, s.Component)
 	}
-	if len(comps) != 3 || comps[0] != postgres.Component || comps[1] != projector.Component || comps[2] != forwarder.Component {
+	if len(comps) != 4 || comps[0] != postgres.Component || comps[1] != projector.Component || comps[2] != forwarder.Component || comps[3] != postgres.KeysComponent {
 		t.Fatalf("esox.Migrations components = %v", comps)
 	}
 	if _, err := esox.Migrations("pg_bad"); !errors.Is(err, eventstore.ErrInvalidArgument) {
@@ -41,14 +41,18 @@ func TestMigrations(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	keys, err := postgres.NewKeyStore(db, postgres.KeyStoreConfig{Schema: schema})
+	if err != nil {
+		t.Fatal(err)
+	}
 	a, err := esox.New(db, reg, esox.Config{Schema: schema, Projections: []projector.Projection{balances(reg, schema)},
-		Inboxes: []*projector.Inbox{inbox}, Publisher: newPublisher(), Logger: quiet()})
+		Inboxes: []*projector.Inbox{inbox}, Publisher: newPublisher(), KeyStore: keys, Logger: quiet()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	sets := a.Migrations()
-	if len(sets) != 3 {
-		t.Fatalf("App.Migrations = %d sets, want store, projector, forwarder", len(sets))
+	if len(sets) != 4 {
+		t.Fatalf("App.Migrations = %d sets, want store, projector, forwarder, key store", len(sets))
 	}
 	st, err := postgres.ReadMigrationStatus(ctx, db, schema, sets...)
 	if err != nil || len(st.Pending) == 0 {

@@ -31,7 +31,7 @@ func names(ms []migrationOut) string {
 	return strings.Join(out, " ")
 }
 
-const allMigrations = "eventstore/events eventstore/snapshots eventstore/schema_versions eventstore/chain projector/projector projector/inbox projector/partitions projector/operations forwarder/offsets"
+const allMigrations = "eventstore/events eventstore/snapshots eventstore/schema_versions eventstore/chain projector/projector projector/inbox projector/partitions projector/operations forwarder/offsets keys/keys"
 
 // TestMigrate: plan, status and apply --dry-run on a schema that does not
 // exist read only; apply --component applies one component's migrations,
@@ -48,7 +48,7 @@ func TestMigrate(t *testing.T) {
 	c := cli{t: t, schema: schema}
 
 	r := c.ok("migrate", "plan")
-	for _, w := range []string{"9 pending", "eventstore  001      events", "forwarder   001      offsets"} {
+	for _, w := range []string{"10 pending", "eventstore  001      events", "forwarder   001      offsets"} {
 		if !strings.Contains(r.stdout, w) {
 			t.Fatalf("plan lacks %q:\n%s", w, r)
 		}
@@ -100,7 +100,7 @@ func TestMigrate(t *testing.T) {
 		Applied []migrationOut `json:"applied"`
 	}
 	c.jsonOut(&applied, "migrate", "apply")
-	if names(applied.Applied) != "projector/projector projector/inbox projector/partitions projector/operations forwarder/offsets" {
+	if names(applied.Applied) != "projector/projector projector/inbox projector/partitions projector/operations forwarder/offsets keys/keys" {
 		t.Fatalf("apply --json = %+v", applied)
 	}
 	// A migration of the application's own component.
@@ -109,11 +109,11 @@ func TestMigrate(t *testing.T) {
 		t.Fatal(err)
 	}
 	r = c.ok("migrate", "status")
-	if !strings.Contains(r.stdout, "is up to date") || strings.Count(r.stdout, "  applied  ") != 9 || !regexp.MustCompile(`billing +001 +invoices +applied \(not one of esox's\)`).MatchString(r.stdout) {
+	if !strings.Contains(r.stdout, "is up to date") || strings.Count(r.stdout, "  applied  ") != 10 || !regexp.MustCompile(`billing +001 +invoices +applied \(not one of esox's\)`).MatchString(r.stdout) {
 		t.Fatalf("status:\n%s", r)
 	}
 	c.jsonOut(&status, "migrate", "status")
-	if !status.UpToDate || len(status.Applied) != 10 || len(status.Pending) != 0 || status.Applied[0].AppliedAt == nil || !*status.Applied[0].Known {
+	if !status.UpToDate || len(status.Applied) != 11 || len(status.Pending) != 0 || status.Applied[0].AppliedAt == nil || !*status.Applied[0].Known {
 		t.Fatalf("status --json = %+v", status)
 	}
 	if r := c.ok("migrate", "apply"); !strings.Contains(r.stdout, "up to date: nothing applied") {
@@ -177,7 +177,7 @@ func TestInterruptAndTimeout(t *testing.T) {
 	if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_unlock($1)`, key); err != nil {
 		t.Fatal(err)
 	}
-	if r := c.ok("migrate", "plan"); !strings.Contains(r.stdout, "9 pending") {
+	if r := c.ok("migrate", "plan"); !strings.Contains(r.stdout, "10 pending") {
 		t.Fatalf("after the interrupted applies:\n%s", r)
 	}
 }

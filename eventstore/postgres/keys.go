@@ -86,20 +86,36 @@ func NewKeyStore(db *sqlx.DB, cfg KeyStoreConfig) (*KeyStore, error) {
 // Migrations returns the key store's migration set (component
 // KeysComponent, with the table name when it is not the default). Safe for
 // concurrent use.
-func (k *KeyStore) Migrations() MigrationParams {
+func (k *KeyStore) Migrations() MigrationParams { return keyMigrations(k.cfg.Schema, k.cfg.Table) }
+
+// keyMigrations is the migration set of a key store with table in schema
+// (both valid identifiers).
+func keyMigrations(schema, table string) MigrationParams {
 	files, err := fs.Sub(embeddedKeyMigrations, "keymigrations")
 	if err != nil {
 		panic("eventstore/postgres: embedded key migrations: " + err.Error()) // a valid path
 	}
 	component := KeysComponent
-	if k.cfg.Table != KeysTableDefault {
-		component += ":" + k.cfg.Table
+	if table != KeysTableDefault {
+		component += ":" + table
 	}
-	return MigrationParams{Schema: k.cfg.Schema, Component: component, Files: files, Data: map[string]string{
-		"Keys":               k.table,
-		"KeysForgottenCheck": QuoteIdentifier(constraintName(k.cfg.Table, "forgotten_check")),
-		"KeysLiveIndex":      QuoteIdentifier(constraintName(k.cfg.Table, "live_subject_key")),
+	return MigrationParams{Schema: schema, Component: component, Files: files, Data: map[string]string{
+		"Keys":               QuoteIdentifier(schema) + "." + QuoteIdentifier(table),
+		"KeysForgottenCheck": QuoteIdentifier(constraintName(table, "forgotten_check")),
+		"KeysLiveIndex":      QuoteIdentifier(constraintName(table, "live_subject_key")),
 	}}
+}
+
+// KeyStoreMigrations returns the migration set of a key store with the
+// default table (KeysTableDefault) in schema: what NewKeyStore(db,
+// KeyStoreConfig{Schema: schema}).Migrations() returns, for a caller
+// without a KeyStore (the esox command). A bad schema name returns an error
+// matching eventstore.ErrInvalidArgument.
+func KeyStoreMigrations(schema string) (MigrationParams, error) {
+	if err := ValidateSchemaName(schema); err != nil {
+		return MigrationParams{}, fmt.Errorf("eventstore/postgres: key store: %w", err)
+	}
+	return keyMigrations(schema, KeysTableDefault), nil
 }
 
 // Migrate creates the keys table (ApplyMigrations with Migrations):

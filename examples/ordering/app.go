@@ -89,15 +89,7 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	// The HTTP server serves from the start (503 until the App is ready)
 	// and stops first; the idempotency keys' table migrates with the rest.
 	web := esox.HTTPServer(srv, ln, shutdownTimeout)
-	web.Migrate = func(ctx context.Context) (postgres.MigrateResult, error) {
-		res, err := keys.Migrate(ctx)
-		if err != nil {
-			return res, err
-		}
-		more, err := httpapi.Migrate(ctx, db, cfg.Schema)
-		res.Applied = append(res.Applied, more.Applied...)
-		return res, err
-	}
+	web.Migrate = func(ctx context.Context) (postgres.MigrateResult, error) { return httpapi.Migrate(ctx, db, cfg.Schema) }
 
 	// One App: the store, the three projections, the forwarder to the
 	// broker, the shipping consumer (its Inbox and its table migrate with
@@ -121,6 +113,7 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 			// refusals the forwarder recognises.
 			MaxMessageSize: brk.maxMessageSize,
 		},
+		KeyStore:   keys,
 		Inboxes:    []*projector.Inbox{ship.Inbox()},
 		Components: []esox.Component{shippingComponent(ship, db, cfg.Schema), web},
 		Logger:     log,
