@@ -19,6 +19,7 @@ import (
 	"github.com/esox-go/esox/eventstore/postgres"
 	"github.com/esox-go/esox/internal/leaktest"
 	"github.com/esox-go/esox/internal/pgtest"
+	"github.com/esox-go/esox/internal/testwait"
 )
 
 // TestMain runs the re-exec'd child of TestTakeoverAfterKill when asked to,
@@ -256,18 +257,6 @@ func runForwarder(t *testing.T, f *Forwarder) (stop func() error, done <-chan st
 	return stop, finished, &err
 }
 
-// waitFor polls cond until it is true or timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func newForwarder(t *testing.T, b *bundle, pub message.Publisher, cfg Config) *Forwarder {
 	t.Helper()
 	if cfg.Logger == nil {
@@ -286,7 +275,7 @@ func newForwarder(t *testing.T, b *bundle, pub message.Publisher, cfg Config) *F
 func (b *bundle) waitFeed(t *testing.T, n int) eventstore.Position {
 	t.Helper()
 	var head eventstore.Position
-	waitFor(t, 30*time.Second, fmt.Sprintf("%d events visible in the feed", n), func() bool {
+	testwait.Until(t, fmt.Sprintf("%d events visible in the feed", n), func() bool {
 		count := 0
 		var after eventstore.Position
 		for {

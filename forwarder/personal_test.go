@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"testing"
-	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
@@ -13,6 +12,7 @@ import (
 	"github.com/esox-go/esox/eventstore/memory"
 	"github.com/esox-go/esox/eventstore/postgres"
 	"github.com/esox-go/esox/internal/pgtest"
+	"github.com/esox-go/esox/internal/testwait"
 )
 
 // customerNamed carries personal data.
@@ -67,7 +67,7 @@ func TestPersonalDataOnTheBroker(t *testing.T) {
 	stored, decrypted := &recordingPublisher{}, &recordingPublisher{}
 	runForwarder(t, newForwarder(t, b, stored, Config{ConsumerGroup: "as-stored"}))
 	runForwarder(t, newForwarder(t, b, decrypted, Config{ConsumerGroup: "decrypted", DecryptPersonalData: true}))
-	waitFor(t, 30*time.Second, "both forwarders to publish both events", func() bool { return stored.len() == 2 && decrypted.len() == 2 })
+	testwait.Until(t, "both forwarders to publish both events", func() bool { return stored.len() == 2 && decrypted.len() == 2 })
 
 	for _, d := range stored.all() {
 		if bytes.Contains(d.Payload, []byte("Ada")) || bytes.Contains(d.Payload, []byte("Bob")) || !bytes.Contains(d.Payload, []byte("esox_enc")) {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/esox-go/esox/eventstore/postgres"
 	"github.com/esox-go/esox/internal/pgtest"
+	"github.com/esox-go/esox/internal/testwait"
 )
 
 // childEnvSchema, when set, makes the test binary run a forwarder on that
@@ -107,7 +108,7 @@ func TestTakeoverAfterKill(t *testing.T) {
 			t.Logf("child stderr:\n%s", stderr.String())
 		}
 	})
-	waitFor(t, 30*time.Second, "the child to lead and publish", func() bool { return childGot.len() >= 10 })
+	testwait.Until(t, "the child to lead and publish", func() bool { return childGot.len() >= 10 })
 
 	pub := &recordingPublisher{}
 	standby := newForwarder(t, b, pub, Config{})
@@ -129,9 +130,9 @@ func TestTakeoverAfterKill(t *testing.T) {
 	<-scanned
 	t.Logf("child published %d events before SIGKILL", childGot.len())
 
-	waitFor(t, 5*time.Second, "the standby to take over", func() bool { return pub.len() > 0 })
+	testwait.Until(t, "the standby to take over", func() bool { return pub.len() > 0 })
 	t.Logf("standby took over %s after the kill", time.Since(killedAt))
-	waitFor(t, 60*time.Second, "every event", func() bool {
+	testwait.Until(t, "every event", func() bool {
 		seen := map[string]bool{}
 		for _, d := range append(childGot.all(), pub.all()...) {
 			seen[d.UUID] = true

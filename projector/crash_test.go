@@ -18,6 +18,7 @@ import (
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
 	"github.com/esox-go/esox/internal/pgtest"
+	"github.com/esox-go/esox/internal/testwait"
 	"github.com/esox-go/esox/projector"
 )
 
@@ -145,7 +146,7 @@ func TestKilledProcessNeitherLosesNorDoubles(t *testing.T) {
 
 	// Once the child leads and has committed a batch, this process runs the
 	// same projection as a standby.
-	eventually(t, "the child to commit a batch", 60*time.Second, func() bool {
+	testwait.Until(t, "the child to commit a batch", func() bool {
 		return statusOf(t, r, "balances", 1).Checkpoint.Position > 0
 	})
 	start(t, r)
@@ -156,7 +157,7 @@ func TestKilledProcessNeitherLosesNorDoubles(t *testing.T) {
 
 	// Kill the child while it is inside a batch whose writes are made but
 	// not committed.
-	eventually(t, "the child to be mid-batch", 30*time.Second, func() bool {
+	testwait.Until(t, "the child to be mid-batch", func() bool {
 		var mid bool
 		err := b.db.QueryRow(`SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name = $1
 			AND state = 'idle in transaction' AND backend_xid IS NOT NULL)`, app).Scan(&mid)
@@ -170,7 +171,7 @@ func TestKilledProcessNeitherLosesNorDoubles(t *testing.T) {
 	t.Logf("child stderr: %s", stderr.String())
 
 	// The standby takes over within 5 s (guarantee 7 in docs/guarantees.md; issue 3).
-	eventually(t, "the standby to take over", 5*time.Second, func() bool {
+	testwait.Until(t, "the standby to take over", func() bool {
 		return statusOf(t, r, "balances", 1).Leading
 	})
 	t.Logf("took over %s after the kill", time.Since(killed).Round(time.Millisecond))
@@ -285,7 +286,7 @@ func TestRecoversFromPostgresRestart(t *testing.T) {
 			time.Sleep(2 * time.Millisecond)
 		}
 	})
-	eventually(t, "some appends", 30*time.Second, func() bool { return appended.Load() >= 100 })
+	testwait.Until(t, "some appends", func() bool { return appended.Load() >= 100 })
 	c.Restart(t)
 	t.Log("server restarted")
 	wg.Wait()

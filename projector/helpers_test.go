@@ -281,15 +281,3 @@ func statusOf(t testing.TB, r *projector.Runner, name string, version int) proje
 	t.Fatalf("Status has no %s v%d: %+v", name, version, st)
 	return projector.ProjectionStatus{}
 }
-
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t testing.TB, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}

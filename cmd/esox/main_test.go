@@ -238,16 +238,4 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// waitUntil polls cond until it holds, failing the test after a minute.
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func quietLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }

@@ -13,6 +13,7 @@ import (
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
 	"github.com/esox-go/esox/internal/pgtest"
+	"github.com/esox-go/esox/internal/testwait"
 )
 
 // chainStream appends n events to streamID, one append per event, and
@@ -192,7 +193,7 @@ UPDATE {events} SET stream_version = 4 WHERE stream_id = $1 AND stream_version =
 // transaction of another test can hold it back) and seals.
 func (b *bundle) sealAfter(t *testing.T, p eventstore.Position) eventstore.Seal {
 	t.Helper()
-	waitFor(t, "the feed's head to reach "+p.String(), func() bool {
+	testwait.Until(t, "the feed's head to reach "+p.String(), func() bool {
 		head, err := b.store.Head(testCtx(t))
 		if err != nil {
 			t.Fatal(err)

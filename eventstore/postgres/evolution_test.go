@@ -16,6 +16,7 @@ import (
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
 	"github.com/esox-go/esox/internal/pgtest"
+	"github.com/esox-go/esox/internal/testwait"
 )
 
 // OrderPlacedV2 is "order_placed" at schema version 2: the amount became
@@ -174,7 +175,7 @@ func applyOldMigrations(t *testing.T, db *sqlx.DB, schema string) {
 func drainFeedOf(t *testing.T, s *postgres.Store, want int) []eventstore.Record {
 	t.Helper()
 	var out []eventstore.Record
-	waitFor(t, "the feed", func() bool {
+	testwait.Until(t, "the feed", func() bool {
 		out = out[:0]
 		var p eventstore.Position
 		for {
@@ -216,7 +217,7 @@ func TestTooNewRowsRefused(t *testing.T) {
 	if _, err := b.store.LookupEvents(ctx, []uuid.UUID{id}); !errors.Is(err, eventstore.ErrUnknownSchemaVersion) {
 		t.Errorf("LookupEvents: %v, want ErrUnknownSchemaVersion", err)
 	}
-	waitFor(t, "the row in the feed", func() bool {
+	testwait.Until(t, "the row in the feed", func() bool {
 		raws, err := b.store.ReadFeed(ctx, eventstore.Position{}, 10)
 		if err != nil {
 			t.Fatal(err)

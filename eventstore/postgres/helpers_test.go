@@ -12,6 +12,7 @@ import (
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
 	"github.com/esox-go/esox/internal/pgtest"
+	"github.com/esox-go/esox/internal/testwait"
 )
 
 // OrderPlaced and ItemAdded are the test event types.
@@ -113,7 +114,7 @@ func (b *bundle) readStream(t *testing.T, streamID string, from int64) []eventst
 func (b *bundle) drainFeed(t *testing.T, p eventstore.Position, page, want int) []eventstore.Record {
 	t.Helper()
 	var out []eventstore.Record
-	waitFor(t, fmt.Sprintf("%d records in the feed", want), func() bool {
+	testwait.Until(t, fmt.Sprintf("%d records in the feed", want), func() bool {
 		for {
 			recs, err := b.store.ReadAll(testCtx(t), p, page)
 			if err != nil {
@@ -127,16 +128,4 @@ func (b *bundle) drainFeed(t *testing.T, p eventstore.Position, page, want int) 
 		}
 	})
 	return out
-}
-
-// waitFor polls cond until it is true or the deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }

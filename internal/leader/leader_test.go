@@ -20,6 +20,7 @@ import (
 	"github.com/esox-go/esox/internal/leader"
 	"github.com/esox-go/esox/internal/leaktest"
 	"github.com/esox-go/esox/internal/pgtest"
+	"github.com/esox-go/esox/internal/testwait"
 )
 
 func TestMain(m *testing.M) {
@@ -240,18 +241,7 @@ func TestTakeoverWhenLeaderFrozen(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the thawed leader did not notice it lost its session")
 	}
-	eventually(t, "exactly one worker after the thawed leader stepped down", func() bool { return r.active.Load() == 1 })
-}
-
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testwait.Until(t, "exactly one worker after the thawed leader stepped down", func() bool { return r.active.Load() == 1 })
 }
 
 func TestWorkErrorReleasesLeadership(t *testing.T) {
