@@ -16,6 +16,7 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/esox-go/esox/eventstore/postgres"
+	"github.com/esox-go/esox/internal/leader"
 	"github.com/esox-go/esox/internal/pgtest"
 	"github.com/esox-go/esox/internal/testwait"
 )
@@ -112,8 +113,14 @@ func TestTakeoverAfterKill(t *testing.T) {
 
 	pub := &recordingPublisher{}
 	standby := newForwarder(t, b, pub, Config{})
+	key := LeaderKey(b.store.Schema(), standby.cfg.ConsumerGroup)
+	from := leader.Tries(key)
 	runForwarder(t, standby)
-	time.Sleep(200 * time.Millisecond) // let the standby try the lock at least once
+	// The standby tries the lock twice (leader.Tries: the server answered
+	// both); had it won either, it would publish the backlog.
+	testwait.Until(t, "the standby to try the lock twice", func() bool {
+		return leader.Tries(key) >= from+2 || pub.len() != 0
+	})
 	if pub.len() != 0 {
 		t.Fatalf("the standby published %d events while the child led", pub.len())
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
+	"github.com/esox-go/esox/internal/leader"
 	"github.com/esox-go/esox/internal/pgtest"
 	"github.com/esox-go/esox/internal/testwait"
 	"github.com/esox-go/esox/projector"
@@ -149,8 +150,14 @@ func TestKilledProcessNeitherLosesNorDoubles(t *testing.T) {
 	testwait.Until(t, "the child to commit a batch", func() bool {
 		return statusOf(t, r, "balances", 1).Checkpoint.Position > 0
 	})
+	key := projector.LeaderKey(b.schema, "balances", 1, 0, 1)
+	from := leader.Tries(key)
 	start(t, r)
-	time.Sleep(1500 * time.Millisecond) // a standby retry or two
+	// The standby tries the lock twice (leader.Tries: the server answered
+	// both); had it won either, it would lead.
+	testwait.Until(t, "the standby to try the lock twice", func() bool {
+		return leader.Tries(key) >= from+2 || statusOf(t, r, "balances", 1).Leading
+	})
 	if statusOf(t, r, "balances", 1).Leading {
 		t.Fatal("the standby leads while the child holds the projection")
 	}
