@@ -137,7 +137,7 @@ func TestTakeoverAfterKill(t *testing.T) {
 	<-scanned
 	t.Logf("child published %d events before SIGKILL", childGot.len())
 
-	testwait.Until(t, "the standby to take over", func() bool { return pub.len() > 0 })
+	testwait.UntilWithin(t, 5*time.Second, "the standby to take over", func() bool { return pub.len() > 0 })
 	t.Logf("standby took over %s after the kill", time.Since(killedAt))
 	testwait.Until(t, "every event", func() bool {
 		seen := map[string]bool{}

@@ -178,7 +178,7 @@ func TestKilledProcessNeitherLosesNorDoubles(t *testing.T) {
 	t.Logf("child stderr: %s", stderr.String())
 
 	// The standby takes over within 5 s (guarantee 7 in docs/guarantees.md; issue 3).
-	testwait.Until(t, "the standby to take over", func() bool {
+	testwait.UntilWithin(t, 5*time.Second, "the standby to take over", func() bool {
 		return statusOf(t, r, "balances", 1).Leading
 	})
 	t.Logf("took over %s after the kill", time.Since(killed).Round(time.Millisecond))
