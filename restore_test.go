@@ -15,6 +15,7 @@ import (
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
 	"github.com/esox-go/esox/forwarder"
+	"github.com/esox-go/esox/internal/esoxtest"
 	"github.com/esox-go/esox/internal/pgtest"
 	"github.com/esox-go/esox/projector"
 )
@@ -184,14 +185,8 @@ func TestResetAfterRestore(t *testing.T) {
 func testResetAfterRestore(t *testing.T, keep int) {
 	db := pgtest.Open(t)
 	b := &restoreBundle{db: db, schema: pgtest.Schema(t, db), reg: registry()}
-	var err error
-	if b.store, err = postgres.New(db, b.reg, postgres.Config{Schema: b.schema, Logger: quiet()}); err != nil {
-		t.Fatal(err)
-	}
+	b.store = esoxtest.Store(t, db, b.reg, postgres.Config{Schema: b.schema, Logger: quiet()})
 	ctx := testCtx(t)
-	if _, err := b.store.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
 	live := b.counting("live", "live", 1, 0, false)
 	audit := b.counting("audit", "audit", 1, 0, true)
 	green := b.counting("live", "live_v2", 2, 2, false)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
+	"github.com/esox-go/esox/internal/esoxtest"
 	"github.com/esox-go/esox/internal/pgtest"
 	"github.com/esox-go/esox/internal/testwait"
 	"github.com/esox-go/esox/projector"
@@ -63,14 +64,7 @@ func evolvedBundle(t *testing.T) *bundle {
 	t.Helper()
 	db := pgtest.Open(t)
 	schema := pgtest.Schema(t, db)
-	store, err := postgres.New(db, evolvedRegistry(t), postgres.Config{Schema: schema, Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = store.Close() })
-	if _, err := store.Migrate(testCtx(t)); err != nil {
-		t.Fatal(err)
-	}
+	store := esoxtest.Store(t, db, evolvedRegistry(t), postgres.Config{Schema: schema, Logger: testLogger(t)})
 	return &bundle{db: db, schema: schema, store: store}
 }
 

@@ -17,6 +17,7 @@ import (
 
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
+	"github.com/esox-go/esox/internal/esoxtest"
 	"github.com/esox-go/esox/internal/leaktest"
 	"github.com/esox-go/esox/internal/pgtest"
 	"github.com/esox-go/esox/internal/testwait"
@@ -65,14 +66,7 @@ func setup(t *testing.T) *bundle {
 
 func setupOn(t *testing.T, db *sqlx.DB, schema string) *bundle {
 	t.Helper()
-	store, err := postgres.New(db, testRegistry(), postgres.Config{Schema: schema, Logger: testLogger(t)})
-	if err != nil {
-		t.Fatalf("postgres.New: %v", err)
-	}
-	t.Cleanup(func() { _ = store.Close() })
-	if _, err := store.Migrate(testCtx(t)); err != nil {
-		t.Fatalf("migrate: %v", err)
-	}
+	store := esoxtest.Store(t, db, testRegistry(), postgres.Config{Schema: schema, Logger: testLogger(t)})
 	return &bundle{db: db, schema: schema, store: store}
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/memory"
 	"github.com/esox-go/esox/eventstore/postgres"
+	"github.com/esox-go/esox/internal/esoxtest"
 	"github.com/esox-go/esox/internal/pgtest"
 	"github.com/esox-go/esox/internal/testwait"
 )
@@ -39,14 +40,7 @@ func TestPersonalDataOnTheBroker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, err := postgres.New(db, reg, postgres.Config{Schema: schema, Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = store.Close() })
-	if _, err := store.Migrate(testCtx(t)); err != nil {
-		t.Fatal(err)
-	}
+	store := esoxtest.Store(t, db, reg, postgres.Config{Schema: schema, Logger: testLogger(t)})
 	b := &bundle{db: db, schema: schema, store: store}
 
 	// Without a Shredder, decrypting is refused at New.

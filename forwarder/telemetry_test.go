@@ -12,6 +12,7 @@ import (
 
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
+	"github.com/esox-go/esox/internal/esoxtest"
 	"github.com/esox-go/esox/internal/oteltest"
 	"github.com/esox-go/esox/internal/pgtest"
 	"github.com/esox-go/esox/internal/telemetry"
@@ -28,18 +29,14 @@ func TestTelemetry(t *testing.T) {
 	rec := oteltest.New(t)
 	db := pgtest.Open(t)
 	schema := pgtest.Schema(t, db)
-	store, err := postgres.New(db, testRegistry(), postgres.Config{Schema: schema, Logger: testLogger(t), TracerProvider: rec.TracerProvider, MeterProvider: rec.MeterProvider})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = store.Close() })
-	if _, err := store.Migrate(testCtx(t)); err != nil {
-		t.Fatal(err)
-	}
+	store := esoxtest.Store(t, db, testRegistry(), postgres.Config{Schema: schema, Logger: testLogger(t), TracerProvider: rec.TracerProvider, MeterProvider: rec.MeterProvider})
 	b := &bundle{db: db, schema: schema, store: store}
 
 	ctx, request := rec.TracerProvider.Tracer("test").Start(testCtx(t), "request")
-	var last eventstore.AppendResult
+	var (
+		last eventstore.AppendResult
+		err  error
+	)
 	for _, a := range []struct {
 		stream string
 		n      int

@@ -14,6 +14,7 @@ import (
 
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
+	"github.com/esox-go/esox/internal/esoxtest"
 	"github.com/esox-go/esox/internal/pgtest"
 )
 
@@ -30,14 +31,8 @@ func TestFenceRefusesAStaleCheckpoint(t *testing.T) {
 	schema := pgtest.Schema(t, db)
 	reg := eventstore.NewRegistry()
 	eventstore.MustRegister[note](reg, "note")
-	store, err := postgres.New(db, reg, postgres.Config{Schema: schema})
-	if err != nil {
-		t.Fatal(err)
-	}
+	store := esoxtest.Store(t, db, reg, postgres.Config{Schema: schema})
 	ctx := context.Background()
-	if _, err := store.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
 	applied := 0
 	p := Projection{Name: "count", Handler: Batch(func(ctx context.Context, tx postgres.Tx, recs []eventstore.Record) error {
 		applied += len(recs)
@@ -134,14 +129,8 @@ func fencedRunner(t *testing.T, reg *eventstore.Registry, cfg Config, p Projecti
 	t.Helper()
 	db := pgtest.Open(t)
 	schema := pgtest.Schema(t, db)
-	store, err := postgres.New(db, reg, postgres.Config{Schema: schema})
-	if err != nil {
-		t.Fatal(err)
-	}
+	store := esoxtest.Store(t, db, reg, postgres.Config{Schema: schema})
 	ctx := context.Background()
-	if _, err := store.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	r, err := NewRunner(store, cfg, p)
 	if err != nil {

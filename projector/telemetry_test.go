@@ -13,6 +13,7 @@ import (
 
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
+	"github.com/esox-go/esox/internal/esoxtest"
 	"github.com/esox-go/esox/internal/oteltest"
 	"github.com/esox-go/esox/internal/pgtest"
 	"github.com/esox-go/esox/internal/telemetry"
@@ -32,13 +33,7 @@ func TestTelemetry(t *testing.T) {
 	db := pgtest.Open(t)
 	schema := pgtest.Schema(t, db)
 	reg := newRegistry()
-	store, err := postgres.New(db, reg, postgres.Config{Schema: schema, Logger: testLogger(t), TracerProvider: rec.TracerProvider, MeterProvider: rec.MeterProvider})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := store.Migrate(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	store := esoxtest.Store(t, db, reg, postgres.Config{Schema: schema, Logger: testLogger(t), TracerProvider: rec.TracerProvider, MeterProvider: rec.MeterProvider})
 	b := &bundle{db: db, schema: schema, reg: reg, store: store}
 
 	// Two requests append: one 3 events at once, the other 1.
@@ -50,6 +45,7 @@ func TestTelemetry(t *testing.T) {
 		for i := range evs {
 			evs[i] = eventstore.Event{Data: Deposited{Account: "a1", Amount: 1}}
 		}
+		var err error
 		if last, err = store.Append(ctx, "account-a1", eventstore.Any, evs); err != nil {
 			t.Fatal(err)
 		}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
+	"github.com/esox-go/esox/internal/esoxtest"
 	"github.com/esox-go/esox/internal/pgtest"
 	"github.com/esox-go/esox/internal/testwait"
 )
@@ -328,14 +329,7 @@ func TestChainOnExistingTable(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	s, err := postgres.New(db, testRegistry(), postgres.Config{Schema: schema, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
-	if _, err := s.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	s := esoxtest.Store(t, db, testRegistry(), postgres.Config{Schema: schema, Logger: slog.New(slog.DiscardHandler)})
 	b := &bundle{db: db, store: s, schema: schema}
 	b.chainStream(t, "order-old", 2)
 	b.chainStream(t, "order-new", 2)

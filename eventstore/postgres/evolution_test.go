@@ -15,6 +15,7 @@ import (
 
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
+	"github.com/esox-go/esox/internal/esoxtest"
 	"github.com/esox-go/esox/internal/pgtest"
 	"github.com/esox-go/esox/internal/testwait"
 )
@@ -237,20 +238,13 @@ func TestAppendRecordsSchemaVersion(t *testing.T) {
 	db := pgtest.Open(t)
 	schema := pgtest.Schema(t, db)
 	var hooked []eventstore.Record
-	s, err := postgres.New(db, evolvedRegistry(t), postgres.Config{Schema: schema, AppendHooks: []postgres.AppendHook{
+	s := esoxtest.Store(t, db, evolvedRegistry(t), postgres.Config{Schema: schema, AppendHooks: []postgres.AppendHook{
 		func(_ context.Context, _ postgres.Tx, recs []eventstore.Record) error {
 			hooked = append(hooked, recs...)
 			return nil
 		},
 	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
 	ctx := testCtx(t)
-	if _, err := s.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
 	for _, n := range []int{2, 70} {
 		evs := make([]eventstore.Event, n)
 		for i := range evs {
@@ -307,20 +301,13 @@ func TestWriteAsHookRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 	var hooked []eventstore.Record
-	s, err := postgres.New(db, reg, postgres.Config{Schema: pgtest.Schema(t, db), AppendHooks: []postgres.AppendHook{
+	s := esoxtest.Store(t, db, reg, postgres.Config{AppendHooks: []postgres.AppendHook{
 		func(_ context.Context, _ postgres.Tx, recs []eventstore.Record) error {
 			hooked = append(hooked, recs...)
 			return nil
 		},
 	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
 	ctx := testCtx(t)
-	if _, err := s.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
 	v := OrderPlacedV2{OrderID: "1", Cents: 1200, Currency: "EUR"}
 	if _, err := s.Append(ctx, "order-1", eventstore.NoStream, []eventstore.Event{{Data: v}}); err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
+	"github.com/esox-go/esox/internal/esoxtest"
 	"github.com/esox-go/esox/internal/pgtest"
 	"github.com/esox-go/esox/internal/testwait"
 )
@@ -49,19 +50,11 @@ func setup(t *testing.T, cfg postgres.Config) *bundle {
 
 func setupOn(t *testing.T, db *sqlx.DB, cfg postgres.Config) *bundle {
 	t.Helper()
-	cfg.Schema = pgtest.Schema(t, db)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	s, err := postgres.New(db, testRegistry(), cfg)
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
-	if _, err := s.Migrate(testCtx(t)); err != nil {
-		t.Fatalf("Migrate: %v", err)
-	}
-	return &bundle{db: db, store: s, schema: cfg.Schema}
+	s := esoxtest.Store(t, db, testRegistry(), cfg)
+	return &bundle{db: db, store: s, schema: s.Schema()}
 }
 
 // testCtx returns a context ended at the test's end or after a minute.
