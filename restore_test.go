@@ -17,6 +17,7 @@ import (
 	"github.com/esox-go/esox/forwarder"
 	"github.com/esox-go/esox/internal/esoxtest"
 	"github.com/esox-go/esox/internal/pgtest"
+	"github.com/esox-go/esox/internal/testwait"
 	"github.com/esox-go/esox/projector"
 )
 
@@ -95,16 +96,16 @@ func runUntil(t *testing.T, what string, run func(context.Context) error, cond f
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- run(ctx) }()
-	deadline := time.Now().Add(time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
+	stopped := false
+	defer func() { // also when the wait fails the test
+		if !stopped {
 			cancel()
 			<-done
-			t.Fatalf("timed out waiting for %s", what)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	}()
+	testwait.Until(t, what, cond)
 	cancel()
+	stopped = true
 	if err := <-done; err != nil {
 		t.Fatalf("%s: Run = %v", what, err)
 	}
