@@ -15,7 +15,9 @@ import (
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
 	"github.com/esox-go/esox/forwarder"
+	"github.com/esox-go/esox/internal/esoxtest"
 	"github.com/esox-go/esox/internal/pgtest"
+	"github.com/esox-go/esox/internal/testwait"
 	"github.com/esox-go/esox/projector"
 )
 
@@ -94,16 +96,16 @@ func runUntil(t *testing.T, what string, run func(context.Context) error, cond f
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- run(ctx) }()
-	deadline := time.Now().Add(time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
+	stopped := false
+	defer func() { // also when the wait fails the test
+		if !stopped {
 			cancel()
 			<-done
-			t.Fatalf("timed out waiting for %s", what)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	}()
+	testwait.Until(t, what, cond)
 	cancel()
+	stopped = true
 	if err := <-done; err != nil {
 		t.Fatalf("%s: Run = %v", what, err)
 	}
@@ -184,14 +186,8 @@ func TestResetAfterRestore(t *testing.T) {
 func testResetAfterRestore(t *testing.T, keep int) {
 	db := pgtest.Open(t)
 	b := &restoreBundle{db: db, schema: pgtest.Schema(t, db), reg: registry()}
-	var err error
-	if b.store, err = postgres.New(db, b.reg, postgres.Config{Schema: b.schema, Logger: quiet()}); err != nil {
-		t.Fatal(err)
-	}
+	b.store = esoxtest.Store(t, db, b.reg, postgres.Config{Schema: b.schema, Logger: quiet()})
 	ctx := testCtx(t)
-	if _, err := b.store.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
 	live := b.counting("live", "live", 1, 0, false)
 	audit := b.counting("audit", "audit", 1, 0, true)
 	green := b.counting("live", "live_v2", 2, 2, false)

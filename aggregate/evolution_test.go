@@ -13,6 +13,7 @@ import (
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/memory"
 	"github.com/esox-go/esox/eventstore/postgres"
+	"github.com/esox-go/esox/internal/esoxtest"
 	"github.com/esox-go/esox/internal/pgtest"
 )
 
@@ -73,14 +74,7 @@ func TestLoadAcrossSchemaVersions(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db := pgtest.Open(t)
-	store, err := postgres.New(db, evolvedRegistry(t), postgres.Config{Schema: pgtest.Schema(t, db), Logger: quietLogger})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	if _, err := store.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	store := esoxtest.Store(t, db, evolvedRegistry(t), postgres.Config{Logger: quietLogger})
 	insert := func(stream string, version int64, typ string, schemaVersion int, payload string) {
 		t.Helper()
 		var err error

@@ -12,6 +12,7 @@ import (
 	"github.com/esox-go/esox/aggregate"
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
+	"github.com/esox-go/esox/internal/esoxtest"
 	"github.com/esox-go/esox/internal/pgtest"
 )
 
@@ -19,14 +20,7 @@ import (
 func postgresStore(t *testing.T) *postgres.Store {
 	t.Helper()
 	db := pgtest.Open(t)
-	store, err := postgres.New(db, newRegistry(), postgres.Config{Schema: pgtest.Schema(t, db), Logger: quietLogger})
-	if err != nil {
-		t.Fatalf("postgres.New: %v", err)
-	}
-	t.Cleanup(func() { store.Close() })
-	if _, err := store.Migrate(context.Background()); err != nil {
-		t.Fatalf("Migrate: %v", err)
-	}
+	store := esoxtest.Store(t, db, newRegistry(), postgres.Config{Logger: quietLogger})
 	return store
 }
 

@@ -28,6 +28,7 @@ import (
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
 	"github.com/esox-go/esox/internal/benchkit"
+	"github.com/esox-go/esox/internal/esoxtest"
 	"github.com/esox-go/esox/internal/pgtest"
 	"github.com/esox-go/esox/projector"
 )
@@ -106,14 +107,7 @@ func benchSetup(b *testing.B) *bundle {
 	db.SetMaxOpenConns(20)
 	db.SetMaxIdleConns(20)
 	schema := pgtest.Schema(b, db)
-	store, err := postgres.New(db, testRegistry(), postgres.Config{Schema: schema, Logger: benchLogger})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = store.Close() })
-	if _, err := store.Migrate(context.Background()); err != nil {
-		b.Fatal(err)
-	}
+	store := esoxtest.Store(b, db, testRegistry(), postgres.Config{Schema: schema, Logger: benchLogger})
 	if _, err := migrate(context.Background(), store); err != nil {
 		b.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/esox-go/esox/forwarder/rabbitmq"
 	"github.com/esox-go/esox/internal/pgtest"
+	"github.com/esox-go/esox/internal/testwait"
 )
 
 const (
@@ -253,7 +254,7 @@ func TestRabbitMQOutage(t *testing.T) {
 	want := b.appendSpread(t, streams, 5)
 	f := newForwarder(t, b, pub, Config{RetryInterval: 50 * time.Millisecond, RetryMaxInterval: 500 * time.Millisecond})
 	runForwarder(t, f)
-	waitFor(t, 30*time.Second, "the first events", func() bool { return got.distinct() == 15 })
+	testwait.Until(t, "the first events", func() bool { return got.distinct() == 15 })
 	stopSub() // watermill-amqp's subscriber would race on reconnect too (see longLivedPublisher); a new one follows the outage
 
 	rabbitmqctl(t, "stop_app")
@@ -261,12 +262,12 @@ func TestRabbitMQOutage(t *testing.T) {
 	for s, ids := range more {
 		want[s] = append(want[s], ids...)
 	}
-	waitFor(t, 30*time.Second, "publishes to fail during the outage", func() bool { return pub.Stats().Failed >= 3 })
+	testwait.Until(t, "publishes to fail during the outage", func() bool { return pub.Stats().Failed >= 3 })
 	rabbitmqctl(t, "start_app")
 	rabbitmqctl(t, "await_startup")
 	subscribeRabbit(t, category, &got)
 
-	waitFor(t, 90*time.Second, "every event after the outage", func() bool { return got.distinct() == 45 })
+	testwait.UntilWithin(t, 90*time.Second, "every event after the outage", func() bool { return got.distinct() == 45 })
 	checkDelivered(t, got.all(), want)
 	if st := pub.Stats(); st.Connects < 2 {
 		t.Fatalf("publisher stats %+v: want a reconnection", st)

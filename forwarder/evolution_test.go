@@ -14,7 +14,9 @@ import (
 
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
+	"github.com/esox-go/esox/internal/esoxtest"
 	"github.com/esox-go/esox/internal/pgtest"
+	"github.com/esox-go/esox/internal/testwait"
 	"github.com/esox-go/esox/projector"
 )
 
@@ -62,14 +64,7 @@ func evolvedBundle(t *testing.T) *bundle {
 	t.Helper()
 	db := pgtest.Open(t)
 	schema := pgtest.Schema(t, db)
-	store, err := postgres.New(db, evolvedRegistry(t), postgres.Config{Schema: schema, Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = store.Close() })
-	if _, err := store.Migrate(testCtx(t)); err != nil {
-		t.Fatal(err)
-	}
+	store := esoxtest.Store(t, db, evolvedRegistry(t), postgres.Config{Schema: schema, Logger: testLogger(t)})
 	return &bundle{db: db, schema: schema, store: store}
 }
 
@@ -117,8 +112,8 @@ func TestForwardStoredOrUpcast(t *testing.T) {
 	stored, upcast := &recordingPublisher{}, &recordingPublisher{}
 	runForwarder(t, newForwarder(t, b, stored, Config{ConsumerGroup: "stored"}))
 	runForwarder(t, newForwarder(t, b, upcast, Config{ConsumerGroup: "upcast", PublishUpcast: true}))
-	waitFor(t, 30*time.Second, "6 stored messages", func() bool { return stored.len() >= 6 })
-	waitFor(t, 30*time.Second, "6 upcast messages", func() bool { return upcast.len() >= 6 })
+	testwait.Until(t, "6 stored messages", func() bool { return stored.len() >= 6 })
+	testwait.Until(t, "6 upcast messages", func() bool { return upcast.len() >= 6 })
 
 	// As stored: one message per stored event, exactly as written.
 	wantStored := []struct {
@@ -160,7 +155,7 @@ func TestForwardStoredOrUpcast(t *testing.T) {
 		{ids[4], 5, "", `{"n": 5, "unit": "piece"}`},
 		{ids[5], 6, "", `{"n": 6, "unit": "kg"}`},
 	}
-	waitFor(t, 30*time.Second, "the upcast messages", func() bool { return upcast.len() >= len(wantUpcast) })
+	testwait.Until(t, "the upcast messages", func() bool { return upcast.len() >= len(wantUpcast) })
 	got = upcast.all()
 	if len(got) != len(wantUpcast) {
 		t.Fatalf("upcast mode published %d messages, want %d", len(got), len(wantUpcast))
@@ -252,7 +247,7 @@ func TestForwardTooNewVersion(t *testing.T) {
 
 	stored := &recordingPublisher{}
 	runForwarder(t, newForwarder(t, b, stored, Config{ConsumerGroup: "stored"}))
-	waitFor(t, 30*time.Second, "3 stored messages", func() bool { return stored.len() >= 3 })
+	testwait.Until(t, "3 stored messages", func() bool { return stored.len() >= 3 })
 	if d := stored.all()[1]; d.UUID != tooNew || d.Metadata.Get(MetadataSchemaVersion) != "3" {
 		t.Fatalf("stored mode: message 2 = %s v%s, want %s as stored at version 3", d.UUID, d.Metadata.Get(MetadataSchemaVersion), tooNew)
 	}
@@ -286,7 +281,7 @@ func TestForwardTooNewVersion(t *testing.T) {
 	// next event goes on.
 	parking := &recordingPublisher{}
 	runForwarder(t, newForwarder(t, b, parking, Config{ConsumerGroup: "parking", PublishUpcast: true, OnPoison: PoisonDeadLetter, DeadLetterTopic: "dead"}))
-	waitFor(t, 30*time.Second, "3 messages", func() bool { return parking.len() >= 3 })
+	testwait.Until(t, "3 messages", func() bool { return parking.len() >= 3 })
 	got := parking.all()
 	if got[0].UUID != first || got[0].Topic != "order" || got[2].UUID != last || got[2].Topic != "order" {
 		t.Fatalf("parking published %+v", got)

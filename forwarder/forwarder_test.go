@@ -15,6 +15,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
 
 	"github.com/esox-go/esox/eventstore"
+	"github.com/esox-go/esox/internal/testwait"
 )
 
 // consume reads msgs in a goroutine until the channel closes, acking each
@@ -48,7 +49,7 @@ func deliveryScenario(t *testing.T, b *bundle, pub message.Publisher, got *colle
 
 	f1 := newForwarder(t, b, pub, cfg)
 	stop, _, _ := runForwarder(t, f1)
-	waitFor(t, 60*time.Second, "a third of the events", func() bool { return got.distinct() >= perStream*m/3 })
+	testwait.Until(t, "a third of the events", func() bool { return got.distinct() >= perStream*m/3 })
 	if err := stop(); err != nil {
 		t.Fatalf("first Run: %v", err)
 	}
@@ -60,7 +61,7 @@ func deliveryScenario(t *testing.T, b *bundle, pub message.Publisher, got *colle
 	}
 	f2 := newForwarder(t, b, pub, cfg)
 	runForwarder(t, f2)
-	waitFor(t, 60*time.Second, "every event", func() bool { return got.distinct() >= perStream*m })
+	testwait.Until(t, "every event", func() bool { return got.distinct() >= perStream*m })
 	checkDelivered(t, got.all(), want)
 	if n := got.len(); n > perStream*m {
 		t.Logf("%d duplicates (at-least-once)", n-perStream*m)
@@ -98,7 +99,7 @@ func TestMetadataFlattening(t *testing.T) {
 	}
 	pub := &recordingPublisher{}
 	runForwarder(t, newForwarder(t, b, pub, Config{}))
-	waitFor(t, 10*time.Second, "the event", func() bool { return pub.len() == 1 })
+	testwait.Until(t, "the event", func() bool { return pub.len() == 1 })
 	d := pub.all()[0]
 
 	if d.Topic != "order" {
@@ -164,7 +165,7 @@ func TestFiltersAdvanceOffset(t *testing.T) {
 	f := newForwarder(t, b, pub, Config{Categories: []string{"order"}, BatchSize: 4})
 	runForwarder(t, f)
 	head := b.waitFeed(t, 15)
-	waitFor(t, 10*time.Second, "the offset to reach the head", func() bool {
+	testwait.Until(t, "the offset to reach the head", func() bool {
 		off, err := f.Offset(testCtx(t))
 		return err == nil && off == head
 	})
@@ -184,7 +185,7 @@ func TestFiltersAdvanceOffset(t *testing.T) {
 	f2 := newForwarder(t, b2, pub2, Config{EventTypes: []string{"other_type"}})
 	runForwarder(t, f2)
 	head2 := b2.waitFeed(t, 3)
-	waitFor(t, 10*time.Second, "the offset to reach the head", func() bool {
+	testwait.Until(t, "the offset to reach the head", func() bool {
 		off, err := f2.Offset(testCtx(t))
 		return err == nil && off == head2
 	})
@@ -212,7 +213,7 @@ func TestPublishErrorsNeverSkip(t *testing.T) {
 	}}
 	f := newForwarder(t, b, pub, Config{RetryInterval: time.Millisecond, RetryMaxInterval: 2 * time.Millisecond})
 	runForwarder(t, f)
-	waitFor(t, 30*time.Second, "every event", func() bool { return pub.distinct() == 30 })
+	testwait.Until(t, "every event", func() bool { return pub.distinct() == 30 })
 	got := pub.all()
 	checkDelivered(t, got, want)
 	if len(got) != 30 {
@@ -298,7 +299,7 @@ func TestPoisonDeadLetter(t *testing.T) {
 		return TopicByCategory(rec)
 	}})
 	runForwarder(t, f)
-	waitFor(t, 10*time.Second, "every event", func() bool { return pub.len() == 5 && f.Stats().Published == 4 })
+	testwait.Until(t, "every event", func() bool { return pub.len() == 5 && f.Stats().Published == 4 })
 	var dead []delivery
 	var ok []delivery
 	for _, d := range pub.all() {
@@ -331,7 +332,7 @@ func TestWakeUpWithoutPolling(t *testing.T) {
 	f := newForwarder(t, b, pub, Config{PollInterval: time.Hour})
 	runForwarder(t, f)
 	// Let it reach its first idle wait.
-	waitFor(t, 10*time.Second, "the offset row", func() bool {
+	testwait.Until(t, "the offset row", func() bool {
 		var n int
 		return b.db.Get(&n, `SELECT count(*) FROM `+f.offsets) == nil && n == 1
 	})
@@ -360,9 +361,9 @@ func TestIdlePollCommitsNothing(t *testing.T) {
 	pub := &recordingPublisher{}
 	f := newForwarder(t, b, pub, Config{PollInterval: time.Millisecond})
 	runForwarder(t, f)
-	waitFor(t, 10*time.Second, "the backlog", func() bool { return pub.len() == 2 })
+	testwait.Until(t, "the backlog", func() bool { return pub.len() == 2 })
 	head := b.waitFeed(t, 2)
-	waitFor(t, 10*time.Second, "the offset to reach the head", func() bool {
+	testwait.Until(t, "the offset to reach the head", func() bool {
 		off, err := f.Offset(testCtx(t))
 		return err == nil && off == head
 	})
@@ -437,12 +438,12 @@ func TestGroupsAndSingleLeader(t *testing.T) {
 	runForwarder(t, fa)
 	runForwarder(t, fb1)
 	runForwarder(t, fb2)
-	waitFor(t, 20*time.Second, "both groups", func() bool { return pubA.distinct() == 20 && pubB1.distinct()+pubB2.distinct() >= 20 })
+	testwait.Until(t, "both groups", func() bool { return pubA.distinct() == 20 && pubB1.distinct()+pubB2.distinct() >= 20 })
 	more := b.appendSpread(t, streamsOf("order", 2), 5)
 	for s, ids := range more {
 		want[s] = append(want[s], ids...)
 	}
-	waitFor(t, 20*time.Second, "both groups", func() bool { return pubA.distinct() == 30 && pubB1.distinct()+pubB2.distinct() >= 30 })
+	testwait.Until(t, "both groups", func() bool { return pubA.distinct() == 30 && pubB1.distinct()+pubB2.distinct() >= 30 })
 	checkDelivered(t, pubA.all(), want)
 	checkDelivered(t, append(pubB1.all(), pubB2.all()...), want)
 	if pubB1.len() > 0 && pubB2.len() > 0 {
@@ -474,7 +475,7 @@ func TestShutdownRecordsPublished(t *testing.T) {
 	}}
 	f := newForwarder(t, b, pub, Config{BatchSize: 100})
 	stop, _, _ := runForwarder(t, f)
-	waitFor(t, 10*time.Second, "5 publishes", func() bool { return pub.len() == 5 && n.Load() == 6 })
+	testwait.Until(t, "5 publishes", func() bool { return pub.len() == 5 && n.Load() == 6 })
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -515,7 +516,7 @@ func TestSetOffset(t *testing.T) {
 		t.Fatalf("Offset = %s, %v; want %s", off, err, recs[3].Position)
 	}
 	stop, _, _ := runForwarder(t, f)
-	waitFor(t, 10*time.Second, "the events after the offset", func() bool { return pub.len() == 2 })
+	testwait.Until(t, "the events after the offset", func() bool { return pub.len() == 2 })
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -529,7 +530,7 @@ func TestSetOffset(t *testing.T) {
 		t.Fatal(err)
 	}
 	runForwarder(t, f)
-	waitFor(t, 10*time.Second, "the replay", func() bool { return pub.len() == 8 })
+	testwait.Until(t, "the replay", func() bool { return pub.len() == 8 })
 }
 
 // TestConcurrentPublishKeepsStreamOrder: with several publishes in flight
@@ -555,7 +556,7 @@ func TestConcurrentPublishKeepsStreamOrder(t *testing.T) {
 		return nil
 	}}
 	runForwarder(t, newForwarder(t, b, pub, Config{PublishConcurrency: 8, BatchSize: 50}))
-	waitFor(t, 30*time.Second, "every event", func() bool { return pub.distinct() == 120 })
+	testwait.Until(t, "every event", func() bool { return pub.distinct() == 120 })
 	checkDelivered(t, pub.all(), want)
 	if pub.len() != 120 {
 		t.Errorf("%d publishes for 120 events", pub.len())
@@ -573,7 +574,7 @@ func TestConcurrentPublishKeepsStreamOrder(t *testing.T) {
 	}
 	seq := &recordingPublisher{}
 	runForwarder(t, newForwarder(t, b2, seq, Config{PublishConcurrency: 1}))
-	waitFor(t, 10*time.Second, "every event", func() bool { return seq.len() == 20 })
+	testwait.Until(t, "every event", func() bool { return seq.len() == 20 })
 	for i, d := range seq.all() {
 		if d.UUID != recs[i].ID.String() {
 			t.Fatalf("PublishConcurrency 1: publish %d is %s, want feed order %s", i, d.UUID, recs[i].ID)

@@ -4,10 +4,10 @@ import (
 	"errors"
 	"slices"
 	"testing"
-	"time"
 
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
+	"github.com/esox-go/esox/internal/testwait"
 )
 
 // TestGroupsWithoutPublisher: ListGroups and ReadGroup report each
@@ -33,7 +33,7 @@ func TestGroupsWithoutPublisher(t *testing.T) {
 
 	live := newForwarder(t, b, &recordingPublisher{}, Config{ConsumerGroup: "live"})
 	stop, _, _ := runForwarder(t, live)
-	waitFor(t, 30*time.Second, "the live group to publish everything", func() bool {
+	testwait.Until(t, "the live group to publish everything", func() bool {
 		off, err := live.Offset(ctx)
 		return err == nil && off == head
 	})
@@ -90,7 +90,7 @@ func TestGroupsWithoutPublisher(t *testing.T) {
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "the live group's leader lock to be released", func() bool {
+	testwait.Until(t, "the live group's leader lock to be released", func() bool {
 		g, err := ReadGroup(ctx, b.store, "live")
 		return err == nil && !g.LeaderRunning
 	})

@@ -17,8 +17,10 @@ import (
 
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
+	"github.com/esox-go/esox/internal/esoxtest"
 	"github.com/esox-go/esox/internal/leaktest"
 	"github.com/esox-go/esox/internal/pgtest"
+	"github.com/esox-go/esox/internal/testwait"
 )
 
 // TestMain runs the re-exec'd child of TestTakeoverAfterKill when asked to,
@@ -64,14 +66,7 @@ func setup(t *testing.T) *bundle {
 
 func setupOn(t *testing.T, db *sqlx.DB, schema string) *bundle {
 	t.Helper()
-	store, err := postgres.New(db, testRegistry(), postgres.Config{Schema: schema, Logger: testLogger(t)})
-	if err != nil {
-		t.Fatalf("postgres.New: %v", err)
-	}
-	t.Cleanup(func() { _ = store.Close() })
-	if _, err := store.Migrate(testCtx(t)); err != nil {
-		t.Fatalf("migrate: %v", err)
-	}
+	store := esoxtest.Store(t, db, testRegistry(), postgres.Config{Schema: schema, Logger: testLogger(t)})
 	return &bundle{db: db, schema: schema, store: store}
 }
 
@@ -256,18 +251,6 @@ func runForwarder(t *testing.T, f *Forwarder) (stop func() error, done <-chan st
 	return stop, finished, &err
 }
 
-// waitFor polls cond until it is true or timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func newForwarder(t *testing.T, b *bundle, pub message.Publisher, cfg Config) *Forwarder {
 	t.Helper()
 	if cfg.Logger == nil {
@@ -286,7 +269,7 @@ func newForwarder(t *testing.T, b *bundle, pub message.Publisher, cfg Config) *F
 func (b *bundle) waitFeed(t *testing.T, n int) eventstore.Position {
 	t.Helper()
 	var head eventstore.Position
-	waitFor(t, 30*time.Second, fmt.Sprintf("%d events visible in the feed", n), func() bool {
+	testwait.Until(t, fmt.Sprintf("%d events visible in the feed", n), func() bool {
 		count := 0
 		var after eventstore.Position
 		for {

@@ -13,6 +13,7 @@ import (
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
 	"github.com/esox-go/esox/internal/pgtest"
+	"github.com/esox-go/esox/internal/testwait"
 	"github.com/esox-go/esox/projector"
 )
 
@@ -82,7 +83,7 @@ func TestIdleLoadIsFlat(t *testing.T) {
 					}
 				})
 			}
-			waitFor(t, time.Minute, "every consumer to lead", func() bool {
+			testwait.Until(t, "every consumer to lead", func() bool {
 				return heldLocks(t, check, keys) == consumers
 			})
 

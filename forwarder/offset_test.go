@@ -13,6 +13,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/esox-go/esox/eventstore"
+	"github.com/esox-go/esox/internal/testwait"
 )
 
 // TestSetOffsetRefusedWhileRunning: SetOffset returns ErrForwarderRunning,
@@ -31,7 +32,7 @@ func TestSetOffsetRefusedWhileRunning(t *testing.T) {
 	pub := &recordingPublisher{}
 	f := newForwarder(t, b, pub, Config{})
 	stop, _, _ := runForwarder(t, f)
-	waitFor(t, 10*time.Second, "the offset to reach the head", func() bool {
+	testwait.Until(t, "the offset to reach the head", func() bool {
 		off, err := f.Offset(testCtx(t))
 		return err == nil && off == head
 	})
@@ -57,13 +58,13 @@ func TestSetOffsetRefusedWhileRunning(t *testing.T) {
 		t.Fatalf("Offset = %s, %v; want %s", off, err, recs[1].Position)
 	}
 	runForwarder(t, f)
-	waitFor(t, 10*time.Second, "the replay of the 3 events after the offset", func() bool { return pub.len() == 8 })
+	testwait.Until(t, "the replay of the 3 events after the offset", func() bool { return pub.len() == 8 })
 	for i, d := range pub.all()[5:] {
 		if d.UUID != recs[2+i].ID.String() {
 			t.Errorf("replayed publish %d is %s, want %s", i, d.UUID, recs[2+i].ID)
 		}
 	}
-	waitFor(t, 10*time.Second, "the offset to reach the head again", func() bool {
+	testwait.Until(t, "the offset to reach the head again", func() bool {
 		off, err := f.Offset(testCtx(t))
 		return err == nil && off == head
 	})
@@ -152,7 +153,7 @@ func TestOffsetStaysBeforeBlockedEvent(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("A1's publish never started")
 	}
-	waitFor(t, 10*time.Second, "B1..B3 to be published", func() bool { return pub.len() == 3 })
+	testwait.Until(t, "B1..B3 to be published", func() bool { return pub.len() == 3 })
 	for i, d := range pub.all() {
 		if d.UUID != ids[1+i] {
 			t.Fatalf("publish %d is %s, want B%d %s", i, d.UUID, i+1, ids[1+i])
@@ -168,7 +169,7 @@ func TestOffsetStaysBeforeBlockedEvent(t *testing.T) {
 	again := &recordingPublisher{}
 	f2 := newForwarder(t, b, again, Config{PublishConcurrency: workers})
 	runForwarder(t, f2)
-	waitFor(t, 10*time.Second, "A1 after the restart", func() bool {
+	testwait.Until(t, "A1 after the restart", func() bool {
 		for _, d := range again.all() {
 			if d.UUID == a1 {
 				return true
@@ -176,7 +177,7 @@ func TestOffsetStaysBeforeBlockedEvent(t *testing.T) {
 		}
 		return false
 	})
-	waitFor(t, 10*time.Second, "the offset to reach the head", func() bool {
+	testwait.Until(t, "the offset to reach the head", func() bool {
 		off, err := f2.Offset(testCtx(t))
 		return err == nil && off == head
 	})
@@ -242,7 +243,7 @@ func TestStopMidBatchRecordsOnlyHandled(t *testing.T) {
 
 	pub := &recordingPublisher{}
 	runForwarder(t, newForwarder(t, b, pub, cfg))
-	waitFor(t, 10*time.Second, "the two events after the stop", func() bool { return pub.distinct() == 2 })
+	testwait.Until(t, "the two events after the stop", func() bool { return pub.distinct() == 2 })
 }
 
 // TestReadsOneBatchAhead: while an event of a batch is still being
@@ -274,12 +275,12 @@ func TestReadsOneBatchAhead(t *testing.T) {
 	runForwarder(t, f)
 	// Every event but the blocked one reaches the publisher: the second
 	// batch was read and published while the first was not done.
-	waitFor(t, 30*time.Second, "the second batch to be published while the first is blocked", func() bool { return pub.len() == 9 })
+	testwait.Until(t, "the second batch to be published while the first is blocked", func() bool { return pub.len() == 9 })
 	if off, err := f.Offset(testCtx(t)); err != nil || !off.Less(recs[4].Position) {
 		t.Fatalf("offset while event 5 is blocked = %s, %v; want before %s", off, err, recs[4].Position)
 	}
 	close(release)
-	waitFor(t, 30*time.Second, "the offset to reach the head", func() bool {
+	testwait.Until(t, "the offset to reach the head", func() bool {
 		off, err := f.Offset(testCtx(t))
 		return err == nil && off == head
 	})

@@ -5,14 +5,15 @@ import (
 	"encoding/json"
 	"errors"
 	"testing"
-	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/memory"
 	"github.com/esox-go/esox/eventstore/postgres"
+	"github.com/esox-go/esox/internal/esoxtest"
 	"github.com/esox-go/esox/internal/pgtest"
+	"github.com/esox-go/esox/internal/testwait"
 )
 
 // customerNamed carries personal data.
@@ -39,14 +40,7 @@ func TestPersonalDataOnTheBroker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, err := postgres.New(db, reg, postgres.Config{Schema: schema, Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = store.Close() })
-	if _, err := store.Migrate(testCtx(t)); err != nil {
-		t.Fatal(err)
-	}
+	store := esoxtest.Store(t, db, reg, postgres.Config{Schema: schema, Logger: testLogger(t)})
 	b := &bundle{db: db, schema: schema, store: store}
 
 	// Without a Shredder, decrypting is refused at New.
@@ -67,7 +61,7 @@ func TestPersonalDataOnTheBroker(t *testing.T) {
 	stored, decrypted := &recordingPublisher{}, &recordingPublisher{}
 	runForwarder(t, newForwarder(t, b, stored, Config{ConsumerGroup: "as-stored"}))
 	runForwarder(t, newForwarder(t, b, decrypted, Config{ConsumerGroup: "decrypted", DecryptPersonalData: true}))
-	waitFor(t, 30*time.Second, "both forwarders to publish both events", func() bool { return stored.len() == 2 && decrypted.len() == 2 })
+	testwait.Until(t, "both forwarders to publish both events", func() bool { return stored.len() == 2 && decrypted.len() == 2 })
 
 	for _, d := range stored.all() {
 		if bytes.Contains(d.Payload, []byte("Ada")) || bytes.Contains(d.Payload, []byte("Bob")) || !bytes.Contains(d.Payload, []byte("esox_enc")) {

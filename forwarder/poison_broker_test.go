@@ -16,6 +16,7 @@ import (
 	nc "github.com/nats-io/nats.go"
 
 	"github.com/esox-go/esox/internal/pgtest"
+	"github.com/esox-go/esox/internal/testwait"
 )
 
 // oversized is the payload of the event too large for the brokers: NATS's
@@ -63,7 +64,7 @@ func checkStoppedBeforeOversized(t *testing.T, f *Forwarder, pub *watchedPublish
 	if n := pub.tries.get(s.a3.ID); n != 0 {
 		t.Errorf("A3, after the oversized event in its stream, was published %d times", n)
 	}
-	waitFor(t, 30*time.Second, "A1 at the subscriber", func() bool { return indexOf(got.all(), topic, s.a1.ID) >= 0 })
+	testwait.Until(t, "A1 at the subscriber", func() bool { return indexOf(got.all(), topic, s.a1.ID) >= 0 })
 	return perr
 }
 
@@ -73,7 +74,7 @@ func checkStoppedBeforeOversized(t *testing.T, f *Forwarder, pub *watchedPublish
 // offset passes them all.
 func checkReferenceParked(t *testing.T, b *bundle, f *Forwarder, pub *watchedPublisher, got, dead *collector, s poisonScenario, topic, deadTopic string) delivery {
 	t.Helper()
-	waitFor(t, 60*time.Second, "A1, A3 and B1 at the subscriber, and a reference to A2 on the dead-letter topic", func() bool {
+	testwait.Until(t, "A1, A3 and B1 at the subscriber, and a reference to A2 on the dead-letter topic", func() bool {
 		return got.distinct() == 3 && dead.distinct() == 1 && indexOf(pub.accepted.all(), topic, s.a3.ID) >= 0
 	})
 	checkDelivered(t, got.all(), map[string][]string{s.a1.StreamID: {s.a1.ID, s.a3.ID}, s.b1.StreamID: {s.b1.ID}})
@@ -93,7 +94,7 @@ func checkReferenceParked(t *testing.T, b *bundle, f *Forwarder, pub *watchedPub
 		t.Errorf("A3 published at %d, before the reference to A2 at %d", j, i)
 	}
 	head := b.waitFeed(t, 4)
-	waitFor(t, 30*time.Second, "the offset to pass the parked event", func() bool {
+	testwait.Until(t, "the offset to pass the parked event", func() bool {
 		off, err := f.Offset(testCtx(t))
 		return err == nil && off == head
 	})

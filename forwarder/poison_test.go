@@ -15,6 +15,7 @@ import (
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
 	"github.com/esox-go/esox/eventstore"
+	"github.com/esox-go/esox/internal/testwait"
 )
 
 // appended is one event a test appended.
@@ -239,7 +240,7 @@ func TestTransientRefusalsNeverPoison(t *testing.T) {
 	runForwarder(t, f)
 	// The publisher records an event before Publish returns, and Stats
 	// counts it after: wait for both.
-	waitFor(t, 30*time.Second, "every event", func() bool { return pub.distinct() == 12 && f.Stats().Published == 12 })
+	testwait.Until(t, "every event", func() bool { return pub.distinct() == 12 && f.Stats().Published == 12 })
 	got := pub.all()
 	checkDelivered(t, got, want)
 	for _, d := range got {
@@ -274,7 +275,7 @@ func TestPermanentRefusalDeadLetter(t *testing.T) {
 	}}
 	f := newForwarder(t, b, pub, Config{OnPoison: PoisonDeadLetter, DeadLetterTopic: "dead"})
 	runForwarder(t, f)
-	waitFor(t, 30*time.Second, "every event", func() bool { return pub.distinct() == 4 && f.Stats().Published == 3 })
+	testwait.Until(t, "every event", func() bool { return pub.distinct() == 4 && f.Stats().Published == 3 })
 	got := pub.all()
 	i := indexOf(got, "dead", s.a2.ID)
 	if i < 0 {
@@ -324,7 +325,7 @@ func TestMaxMessageSizeReference(t *testing.T) {
 	}}
 	f := newForwarder(t, b, pub, Config{OnPoison: PoisonDeadLetter, DeadLetterTopic: "dead", MaxMessageSize: limit})
 	runForwarder(t, f)
-	waitFor(t, 30*time.Second, "every event", func() bool { return pub.distinct() == 4 && f.Stats().Published == 3 })
+	testwait.Until(t, "every event", func() bool { return pub.distinct() == 4 && f.Stats().Published == 3 })
 	got := pub.all()
 	i := indexOf(got, "dead", s.a2.ID)
 	if i < 0 {
@@ -355,7 +356,7 @@ func TestMaxMessageSizeReference(t *testing.T) {
 		t.Errorf("Stats = %+v, want Poisoned 1, Published 3", st)
 	}
 	head := b.waitFeed(t, 4)
-	waitFor(t, 10*time.Second, "the offset to pass the reference", func() bool {
+	testwait.Until(t, "the offset to pass the reference", func() bool {
 		off, err := f.Offset(testCtx(t))
 		return err == nil && off == head
 	})

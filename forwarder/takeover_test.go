@@ -16,7 +16,9 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/esox-go/esox/eventstore/postgres"
+	"github.com/esox-go/esox/internal/leader"
 	"github.com/esox-go/esox/internal/pgtest"
+	"github.com/esox-go/esox/internal/testwait"
 )
 
 // childEnvSchema, when set, makes the test binary run a forwarder on that
@@ -107,12 +109,18 @@ func TestTakeoverAfterKill(t *testing.T) {
 			t.Logf("child stderr:\n%s", stderr.String())
 		}
 	})
-	waitFor(t, 30*time.Second, "the child to lead and publish", func() bool { return childGot.len() >= 10 })
+	testwait.Until(t, "the child to lead and publish", func() bool { return childGot.len() >= 10 })
 
 	pub := &recordingPublisher{}
 	standby := newForwarder(t, b, pub, Config{})
+	key := LeaderKey(b.store.Schema(), standby.cfg.ConsumerGroup)
+	from := leader.Tries(key)
 	runForwarder(t, standby)
-	time.Sleep(200 * time.Millisecond) // let the standby try the lock at least once
+	// The standby tries the lock twice (leader.Tries: the server answered
+	// both); had it won either, it would publish the backlog.
+	testwait.Until(t, "the standby to try the lock twice", func() bool {
+		return leader.Tries(key) >= from+2 || pub.len() != 0
+	})
 	if pub.len() != 0 {
 		t.Fatalf("the standby published %d events while the child led", pub.len())
 	}
@@ -129,9 +137,9 @@ func TestTakeoverAfterKill(t *testing.T) {
 	<-scanned
 	t.Logf("child published %d events before SIGKILL", childGot.len())
 
-	waitFor(t, 5*time.Second, "the standby to take over", func() bool { return pub.len() > 0 })
+	testwait.UntilWithin(t, 5*time.Second, "the standby to take over", func() bool { return pub.len() > 0 })
 	t.Logf("standby took over %s after the kill", time.Since(killedAt))
-	waitFor(t, 60*time.Second, "every event", func() bool {
+	testwait.Until(t, "every event", func() bool {
 		seen := map[string]bool{}
 		for _, d := range append(childGot.all(), pub.all()...) {
 			seen[d.UUID] = true

@@ -12,9 +12,11 @@ import (
 
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
+	"github.com/esox-go/esox/internal/esoxtest"
 	"github.com/esox-go/esox/internal/oteltest"
 	"github.com/esox-go/esox/internal/pgtest"
 	"github.com/esox-go/esox/internal/telemetry"
+	"github.com/esox-go/esox/internal/testwait"
 )
 
 // TestTelemetry: with an SDK installed, each publish (and dead letter) is a
@@ -27,18 +29,14 @@ func TestTelemetry(t *testing.T) {
 	rec := oteltest.New(t)
 	db := pgtest.Open(t)
 	schema := pgtest.Schema(t, db)
-	store, err := postgres.New(db, testRegistry(), postgres.Config{Schema: schema, Logger: testLogger(t), TracerProvider: rec.TracerProvider, MeterProvider: rec.MeterProvider})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = store.Close() })
-	if _, err := store.Migrate(testCtx(t)); err != nil {
-		t.Fatal(err)
-	}
+	store := esoxtest.Store(t, db, testRegistry(), postgres.Config{Schema: schema, Logger: testLogger(t), TracerProvider: rec.TracerProvider, MeterProvider: rec.MeterProvider})
 	b := &bundle{db: db, schema: schema, store: store}
 
 	ctx, request := rec.TracerProvider.Tracer("test").Start(testCtx(t), "request")
-	var last eventstore.AppendResult
+	var (
+		last eventstore.AppendResult
+		err  error
+	)
 	for _, a := range []struct {
 		stream string
 		n      int
@@ -80,14 +78,14 @@ func TestTelemetry(t *testing.T) {
 		TracerProvider: rec.TracerProvider, MeterProvider: rec.MeterProvider,
 	})
 	stop, _, _ := runForwarder(t, f)
-	waitFor(t, 30*time.Second, "every event", func() bool { return pub.len() == 4 })
+	testwait.Until(t, "every event", func() bool { return pub.len() == 4 })
 
 	group := telemetry.KeyConsumerGroup.String(ConsumerGroupDefault)
 	gauge := func(name string) float64 {
 		v, _ := rec.Lookup(t, name, group)
 		return v
 	}
-	waitFor(t, 30*time.Second, "the gauges to show the group caught up", func() bool {
+	testwait.Until(t, "the gauges to show the group caught up", func() bool {
 		return gauge("esox.forwarder.position") == float64(last.LastPosition.Position) && gauge("esox.forwarder.backlog") == 0
 	})
 	if v := gauge("esox.forwarder.lag"); v != 0 {
@@ -151,7 +149,7 @@ func TestPublishWithoutTraceContext(t *testing.T) {
 	stopTraced, _, _ := runForwarder(t, f)
 	plain := &recordingPublisher{}
 	runForwarder(t, newForwarder(t, b, plain, Config{ConsumerGroup: "plain"}))
-	waitFor(t, 30*time.Second, "both groups' messages", func() bool { return traced.len() == 1 && plain.len() == 1 })
+	testwait.Until(t, "both groups' messages", func() bool { return traced.len() == 1 && plain.len() == 1 })
 	if err := stopTraced(); err != nil {
 		t.Fatal(err)
 	}

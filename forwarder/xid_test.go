@@ -9,6 +9,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/esox-go/esox/eventstore"
+	"github.com/esox-go/esox/internal/testwait"
 )
 
 // feedSees reports whether the global feed after `after` contains id, as a
@@ -73,7 +74,7 @@ func TestSlowPublishDoesNotHoldBackFeed(t *testing.T) {
 			t.Fatal(err)
 		}
 		start := time.Now()
-		waitFor(t, 2*time.Second, "the feed reader to see a fresh append while a slow publish is in flight", func() bool {
+		testwait.UntilWithin(t, 2*time.Second, "the feed reader to see a fresh append while a slow publish is in flight", func() bool {
 			return b.feedSees(t, head, res.EventIDs[0])
 		})
 		t.Logf("fresh append %d visible to the feed after %s, %d of %d backlog events published", i+1, time.Since(start), pub.len(), backlog)
@@ -128,7 +129,7 @@ func TestXidHoldingDesignHoldsBackFeed(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	close(release)
-	waitFor(t, 10*time.Second, "the fresh append after the batch committed", func() bool {
+	testwait.Until(t, "the fresh append after the batch committed", func() bool {
 		return b.feedSees(t, head, res.EventIDs[0])
 	})
 }

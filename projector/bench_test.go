@@ -22,6 +22,7 @@ import (
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
 	"github.com/esox-go/esox/internal/benchkit"
+	"github.com/esox-go/esox/internal/esoxtest"
 	"github.com/esox-go/esox/internal/pgtest"
 	"github.com/esox-go/esox/projector"
 )
@@ -43,13 +44,7 @@ func newBenchStore(b *testing.B, db *sqlx.DB) *bundle {
 	b.Helper()
 	schema := pgtest.Schema(b, db)
 	reg := newRegistry()
-	store, err := postgres.New(db, reg, postgres.Config{Schema: schema, Logger: benchLogger})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if _, err := store.Migrate(context.Background()); err != nil {
-		b.Fatal(err)
-	}
+	store := esoxtest.Store(b, db, reg, postgres.Config{Schema: schema, Logger: benchLogger})
 	return &bundle{db: db, schema: schema, reg: reg, store: store}
 }
 

@@ -17,7 +17,9 @@ import (
 
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
+	"github.com/esox-go/esox/internal/leader"
 	"github.com/esox-go/esox/internal/pgtest"
+	"github.com/esox-go/esox/internal/testwait"
 	"github.com/esox-go/esox/projector"
 )
 
@@ -145,18 +147,24 @@ func TestKilledProcessNeitherLosesNorDoubles(t *testing.T) {
 
 	// Once the child leads and has committed a batch, this process runs the
 	// same projection as a standby.
-	eventually(t, "the child to commit a batch", 60*time.Second, func() bool {
+	testwait.Until(t, "the child to commit a batch", func() bool {
 		return statusOf(t, r, "balances", 1).Checkpoint.Position > 0
 	})
+	key := projector.LeaderKey(b.schema, "balances", 1, 0, 1)
+	from := leader.Tries(key)
 	start(t, r)
-	time.Sleep(1500 * time.Millisecond) // a standby retry or two
+	// The standby tries the lock twice (leader.Tries: the server answered
+	// both); had it won either, it would lead.
+	testwait.Until(t, "the standby to try the lock twice", func() bool {
+		return leader.Tries(key) >= from+2 || statusOf(t, r, "balances", 1).Leading
+	})
 	if statusOf(t, r, "balances", 1).Leading {
 		t.Fatal("the standby leads while the child holds the projection")
 	}
 
 	// Kill the child while it is inside a batch whose writes are made but
 	// not committed.
-	eventually(t, "the child to be mid-batch", 30*time.Second, func() bool {
+	testwait.Until(t, "the child to be mid-batch", func() bool {
 		var mid bool
 		err := b.db.QueryRow(`SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name = $1
 			AND state = 'idle in transaction' AND backend_xid IS NOT NULL)`, app).Scan(&mid)
@@ -170,7 +178,7 @@ func TestKilledProcessNeitherLosesNorDoubles(t *testing.T) {
 	t.Logf("child stderr: %s", stderr.String())
 
 	// The standby takes over within 5 s (guarantee 7 in docs/guarantees.md; issue 3).
-	eventually(t, "the standby to take over", 5*time.Second, func() bool {
+	testwait.UntilWithin(t, 5*time.Second, "the standby to take over", func() bool {
 		return statusOf(t, r, "balances", 1).Leading
 	})
 	t.Logf("took over %s after the kill", time.Since(killed).Round(time.Millisecond))
@@ -285,7 +293,7 @@ func TestRecoversFromPostgresRestart(t *testing.T) {
 			time.Sleep(2 * time.Millisecond)
 		}
 	})
-	eventually(t, "some appends", 30*time.Second, func() bool { return appended.Load() >= 100 })
+	testwait.Until(t, "some appends", func() bool { return appended.Load() >= 100 })
 	c.Restart(t)
 	t.Log("server restarted")
 	wg.Wait()

@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
@@ -15,6 +14,7 @@ import (
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
 	"github.com/esox-go/esox/internal/pgtest"
+	"github.com/esox-go/esox/internal/testwait"
 	"github.com/esox-go/esox/projector"
 )
 
@@ -163,7 +163,7 @@ func TestProjectionAcrossSchemaVersions(t *testing.T) {
 	if err := r.Rebuild(context.Background(), "balances"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the rebuild to finish", 30*time.Second, func() bool { return statusOf(t, r, "balances", 1).State == projector.StateRunning })
+	testwait.Until(t, "the rebuild to finish", func() bool { return statusOf(t, r, "balances", 1).State == projector.StateRunning })
 	check("rebuilt")
 }
 
@@ -204,7 +204,7 @@ func TestProjectionStopsOnTooNewVersion(t *testing.T) {
 		t.Fatalf("notes = %v, want n: 3 (the projection that does not handle the type goes on)", got)
 	}
 	for _, name := range []string{"strict", "parking"} {
-		eventually(t, name+" to stop", 30*time.Second, func() bool { return statusOf(t, r, name, 1).State == projector.StateStoppedWithError })
+		testwait.Until(t, name+" to stop", func() bool { return statusOf(t, r, name, 1).State == projector.StateStoppedWithError })
 		s := statusOf(t, r, name, 1)
 		if !strings.Contains(s.LastError, "unknown schema version") || !strings.Contains(s.LastError, "version 4") || s.DeadLetters != 0 {
 			t.Fatalf("%s: status %+v, want stopped on the schema version, nothing parked", name, s)
@@ -232,7 +232,7 @@ func TestProjectionStopsOnTooNewVersion(t *testing.T) {
 	for _, name := range []string{"strict", "parking"} {
 		// The row says stopped until the new leader's first batch
 		// commits: wait for that, not with WaitFor, which reports it.
-		eventually(t, name+" to go on", 30*time.Second, func() bool {
+		testwait.Until(t, name+" to go on", func() bool {
 			s := statusOf(t, nr, name, 1)
 			return s.State == projector.StateRunning && s.Checkpoint.Compare(last) >= 0
 		})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync/atomic"
@@ -14,7 +15,9 @@ import (
 
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
+	"github.com/esox-go/esox/internal/esoxtest"
 	"github.com/esox-go/esox/internal/pgtest"
+	"github.com/esox-go/esox/internal/testwait"
 )
 
 type note struct {
@@ -30,14 +33,8 @@ func TestFenceRefusesAStaleCheckpoint(t *testing.T) {
 	schema := pgtest.Schema(t, db)
 	reg := eventstore.NewRegistry()
 	eventstore.MustRegister[note](reg, "note")
-	store, err := postgres.New(db, reg, postgres.Config{Schema: schema})
-	if err != nil {
-		t.Fatal(err)
-	}
+	store := esoxtest.Store(t, db, reg, postgres.Config{Schema: schema})
 	ctx := context.Background()
-	if _, err := store.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
 	applied := 0
 	p := Projection{Name: "count", Handler: Batch(func(ctx context.Context, tx postgres.Tx, recs []eventstore.Record) error {
 		applied += len(recs)
@@ -134,14 +131,8 @@ func fencedRunner(t *testing.T, reg *eventstore.Registry, cfg Config, p Projecti
 	t.Helper()
 	db := pgtest.Open(t)
 	schema := pgtest.Schema(t, db)
-	store, err := postgres.New(db, reg, postgres.Config{Schema: schema})
-	if err != nil {
-		t.Fatal(err)
-	}
+	store := esoxtest.Store(t, db, reg, postgres.Config{Schema: schema})
 	ctx := context.Background()
-	if _, err := store.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	r, err := NewRunner(store, cfg, p)
 	if err != nil {
@@ -156,20 +147,15 @@ func fencedRunner(t *testing.T, reg *eventstore.Registry, cfg Config, p Projecti
 // readAll waits until the feed shows n records and returns them.
 func readAll(t *testing.T, r *Runner, n int) []eventstore.RawRecord {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		raws, err := r.store.ReadFeed(context.Background(), eventstore.Position{}, 100)
-		if err != nil {
+	var raws []eventstore.RawRecord
+	testwait.Until(t, fmt.Sprintf("the feed to show %d records", n), func() bool {
+		var err error
+		if raws, err = r.store.ReadFeed(context.Background(), eventstore.Position{}, 100); err != nil {
 			t.Fatal(err)
 		}
-		if len(raws) >= n {
-			return raws
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("feed shows %d records, want %d", len(raws), n)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return len(raws) >= n
+	})
+	return raws
 }
 
 // TestStopIsFenced: a deposed leader whose handler failed must not mark the

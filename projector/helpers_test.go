@@ -14,6 +14,7 @@ import (
 
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
+	"github.com/esox-go/esox/internal/esoxtest"
 	"github.com/esox-go/esox/internal/leaktest"
 	"github.com/esox-go/esox/internal/pgtest"
 	"github.com/esox-go/esox/projector"
@@ -84,13 +85,7 @@ func setupOn(t testing.TB, db *sqlx.DB, schema string, reg *eventstore.Registry,
 	if reg == nil {
 		reg = newRegistry()
 	}
-	store, err := postgres.New(db, reg, postgres.Config{Schema: schema, AppendHooks: hooks, Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := store.Migrate(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	store := esoxtest.Store(t, db, reg, postgres.Config{Schema: schema, AppendHooks: hooks, Logger: testLogger(t)})
 	return &bundle{db: db, schema: schema, reg: reg, store: store}
 }
 
@@ -280,16 +275,4 @@ func statusOf(t testing.TB, r *projector.Runner, name string, version int) proje
 	}
 	t.Fatalf("Status has no %s v%d: %+v", name, version, st)
 	return projector.ProjectionStatus{}
-}
-
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t testing.TB, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
+	"github.com/esox-go/esox/internal/esoxtest"
 	"github.com/esox-go/esox/internal/pgtest"
 )
 
@@ -92,13 +93,7 @@ func TestPartitionsMigrationUpgradesAnExistingSchema(t *testing.T) {
 	ctx := context.Background()
 	reg := eventstore.NewRegistry()
 	eventstore.MustRegister[note](reg, "note")
-	store, err := postgres.New(db, reg, postgres.Config{Schema: schema})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := store.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	store := esoxtest.Store(t, db, reg, postgres.Config{Schema: schema})
 	var stored eventstore.Position
 	for i := range 3 {
 		res, err := store.Append(ctx, "note-1", eventstore.Any, []eventstore.Event{{Data: note{i}}})

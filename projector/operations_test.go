@@ -13,6 +13,7 @@ import (
 
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
+	"github.com/esox-go/esox/internal/testwait"
 	"github.com/esox-go/esox/projector"
 )
 
@@ -47,7 +48,7 @@ func readOne(t *testing.T, b *bundle, name string, version, partition int) proje
 // waitHead waits until the feed shows p.
 func (b *bundle) waitHead(t *testing.T, p eventstore.Position) {
 	t.Helper()
-	eventually(t, "the feed to reach "+p.String(), time.Minute, func() bool {
+	testwait.Until(t, "the feed to reach "+p.String(), func() bool {
 		head, err := b.store.Head(context.Background())
 		if err != nil {
 			t.Fatal(err)
@@ -94,7 +95,7 @@ func TestListAndReadProjections(t *testing.T) {
 	last := b.appendDeposits(t, 30, 4, 3)
 	waitFor(t, r, "balances", last.LastPosition)
 	waitFor(t, r, "parts", last.LastPosition)
-	eventually(t, "every leader to be seen", 20*time.Second, func() bool {
+	testwait.Until(t, "every leader to be seen", func() bool {
 		st, err := projector.ListProjections(ctx, b.store)
 		if err != nil {
 			t.Fatal(err)
@@ -140,7 +141,7 @@ func TestListAndReadProjections(t *testing.T) {
 	}
 
 	rr.stop(t)
-	eventually(t, "the leaders to be gone", 20*time.Second, func() bool {
+	testwait.Until(t, "the leaders to be gone", func() bool {
 		return readOne(t, b, "balances", 1, 0).State == projector.StateNotRunning
 	})
 }
@@ -196,7 +197,7 @@ func TestRequestRebuildPerformedByTheLeader(t *testing.T) {
 	before := applied.Load()
 	r = newRunner()
 	rr = start(t, r)
-	eventually(t, "the rebuild to be performed and caught up", 30*time.Second, func() bool {
+	testwait.Until(t, "the rebuild to be performed and caught up", func() bool {
 		s := readOne(t, b, "balances", 1, 0)
 		return !s.RebuildRequested && !s.Rebuilding && s.Checkpoint == last.LastPosition
 	})
@@ -210,7 +211,7 @@ func TestRequestRebuildPerformedByTheLeader(t *testing.T) {
 	if _, err := projector.RequestRebuild(ctx, b.store, projector.Target{Projection: "balances", Version: 1}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the running leader to rebuild", 30*time.Second, func() bool {
+	testwait.Until(t, "the running leader to rebuild", func() bool {
 		s := readOne(t, b, "balances", 1, 0)
 		return !s.RebuildRequested && !s.Rebuilding && applied.Load()-before == 20
 	})
@@ -220,7 +221,7 @@ func TestRequestRebuildPerformedByTheLeader(t *testing.T) {
 	if _, err := projector.RequestRebuild(ctx, b.store, projector.Target{Projection: "noreset"}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the leader to refuse the rebuild", 30*time.Second, func() bool {
+	testwait.Until(t, "the leader to refuse the rebuild", func() bool {
 		s := readOne(t, b, "noreset", 1, 0)
 		return !s.RebuildRequested && strings.Contains(s.RequestError, "no Reset func")
 	})
@@ -278,7 +279,7 @@ func TestSetCheckpointFencesARunningLeader(t *testing.T) {
 	}()
 	// It waits for the batch's row lock (a signal, not a sleep: the batch
 	// holds it until it commits, which it cannot do before release).
-	eventually(t, "SetCheckpoint to wait for the batch's row lock", 20*time.Second, func() bool {
+	testwait.Until(t, "SetCheckpoint to wait for the batch's row lock", func() bool {
 		var waiting bool
 		if err := b.db.Get(&waiting, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'
 			AND query LIKE '%' || $1 || '%projector_checkpoints%FOR UPDATE%')`, b.schema); err != nil {
@@ -310,7 +311,7 @@ func TestSetCheckpointFencesARunningLeader(t *testing.T) {
 		len(ch) != 1 || ch[0].From != last.LastPosition || !ch[0].To.IsZero() {
 		t.Fatalf("SetCheckpoint(0/0) = %+v, %v", ch, err)
 	}
-	eventually(t, "the idle leader to replay from the start", 30*time.Second, func() bool { return applied.Load()-before == 5 })
+	testwait.Until(t, "the idle leader to replay from the start", func() bool { return applied.Load()-before == 5 })
 
 	// Refusals change nothing.
 	head, err := b.store.Head(ctx)
@@ -378,7 +379,7 @@ func TestSkipAndResumeWithoutTheRunner(t *testing.T) {
 	last := b.appendDeposits(t, 4, 2, 2)
 	b.waitHead(t, last.LastPosition)
 	start(t, r)
-	eventually(t, "strict to stop on the poison", 30*time.Second, func() bool {
+	testwait.Until(t, "strict to stop on the poison", func() bool {
 		return readOne(t, b, "strict", 1, 0).State == projector.StateStoppedWithError
 	})
 	s := readOne(t, b, "strict", 1, 0)
@@ -410,7 +411,7 @@ func TestSkipAndResumeWithoutTheRunner(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "strict to stop again", 30*time.Second, func() bool {
+	testwait.Until(t, "strict to stop again", func() bool {
 		s := readOne(t, b, "strict", 1, 0)
 		return s.State == projector.StateStoppedWithError && s.ErrorEvent == bad2.EventIDs[0]
 	})
@@ -502,7 +503,7 @@ func TestDeadLetterOperations(t *testing.T) {
 		t.Fatalf("RetryDeadLetters = %+v, %v", marked, err)
 	}
 	var d projector.DeadLetter
-	eventually(t, "the failed retry", 30*time.Second, func() bool {
+	testwait.Until(t, "the failed retry", func() bool {
 		ds, err := projector.ListDeadLetters(ctx, b.store, projector.DeadLetterFilter{Projection: "parking", Version: 1, EventIDs: []uuid.UUID{p1.EventIDs[0]}})
 		if err != nil {
 			t.Fatal(err)
@@ -522,7 +523,7 @@ func TestDeadLetterOperations(t *testing.T) {
 	if _, err := projector.RetryDeadLetters(ctx, b.store, projector.DeadLetterFilter{Projection: "parking", EventIDs: []uuid.UUID{p1.EventIDs[0]}}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the retried event to apply", 30*time.Second, func() bool { return readOne(t, b, "parking", 1, 0).DeadLetters == 1 })
+	testwait.Until(t, "the retried event to apply", func() bool { return readOne(t, b, "parking", 1, 0).DeadLetters == 1 })
 	if got := b.model(t, "parking")["poison1"]; got.Total != 5 || got.N != 1 {
 		t.Fatalf("poison1 in the model = %+v, want applied once", got)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
 	"github.com/esox-go/esox/internal/pgtest"
+	"github.com/esox-go/esox/internal/testwait"
 	"github.com/esox-go/esox/projector"
 )
 
@@ -195,7 +196,7 @@ func TestPartitionsApplyEachStreamInOrderOnce(t *testing.T) {
 			t.Errorf("partition %d: %d handlers ran at once, want 1", part, n)
 		}
 	}
-	eventually(t, "each process to lead 2 partitions", 20*time.Second, func() bool {
+	testwait.Until(t, "each process to lead 2 partitions", func() bool {
 		n1, n2 := 0, 0
 		for _, s := range statusOfAll(t, r1, "ordered") {
 			if s.Leading {
@@ -248,7 +249,7 @@ func TestPartitionTakenOverIndependently(t *testing.T) {
 		t.Fatal(err)
 	}
 	start(t, rA)
-	eventually(t, "A to lead 2 partitions", 20*time.Second, func() bool {
+	testwait.Until(t, "A to lead 2 partitions", func() bool {
 		n := 0
 		for _, s := range statusOfAll(t, rA, "ordered") {
 			if s.Leading {
@@ -272,7 +273,7 @@ func TestPartitionTakenOverIndependently(t *testing.T) {
 		}
 	}
 	pids := map[int]int{}
-	eventually(t, "B to lead the other 2", 20*time.Second, func() bool {
+	testwait.Until(t, "B to lead the other 2", func() bool {
 		for _, p := range append(append([]int(nil), ofA...), ofB...) {
 			pids[p] = lockPid(t, b, partitionKey(b.schema, "ordered", p))
 		}
@@ -283,7 +284,7 @@ func TestPartitionTakenOverIndependently(t *testing.T) {
 	if _, err := b.db.Exec(`SELECT pg_terminate_backend($1)`, pids[ofA[0]]); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "A's partitions to be taken over", 20*time.Second, func() bool {
+	testwait.Until(t, "A's partitions to be taken over", func() bool {
 		for _, p := range ofA {
 			if pid := lockPid(t, b, partitionKey(b.schema, "ordered", p)); pid == 0 || pid == pids[ofA[0]] {
 				return false
@@ -339,7 +340,7 @@ func TestChangingPartitionsIsABlueGreenRebuild(t *testing.T) {
 		t.Fatal(err)
 	}
 	start(t, r2)
-	eventually(t, "version 2 to go live", 60*time.Second, func() bool {
+	testwait.Until(t, "version 2 to go live", func() bool {
 		st := statusOfVersion(t, r2, "bal", 2)
 		live := len(st) == 4
 		for _, s := range st {
@@ -422,7 +423,7 @@ func TestPartitionFailuresStayInTheirPartition(t *testing.T) {
 		}
 	}
 
-	eventually(t, "the poison's partition of strict to stop", 20*time.Second, func() bool {
+	testwait.Until(t, "the poison's partition of strict to stop", func() bool {
 		for _, s := range statusOfAll(t, r, "strict") {
 			if s.Partition == poison {
 				return s.State == projector.StateStoppedWithError
@@ -431,7 +432,7 @@ func TestPartitionFailuresStayInTheirPartition(t *testing.T) {
 		return false
 	})
 	// The other partitions apply their streams' events to the end.
-	eventually(t, "the other partitions of strict to catch up", 20*time.Second, func() bool {
+	testwait.Until(t, "the other partitions of strict to catch up", func() bool {
 		for _, s := range statusOfAll(t, r, "strict") {
 			if s.Partition != poison && s.Checkpoint.Compare(last.LastPosition) < 0 {
 				return false
@@ -467,7 +468,7 @@ func TestWakeUpWithoutPolling(t *testing.T) {
 		t.Fatal(err)
 	}
 	start(t, r)
-	eventually(t, "the runner to lead", 20*time.Second, func() bool { return statusOf(t, r, "count", 1).Leading })
+	testwait.Until(t, "the runner to lead", func() bool { return statusOf(t, r, "count", 1).Leading })
 	for round := 0; applied.Load() == 0; round++ {
 		if round == 40 {
 			t.Fatal("no append was applied with an hour-long poll: the store's wake-up does not reach the projection")

@@ -12,6 +12,7 @@ import (
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
 	"github.com/esox-go/esox/internal/pgtest"
+	"github.com/esox-go/esox/internal/testwait"
 	"github.com/esox-go/esox/projector"
 	"github.com/jmoiron/sqlx"
 )
@@ -96,7 +97,7 @@ func TestUnhandledTypesArePassedOver(t *testing.T) {
 		t.Fatal(err)
 	}
 	var head eventstore.Position
-	eventually(t, "the alien event to be visible", 10*time.Second, func() bool {
+	testwait.Until(t, "the alien event to be visible", func() bool {
 		head, err = b.store.Head(context.Background())
 		return err == nil && head.Compare(res.LastPosition) > 0
 	})
@@ -162,7 +163,7 @@ func TestPoisonedEventStopsOnlyItsProjectionAndDeadLetterParksIt(t *testing.T) {
 
 	// The strict projection stopped short of the poison with a readable
 	// error; WaitFor says so instead of waiting forever.
-	eventually(t, "strict to stop", 20*time.Second, func() bool {
+	testwait.Until(t, "strict to stop", func() bool {
 		return statusOf(t, r, "strict", 1).State == projector.StateStoppedWithError
 	})
 	s := statusOf(t, r, "strict", 1)
@@ -241,7 +242,7 @@ func TestRebuildWhileWritersAppend(t *testing.T) {
 	if after := statusOf(t, r, "balances", 1).Checkpoint; before.Position > 0 && after.Compare(before) >= 0 {
 		t.Fatalf("checkpoint right after Rebuild %s is not below the one before %s", after, before)
 	}
-	eventually(t, "the rebuild to show in Status", 10*time.Second, func() bool {
+	testwait.Until(t, "the rebuild to show in Status", func() bool {
 		s := statusOf(t, r, "balances", 1)
 		return s.State == projector.StateRebuilding || s.Checkpoint.Position > 0
 	})
@@ -250,7 +251,7 @@ func TestRebuildWhileWritersAppend(t *testing.T) {
 	wg.Wait()
 	waitFor(t, r, "balances", b.lastEvent(t))
 	equalBalances(t, "after rebuild", b.model(t, "balances"), b.foldAll(t))
-	eventually(t, "rebuild to finish", 10*time.Second, func() bool {
+	testwait.Until(t, "rebuild to finish", func() bool {
 		return statusOf(t, r, "balances", 1).State == projector.StateRunning
 	})
 
@@ -337,7 +338,7 @@ func TestBlueGreenSwitchesOnlyWhenCaughtUp(t *testing.T) {
 	}
 	start(t, r2)
 	var sawBuilding bool
-	eventually(t, "v2 to go live", 30*time.Second, func() bool {
+	testwait.Until(t, "v2 to go live", func() bool {
 		s := statusOf(t, r2, "bal", 2)
 		if s.State == projector.StateRebuilding {
 			sawBuilding = true
@@ -433,7 +434,7 @@ func TestStatusForgetsStopAfterLeadership(t *testing.T) {
 	}
 	rr := start(t, r)
 	b.appendDeposits(t, 1, 1, 1)
-	eventually(t, "the projection to stop", 20*time.Second, func() bool {
+	testwait.Until(t, "the projection to stop", func() bool {
 		s := statusOf(t, r, "flaky", 1)
 		return s.State == projector.StateStoppedWithError && s.Leading
 	})
@@ -473,14 +474,14 @@ func TestStatusShowsDatabaseErrorWhileRetrying(t *testing.T) {
 	}
 	start(t, r)
 	last := b.appendDeposits(t, 3, 1, 3)
-	eventually(t, "Status to show the database error", 20*time.Second, func() bool {
+	testwait.Until(t, "Status to show the database error", func() bool {
 		s := statusOf(t, r, "busy", 1)
 		return s.Leading && strings.Contains(s.DatabaseError, "simulated conflict") && s.DatabaseErrors >= 2 &&
 			s.State != projector.StateStoppedWithError
 	})
 	healthy.Store(true)
 	waitFor(t, r, "busy", last.LastPosition)
-	eventually(t, "the database error to clear", 10*time.Second, func() bool {
+	testwait.Until(t, "the database error to clear", func() bool {
 		s := statusOf(t, r, "busy", 1)
 		return s.DatabaseError == "" && s.DatabaseErrors == 0
 	})

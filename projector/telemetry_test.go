@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"testing"
-	"time"
 
 	"github.com/google/uuid"
 	"go.opentelemetry.io/otel/attribute"
@@ -14,9 +13,11 @@ import (
 
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
+	"github.com/esox-go/esox/internal/esoxtest"
 	"github.com/esox-go/esox/internal/oteltest"
 	"github.com/esox-go/esox/internal/pgtest"
 	"github.com/esox-go/esox/internal/telemetry"
+	"github.com/esox-go/esox/internal/testwait"
 	"github.com/esox-go/esox/projector"
 )
 
@@ -32,13 +33,7 @@ func TestTelemetry(t *testing.T) {
 	db := pgtest.Open(t)
 	schema := pgtest.Schema(t, db)
 	reg := newRegistry()
-	store, err := postgres.New(db, reg, postgres.Config{Schema: schema, Logger: testLogger(t), TracerProvider: rec.TracerProvider, MeterProvider: rec.MeterProvider})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := store.Migrate(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	store := esoxtest.Store(t, db, reg, postgres.Config{Schema: schema, Logger: testLogger(t), TracerProvider: rec.TracerProvider, MeterProvider: rec.MeterProvider})
 	b := &bundle{db: db, schema: schema, reg: reg, store: store}
 
 	// Two requests append: one 3 events at once, the other 1.
@@ -50,6 +45,7 @@ func TestTelemetry(t *testing.T) {
 		for i := range evs {
 			evs[i] = eventstore.Event{Data: Deposited{Account: "a1", Amount: 1}}
 		}
+		var err error
 		if last, err = store.Append(ctx, "account-a1", eventstore.Any, evs); err != nil {
 			t.Fatal(err)
 		}
@@ -95,14 +91,14 @@ func TestTelemetry(t *testing.T) {
 		return gauge("esox.projection.state", projection, telemetry.KeyProjectionState.String(string(s)))
 	}
 	// The gauges come from the workers' next reads.
-	eventually(t, "balances caught up in the gauges", 30*time.Second, func() bool {
+	testwait.Until(t, "balances caught up in the gauges", func() bool {
 		return gauge("esox.projection.position", "balances") == float64(last.LastPosition.Position) &&
 			gauge("esox.projection.backlog", "balances") == 0 && state("balances", projector.StateRunning) == 1
 	})
 	if v := gauge("esox.projection.lag", "balances"); v != 0 {
 		t.Errorf("balances lag %v s after catching up, want 0", v)
 	}
-	eventually(t, "broken stopped with a growing lag in the gauges", 30*time.Second, func() bool {
+	testwait.Until(t, "broken stopped with a growing lag in the gauges", func() bool {
 		return state("broken", projector.StateStoppedWithError) == 1 && state("broken", projector.StateRunning) == 0 &&
 			gauge("esox.projection.lag", "broken") > 0 && gauge("esox.projection.backlog", "broken") >= 1
 	})
@@ -277,7 +273,7 @@ func TestPartitionTelemetry(t *testing.T) {
 			telemetry.KeyProjectionPartition.Int(part)}, kv...)
 	}
 	for part := range 2 {
-		eventually(t, fmt.Sprintf("partition %d at the end in the gauges", part), 30*time.Second, func() bool {
+		testwait.Until(t, fmt.Sprintf("partition %d at the end in the gauges", part), func() bool {
 			v, _ := rec.Lookup(t, "esox.projection.position", attrs(part)...)
 			return v == float64(last.LastPosition.Position)
 		})

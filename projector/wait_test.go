@@ -10,6 +10,7 @@ import (
 
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
+	"github.com/esox-go/esox/internal/testwait"
 	"github.com/esox-go/esox/projector"
 )
 
@@ -75,7 +76,7 @@ func TestWaitForRefusesWhatCannotCome(t *testing.T) {
 		t.Fatal(err)
 	}
 	rr := start(t, runner2)
-	eventually(t, "the other runner to lead", 20*time.Second, func() bool { return statusOf(t, runner2, "balances", 1).Leading })
+	testwait.Until(t, "the other runner to lead", func() bool { return statusOf(t, runner2, "balances", 1).Leading })
 	waitFor(t, r, "balances", last.LastPosition)
 
 	// The leader stops while a WaitFor waits for what has not been

@@ -14,6 +14,7 @@ import (
 
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/forwarder"
+	"github.com/esox-go/esox/internal/testwait"
 )
 
 // countingPublisher accepts every message.
@@ -87,7 +88,7 @@ func TestForwarder(t *testing.T) {
 		}
 	}
 	defer stop()
-	waitUntil(t, "the live group to publish everything", func() bool {
+	testwait.Until(t, "the live group to publish everything", func() bool {
 		off, err := live.Offset(testCtx(t))
 		return err == nil && off == last.LastPosition
 	})
@@ -144,7 +145,7 @@ func TestForwarder(t *testing.T) {
 	// The live group moves once its forwarder is stopped; at the prompt on
 	// a terminal, "n" keeps it and "y" moves it.
 	stop()
-	waitUntil(t, "the live group's leader to stop", func() bool { return !b.groups(t)["live"].LeaderRunning })
+	testwait.Until(t, "the live group's leader to stop", func() bool { return !b.groups(t)["live"].LeaderRunning })
 	if runtime.GOOS != "linux" {
 		t.Skip("the prompt needs a pseudo-terminal, opened on Linux only")
 	}
@@ -189,7 +190,7 @@ func (b *bundle) answer(t *testing.T, input string, args ...string) result {
 		t.Fatal(err)
 	}
 	terminal.Close()
-	waitUntil(t, "the prompt", func() bool { return strings.Contains(stderr.String(), "[y/N]") })
+	testwait.Until(t, "the prompt", func() bool { return strings.Contains(stderr.String(), "[y/N]") })
 	if _, err := control.WriteString(input); err != nil {
 		t.Fatal(err)
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/esox-go/esox/eventstore/postgres"
 	"github.com/esox-go/esox/internal/leaktest"
 	"github.com/esox-go/esox/internal/pgtest"
+	"github.com/esox-go/esox/internal/testwait"
 )
 
 // esoxBin is the esox command built once by TestMain.
@@ -204,20 +205,13 @@ func (b *bundle) append(t *testing.T, stream string, evs ...any) eventstore.Appe
 // readable once no older transaction on the server is open).
 func (b *bundle) waitFeed(t *testing.T, p eventstore.Position) {
 	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for {
+	testwait.Until(t, "the feed to reach "+p.String(), func() bool {
 		head, err := b.store.Head(testCtx(t))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !head.Less(p) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the feed did not reach %s (head %s)", p, head)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return !head.Less(p)
+	})
 }
 
 // syncBuffer is a bytes.Buffer safe to read while a process writes it.
@@ -236,18 +230,6 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
-}
-
-// waitUntil polls cond until it holds, failing the test after a minute.
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func quietLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/esox-go/esox/eventstore/postgres"
 	"github.com/esox-go/esox/internal/pgtest"
+	"github.com/esox-go/esox/internal/testwait"
 )
 
 type migrationOut struct {
@@ -161,7 +162,7 @@ func TestInterruptAndTimeout(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "the apply to wait for the migration lock", waiting)
+	testwait.Until(t, "the apply to wait for the migration lock", waiting)
 	if err := cmd.Process.Signal(os.Interrupt); err != nil {
 		t.Fatal(err)
 	}

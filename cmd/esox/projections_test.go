@@ -13,6 +13,7 @@ import (
 
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
+	"github.com/esox-go/esox/internal/testwait"
 	"github.com/esox-go/esox/projector"
 )
 
@@ -121,7 +122,7 @@ func (s *service) status(t *testing.T, name string) []projector.ProjectionStatus
 // state at pos or later.
 func (s *service) waitState(t *testing.T, name string, state projector.State, pos eventstore.Position) {
 	t.Helper()
-	waitUntil(t, name+" to be "+string(state)+" at "+pos.String(), func() bool {
+	testwait.Until(t, name+" to be "+string(state)+" at "+pos.String(), func() bool {
 		st := s.status(t, name)
 		for _, st := range st {
 			if st.Live && (st.State != state || st.Checkpoint.Less(pos)) {
@@ -233,7 +234,7 @@ func TestProjections(t *testing.T) {
 	if !strings.Contains(r.stdout, "projection orders version 1: checkpoint moved from "+last.String()+" to 0/0") {
 		t.Fatalf("set-checkpoint:\n%s", r)
 	}
-	waitUntil(t, "the leader to replay after set-checkpoint", func() bool { return s.applied.Load()-before == 3 })
+	testwait.Until(t, "the leader to replay after set-checkpoint", func() bool { return s.applied.Load()-before == 3 })
 	s.waitState(t, "orders", projector.StateRunning, last)
 
 	// skip: the strict projection stops on a poison order, skip passes over
@@ -241,7 +242,7 @@ func TestProjections(t *testing.T) {
 	c.fails(2, []string{"not stopped on an event", "--event"}, "projection", "skip", "strict", "--yes")
 	poison := b.append(t, "order-4", orderPlaced{"poison", 1})
 	after := b.append(t, "order-5", orderPlaced{"carol", 1}).LastPosition
-	waitUntil(t, "strict to stop on the poison", func() bool { return s.status(t, "strict")[0].State == projector.StateStoppedWithError })
+	testwait.Until(t, "strict to stop on the poison", func() bool { return s.status(t, "strict")[0].State == projector.StateStoppedWithError })
 	r = c.ok("projections", "status", "strict")
 	if !strings.Contains(r.stdout, "stopped_with_error") || !strings.Contains(r.stdout, "poison cannot be applied") || !strings.Contains(r.stdout, "it stopped on event "+poison.EventIDs[0].String()) {
 		t.Fatalf("status of the stopped projection:\n%s", r)
@@ -263,7 +264,7 @@ func TestProjections(t *testing.T) {
 		t.Fatalf("resume of a running projection:\n%s", r)
 	}
 	b.append(t, "order-6", orderPlaced{"poison", 2})
-	waitUntil(t, "strict to stop again", func() bool { return s.status(t, "strict")[0].State == projector.StateStoppedWithError })
+	testwait.Until(t, "strict to stop again", func() bool { return s.status(t, "strict")[0].State == projector.StateStoppedWithError })
 	s.fixed.Store(true)
 	r = c.ok("projection", "resume", "strict")
 	if !strings.Contains(r.stdout, "projection strict version 1: resumed partition(s) 0") {
@@ -278,7 +279,7 @@ func TestProjections(t *testing.T) {
 
 	// No runner: the rebuild is recorded, and performed when one starts.
 	s.stop(t)
-	waitUntil(t, "the leaders to be gone", func() bool { return !s.status(t, "orders")[0].LeaderRunning })
+	testwait.Until(t, "the leaders to be gone", func() bool { return !s.status(t, "orders")[0].LeaderRunning })
 	r = c.ok("projection", "rebuild", "orders", "--yes")
 	if !strings.Contains(r.stdout, "no process runs it now") {
 		t.Fatalf("rebuild without a runner:\n%s", r)
@@ -288,7 +289,7 @@ func TestProjections(t *testing.T) {
 	}
 	before = s.applied.Load()
 	s.start(t)
-	waitUntil(t, "the new runner to perform the rebuild", func() bool {
+	testwait.Until(t, "the new runner to perform the rebuild", func() bool {
 		st := s.status(t, "orders")[0]
 		return !st.RebuildRequested && !st.Rebuilding && st.Checkpoint == end
 	})

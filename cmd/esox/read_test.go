@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/esox-go/esox/internal/testwait"
 	"github.com/google/uuid"
 )
 
@@ -189,9 +190,9 @@ func TestFeed(t *testing.T) {
 	if err := follow.Start(); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "feed follow to start", func() bool { return strings.Contains(errOut.String(), "following the feed of schema") })
+	testwait.Until(t, "feed follow to start", func() bool { return strings.Contains(errOut.String(), "following the feed of schema") })
 	last := b.append(t, "order-5", orderPaid{5})
-	waitUntil(t, "feed follow to print the new event", func() bool { return strings.Contains(out.String(), last.EventIDs[0].String()) })
+	testwait.Until(t, "feed follow to print the new event", func() bool { return strings.Contains(out.String(), last.EventIDs[0].String()) })
 	if err := follow.Process.Signal(os.Interrupt); err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/forwarder"
+	"github.com/esox-go/esox/internal/testwait"
 	"github.com/esox-go/esox/projector"
 )
 
@@ -36,7 +37,7 @@ func TestRestoreReset(t *testing.T) {
 	}
 	c.fails(4, []string{"refused: a leader is running in this schema", `projection "orders" version 1`, "stop every instance"}, "restore", "reset", "--yes")
 	s.stop(t)
-	waitUntil(t, "the leaders to be gone", func() bool { return !s.status(t, "orders")[0].LeaderRunning })
+	testwait.Until(t, "the leaders to be gone", func() bool { return !s.status(t, "orders")[0].LeaderRunning })
 
 	const shift = "1099511627776"
 	for _, stmt := range []string{

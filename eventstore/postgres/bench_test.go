@@ -22,6 +22,7 @@ import (
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
 	"github.com/esox-go/esox/internal/benchkit"
+	"github.com/esox-go/esox/internal/esoxtest"
 	"github.com/esox-go/esox/internal/pgtest"
 )
 
@@ -50,14 +51,7 @@ func newBenchEnv(b *testing.B, conns int) *benchEnv {
 	// pool; database/sql keeps only 2 idle connections by default.
 	db.SetMaxIdleConns(conns + 4)
 	schema := pgtest.Schema(b, db)
-	s, err := postgres.New(db, testRegistry(), postgres.Config{Schema: schema, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = s.Close() })
-	if _, err := s.Migrate(context.Background()); err != nil {
-		b.Fatal(err)
-	}
+	s := esoxtest.Store(b, db, testRegistry(), postgres.Config{Schema: schema, Logger: slog.New(slog.DiscardHandler)})
 	return &benchEnv{db: db, store: s, schema: schema}
 }
 
@@ -477,14 +471,7 @@ func BenchmarkReadUpcast(b *testing.B) {
 	}
 	ctx := context.Background()
 	open := func(table string, everyOther int) *postgres.Store {
-		s, err := postgres.New(db, reg, postgres.Config{Schema: schema, EventsTable: table, SnapshotsTable: table + "_snapshots", Logger: slog.New(slog.DiscardHandler)})
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { _ = s.Close() })
-		if _, err := s.Migrate(ctx); err != nil {
-			b.Fatal(err)
-		}
+		s := esoxtest.Store(b, db, reg, postgres.Config{Schema: schema, EventsTable: table, SnapshotsTable: table + "_snapshots", Logger: slog.New(slog.DiscardHandler)})
 		// Rows as the releases wrote them: version 1 without a unit,
 		// version 2 with one. everyOther 0: none at version 1.
 		if _, err := db.ExecContext(ctx, `INSERT INTO `+s.QualifiedEventsTable()+` (event_id, stream_id, stream_version, event_type, schema_version, payload)

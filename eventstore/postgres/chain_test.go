@@ -12,7 +12,9 @@ import (
 
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
+	"github.com/esox-go/esox/internal/esoxtest"
 	"github.com/esox-go/esox/internal/pgtest"
+	"github.com/esox-go/esox/internal/testwait"
 )
 
 // chainStream appends n events to streamID, one append per event, and
@@ -192,7 +194,7 @@ UPDATE {events} SET stream_version = 4 WHERE stream_id = $1 AND stream_version =
 // transaction of another test can hold it back) and seals.
 func (b *bundle) sealAfter(t *testing.T, p eventstore.Position) eventstore.Seal {
 	t.Helper()
-	waitFor(t, "the feed's head to reach "+p.String(), func() bool {
+	testwait.Until(t, "the feed's head to reach "+p.String(), func() bool {
 		head, err := b.store.Head(testCtx(t))
 		if err != nil {
 			t.Fatal(err)
@@ -327,14 +329,7 @@ func TestChainOnExistingTable(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	s, err := postgres.New(db, testRegistry(), postgres.Config{Schema: schema, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
-	if _, err := s.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	s := esoxtest.Store(t, db, testRegistry(), postgres.Config{Schema: schema, Logger: slog.New(slog.DiscardHandler)})
 	b := &bundle{db: db, store: s, schema: schema}
 	b.chainStream(t, "order-old", 2)
 	b.chainStream(t, "order-new", 2)

@@ -6,6 +6,7 @@ import (
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
 	"github.com/esox-go/esox/eventstore/storetest"
+	"github.com/esox-go/esox/internal/esoxtest"
 	"github.com/esox-go/esox/internal/pgtest"
 )
 
@@ -20,25 +21,11 @@ func TestConformance(t *testing.T) {
 			t.Parallel()
 			db := pgtest.OpenDriver(t, driver)
 			storetest.Run(t, func(t *testing.T, reg *eventstore.Registry) eventstore.Store {
-				s, err := postgres.New(db, reg, postgres.Config{Schema: pgtest.Schema(t, db), ReadStreamPageSize: 7})
-				if err != nil {
-					t.Fatalf("New: %v", err)
-				}
-				t.Cleanup(func() { _ = s.Close() })
-				if _, err := s.Migrate(t.Context()); err != nil {
-					t.Fatalf("Migrate: %v", err)
-				}
+				s := esoxtest.Store(t, db, reg, postgres.Config{ReadStreamPageSize: 7})
 				return s
 			})
 			storetest.RunEvolution(t, func(t *testing.T, reg *eventstore.Registry) eventstore.Store {
-				s, err := postgres.New(db, reg, postgres.Config{Schema: pgtest.Schema(t, db), ReadStreamPageSize: 2})
-				if err != nil {
-					t.Fatalf("New: %v", err)
-				}
-				t.Cleanup(func() { _ = s.Close() })
-				if _, err := s.Migrate(t.Context()); err != nil {
-					t.Fatalf("Migrate: %v", err)
-				}
+				s := esoxtest.Store(t, db, reg, postgres.Config{ReadStreamPageSize: 2})
 				return s
 			}, func(t *testing.T, s eventstore.Store, reg *eventstore.Registry) eventstore.Store {
 				// Another release: a second Store on the same schema.
@@ -51,25 +38,11 @@ func TestConformance(t *testing.T) {
 				return other
 			})
 			storetest.RunChain(t, func(t *testing.T, reg *eventstore.Registry) eventstore.Store {
-				s, err := postgres.New(db, reg, postgres.Config{Schema: pgtest.Schema(t, db), ReadStreamPageSize: 7})
-				if err != nil {
-					t.Fatalf("New: %v", err)
-				}
-				t.Cleanup(func() { _ = s.Close() })
-				if _, err := s.Migrate(t.Context()); err != nil {
-					t.Fatalf("Migrate: %v", err)
-				}
+				s := esoxtest.Store(t, db, reg, postgres.Config{ReadStreamPageSize: 7})
 				return s
 			})
 			storetest.RunPersonalData(t, func(t *testing.T, reg *eventstore.Registry) eventstore.Store {
-				s, err := postgres.New(db, reg, postgres.Config{Schema: pgtest.Schema(t, db), ReadStreamPageSize: 7})
-				if err != nil {
-					t.Fatalf("New: %v", err)
-				}
-				t.Cleanup(func() { _ = s.Close() })
-				if _, err := s.Migrate(t.Context()); err != nil {
-					t.Fatalf("Migrate: %v", err)
-				}
+				s := esoxtest.Store(t, db, reg, postgres.Config{ReadStreamPageSize: 7})
 				return s
 			}, func(t *testing.T, s eventstore.Store, reg *eventstore.Registry) eventstore.Store {
 				ps := s.(*postgres.Store)
@@ -90,14 +63,7 @@ func TestConformance(t *testing.T) {
 				return ks
 			})
 			storetest.RunMaxEventSize(t, func(t *testing.T, reg *eventstore.Registry, maxEventSize int) eventstore.Store {
-				s, err := postgres.New(db, reg, postgres.Config{Schema: pgtest.Schema(t, db), MaxEventSize: maxEventSize})
-				if err != nil {
-					t.Fatalf("New: %v", err)
-				}
-				t.Cleanup(func() { _ = s.Close() })
-				if _, err := s.Migrate(t.Context()); err != nil {
-					t.Fatalf("Migrate: %v", err)
-				}
+				s := esoxtest.Store(t, db, reg, postgres.Config{MaxEventSize: maxEventSize})
 				return s
 			})
 		})

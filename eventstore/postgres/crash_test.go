@@ -16,6 +16,7 @@ import (
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
 	"github.com/esox-go/esox/internal/pgtest"
+	"github.com/esox-go/esox/internal/testwait"
 )
 
 // outcome is what one append call reported.
@@ -223,7 +224,7 @@ func TestAppendOutcomeKnownAcrossCrashes(t *testing.T) {
 	waitOK := func(n int64) {
 		t.Helper()
 		target := okCount.Load() + n
-		waitFor(t, fmt.Sprintf("%d successful appends", n), func() bool { return okCount.Load() >= target })
+		testwait.Until(t, fmt.Sprintf("%d successful appends", n), func() bool { return okCount.Load() >= target })
 	}
 
 	for round := range rounds {
@@ -398,7 +399,7 @@ func TestAppendOutcomeUnknownWhenServerStaysDown(t *testing.T) {
 			_, err := s.Append(ctx, stream, eventstore.NoStream, events)
 			done <- err
 		}()
-		waitFor(t, "the append to wait for the lock", func() bool {
+		testwait.Until(t, "the append to wait for the lock", func() bool {
 			var n int
 			// Not in locker's transaction: it would see one snapshot of
 			// pg_stat_activity.

@@ -15,7 +15,9 @@ import (
 
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
+	"github.com/esox-go/esox/internal/esoxtest"
 	"github.com/esox-go/esox/internal/pgtest"
+	"github.com/esox-go/esox/internal/testwait"
 )
 
 // OrderPlacedV2 is "order_placed" at schema version 2: the amount became
@@ -174,7 +176,7 @@ func applyOldMigrations(t *testing.T, db *sqlx.DB, schema string) {
 func drainFeedOf(t *testing.T, s *postgres.Store, want int) []eventstore.Record {
 	t.Helper()
 	var out []eventstore.Record
-	waitFor(t, "the feed", func() bool {
+	testwait.Until(t, "the feed", func() bool {
 		out = out[:0]
 		var p eventstore.Position
 		for {
@@ -216,7 +218,7 @@ func TestTooNewRowsRefused(t *testing.T) {
 	if _, err := b.store.LookupEvents(ctx, []uuid.UUID{id}); !errors.Is(err, eventstore.ErrUnknownSchemaVersion) {
 		t.Errorf("LookupEvents: %v, want ErrUnknownSchemaVersion", err)
 	}
-	waitFor(t, "the row in the feed", func() bool {
+	testwait.Until(t, "the row in the feed", func() bool {
 		raws, err := b.store.ReadFeed(ctx, eventstore.Position{}, 10)
 		if err != nil {
 			t.Fatal(err)
@@ -236,20 +238,13 @@ func TestAppendRecordsSchemaVersion(t *testing.T) {
 	db := pgtest.Open(t)
 	schema := pgtest.Schema(t, db)
 	var hooked []eventstore.Record
-	s, err := postgres.New(db, evolvedRegistry(t), postgres.Config{Schema: schema, AppendHooks: []postgres.AppendHook{
+	s := esoxtest.Store(t, db, evolvedRegistry(t), postgres.Config{Schema: schema, AppendHooks: []postgres.AppendHook{
 		func(_ context.Context, _ postgres.Tx, recs []eventstore.Record) error {
 			hooked = append(hooked, recs...)
 			return nil
 		},
 	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
 	ctx := testCtx(t)
-	if _, err := s.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
 	for _, n := range []int{2, 70} {
 		evs := make([]eventstore.Event, n)
 		for i := range evs {
@@ -306,20 +301,13 @@ func TestWriteAsHookRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 	var hooked []eventstore.Record
-	s, err := postgres.New(db, reg, postgres.Config{Schema: pgtest.Schema(t, db), AppendHooks: []postgres.AppendHook{
+	s := esoxtest.Store(t, db, reg, postgres.Config{AppendHooks: []postgres.AppendHook{
 		func(_ context.Context, _ postgres.Tx, recs []eventstore.Record) error {
 			hooked = append(hooked, recs...)
 			return nil
 		},
 	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
 	ctx := testCtx(t)
-	if _, err := s.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
 	v := OrderPlacedV2{OrderID: "1", Cents: 1200, Currency: "EUR"}
 	if _, err := s.Append(ctx, "order-1", eventstore.NoStream, []eventstore.Event{{Data: v}}); err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
 	"github.com/esox-go/esox/internal/pgtest"
+	"github.com/esox-go/esox/internal/testwait"
 )
 
 // TestReadAllWaitsForOlderOpenTransaction is guarantee 2 in docs/guarantees.md: while
@@ -66,7 +67,7 @@ func TestReadAllWaitsForOlderOpenTransaction(t *testing.T) {
 		t.Fatal(err)
 	}
 	var recs []eventstore.Record
-	waitFor(t, "both events in the feed", func() bool {
+	testwait.Until(t, "both events in the feed", func() bool {
 		recs, err = b.store.ReadAll(ctx, eventstore.Position{}, 100)
 		if err != nil {
 			t.Fatal(err)
@@ -285,7 +286,7 @@ func feedUnderConcurrentWriters(t *testing.T, db *sqlx.DB) {
 		tailWG.Wait()
 		return
 	}
-	waitFor(t, "the tailing reader to reach every committed event", func() bool {
+	testwait.Until(t, "the tailing reader to reach every committed event", func() bool {
 		tailMu.Lock()
 		defer tailMu.Unlock()
 		return tailErr != nil || len(tailSeen) >= len(committed)

@@ -11,7 +11,9 @@ import (
 
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
+	"github.com/esox-go/esox/internal/esoxtest"
 	"github.com/esox-go/esox/internal/pgtest"
+	"github.com/esox-go/esox/internal/testwait"
 )
 
 // OrderPlaced and ItemAdded are the test event types.
@@ -48,19 +50,11 @@ func setup(t *testing.T, cfg postgres.Config) *bundle {
 
 func setupOn(t *testing.T, db *sqlx.DB, cfg postgres.Config) *bundle {
 	t.Helper()
-	cfg.Schema = pgtest.Schema(t, db)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	s, err := postgres.New(db, testRegistry(), cfg)
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
-	if _, err := s.Migrate(testCtx(t)); err != nil {
-		t.Fatalf("Migrate: %v", err)
-	}
-	return &bundle{db: db, store: s, schema: cfg.Schema}
+	s := esoxtest.Store(t, db, testRegistry(), cfg)
+	return &bundle{db: db, store: s, schema: s.Schema()}
 }
 
 // testCtx returns a context ended at the test's end or after a minute.
@@ -113,7 +107,7 @@ func (b *bundle) readStream(t *testing.T, streamID string, from int64) []eventst
 func (b *bundle) drainFeed(t *testing.T, p eventstore.Position, page, want int) []eventstore.Record {
 	t.Helper()
 	var out []eventstore.Record
-	waitFor(t, fmt.Sprintf("%d records in the feed", want), func() bool {
+	testwait.Until(t, fmt.Sprintf("%d records in the feed", want), func() bool {
 		for {
 			recs, err := b.store.ReadAll(testCtx(t), p, page)
 			if err != nil {
@@ -127,16 +121,4 @@ func (b *bundle) drainFeed(t *testing.T, p eventstore.Position, page, want int) 
 		}
 	})
 	return out
-}
-
-// waitFor polls cond until it is true or the deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
+	"github.com/esox-go/esox/internal/esoxtest"
 	"github.com/esox-go/esox/internal/pgtest"
 )
 
@@ -42,14 +43,7 @@ func personalSetup(t *testing.T, driver string, kek eventstore.KeyEncrypter) (*b
 		t.Fatal(err)
 	}
 	reg.SetShredder(sh)
-	s, err := postgres.New(db, reg, postgres.Config{Schema: schema})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
-	if _, err := s.Migrate(testCtx(t)); err != nil {
-		t.Fatal(err)
-	}
+	s := esoxtest.Store(t, db, reg, postgres.Config{Schema: schema})
 	return &bundle{db: db, store: s, schema: schema}, ks, sh
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
 	"github.com/esox-go/esox/internal/pgtest"
+	"github.com/esox-go/esox/internal/testwait"
 )
 
 // TestLostRacesDoNotExhaustThePool: with AppendHooks every append is a
@@ -60,7 +61,7 @@ func TestLostRacesDoNotExhaustThePool(t *testing.T) {
 	}
 	// Wait until both losers hold a connection and wait on the winner's row.
 	monitor := pgtest.Open(t)
-	waitFor(t, "two appends waiting on the unique index", func() bool {
+	testwait.Until(t, "two appends waiting on the unique index", func() bool {
 		var n int
 		_ = monitor.GetContext(ctx, &n, `SELECT count(*) FROM pg_stat_activity
 WHERE wait_event_type = 'Lock' AND query LIKE '%INSERT INTO%' AND query LIKE '%'||$1||'%'`, b.schema)

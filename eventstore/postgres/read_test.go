@@ -8,6 +8,7 @@ import (
 
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
+	"github.com/esox-go/esox/internal/testwait"
 )
 
 // TestReadStreamPages reads a stream of a few thousand events with a small
@@ -137,7 +138,7 @@ func TestReadUnknownAndMalformedStoredEvents(t *testing.T) {
 	var err error
 	// The bad row may show in the feed after the good one: another test's
 	// open transaction can hold pg_snapshot_xmin between the two.
-	waitFor(t, "the unknown event in the feed", func() bool {
+	testwait.Until(t, "the unknown event in the feed", func() bool {
 		all, err = b.store.ReadAll(ctx, eventstore.Position{}, 10)
 		return err != nil || len(all) > 1
 	})

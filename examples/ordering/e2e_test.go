@@ -23,6 +23,7 @@ import (
 
 	"github.com/esox-go/esox/internal/leaktest"
 	"github.com/esox-go/esox/internal/pgtest"
+	"github.com/esox-go/esox/internal/testwait"
 )
 
 // binPath is the service binary and esoxPath the esox command, built once
@@ -418,20 +419,13 @@ func waitShipment(t *testing.T, s *service, id string) {
 // waitShipmentOf is waitShipment for an order of amount cents.
 func waitShipmentOf(t *testing.T, s *service, id string, amount int64) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	testwait.Until(t, "the shipment of order "+id, func() bool {
 		var n int
 		if err := s.db.Get(&n, `SELECT count(*) FROM "`+s.schema+`".shipments WHERE order_id = $1`, id); err != nil {
 			t.Fatal(err)
 		}
-		if n == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no shipment for order %s after 60 s", id)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return n == 1
+	})
 	var got int64
 	if err := s.db.Get(&got, `SELECT amount_cents FROM "`+s.schema+`".shipments WHERE order_id = $1`, id); err != nil || got != amount {
 		t.Fatalf("shipment amount %d (%v), want %d", got, err, amount)

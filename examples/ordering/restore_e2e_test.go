@@ -23,6 +23,7 @@ import (
 	"github.com/esox-go/esox/examples/ordering/readmodel"
 	"github.com/esox-go/esox/forwarder"
 	"github.com/esox-go/esox/internal/pgtest"
+	"github.com/esox-go/esox/internal/testwait"
 	"github.com/esox-go/esox/projector"
 )
 
@@ -123,7 +124,7 @@ func TestRestoreIntoAnotherCluster(t *testing.T) {
 	}
 	// The forwarder publishes in feed order: had it replayed the restored
 	// events, it would have published them before bob's.
-	waitFor(t, "the forwarder to publish bob's events", func() bool {
+	testwait.Until(t, "the forwarder to publish bob's events", func() bool {
 		return metric(t, s2, "esox_forwarder_published_total", "esox_forwarder_consumer_group", forwarderGroup) >= 6
 	})
 	if v := metric(t, s2, "esox_forwarder_published_total", "esox_forwarder_consumer_group", forwarderGroup); v != 6 {
@@ -230,7 +231,7 @@ func runUntil(t *testing.T, r *projector.Runner, what string, cond func() bool) 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()
-	waitFor(t, what, cond)
+	testwait.Until(t, what, cond)
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("Run = %v", err)
@@ -266,7 +267,7 @@ func forward(t *testing.T, store *postgres.Store, group string, until eventstore
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- f.Run(ctx) }()
-	waitFor(t, "group "+group+" to reach "+until.String(), func() bool {
+	testwait.Until(t, "group "+group+" to reach "+until.String(), func() bool {
 		off, err := f.Offset(context.Background())
 		return err == nil && !off.Less(until)
 	})
@@ -305,17 +306,6 @@ func runProgram(t *testing.T, name string, args ...string) {
 	t.Helper()
 	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
 		t.Fatalf("%s %v: %v\n%s", filepath.Base(name), args, err, out)
-	}
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/esox-go/esox/eventstore/postgres"
 	"github.com/esox-go/esox/forwarder"
 	"github.com/esox-go/esox/forwarder/rabbitmq"
+	"github.com/esox-go/esox/internal/esoxtest"
 	"github.com/esox-go/esox/internal/pgtest"
 )
 
@@ -100,15 +101,8 @@ func forwardBacklog(b *testing.B, pub message.Publisher, topic string) {
 	db := pgtest.Open(b)
 	db.SetMaxOpenConns(20)
 	schema := pgtest.Schema(b, db)
-	store, err := postgres.New(db, eventstore.NewRegistry(), postgres.Config{Schema: schema, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = store.Close() })
+	store := esoxtest.Store(b, db, eventstore.NewRegistry(), postgres.Config{Schema: schema, Logger: slog.New(slog.DiscardHandler)})
 	ctx := context.Background()
-	if _, err := store.Migrate(ctx); err != nil {
-		b.Fatal(err)
-	}
 	n := max(b.N, 2000)
 	if _, err := db.Exec(`INSERT INTO `+store.QualifiedEventsTable()+` (event_id, stream_id, stream_version, event_type, payload)
 SELECT gen_random_uuid(), 'bench-' || (g % 100), g / 100 + 1, 'item_added', '{"n": 1}'::jsonb FROM generate_series(0, $1::bigint - 1) g`, n); err != nil {

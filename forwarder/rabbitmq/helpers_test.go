@@ -161,18 +161,6 @@ func uuidFor(stream string, v int) string {
 	return id
 }
 
-// waitFor polls cond until it holds, failing t after timeout.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // drainQueue consumes queue from a connection of its own until want
 // returns true for the deliveries so far, and returns them; it fails t
 // after timeout.

@@ -17,6 +17,7 @@ import (
 
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/forwarder/rabbitmq"
+	"github.com/esox-go/esox/internal/testwait"
 )
 
 func TestNewPublisherRefusesBadConfig(t *testing.T) {
@@ -186,7 +187,7 @@ func TestConfirmsArePipelined(t *testing.T) {
 	for i := range n {
 		go func() { errs <- p.Publish(topic, newMsg("s-"+strconv.Itoa(i), 1)) }()
 	}
-	waitFor(t, 30*time.Second, "16 publishes in flight on one channel", func() bool { return p.Stats().InFlight == n })
+	testwait.Until(t, "16 publishes in flight on one channel", func() bool { return p.Stats().InFlight == n })
 	d.resume()
 	for range n {
 		if err := <-errs; err != nil {
@@ -221,7 +222,7 @@ func TestConnectionLossFailsInFlightThenReconnects(t *testing.T) {
 	for i := range n {
 		go func() { errs <- p.Publish(topic, newMsg("s-"+strconv.Itoa(i), 1)) }()
 	}
-	waitFor(t, 30*time.Second, "4 publishes in flight", func() bool { return p.Stats().InFlight == n })
+	testwait.Until(t, "4 publishes in flight", func() bool { return p.Stats().InFlight == n })
 	d.cut()
 	d.resume()
 	for range n {
@@ -233,7 +234,7 @@ func TestConnectionLossFailsInFlightThenReconnects(t *testing.T) {
 	}
 	// The first Publish after the loss may still find the dead session
 	// being torn down; the forwarder retries, so does the test.
-	waitFor(t, 30*time.Second, "a Publish after the loss to succeed", func() bool {
+	testwait.Until(t, "a Publish after the loss to succeed", func() bool {
 		return p.Publish(topic, newMsg("after", 1)) == nil
 	})
 	if st := p.Stats(); st.Connects != 2 {
@@ -326,10 +327,10 @@ func TestCloseWaitsForInFlight(t *testing.T) {
 	d.pause()
 	published := make(chan error, 1)
 	go func() { published <- p.Publish(topic, newMsg("s-1", 1)) }()
-	waitFor(t, 30*time.Second, "the publish in flight", func() bool { return p.Stats().InFlight == 1 })
+	testwait.Until(t, "the publish in flight", func() bool { return p.Stats().InFlight == 1 })
 	closed := make(chan error, 1)
 	go func() { closed <- p.Close() }()
-	waitFor(t, 30*time.Second, "Publish to refuse after Close", func() bool {
+	testwait.Until(t, "Publish to refuse after Close", func() bool {
 		return errors.Is(p.Publish(topic), rabbitmq.ErrClosed)
 	})
 	d.resume()
@@ -364,7 +365,7 @@ func TestCloseFailsUnconfirmedAfterTimeout(t *testing.T) {
 	d.pause() // never resumed before Close returns: the confirm never arrives
 	published := make(chan error, 1)
 	go func() { published <- p.Publish(topic, newMsg("s-1", 1)) }()
-	waitFor(t, 30*time.Second, "the publish in flight", func() bool { return p.Stats().InFlight == 1 })
+	testwait.Until(t, "the publish in flight", func() bool { return p.Stats().InFlight == 1 })
 	if err := p.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
@@ -393,7 +394,7 @@ func TestPublishContext(t *testing.T) {
 	m.SetContext(ctx)
 	published := make(chan error, 1)
 	go func() { published <- p.Publish(topic, m) }()
-	waitFor(t, 30*time.Second, "the publish in flight", func() bool { return p.Stats().InFlight == 1 })
+	testwait.Until(t, "the publish in flight", func() bool { return p.Stats().InFlight == 1 })
 	cancel()
 	if err := <-published; !errors.Is(err, context.Canceled) {
 		t.Fatalf("Publish with a cancelled context = %v; want context.Canceled", err)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/esox-go/esox/forwarder/rabbitmq"
 	"github.com/esox-go/esox/internal/pgtest"
+	"github.com/esox-go/esox/internal/testwait"
 )
 
 // restartScenario runs publishers on pub, one goroutine per stream, each
@@ -85,13 +86,13 @@ func restartScenario(t *testing.T, pub message.Publisher, topic string, streams 
 	}
 	t.Cleanup(halt)
 
-	waitFor(t, 60*time.Second, "200 confirmed publishes before the restart", func() bool { return count() >= 200 })
+	testwait.Until(t, "200 confirmed publishes before the restart", func() bool { return count() >= 200 })
 	rabbitmqctl(t, "stop_app")
-	waitFor(t, 60*time.Second, "publishes to fail while RabbitMQ is down", func() bool { return failed.Load() >= int64(streams) })
+	testwait.Until(t, "publishes to fail while RabbitMQ is down", func() bool { return failed.Load() >= int64(streams) })
 	before := count()
 	rabbitmqctl(t, "start_app")
 	rabbitmqctl(t, "await_startup")
-	waitFor(t, 90*time.Second, "200 more confirmed publishes after the restart", func() bool { return count() >= before+200 })
+	testwait.UntilWithin(t, 90*time.Second, "200 more confirmed publishes after the restart", func() bool { return count() >= before+200 })
 	halt()
 	return confirmed, failed.Load()
 }

@@ -195,6 +195,38 @@ func Run(ctx context.Context, db *sqlx.DB, cfg Config, work func(ctx context.Con
 	}
 }
 
+// tries counts, per lock key, the tries this process's groups made of it
+// (*atomic.Int64 by int64 key); see Tries.
+var tries sync.Map
+
+// Tries returns how many times this process has tried the advisory lock of
+// key (a Config.Key) since it started, won or not. A group tries a key
+// only for a Run that wants leadership and does not have it, and never
+// while it holds the key, so while another process (or another pool) leads
+// the job, Tries counts the attempts of this process's standbys: each is a
+// pg_try_advisory_lock the server answered.
+//
+// It is for tests and diagnostics: a test that checks that a standby stays
+// out waits until Tries has grown, the sign that the standby really tried,
+// instead of sleeping and hoping it did.
+func Tries(key string) int64 {
+	if n, ok := tries.Load(postgres.LockKey(key)); ok {
+		return n.(*atomic.Int64).Load()
+	}
+	return 0
+}
+
+// countTries adds one try of each of keys to Tries.
+func countTries(keys []int64) {
+	for _, k := range keys {
+		n, ok := tries.Load(k)
+		if !ok {
+			n, _ = tries.LoadOrStore(k, new(atomic.Int64))
+		}
+		n.(*atomic.Int64).Add(1)
+	}
+}
+
 // groupKey identifies a group: the pool and the retry interval of its
 // members.
 type groupKey struct {
@@ -513,6 +545,7 @@ func (g *group) tryLocks(ctx context.Context, keys []int64) ([]int64, error) {
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("try locks: %w", err)
 	}
+	countTries(keys)
 	return won, nil
 }
 

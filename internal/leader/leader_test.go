@@ -20,6 +20,7 @@ import (
 	"github.com/esox-go/esox/internal/leader"
 	"github.com/esox-go/esox/internal/leaktest"
 	"github.com/esox-go/esox/internal/pgtest"
+	"github.com/esox-go/esox/internal/testwait"
 )
 
 func TestMain(m *testing.M) {
@@ -135,6 +136,18 @@ func waitStarted(t *testing.T, c *contender, what string) {
 	}
 }
 
+// standbyTries waits until this process has tried key's lock n more times
+// (leader.Tries), the sign that a standby really competed, or until broken
+// reports what the caller checks next already went wrong (so that it fails
+// at once with its own message).
+func standbyTries(t *testing.T, key string, n int64, broken func() bool) {
+	t.Helper()
+	from := leader.Tries(key)
+	testwait.Until(t, fmt.Sprintf("%d more tries of the lock by the standby", n), func() bool {
+		return leader.Tries(key) >= from+n || broken()
+	})
+}
+
 func uniqueKey(t *testing.T) string {
 	return fmt.Sprintf("esox:test:%s:%d", t.Name(), time.Now().UnixNano())
 }
@@ -144,15 +157,17 @@ func TestOneLeaderAndTakeoverOnCancel(t *testing.T) {
 	db := pgtest.Open(t)
 	key := uniqueKey(t)
 	r := &race{}
+	// Two processes: each its own pool, and so its own group that tries.
 	a := start(t, db, key, "a", r, nil)
-	b := start(t, db, key, "b", r, nil)
+	b := start(t, pgtest.Open(t), key, "b", r, nil)
 	lead, standby := firstLeader(t, a, b)
 
-	// Several retry intervals pass; the standby must stay out.
+	// The standby tries the lock twice more and must stay out.
+	standbyTries(t, key, 2, func() bool { return len(standby.started) > 0 })
 	select {
 	case <-standby.started:
 		t.Fatal("standby started working while the leader holds the lock")
-	case <-time.After(5 * retry):
+	default:
 	}
 	lead.cancel()
 	if err := <-lead.done; err != nil {
@@ -165,13 +180,35 @@ func TestOneLeaderAndTakeoverOnCancel(t *testing.T) {
 	}
 }
 
+// TestTriesCountsTheStandbysAttempts: leader.Tries counts every try of a
+// key, the one a leader won and each one its standby (another pool) lost.
+func TestTriesCountsTheStandbysAttempts(t *testing.T) {
+	t.Parallel()
+	key := uniqueKey(t)
+	if n := leader.Tries(key); n != 0 {
+		t.Fatalf("Tries of a key never tried = %d, want 0", n)
+	}
+	r := &race{}
+	a := start(t, pgtest.Open(t), key, "a", r, nil)
+	waitStarted(t, a, "alone")
+	if n := leader.Tries(key); n < 1 {
+		t.Fatalf("Tries after a leader won the key = %d, want at least 1", n)
+	}
+	b := start(t, pgtest.Open(t), key, "b", r, nil)
+	standbyTries(t, key, 3, func() bool { return len(b.started) > 0 })
+	if len(b.started) > 0 {
+		t.Fatal("the standby leads while the leader holds the lock")
+	}
+}
+
 func TestTakeoverWhenLeaderConnectionKilled(t *testing.T) {
 	t.Parallel()
 	db := pgtest.Open(t)
 	key := uniqueKey(t)
 	r := &race{}
+	// Two processes: each its own pool, and so its own group that tries.
 	a := start(t, db, key, "a", r, nil)
-	b := start(t, db, key, "b", r, nil)
+	b := start(t, pgtest.Open(t), key, "b", r, nil)
 	lead, standby := firstLeader(t, a, b)
 
 	var pid int
@@ -200,8 +237,9 @@ func TestTakeoverWhenLeaderConnectionKilled(t *testing.T) {
 	}
 	// Right after the kill both may briefly work (the old leader learns of
 	// its loss on its next ping: leadership is advisory, writers fence).
-	// Once it has stepped down, exactly one works.
-	time.Sleep(3 * retry)
+	// Once it has stepped down, exactly one works, also after the other
+	// has tried the lock twice more.
+	standbyTries(t, key, 2, func() bool { return r.active.Load() != 1 })
 	if n := r.active.Load(); n != 1 {
 		t.Fatalf("active workers after takeover = %d, want 1", n)
 	}
@@ -240,18 +278,7 @@ func TestTakeoverWhenLeaderFrozen(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the thawed leader did not notice it lost its session")
 	}
-	eventually(t, "exactly one worker after the thawed leader stepped down", func() bool { return r.active.Load() == 1 })
-}
-
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testwait.Until(t, "exactly one worker after the thawed leader stepped down", func() bool { return r.active.Load() == 1 })
 }
 
 func TestWorkErrorReleasesLeadership(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 	"github.com/esox-go/esox/aggregate"
 	"github.com/esox-go/esox/eventstore/postgres"
 	"github.com/esox-go/esox/examples/giftcard/card"
+	"github.com/esox-go/esox/internal/esoxtest"
 	"github.com/esox-go/esox/internal/pgtest"
 )
 
@@ -68,13 +69,7 @@ func hotCard(tb testing.TB, store *postgres.Store, cfg aggregate.Config) (failed
 
 func hotStore(tb testing.TB) *postgres.Store {
 	db := pgtest.Open(tb)
-	store, err := postgres.New(db, card.NewRegistry(), postgres.Config{Schema: pgtest.Schema(tb, db), Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if _, err := store.Migrate(context.Background()); err != nil {
-		tb.Fatal(err)
-	}
+	store := esoxtest.Store(tb, db, card.NewRegistry(), postgres.Config{Logger: slog.New(slog.DiscardHandler)})
 	return store
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/esox-go/esox/eventstore/postgres"
 	"github.com/esox-go/esox/examples/ordering/order"
 	"github.com/esox-go/esox/examples/ordering/readmodel"
+	"github.com/esox-go/esox/internal/esoxtest"
 	"github.com/esox-go/esox/internal/pgtest"
 	"github.com/esox-go/esox/projector"
 )
@@ -27,14 +28,7 @@ func TestProjections(t *testing.T) {
 	defer cancel()
 	log := slog.New(slog.DiscardHandler)
 	reg := order.NewRegistry()
-	store, err := postgres.New(db, reg, postgres.Config{Schema: schema, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	if _, err := store.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	store := esoxtest.Store(t, db, reg, postgres.Config{Schema: schema, Logger: log})
 	tables, err := readmodel.TablesIn(schema)
 	if err != nil {
 		t.Fatal(err)
@@ -213,14 +207,7 @@ func TestCustomerStatsDoNotOverflow(t *testing.T) {
 	defer cancel()
 	log := slog.New(slog.DiscardHandler)
 	reg := order.NewRegistry()
-	store, err := postgres.New(db, reg, postgres.Config{Schema: schema, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	if _, err := store.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	store := esoxtest.Store(t, db, reg, postgres.Config{Schema: schema, Logger: log})
 	tables, err := readmodel.TablesIn(schema)
 	if err != nil {
 		t.Fatal(err)
@@ -308,14 +295,7 @@ func TestForgetThenRebuild(t *testing.T) {
 		t.Fatal(err)
 	}
 	reg.SetShredder(sh)
-	store, err := postgres.New(db, reg, postgres.Config{Schema: schema, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	if _, err := store.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	store := esoxtest.Store(t, db, reg, postgres.Config{Schema: schema, Logger: log})
 	tables, err := readmodel.TablesIn(schema)
 	if err != nil {
 		t.Fatal(err)
