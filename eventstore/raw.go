@@ -106,7 +106,7 @@ func (r RawRecord) AppendDecoded(dst []Record, reg *Registry) ([]Record, error) 
 	defer reg.mu.RUnlock()
 	if t, ok := reg.byName[r.Type]; ok && t.version == rec.SchemaVersion {
 		// The common case: stored at the current version.
-		if rec.Data, err = t.decode(rec.Payload); err != nil {
+		if rec.Data, err = reg.decode(t, rec.Payload); err != nil {
 			return dst, fmt.Errorf("stream %q version %d: %w", r.StreamID, r.StreamVersion, err)
 		}
 		return append(dst, rec), nil
@@ -124,7 +124,7 @@ func (r RawRecord) AppendDecoded(dst []Record, reg *Registry) ([]Record, error) 
 			out.Metadata = rec.Metadata.Clone()
 		}
 		t := reg.byName[ev.Type] // toCurrent returns current events only
-		if out.Data, err = t.decode(ev.Payload); err != nil {
+		if out.Data, err = reg.decode(t, ev.Payload); err != nil {
 			return dst, fmt.Errorf("stream %q version %d: %w", r.StreamID, r.StreamVersion, err)
 		}
 		dst = append(dst, out)

@@ -1,7 +1,6 @@
 package eventstore
 
 import (
-	"encoding/json"
 	"fmt"
 	"reflect"
 	"slices"
@@ -30,6 +29,9 @@ type Registry struct {
 	// shredder encrypts and decrypts them (personal.go, shredder.go).
 	hasPersonal atomic.Bool
 	shredder    atomic.Pointer[Shredder]
+	// codec, when set (SetCodec), encodes and decodes payloads instead of
+	// encoding/json.
+	codec atomic.Pointer[Codec]
 }
 
 // eventType is a registered event type at its current schema version.
@@ -233,7 +235,7 @@ func (r *Registry) encode(v any) (stored, current VersionedEvent, err error) {
 	if err != nil {
 		return VersionedEvent{}, VersionedEvent{}, err
 	}
-	payload, err := json.Marshal(v)
+	payload, err := r.Codec().Marshal(v)
 	if err != nil {
 		return VersionedEvent{}, VersionedEvent{}, &PayloadError{Type: t.name, Op: "encode", Err: err}
 	}
@@ -262,13 +264,13 @@ func (r *Registry) Decode(name string, payload []byte) (any, error) {
 	if !ok {
 		return nil, &UnknownEventTypeError{Name: name}
 	}
-	return t.decode(payload)
+	return r.decode(t, payload)
 }
 
 // decode is the one place payloads are decoded into Go values.
-func (t *eventType) decode(payload []byte) (any, error) {
+func (r *Registry) decode(t *eventType, payload []byte) (any, error) {
 	p := reflect.New(t.goType)
-	if err := json.Unmarshal(payload, p.Interface()); err != nil {
+	if err := r.Codec().Unmarshal(payload, p.Interface()); err != nil {
 		return nil, &PayloadError{Type: t.name, Op: "decode", Err: err}
 	}
 	return p.Elem().Interface(), nil
