@@ -113,3 +113,31 @@ func BenchmarkDecode(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkEncodeAppend measures the client's CPU and allocations of
+// encoding one append of one event (EncodeAppend: validation, payload,
+// metadata, the checks of what PostgreSQL can store), with each Codec.
+func BenchmarkEncodeAppend(b *testing.B) {
+	type item struct {
+		SKU string `json:"sku"`
+		N   int    `json:"n"`
+	}
+	for _, c := range []struct {
+		name  string
+		codec eventstore.Codec
+	}{{"json", eventstore.JSONCodec{}}, {"gojson", gojson.Codec{}}} {
+		b.Run("codec="+c.name, func(b *testing.B) {
+			reg := eventstore.NewRegistry()
+			reg.SetCodec(c.codec)
+			eventstore.MustRegister[item](reg, "item_added")
+			events := []eventstore.Event{{Data: item{SKU: "sku-1", N: 1}}}
+			ctx := b.Context()
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := eventstore.EncodeAppend(ctx, reg, "order-1", eventstore.Exact(3), events, nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
