@@ -87,30 +87,37 @@ func FuzzCodecsAgree(f *testing.F) {
 }
 
 // BenchmarkDecode decodes one stored event at its type's current version
-// (RawRecord.AppendDecoded, as every read does) with each Codec.
+// (RawRecord.AppendDecoded, as every read does) with each Codec, with empty
+// metadata and with three keys (correlation, causation, trace context).
 func BenchmarkDecode(b *testing.B) {
 	type item struct {
 		SKU string `json:"sku"`
 		N   int    `json:"n"`
 	}
-	raw := eventstore.RawRecord{ID: uuid.New(), Type: "item_added", SchemaVersion: 1, Payload: []byte(`{"n": 1, "sku": "sku-1"}`), Metadata: []byte(`{}`)}
+	metadata := map[string]string{
+		"none":  `{}`,
+		"three": `{"causation_id": "01900000-0000-7000-8000-000000000001", "correlation_id": "01900000-0000-7000-8000-000000000002", "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}`,
+	}
 	for _, c := range []struct {
 		name  string
 		codec eventstore.Codec
 	}{{"json", eventstore.JSONCodec{}}, {"gojson", gojson.Codec{}}} {
-		b.Run("codec="+c.name, func(b *testing.B) {
-			reg := eventstore.NewRegistry()
-			reg.SetCodec(c.codec)
-			eventstore.MustRegister[item](reg, "item_added")
-			b.ReportAllocs()
-			recs := make([]eventstore.Record, 0, 1)
-			for b.Loop() {
-				var err error
-				if recs, err = raw.AppendDecoded(recs[:0], reg); err != nil || len(recs) != 1 {
-					b.Fatal(err)
+		for _, md := range []string{"none", "three"} {
+			raw := eventstore.RawRecord{ID: uuid.New(), Type: "item_added", SchemaVersion: 1, Payload: []byte(`{"n": 1, "sku": "sku-1"}`), Metadata: []byte(metadata[md])}
+			b.Run("codec="+c.name+"/metadata="+md, func(b *testing.B) {
+				reg := eventstore.NewRegistry()
+				reg.SetCodec(c.codec)
+				eventstore.MustRegister[item](reg, "item_added")
+				b.ReportAllocs()
+				recs := make([]eventstore.Record, 0, 1)
+				for b.Loop() {
+					var err error
+					if recs, err = raw.AppendDecoded(recs[:0], reg); err != nil || len(recs) != 1 {
+						b.Fatal(err)
+					}
 				}
-			}
-		})
+			})
+		}
 	}
 }
 
