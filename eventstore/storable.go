@@ -156,7 +156,7 @@ func (c *jsonbChecker) run(stack []jsonbFrame) error {
 			if err != nil {
 				return err
 			}
-			jsonbAdd(stack, jsonbNumericFixed + 2*(int64(digits+3)/4+1))
+			jsonbAdd(stack, jsonbNumericFixed+2*(int64(digits+3)/4+1))
 			i = next
 		}
 	}
