@@ -9,10 +9,10 @@ import (
 )
 
 // Registry maps Go event types to the type names and schema versions stored
-// beside their JSON payloads, decodes payloads back into the registered Go
-// types, and upcasts events stored at older schema versions (or under older
-// names) to the current ones before decoding them (see Upcast and
-// docs/evolution.md).
+// beside their JSON payloads, encodes and decodes payloads with its Codec
+// (encoding/json unless SetCodec names another), and upcasts events stored
+// at older schema versions (or under older names) to the current ones
+// before decoding them (see Upcast and docs/evolution.md).
 //
 // Register each event type and upcaster once at start-up, before appending
 // or reading. A Registry is safe for concurrent use.
