@@ -7,8 +7,9 @@
 //	reg.SetCodec(gojson.Codec{})
 //
 // The eventstore tests of decoding (upcasting, schema versions, personal
-// data, the decoders' fuzz tests) run with it as with the default; see
-// docs/events.md, "Codecs", for the figures.
+// data, the decoders' fuzz tests) and the stores' conformance suites run
+// with it as with the default; see
+// docs/concepts.md, "Codecs", and docs/benchmarks.md for the figures.
 package gojson
 
 import (
