@@ -94,7 +94,7 @@ func EncodeAppend(ctx context.Context, r *Registry, streamID string, expected Ex
 			return nil, fmt.Errorf("event %d: %w", i, err)
 		}
 		name, payload := ev.Type, []byte(ev.Payload)
-		if payload[0] != '{' && payload[0] != '[' {
+		if len(payload) == 0 || payload[0] != '{' && payload[0] != '[' {
 			// jsonb accepts scalars, but an event is an object; a custom
 			// MarshalJSON that returns a bare string is a bug worth naming.
 			return nil, fmt.Errorf("event %d: %w", i, &PayloadError{Type: name, Op: "encode", Err: fmt.Errorf("payload must be a JSON object or array")})

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 )
@@ -106,7 +107,7 @@ func (r RawRecord) AppendDecoded(dst []Record, reg *Registry) ([]Record, error) 
 	defer reg.mu.RUnlock()
 	if t, ok := reg.byName[r.Type]; ok && t.version == rec.SchemaVersion {
 		// The common case: stored at the current version.
-		if rec.Data, err = t.decode(rec.Payload); err != nil {
+		if rec.Data, err = reg.decode(t, rec.Payload); err != nil {
 			return dst, fmt.Errorf("stream %q version %d: %w", r.StreamID, r.StreamVersion, err)
 		}
 		return append(dst, rec), nil
@@ -124,7 +125,7 @@ func (r RawRecord) AppendDecoded(dst []Record, reg *Registry) ([]Record, error) 
 			out.Metadata = rec.Metadata.Clone()
 		}
 		t := reg.byName[ev.Type] // toCurrent returns current events only
-		if out.Data, err = t.decode(ev.Payload); err != nil {
+		if out.Data, err = reg.decode(t, ev.Payload); err != nil {
 			return dst, fmt.Errorf("stream %q version %d: %w", r.StreamID, r.StreamVersion, err)
 		}
 		dst = append(dst, out)
@@ -191,9 +192,18 @@ func (r RawRecord) Record() (Record, error) {
 }
 
 // decodeMetadata decodes a metadata column. esox writes flat objects of
-// strings, decoded in one pass; anything else goes through
-// Metadata.UnmarshalJSON, which keeps non-string values as their JSON text.
+// strings, decoded in one pass (decodeFlatMetadata); anything else goes
+// through encoding/json, and Metadata.UnmarshalJSON keeps non-string values
+// as their JSON text.
 func decodeMetadata(b []byte) (Metadata, error) {
+	if md, ok := decodeFlatMetadata(b); ok {
+		return md, nil
+	}
+	return decodeMetadataJSON(b)
+}
+
+// decodeMetadataJSON is decodeMetadata with encoding/json only.
+func decodeMetadataJSON(b []byte) (Metadata, error) {
 	var kv map[string]string
 	if json.Unmarshal(b, &kv) == nil {
 		return MetadataFromMap(kv), nil
@@ -201,4 +211,95 @@ func decodeMetadata(b []byte) (Metadata, error) {
 	var md Metadata
 	err := json.Unmarshal(b, &md)
 	return md, err
+}
+
+// decodeFlatMetadata decodes b in one pass, with one string allocation for
+// all keys and values, when b is valid UTF-8 and a flat JSON object of
+// strings without escapes (what esox writes, as PostgreSQL returns it); it
+// returns false for anything else, which decodeMetadataJSON then decodes.
+// Where it returns true it returns what decodeMetadataJSON returns.
+func decodeFlatMetadata(b []byte) (Metadata, bool) {
+	var md Metadata
+	if !utf8.Valid(b) {
+		return md, false
+	}
+	text := string(b) // the keys and values are substrings of it
+	i := skipSpaceString(text, 0)
+	if i >= len(text) || text[i] != '{' {
+		return md, false
+	}
+	i = skipSpaceString(text, i+1)
+	if i < len(text) && text[i] == '}' {
+		return md, skipSpaceString(text, i+1) == len(text)
+	}
+	for {
+		k, next, ok := plainString(text, i)
+		if !ok {
+			return Metadata{}, false
+		}
+		i = skipSpaceString(text, next)
+		if i >= len(text) || text[i] != ':' {
+			return Metadata{}, false
+		}
+		v, next, ok := plainString(text, skipSpaceString(text, i+1))
+		if !ok {
+			return Metadata{}, false
+		}
+		switch k {
+		case MetadataCorrelationID:
+			md.CorrelationID = v
+		case MetadataCausationID:
+			md.CausationID = v
+		case MetadataActor:
+			md.Actor = v
+		case MetadataOnBehalfOf:
+			md.OnBehalfOf = v
+		case MetadataReason:
+			md.Reason = v
+		default:
+			if md.Extra == nil {
+				md.Extra = make(map[string]string)
+			}
+			md.Extra[k] = v
+		}
+		i = skipSpaceString(text, next)
+		if i >= len(text) {
+			return Metadata{}, false
+		}
+		switch text[i] {
+		case ',':
+			i = skipSpaceString(text, i+1)
+		case '}':
+			return md, skipSpaceString(text, i+1) == len(text)
+		default:
+			return Metadata{}, false
+		}
+	}
+}
+
+// skipSpaceString returns the offset of the first byte of s at or after i that is
+// not JSON whitespace.
+func skipSpaceString(s string, i int) int {
+	for i < len(s) && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// plainString returns the JSON string starting with the quote at s[i], and
+// the offset after its closing quote, when it has no escape and no control
+// character (it then reads as its bytes).
+func plainString(s string, i int) (string, int, bool) {
+	if i >= len(s) || s[i] != '"' {
+		return "", 0, false
+	}
+	for j := i + 1; j < len(s); j++ {
+		switch c := s[j]; {
+		case c == '"':
+			return s[i+1 : j], j + 1, true
+		case c == '\\' || c < 0x20:
+			return "", 0, false
+		}
+	}
+	return "", 0, false
 }

@@ -1,7 +1,6 @@
 package eventstore
 
 import (
-	"encoding/json"
 	"fmt"
 	"reflect"
 	"slices"
@@ -10,10 +9,10 @@ import (
 )
 
 // Registry maps Go event types to the type names and schema versions stored
-// beside their JSON payloads, decodes payloads back into the registered Go
-// types, and upcasts events stored at older schema versions (or under older
-// names) to the current ones before decoding them (see Upcast and
-// docs/evolution.md).
+// beside their JSON payloads, encodes and decodes payloads with its Codec
+// (encoding/json unless SetCodec names another), and upcasts events stored
+// at older schema versions (or under older names) to the current ones
+// before decoding them (see Upcast and docs/evolution.md).
 //
 // Register each event type and upcaster once at start-up, before appending
 // or reading. A Registry is safe for concurrent use.
@@ -30,6 +29,9 @@ type Registry struct {
 	// shredder encrypts and decrypts them (personal.go, shredder.go).
 	hasPersonal atomic.Bool
 	shredder    atomic.Pointer[Shredder]
+	// codec, when set (SetCodec), encodes and decodes payloads instead of
+	// encoding/json.
+	codec atomic.Pointer[Codec]
 }
 
 // eventType is a registered event type at its current schema version.
@@ -233,7 +235,7 @@ func (r *Registry) encode(v any) (stored, current VersionedEvent, err error) {
 	if err != nil {
 		return VersionedEvent{}, VersionedEvent{}, err
 	}
-	payload, err := json.Marshal(v)
+	payload, err := r.Codec().Marshal(v)
 	if err != nil {
 		return VersionedEvent{}, VersionedEvent{}, &PayloadError{Type: t.name, Op: "encode", Err: err}
 	}
@@ -262,13 +264,13 @@ func (r *Registry) Decode(name string, payload []byte) (any, error) {
 	if !ok {
 		return nil, &UnknownEventTypeError{Name: name}
 	}
-	return t.decode(payload)
+	return r.decode(t, payload)
 }
 
 // decode is the one place payloads are decoded into Go values.
-func (t *eventType) decode(payload []byte) (any, error) {
+func (r *Registry) decode(t *eventType, payload []byte) (any, error) {
 	p := reflect.New(t.goType)
-	if err := json.Unmarshal(payload, p.Interface()); err != nil {
+	if err := r.Codec().Unmarshal(payload, p.Interface()); err != nil {
 		return nil, &PayloadError{Type: t.name, Op: "decode", Err: err}
 	}
 	return p.Elem().Interface(), nil

@@ -72,15 +72,18 @@ func CheckJSONB(doc []byte) error {
 	if !utf8.Valid(doc) {
 		return errors.New("the JSON text is not valid UTF-8")
 	}
+	// The frames of documents up to 32 levels deep live on the stack (run
+	// keeps its stack in a local variable so that it does not escape): no
+	// allocation for the check of a usual payload.
+	var frames [32]jsonbFrame
 	c := jsonbChecker{doc: doc}
-	return c.run()
+	return c.run(frames[:0])
 }
 
-// jsonbChecker walks a JSON text once, keeping for each open array or
-// object its count of entries and the most its jsonb contents can take.
+// jsonbChecker walks a JSON text once (run), keeping for each open array
+// or object its count of entries and the most its jsonb contents can take.
 type jsonbChecker struct {
-	doc   []byte
-	stack []jsonbFrame
+	doc []byte
 }
 
 type jsonbFrame struct {
@@ -100,21 +103,23 @@ const (
 	jsonbNumericFixed = jsonbAlignMax + 4 + 4
 )
 
-func (c *jsonbChecker) run() error {
+// run checks c.doc with stack, an empty slice to keep the open containers
+// in.
+func (c *jsonbChecker) run(stack []jsonbFrame) error {
 	doc := c.doc
 	for i := 0; i < len(doc); {
 		switch b := doc[i]; b {
 		case ' ', '\t', '\n', '\r', ',', ':':
 			i++
 		case '{', '[':
-			c.stack = append(c.stack, jsonbFrame{object: b == '{'})
+			stack = append(stack, jsonbFrame{object: b == '{'})
 			i++
 		case '}', ']':
-			if len(c.stack) == 0 {
+			if len(stack) == 0 {
 				return fmt.Errorf("unexpected %q at offset %d", b, i)
 			}
-			f := c.stack[len(c.stack)-1]
-			c.stack = c.stack[:len(c.stack)-1]
+			f := stack[len(stack)-1]
+			stack = stack[:len(stack)-1]
 			if f.object && f.entries/2 > jsonbMaxPairs {
 				return fmt.Errorf("an object has %d keys, more than jsonb's maximum of %d", f.entries/2, jsonbMaxPairs)
 			}
@@ -125,7 +130,7 @@ func (c *jsonbChecker) run() error {
 			if size > jsonbMaxLen {
 				return fmt.Errorf("an array or object may take %d bytes as jsonb, more than jsonb's maximum of %d", size, jsonbMaxLen)
 			}
-			c.add(size)
+			jsonbAdd(stack, size)
 			i++
 		case '"':
 			n, next, err := c.str(i)
@@ -135,13 +140,13 @@ func (c *jsonbChecker) run() error {
 			if n > jsonbMaxLen {
 				return fmt.Errorf("a string has %d bytes, more than jsonb's maximum of %d", n, jsonbMaxLen)
 			}
-			c.add(n)
+			jsonbAdd(stack, n)
 			i = next
 		case 't', 'n':
-			c.add(0)
+			jsonbAdd(stack, 0)
 			i += 4
 		case 'f':
-			c.add(0)
+			jsonbAdd(stack, 0)
 			i += 5
 		default:
 			if b != '-' && (b < '0' || b > '9') {
@@ -151,19 +156,20 @@ func (c *jsonbChecker) run() error {
 			if err != nil {
 				return err
 			}
-			c.add(jsonbNumericFixed + 2*(int64(digits+3)/4+1))
+			jsonbAdd(stack, jsonbNumericFixed+2*(int64(digits+3)/4+1))
 			i = next
 		}
 	}
 	return nil
 }
 
-// add counts a value of at most size bytes in the innermost container.
-func (c *jsonbChecker) add(size int64) {
-	if len(c.stack) == 0 {
+// jsonbAdd counts a value of at most size bytes in the innermost container of
+// stack.
+func jsonbAdd(stack []jsonbFrame, size int64) {
+	if len(stack) == 0 {
 		return
 	}
-	f := &c.stack[len(c.stack)-1]
+	f := &stack[len(stack)-1]
 	f.entries++
 	f.size += size
 }

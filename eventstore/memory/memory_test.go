@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/esox-go/esox/eventstore"
+	"github.com/esox-go/esox/eventstore/gojson"
 	"github.com/esox-go/esox/eventstore/memory"
 	"github.com/esox-go/esox/eventstore/storetest"
 	"github.com/google/uuid"
@@ -41,6 +42,23 @@ func TestConformance(t *testing.T) {
 		}
 		return s
 	})
+}
+
+// TestConformanceGoJSON runs the conformance suites of encoding and
+// decoding (events, evolution, personal data) with the eventstore/gojson
+// Codec: a Codec must not change what a store accepts, refuses or reads.
+func TestConformanceGoJSON(t *testing.T) {
+	newStore := func(t *testing.T, reg *eventstore.Registry) eventstore.Store {
+		reg.SetCodec(gojson.Codec{})
+		return memory.New(reg)
+	}
+	reopen := func(t *testing.T, s eventstore.Store, reg *eventstore.Registry) eventstore.Store {
+		reg.SetCodec(gojson.Codec{})
+		return s.(*memory.Store).WithRegistry(reg)
+	}
+	storetest.Run(t, newStore)
+	storetest.RunEvolution(t, newStore, reopen)
+	storetest.RunPersonalData(t, newStore, reopen, func(t *testing.T) eventstore.KeyStore { return memory.NewKeyStore() })
 }
 
 func TestNewWithConfigRefusesNegativeMaxEventSize(t *testing.T) {

@@ -367,7 +367,9 @@ func (s *Store) insert(ctx context.Context, query queryFunc, tx eventstore.Tx, s
 	return recs, eventstore.AppendResult{}, nil
 }
 
-// scanInserted reads the RETURNING rows into recs by stream version order.
+// scanInserted reads the RETURNING rows into recs by stream version order:
+// position, transaction id, stream version, and recorded_at when the
+// statement returns it (appendReturning).
 func scanInserted(ctx context.Context, query queryFunc, args []any, recs []eventstore.Record) (int, error) {
 	rows, err := query(ctx, args...)
 	if err != nil {
@@ -383,9 +385,14 @@ func scanInserted(ctx context.Context, query queryFunc, args []any, recs []event
 	if len(recs) > 0 {
 		got = make([]ret, 0, len(recs))
 	}
+	cols, err := rows.Columns()
+	if err != nil {
+		return 0, err
+	}
+	var r ret
+	dest := []any{&r.pos, &r.txid, &r.version, &r.at}[:len(cols)]
 	for rows.Next() {
-		var r ret
-		if err := rows.Scan(&r.pos, &r.txid, &r.version, &r.at); err != nil {
+		if err := rows.Scan(dest...); err != nil {
 			return 0, err
 		}
 		got = append(got, r)

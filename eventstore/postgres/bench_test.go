@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -20,6 +21,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/esox-go/esox/eventstore"
+	"github.com/esox-go/esox/eventstore/gojson"
 	"github.com/esox-go/esox/eventstore/postgres"
 	"github.com/esox-go/esox/internal/benchkit"
 	"github.com/esox-go/esox/internal/esoxtest"
@@ -51,8 +53,30 @@ func newBenchEnv(b *testing.B, conns int) *benchEnv {
 	// pool; database/sql keeps only 2 idle connections by default.
 	db.SetMaxIdleConns(conns + 4)
 	schema := pgtest.Schema(b, db)
-	s := esoxtest.Store(b, db, testRegistry(), postgres.Config{Schema: schema, Logger: slog.New(slog.DiscardHandler)})
+	reg := testRegistry()
+	if benchCodec(b) {
+		reg.SetCodec(gojson.Codec{})
+	}
+	s := esoxtest.Store(b, db, reg, postgres.Config{Schema: schema, Logger: slog.New(slog.DiscardHandler)})
 	return &benchEnv{db: db, store: s, schema: schema}
+}
+
+// envCodec names the payload codec of the benchmarks' stores: unset for
+// the default (encoding/json), "gojson" for eventstore/gojson.
+const envCodec = "ESOX_BENCH_CODEC"
+
+// benchCodec reports whether the benchmarks run with eventstore/gojson
+// (ESOX_BENCH_CODEC=gojson).
+func benchCodec(b *testing.B) bool {
+	switch c := os.Getenv(envCodec); c {
+	case "":
+		return false
+	case "gojson":
+		return true
+	default:
+		b.Fatalf("%s=%q: want gojson or nothing", envCodec, c)
+		return false
+	}
 }
 
 // writers returns a round function that runs op from n goroutines until the

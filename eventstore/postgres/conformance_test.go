@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/esox-go/esox/eventstore"
+	"github.com/esox-go/esox/eventstore/gojson"
 	"github.com/esox-go/esox/eventstore/postgres"
 	"github.com/esox-go/esox/eventstore/storetest"
 	"github.com/esox-go/esox/internal/esoxtest"
@@ -68,4 +69,47 @@ func TestConformance(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestConformanceGoJSON runs the conformance suites of encoding and
+// decoding (events, evolution, personal data) on the PostgreSQL store with
+// the eventstore/gojson Codec: payloads go through jsonb, which rewrites
+// their text, and must read back as with encoding/json.
+func TestConformanceGoJSON(t *testing.T) {
+	t.Parallel()
+	db := pgtest.Open(t)
+	newStore := func(t *testing.T, reg *eventstore.Registry) eventstore.Store {
+		reg.SetCodec(gojson.Codec{})
+		s, err := postgres.New(db, reg, postgres.Config{Schema: pgtest.Schema(t, db), ReadStreamPageSize: 7})
+		if err != nil {
+			t.Fatalf("New: %v", err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		if _, err := s.Migrate(t.Context()); err != nil {
+			t.Fatalf("Migrate: %v", err)
+		}
+		return s
+	}
+	reopen := func(t *testing.T, s eventstore.Store, reg *eventstore.Registry) eventstore.Store {
+		reg.SetCodec(gojson.Codec{})
+		ps := s.(*postgres.Store)
+		other, err := postgres.New(ps.DB(), reg, postgres.Config{Schema: ps.Schema()})
+		if err != nil {
+			t.Fatalf("New: %v", err)
+		}
+		t.Cleanup(func() { _ = other.Close() })
+		return other
+	}
+	storetest.Run(t, newStore)
+	storetest.RunEvolution(t, newStore, reopen)
+	storetest.RunPersonalData(t, newStore, reopen, func(t *testing.T) eventstore.KeyStore {
+		ks, err := postgres.NewKeyStore(db, postgres.KeyStoreConfig{Schema: pgtest.Schema(t, db)})
+		if err != nil {
+			t.Fatalf("NewKeyStore: %v", err)
+		}
+		if _, err := ks.Migrate(t.Context()); err != nil {
+			t.Fatalf("KeyStore.Migrate: %v", err)
+		}
+		return ks
+	})
 }

@@ -5,8 +5,11 @@ import (
 	"database/sql"
 	"fmt"
 	"iter"
+	"math"
 	"strconv"
+	"time"
 
+	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
 
 	"github.com/esox-go/esox/eventstore"
@@ -15,6 +18,11 @@ import (
 // queryRaw runs st and scans its rows into RawRecords. When streamID is
 // empty the query returns stream_id as its last column; otherwise every row
 // belongs to streamID. Driver errors are translated with op.
+//
+// The rows are scanned into one set of destinations, reused from row to
+// row, and each record's payload and metadata are copied into shared
+// chunks of memory (capped slices: appending to one does not touch the
+// next), so a row costs few allocations beyond the driver's own.
 func (s *Store) queryRaw(ctx context.Context, st *sqlx.Stmt, op, streamID string, capHint int, args ...any) ([]eventstore.RawRecord, error) {
 	rows, err := st.QueryContext(ctx, args...)
 	if err != nil {
@@ -33,29 +41,92 @@ func (s *Store) queryRaw(ctx context.Context, st *sqlx.Stmt, op, streamID string
 		names[v] = v
 		return v
 	}
-	var typ, stream sql.RawBytes
+	var (
+		row                                      rawRow
+		chunk                                    []byte
+		txid, id, typ, stream, payload, metadata sql.RawBytes
+	)
+	dest := []any{&row.position, &txid, &id, &row.streamVersion, &typ, &row.schemaVersion, &payload, &metadata, &row.recordedAt}
+	if streamID == "" {
+		dest = append(dest, &stream)
+	}
 	for rows.Next() {
-		var r eventstore.RawRecord
-		var payload, metadata []byte
-		dest := []any{&r.Position.Position, &r.Position.TransactionID, &r.ID, &r.StreamVersion, &typ, &r.SchemaVersion, &payload, &metadata, &r.RecordedAt}
-		if streamID == "" {
-			dest = append(dest, &stream)
-		}
 		if err := rows.Scan(dest...); err != nil {
 			return out, translate(ctx, op, err)
 		}
-		r.Type = intern(typ)
-		r.StreamID = streamID
+		r := eventstore.RawRecord{
+			Position:      eventstore.Position{Position: row.position},
+			StreamID:      streamID,
+			StreamVersion: row.streamVersion,
+			Type:          intern(typ),
+			SchemaVersion: int(row.schemaVersion),
+			RecordedAt:    row.recordedAt,
+		}
+		if r.Position.TransactionID, err = parseUint(txid); err != nil {
+			return out, translate(ctx, op, fmt.Errorf("transaction_id %q: %w", txid, err))
+		}
+		if r.ID, err = uuid.ParseBytes(id); err != nil {
+			return out, translate(ctx, op, fmt.Errorf("event_id %q: %w", id, err))
+		}
 		if streamID == "" {
 			r.StreamID = intern(stream)
 		}
-		r.Payload, r.Metadata = payload, metadata
+		r.Payload, chunk = copyInto(chunk, payload)
+		r.Metadata, chunk = copyInto(chunk, metadata)
 		out = append(out, r)
 	}
 	if err := rows.Err(); err != nil {
 		return out, translate(ctx, op, err)
 	}
 	return out, nil
+}
+
+// rawRow holds the columns of a row that queryRaw scans into Go values.
+type rawRow struct {
+	position, streamVersion, schemaVersion int64
+	recordedAt                             time.Time
+}
+
+// readChunkSize is the size of the chunks of memory queryRaw copies
+// payloads and metadata into; a larger value gets a chunk of its own.
+const readChunkSize = 32 << 10
+
+// copyInto returns a copy of b (nil for nil) in chunk's free capacity, or
+// in a new chunk when it does not fit, capped at its length, and the chunk
+// to copy into next.
+func copyInto(chunk, b []byte) ([]byte, []byte) {
+	if b == nil {
+		return nil, chunk
+	}
+	if cap(chunk)-len(chunk) < len(b) {
+		if len(b) > readChunkSize/4 {
+			return append([]byte(nil), b...), chunk
+		}
+		chunk = make([]byte, 0, readChunkSize)
+	}
+	start := len(chunk)
+	chunk = append(chunk, b...)
+	return chunk[start:len(chunk):len(chunk)], chunk
+}
+
+// parseUint parses the decimal text of an xid8 without copying it into a
+// string.
+func parseUint(b []byte) (uint64, error) {
+	if len(b) == 0 || len(b) > 20 {
+		return 0, fmt.Errorf("not an unsigned integer")
+	}
+	var n uint64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, fmt.Errorf("not an unsigned integer")
+		}
+		d := uint64(c - '0')
+		if n > (math.MaxUint64-d)/10 {
+			return 0, fmt.Errorf("out of range")
+		}
+		n = n*10 + d
+	}
+	return n, nil
 }
 
 // decodeAll decrypts raws' personal fields (Registry.Decrypt) and decodes

@@ -10,7 +10,8 @@ import (
 // over unnest'ed arrays.
 const maxValuesEvents = 64
 
-// Expected-version modes, the $2 of the append statement.
+// Expected-version modes, the $2 of the append statement, which tests
+// "$2 IN (1, 3)" for the modes that name a version: keep them in step.
 const (
 	modeAny int64 = iota
 	modeNoStream
@@ -22,13 +23,20 @@ const (
 // stream's last event (version and writing transaction) and inserts the rows
 // only when the expected version holds ($2 mode, $3 version), the last
 // event's transaction is not newer than the current one (guarantee 3 in
-// docs/guarantees.md) and the first event's ID (%[3]s) is not stored yet;
-// zero rows back mean a conflict, a duplicate ID or a replay, which
-// Store.conflict tells apart. The ID check makes a replay (the same append
-// sent again, by the caller or by database/sql on a new connection) insert
-// nothing instead of failing on the unique index. %[4]s and %[5]s are the
-// hash chain's column and value (chainColumn, chainValue; empty with
-// Config.DisableChain), chained to the last event's digest.
+// docs/guarantees.md) and, for an expectation that names no version (Any,
+// StreamExists), the first event's ID (%[3]s) is not stored yet; zero rows
+// back mean a conflict, a duplicate ID or a replay, which Store.conflict
+// tells apart. The ID check makes a replay (the same append sent again, by
+// the caller or by database/sql on a new connection, after the first
+// committed) insert nothing instead of failing on the unique index. An
+// expectation that names a version (NoStream, Exact) needs no such probe: a
+// replay of it finds the stream past that version and inserts nothing
+// already; a first event ID stored elsewhere fails on the unique index
+// instead, which Store.refused reports as the same duplicate-ID error. %[4]s
+// and %[5]s are the hash chain's column and value (chainColumn, chainValue;
+// empty with Config.DisableChain), chained to the last event's digest.
+// %[6]s is ", recorded_at" when AppendHooks need the records' times, else
+// empty (appendReturning).
 const appendSQLHead = `WITH last AS (
 	SELECT stream_version, transaction_id, digest FROM %[1]s
 	WHERE stream_id = $1 ORDER BY stream_version DESC LIMIT 1
@@ -41,9 +49,19 @@ SELECT v.event_id, $1, cur.version + v.ord, v.event_type, v.schema_version, v.pa
 FROM cur CROSS JOIN %[2]s
 WHERE (CASE $2::bigint WHEN 0 THEN true WHEN 1 THEN cur.version = 0 WHEN 2 THEN cur.version > 0 ELSE cur.version = $3::bigint END)
   AND (cur.last_txid IS NULL OR cur.last_txid <= pg_current_xact_id())
-  AND NOT EXISTS (SELECT 1 FROM %[1]s WHERE event_id = %[3]s)
+  AND ($2::bigint IN (1, 3) OR NOT EXISTS (SELECT 1 FROM %[1]s WHERE event_id = %[3]s))
 ORDER BY v.ord
-RETURNING position, transaction_id::text, stream_version, recorded_at`
+RETURNING position, transaction_id::text, stream_version%[6]s`
+
+// appendReturning returns the append statement's RETURNING columns after
+// stream_version: recorded_at only for a store with AppendHooks, the one
+// reader of the records' times (the append's result does not hold them).
+func (s *Store) appendReturning() string {
+	if len(s.cfg.AppendHooks) == 0 {
+		return ""
+	}
+	return ", recorded_at"
+}
 
 // transaction_id::text is aliased so that ORDER BY transaction_id sorts by
 // the xid8 column (and uses the primary key), not by the text output column
@@ -58,7 +76,7 @@ func (s *Store) buildSQL() {
 	}
 	s.appendArraySQL = fmt.Sprintf(appendSQLHead, ev,
 		`unnest($4::uuid[], $5::text[], $6::integer[], $7::jsonb[], $8::jsonb[]) WITH ORDINALITY AS v(event_id, event_type, schema_version, payload, metadata, ord)`,
-		`($4::uuid[])[1]`, s.chainColumn(), s.chainValue())
+		`($4::uuid[])[1]`, s.chainColumn(), s.chainValue(), s.appendReturning())
 	s.readStreamSQL = `SELECT ` + recordColumns + ` FROM ` + ev + `
 WHERE stream_id = $1 AND stream_version >= $2 ORDER BY stream_version LIMIT $3`
 	s.readAllSQL = `SELECT ` + recordColumns + `, stream_id FROM ` + ev + `
@@ -112,5 +130,5 @@ func (s *Store) appendValuesSQL(n int) string {
 		fmt.Fprintf(&b, "($%d::uuid, $%d::text, $%d::integer, $%d::jsonb, $%d::jsonb, %d)", p, p+1, p+2, p+3, p+4, i+1)
 	}
 	b.WriteString(") AS v(event_id, event_type, schema_version, payload, metadata, ord)")
-	return fmt.Sprintf(appendSQLHead, s.events, b.String(), "$4::uuid", s.chainColumn(), s.chainValue())
+	return fmt.Sprintf(appendSQLHead, s.events, b.String(), "$4::uuid", s.chainColumn(), s.chainValue(), s.appendReturning())
 }
