@@ -220,8 +220,10 @@ func (s *Store) isClosed() bool {
 // interval until ctx is done (the last Watch subscription ended) or the
 // store is closed, and wakes the subscribers when the head moves.
 func (s *Store) watch(ctx context.Context, w *watcher) {
-	defer s.hub.running.Add(-1)
+	// done closes last: a cancel that waits for it returns only once the
+	// watcher no longer counts as running.
 	defer close(w.done)
+	defer s.hub.running.Add(-1)
 	s.log.DebugContext(ctx, "feed watcher started")
 	defer s.log.DebugContext(ctx, "feed watcher stopped")
 	t := time.NewTimer(time.Hour)
