@@ -27,6 +27,7 @@ import (
 
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/postgres"
+	"github.com/esox-go/esox/forwarder/rabbitmq"
 	"github.com/esox-go/esox/internal/benchkit"
 	"github.com/esox-go/esox/internal/esoxtest"
 	"github.com/esox-go/esox/internal/pgtest"
@@ -119,7 +120,7 @@ func benchSetup(b *testing.B) *bundle {
 // feed in every round; the setup (rewinding the offset, starting the
 // forwarder and waiting for its first publish) is not timed:
 //
-//   - esox: a Forwarder with the default Config (batches of 100, 16
+//   - esox: a Forwarder with the default Config (batches of 100, 64
 //     publishes in flight, topic = the stream's category), counting the
 //     events its publisher accepted from the first publish on to the end of
 //     the round.
@@ -130,8 +131,11 @@ func benchSetup(b *testing.B) *bundle {
 //     publisher and topic, then one autocommit UPDATE of its offset row.
 //
 // to each publisher: "gochannel" (Watermill's in-process GoChannel with no
-// subscriber: the forwarder's own cost), "rabbitmq" (durable queue,
-// persistent messages, publisher confirms) and "nats" (JetStream). The
+// subscriber: the forwarder's own cost), "rabbitmq" (watermill-amqp's
+// publisher: durable queue, persistent messages, publisher confirms, a
+// channel per publish in flight), "rabbitmq-pipelined" (esox's
+// forwarder/rabbitmq publisher, the reference service's: the same queue and
+// confirms, pipelined on one channel) and "nats" (JetStream). The
 // broker cases skip when the broker is unreachable. It reports events/s and
 // the ratio esox/raw. A round that runs out of backlog fails: raise
 // ESOX_BENCH_BACKLOG.
@@ -166,6 +170,31 @@ func BenchmarkForward(b *testing.B) {
 		}
 		defer pub.Close()
 		benchForward(b, bb, backlog, "rabbitmq", pub)
+	})
+	b.Run("rabbitmq-pipelined", func(b *testing.B) {
+		requireBroker(b, "RabbitMQ", "127.0.0.1:5672")
+		pgtest.LockBroker(b, "rabbitmq", false)
+		sub, err := amqp.NewSubscriber(rabbitConfig(), brokerLogger(b))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer sub.Close()
+		if err := sub.SubscribeInitialize(benchTopic); err != nil { // declare the durable queue
+			b.Fatal(err)
+		}
+		defer exec.Command("rabbitmqctl", "delete_queue", benchTopic).Run()
+		pub, err := rabbitmq.NewPublisher(rabbitmq.Config{
+			URL:        amqpURI,
+			Exchange:   func(string) string { return "" },
+			RoutingKey: func(topic string) string { return topic },
+			Mandatory:  true,
+			Logger:     benchLogger,
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer pub.Close()
+		benchForward(b, bb, backlog, "rabbitmq-pipelined", pub)
 	})
 	b.Run("nats", func(b *testing.B) {
 		requireBroker(b, "NATS", "127.0.0.1:4222")

@@ -30,7 +30,7 @@ const (
 	// PollIntervalDefault is the default Config.PollInterval.
 	PollIntervalDefault = 10 * time.Millisecond
 	// PublishConcurrencyDefault is the default Config.PublishConcurrency.
-	PublishConcurrencyDefault = 16
+	PublishConcurrencyDefault = 64
 	// RetryIntervalDefault is the default Config.RetryInterval.
 	RetryIntervalDefault = 100 * time.Millisecond
 	// RetryMaxIntervalDefault is the default Config.RetryMaxInterval.

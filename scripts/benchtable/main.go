@@ -241,12 +241,14 @@ var (
 		{"ReadAll of 1,000,000 events, half of them one upcast step behind, vs all current", "BenchmarkReadUpcast", "upcast", "current", "events/s", 0.8, "≥ 0.8"},
 		{"projection catch-up (batch insert handler) vs a hand-written loop, per 1,000", "BenchmarkCatchUp", "esox", "raw", "events/s", 0.85, "≥ 0.85"},
 		{"forwarder to GoChannel vs a hand-written relay loop", "BenchmarkForward/gochannel", "esox", "raw", "events/s", 0, "—"},
-		{"forwarder to RabbitMQ (confirms) vs a hand-written relay loop", "BenchmarkForward/rabbitmq", "esox", "raw", "events/s", 0, "—"},
+		{"forwarder to RabbitMQ (forwarder/rabbitmq, confirms) vs a hand-written relay loop", "BenchmarkForward/rabbitmq-pipelined", "esox", "raw", "events/s", 0, "—"},
+		{"forwarder to RabbitMQ (watermill-amqp, confirms) vs a hand-written relay loop", "BenchmarkForward/rabbitmq", "esox", "raw", "events/s", 0, "—"},
 		{"forwarder to NATS JetStream vs a hand-written relay loop", "BenchmarkForward/nats", "esox", "raw", "events/s", 0, "—"},
 	}
 	rateRows = []row{
 		{"forwarder to an in-process publisher (GoChannel), default config", "BenchmarkForward/gochannel", "esox", "raw", "events/s", 50_000, "≥ 50,000 events/s"},
-		{"forwarder to RabbitMQ with publisher confirms, default config", "BenchmarkForward/rabbitmq", "esox", "raw", "events/s", 10_000, "≥ 10,000 events/s"},
+		{"forwarder to RabbitMQ with publisher confirms (forwarder/rabbitmq), default config", "BenchmarkForward/rabbitmq-pipelined", "esox", "raw", "events/s", 10_000, "≥ 10,000 events/s"},
+		{"forwarder to RabbitMQ with publisher confirms (watermill-amqp), default config", "BenchmarkForward/rabbitmq", "esox", "raw", "events/s", 0, "—"},
 		{"forwarder to NATS JetStream, default config", "BenchmarkForward/nats", "esox", "raw", "events/s", 10_000, "≥ 10,000 events/s"},
 	}
 	watermillRows = []row{
