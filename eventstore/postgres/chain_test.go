@@ -55,7 +55,9 @@ func (b *bundle) verify(t *testing.T, opts *eventstore.VerifyOpts) eventstore.Ve
 // TestChainDigestsMatchGo: the digests the append statement computes are
 // eventstore.ChainDigest over the stored columns, payload and metadata as
 // jsonb renders them, each chained to the one before in its stream: for
-// single appends, a multi-event append (the VALUES statement) and a
+// single appends (the statement for one event, which computes the digest
+// inline: a stream's first and one chained to a digest), a multi-event
+// append (the VALUES statement, through the esox_chain aggregate) and a
 // 70-event one (the unnest statement).
 func TestChainDigestsMatchGo(t *testing.T) {
 	t.Parallel()
@@ -68,6 +70,9 @@ func TestChainDigestsMatchGo(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := b.store.Append(ctx, "order-1", eventstore.Exact(4), items(70)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.store.Append(ctx, "order-1", eventstore.Exact(74), items(1)); err != nil { // single, chained to a digest
 		t.Fatal(err)
 	}
 	rows, err := b.db.QueryContext(ctx, `SELECT event_id, stream_id, stream_version, event_type, schema_version, payload::text, metadata::text, digest
@@ -98,11 +103,11 @@ FROM `+b.store.QualifiedEventsTable()+` ORDER BY stream_version`)
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
 	}
-	if n != 74 {
-		t.Fatalf("%d events, want 74", n)
+	if n != 75 {
+		t.Fatalf("%d events, want 75", n)
 	}
-	if res := b.verify(t, nil); !res.OK() || res.Events != 74 || res.Streams != 1 || res.Unchained != 0 {
-		t.Fatalf("Verify = %+v, want 74 events of 1 stream, OK", res)
+	if res := b.verify(t, nil); !res.OK() || res.Events != 75 || res.Streams != 1 || res.Unchained != 0 {
+		t.Fatalf("Verify = %+v, want 75 events of 1 stream, OK", res)
 	}
 }
 

@@ -76,7 +76,7 @@ func (s *Store) buildSQL() {
 	}
 	s.appendArraySQL = fmt.Sprintf(appendSQLHead, ev,
 		`unnest($4::uuid[], $5::text[], $6::integer[], $7::jsonb[], $8::jsonb[]) WITH ORDINALITY AS v(event_id, event_type, schema_version, payload, metadata, ord)`,
-		`($4::uuid[])[1]`, s.chainColumn(), s.chainValue(), s.appendReturning())
+		`($4::uuid[])[1]`, s.chainColumn(), s.chainValue(0), s.appendReturning())
 	s.readStreamSQL = `SELECT ` + recordColumns + ` FROM ` + ev + `
 WHERE stream_id = $1 AND stream_version >= $2 ORDER BY stream_version LIMIT $3`
 	s.readAllSQL = `SELECT ` + recordColumns + `, stream_id FROM ` + ev + `
@@ -130,5 +130,5 @@ func (s *Store) appendValuesSQL(n int) string {
 		fmt.Fprintf(&b, "($%d::uuid, $%d::text, $%d::integer, $%d::jsonb, $%d::jsonb, %d)", p, p+1, p+2, p+3, p+4, i+1)
 	}
 	b.WriteString(") AS v(event_id, event_type, schema_version, payload, metadata, ord)")
-	return fmt.Sprintf(appendSQLHead, s.events, b.String(), "$4::uuid", s.chainColumn(), s.chainValue(), s.appendReturning())
+	return fmt.Sprintf(appendSQLHead, s.events, b.String(), "$4::uuid", s.chainColumn(), s.chainValue(n), s.appendReturning())
 }
