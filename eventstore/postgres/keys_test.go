@@ -117,14 +117,24 @@ func TestMovedCiphertextRefused(t *testing.T) {
 	}
 	b.exec(t, `UPDATE {events} SET payload = jsonb_set(payload, '{name}', (SELECT payload->'name' FROM {events} WHERE stream_id = 'patient-p' AND stream_version = 1))
 WHERE stream_id = 'patient-p' AND stream_version = 2`)
-	var err error
-	for _, e := range b.store.ReadStream(ctx, "patient-p", 0) {
+	var (
+		err    error
+		before []eventstore.Record
+	)
+	for r, e := range b.store.ReadStream(ctx, "patient-p", 0) {
 		if e != nil {
 			err = e
+		} else {
+			before = append(before, r)
 		}
 	}
 	if !errors.Is(err, eventstore.ErrMalformedPayload) {
 		t.Fatalf("ReadStream of a moved ciphertext = %v, want ErrMalformedPayload", err)
+	}
+	// The page fails to decrypt as a whole; the record before the moved
+	// ciphertext is still yielded, decrypted, before the error.
+	if len(before) != 1 || before[0].Data.(Patient).Name != "Alice" {
+		t.Fatalf("ReadStream yielded %+v before the error, want version 1 (Alice)", before)
 	}
 	if res := b.verify(t, nil); res.OK() || res.Breaks[0].Kind != eventstore.BreakChanged || res.Breaks[0].StreamVersion != 2 {
 		t.Fatalf("Verify = %+v, want version 2 changed", res)
@@ -180,5 +190,49 @@ func TestRewrapRotatesKEK(t *testing.T) {
 	}
 	if _, err := ks.Rewrap(ctx, nil); !errors.Is(err, eventstore.ErrInvalidArgument) {
 		t.Errorf("Rewrap(nil) = %v", err)
+	}
+}
+
+// TestReadStreamYieldsRecordsBeforeAKeyFailure: ReadStream decrypts a page
+// at a time; when the page's key lookup fails (here, one subject's key is
+// wrapped under a KEK this reader does not hold), it yields the records
+// before the failing one, decrypted, and then the error.
+func TestReadStreamYieldsRecordsBeforeAKeyFailure(t *testing.T) {
+	t.Parallel()
+	kek1, kek2 := localKEK(t, 1), localKEK(t, 2, bytes.Repeat([]byte{1}, 32))
+	b, ks, _ := personalSetup(t, "postgres", kek1)
+	ctx := testCtx(t)
+	if _, err := b.store.Append(ctx, "ward-x", eventstore.NoStream, []eventstore.Event{{Data: Patient{PatientID: "a", Name: "Alice"}}}); err != nil {
+		t.Fatal(err)
+	}
+	// A writer whose current KEK is kek2 wraps b's key under it.
+	reg := testRegistry()
+	eventstore.MustRegister[Patient](reg, "patient_admitted")
+	sh2, err := eventstore.NewShredder(ks, kek2, eventstore.ShredderConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg.SetShredder(sh2)
+	w, err := postgres.New(b.db, reg, postgres.Config{Schema: b.schema})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = w.Close() })
+	if _, err := w.Append(ctx, "ward-x", eventstore.Exact(1), []eventstore.Event{{Data: Patient{PatientID: "b", Name: "Bob"}}}); err != nil {
+		t.Fatal(err)
+	}
+	var (
+		got  []eventstore.Record
+		last error
+	)
+	for r, err := range b.store.ReadStream(ctx, "ward-x", 0) { // kek1 only
+		if err != nil {
+			last = err
+			continue
+		}
+		got = append(got, r)
+	}
+	if last == nil || len(got) != 1 || got[0].Data.(Patient).Name != "Alice" {
+		t.Fatalf("ReadStream with kek1 only: %+v, then %v; want Alice's record, then the key error", got, last)
 	}
 }

@@ -169,26 +169,50 @@ func (s *Store) ReadStream(ctx context.Context, streamID string, from int64) ite
 func (s *Store) readStream(ctx context.Context, streamID string, from int64) iter.Seq2[eventstore.Record, error] {
 	return func(yield func(eventstore.Record, error) bool) {
 		var recs []eventstore.Record
-		for raw, err := range s.rawStream(ctx, streamID, from) {
-			if err == nil {
-				one := [1]eventstore.RawRecord{raw}
-				if err = s.reg.Decrypt(ctx, one[:]); err == nil {
-					recs, err = one[0].AppendDecoded(recs[:0], s.reg)
-				}
-				if err != nil {
-					err = fmt.Errorf("eventstore/postgres: read stream: %w", err)
-				}
+		// emit decodes raw (decrypted) and yields what it reads as.
+		emit := func(raw eventstore.RawRecord) bool {
+			var err error
+			if recs, err = raw.AppendDecoded(recs[:0], s.reg); err != nil {
+				err = fmt.Errorf("eventstore/postgres: read stream: %w", err)
 			}
 			for _, rec := range recs {
 				if !yield(rec, nil) {
-					return
+					return false
 				}
 			}
 			if err != nil {
 				yield(eventstore.Record{}, err)
-				return
+				return false
 			}
+			return true
 		}
+		s.rawStreamPages(ctx, streamID, from, func(page []eventstore.RawRecord, err error) bool {
+			// One decryption stage per page (one key lookup for all its
+			// subjects), as ReadAll does; when it fails, record by record,
+			// so that the records before the one that fails are yielded.
+			if len(page) > 0 && s.reg.Decrypt(ctx, page) != nil {
+				for i := range page {
+					if derr := s.reg.Decrypt(ctx, page[i:i+1]); derr != nil {
+						yield(eventstore.Record{}, fmt.Errorf("eventstore/postgres: read stream: %w", derr))
+						return false
+					}
+					if !emit(page[i]) {
+						return false
+					}
+				}
+			} else {
+				for _, raw := range page {
+					if !emit(raw) {
+						return false
+					}
+				}
+			}
+			if err != nil {
+				yield(eventstore.Record{}, err)
+				return false
+			}
+			return true
+		})
 	}
 }
 
@@ -203,43 +227,54 @@ func (s *Store) readStream(ctx context.Context, streamID string, from int64) ite
 // error) is yielded once as the last pair. ctx bounds the whole iteration.
 func (s *Store) rawStream(ctx context.Context, streamID string, from int64) iter.Seq2[eventstore.RawRecord, error] {
 	return func(yield func(eventstore.RawRecord, error) bool) {
-		if err := eventstore.ValidateStreamID(streamID); err != nil {
-			yield(eventstore.RawRecord{}, fmt.Errorf("eventstore/postgres: read stream: %w", err))
-			return
-		}
-		from := max(from, 1)
-		page := s.cfg.ReadStreamPageSize
-		st, err := s.stmt(ctx, s.readStreamSQL)
-		if err != nil {
-			yield(eventstore.RawRecord{}, err)
-			return
-		}
-		for {
-			if err := ctx.Err(); err != nil {
-				yield(eventstore.RawRecord{}, fmt.Errorf("eventstore/postgres: read stream: %w", err))
-				return
-			}
-			// One row more than a page tells whether another page follows,
-			// without a last query that returns nothing.
-			raws, err := s.queryRaw(ctx, st, "read stream", streamID, page+1, streamID, from, page+1)
-			more := len(raws) > page
-			if more {
-				from = raws[page].StreamVersion
-				raws = raws[:page]
-				err = nil // a failure after the page's rows fails the next page
-			}
-			for _, raw := range raws {
+		s.rawStreamPages(ctx, streamID, from, func(page []eventstore.RawRecord, err error) bool {
+			for _, raw := range page {
 				if !yield(raw, nil) {
-					return
+					return false
 				}
 			}
 			if err != nil {
 				yield(eventstore.RawRecord{}, err)
-				return
+				return false
 			}
-			if !more {
-				return
-			}
+			return true
+		})
+	}
+}
+
+// rawStreamPages is rawStream a page at a time: it calls yield with each
+// page of stored events (Config.ReadStreamPageSize rows), and with the
+// error that ends the read, if any, as the err of the last call (with the
+// page read before it, possibly empty). It stops when yield returns false.
+// The pages are yield's to modify (decrypt) until it returns.
+func (s *Store) rawStreamPages(ctx context.Context, streamID string, from int64, yield func(page []eventstore.RawRecord, err error) bool) {
+	if err := eventstore.ValidateStreamID(streamID); err != nil {
+		yield(nil, fmt.Errorf("eventstore/postgres: read stream: %w", err))
+		return
+	}
+	from = max(from, 1)
+	page := s.cfg.ReadStreamPageSize
+	st, err := s.stmt(ctx, s.readStreamSQL)
+	if err != nil {
+		yield(nil, err)
+		return
+	}
+	for {
+		if err := ctx.Err(); err != nil {
+			yield(nil, fmt.Errorf("eventstore/postgres: read stream: %w", err))
+			return
+		}
+		// One row more than a page tells whether another page follows,
+		// without a last query that returns nothing.
+		raws, err := s.queryRaw(ctx, st, "read stream", streamID, page+1, streamID, from, page+1)
+		more := len(raws) > page
+		if more {
+			from = raws[page].StreamVersion
+			raws = raws[:page]
+			err = nil // a failure after the page's rows fails the next page
+		}
+		if !yield(raws, err) || err != nil || !more {
+			return
 		}
 	}
 }
