@@ -216,37 +216,16 @@ func (s *Store) readStream(ctx context.Context, streamID string, from int64) ite
 	}
 }
 
-// rawStream yields the stored events of streamID with StreamVersion >=
-// from (from < 1 reads from the start), in version order, as stored: one
-// RawRecord per row, neither upcast nor decoded. It queries one page of
-// Config.ReadStreamPageSize rows at a time and holds no connection while
-// yielding, so a long stream never sits in memory and a slow consumer holds
-// no database resources.
-//
-// An error (an *eventstore.InvalidStreamIDError, ctx's error, a database
-// error) is yielded once as the last pair. ctx bounds the whole iteration.
-func (s *Store) rawStream(ctx context.Context, streamID string, from int64) iter.Seq2[eventstore.RawRecord, error] {
-	return func(yield func(eventstore.RawRecord, error) bool) {
-		s.rawStreamPages(ctx, streamID, from, func(page []eventstore.RawRecord, err error) bool {
-			for _, raw := range page {
-				if !yield(raw, nil) {
-					return false
-				}
-			}
-			if err != nil {
-				yield(eventstore.RawRecord{}, err)
-				return false
-			}
-			return true
-		})
-	}
-}
-
-// rawStreamPages is rawStream a page at a time: it calls yield with each
-// page of stored events (Config.ReadStreamPageSize rows), and with the
-// error that ends the read, if any, as the err of the last call (with the
-// page read before it, possibly empty). It stops when yield returns false.
-// The pages are yield's to modify (decrypt) until it returns.
+// rawStreamPages reads the stored events of streamID with StreamVersion >=
+// from (from < 1 reads from the start), in version order, as stored:
+// RawRecords neither upcast nor decoded. It queries one page of
+// Config.ReadStreamPageSize rows at a time, calls yield with each page, and
+// holds no connection while yield runs, so a long stream never sits in
+// memory and a slow consumer holds no database resources. The error that
+// ends the read (an *eventstore.InvalidStreamIDError, ctx's error, a
+// database error), if any, is the err of the last call, with the rows read
+// before it (possibly none). It stops when yield returns false. A page is
+// yield's to modify (decrypt) until it returns. ctx bounds the whole read.
 func (s *Store) rawStreamPages(ctx context.Context, streamID string, from int64, yield func(page []eventstore.RawRecord, err error) bool) {
 	if err := eventstore.ValidateStreamID(streamID); err != nil {
 		yield(nil, fmt.Errorf("eventstore/postgres: read stream: %w", err))
