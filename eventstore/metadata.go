@@ -105,25 +105,30 @@ func (m Metadata) Map() map[string]string {
 func MetadataFromMap(kv map[string]string) Metadata {
 	var m Metadata
 	for k, v := range kv {
-		switch k {
-		case MetadataCorrelationID:
-			m.CorrelationID = v
-		case MetadataCausationID:
-			m.CausationID = v
-		case MetadataActor:
-			m.Actor = v
-		case MetadataOnBehalfOf:
-			m.OnBehalfOf = v
-		case MetadataReason:
-			m.Reason = v
-		default:
-			if m.Extra == nil {
-				m.Extra = make(map[string]string)
-			}
-			m.Extra[k] = v
-		}
+		m.set(k, v)
 	}
 	return m
+}
+
+// set stores v under key k: the field of a standard key, else Extra.
+func (m *Metadata) set(k, v string) {
+	switch k {
+	case MetadataCorrelationID:
+		m.CorrelationID = v
+	case MetadataCausationID:
+		m.CausationID = v
+	case MetadataActor:
+		m.Actor = v
+	case MetadataOnBehalfOf:
+		m.OnBehalfOf = v
+	case MetadataReason:
+		m.Reason = v
+	default:
+		if m.Extra == nil {
+			m.Extra = make(map[string]string)
+		}
+		m.Extra[k] = v
+	}
 }
 
 // MarshalJSON encodes m as one flat JSON object of strings, keys sorted,

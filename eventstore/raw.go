@@ -245,23 +245,7 @@ func decodeFlatMetadata(b []byte) (Metadata, bool) {
 		if !ok {
 			return Metadata{}, false
 		}
-		switch k {
-		case MetadataCorrelationID:
-			md.CorrelationID = v
-		case MetadataCausationID:
-			md.CausationID = v
-		case MetadataActor:
-			md.Actor = v
-		case MetadataOnBehalfOf:
-			md.OnBehalfOf = v
-		case MetadataReason:
-			md.Reason = v
-		default:
-			if md.Extra == nil {
-				md.Extra = make(map[string]string)
-			}
-			md.Extra[k] = v
-		}
+		md.set(k, v)
 		i = skipSpaceString(text, next)
 		if i >= len(text) {
 			return Metadata{}, false

@@ -115,6 +115,24 @@ func benchSetup(b *testing.B) *bundle {
 	return &bundle{db: db, schema: schema, store: store}
 }
 
+// benchQueue declares the durable RabbitMQ queue benchTopic (skipping or
+// failing as requireBroker does when RabbitMQ is unreachable), holding the
+// broker's lock shared, and deletes the queue at cleanup.
+func benchQueue(b *testing.B) {
+	b.Helper()
+	requireBroker(b, "RabbitMQ", "127.0.0.1:5672")
+	pgtest.LockBroker(b, "rabbitmq", false)
+	sub, err := amqp.NewSubscriber(rabbitConfig(), brokerLogger(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = sub.Close() })
+	if err := sub.SubscribeInitialize(benchTopic); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = exec.Command("rabbitmqctl", "delete_queue", benchTopic).Run() })
+}
+
 // BenchmarkForward replays a backlog of ESOX_BENCH_BACKLOG events (default
 // 1,000,000, seeded once, 100 streams) to a publisher, from the start of the
 // feed in every round; the setup (rewinding the offset, starting the
@@ -152,19 +170,8 @@ func BenchmarkForward(b *testing.B) {
 		benchForward(b, bb, backlog, "gochannel", gc)
 	})
 	b.Run("rabbitmq", func(b *testing.B) {
-		requireBroker(b, "RabbitMQ", "127.0.0.1:5672")
-		pgtest.LockBroker(b, "rabbitmq", false)
-		cfg := rabbitConfig()
-		sub, err := amqp.NewSubscriber(cfg, brokerLogger(b))
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer sub.Close()
-		if err := sub.SubscribeInitialize(benchTopic); err != nil { // declare the durable queue
-			b.Fatal(err)
-		}
-		defer exec.Command("rabbitmqctl", "delete_queue", benchTopic).Run()
-		pub, err := amqp.NewPublisher(cfg, brokerLogger(b))
+		benchQueue(b)
+		pub, err := amqp.NewPublisher(rabbitConfig(), brokerLogger(b))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -172,17 +179,7 @@ func BenchmarkForward(b *testing.B) {
 		benchForward(b, bb, backlog, "rabbitmq", pub)
 	})
 	b.Run("rabbitmq-pipelined", func(b *testing.B) {
-		requireBroker(b, "RabbitMQ", "127.0.0.1:5672")
-		pgtest.LockBroker(b, "rabbitmq", false)
-		sub, err := amqp.NewSubscriber(rabbitConfig(), brokerLogger(b))
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer sub.Close()
-		if err := sub.SubscribeInitialize(benchTopic); err != nil { // declare the durable queue
-			b.Fatal(err)
-		}
-		defer exec.Command("rabbitmqctl", "delete_queue", benchTopic).Run()
+		benchQueue(b)
 		pub, err := rabbitmq.NewPublisher(rabbitmq.Config{
 			URL:        amqpURI,
 			Exchange:   func(string) string { return "" },
