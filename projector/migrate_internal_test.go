@@ -19,6 +19,7 @@ import (
 	"github.com/esox-go/esox/eventstore/postgres"
 	"github.com/esox-go/esox/internal/esoxtest"
 	"github.com/esox-go/esox/internal/pgtest"
+	"github.com/esox-go/esox/internal/testwait"
 )
 
 // TestInboxMigrationUpgradesAnExistingSchema: a schema migrated before the
@@ -165,11 +166,15 @@ func TestPartitionsMigrationUpgradesAnExistingSchema(t *testing.T) {
 			t.Error(err)
 		}
 	}()
-	head, err := store.Head(ctx)
-	for err == nil && head.Position < 3 {
-		time.Sleep(10 * time.Millisecond)
-		head, err = store.Head(ctx)
-	}
+	var head eventstore.Position
+	testwait.Until(t, "the three events in the feed", func() bool {
+		h, err := store.Head(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		head = h
+		return head.Position >= 3
+	})
 	wctx, wcancel := context.WithTimeout(ctx, time.Minute)
 	defer wcancel()
 	if err := r.WaitFor(wctx, "notes", head); err != nil {
