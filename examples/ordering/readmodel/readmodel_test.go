@@ -33,23 +33,7 @@ func TestProjections(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runner, err := projector.NewRunner(store, projector.Config{Logger: log},
-		readmodel.OrdersProjection(reg, tables), readmodel.CustomerStatsProjection(reg, tables))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := runner.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- runner.Run(runCtx) }()
-	defer func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
+	runner := runProjections(t, ctx, store, log, readmodel.OrdersProjection(reg, tables), readmodel.CustomerStatsProjection(reg, tables))
 
 	orders, err := aggregate.NewRepository(store, order.Category, order.New, aggregate.Config{Logger: log})
 	if err != nil {
@@ -170,6 +154,29 @@ func TestProjections(t *testing.T) {
 	}
 }
 
+// runProjections migrates a runner of ps on store and runs it until the
+// test ends (ctx's end, or the cleanup, stops it); Run must return nil.
+func runProjections(t *testing.T, ctx context.Context, store *postgres.Store, log *slog.Logger, ps ...projector.Projection) *projector.Runner {
+	t.Helper()
+	runner, err := projector.NewRunner(store, projector.Config{Logger: log}, ps...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := runner.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- runner.Run(runCtx) }()
+	t.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return runner
+}
+
 func equal(a, b []string) bool {
 	if len(a) != len(b) {
 		return false
@@ -212,22 +219,7 @@ func TestCustomerStatsDoNotOverflow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runner, err := projector.NewRunner(store, projector.Config{Logger: log}, readmodel.CustomerStatsProjection(reg, tables))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := runner.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- runner.Run(runCtx) }()
-	defer func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
+	runner := runProjections(t, ctx, store, log, readmodel.CustomerStatsProjection(reg, tables))
 	orders, err := aggregate.NewRepository(store, order.Category, order.New, aggregate.Config{Logger: log})
 	if err != nil {
 		t.Fatal(err)
@@ -300,23 +292,7 @@ func TestForgetThenRebuild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runner, err := projector.NewRunner(store, projector.Config{Logger: log},
-		readmodel.OrdersProjection(reg, tables), readmodel.CustomersProjection(reg, tables))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := runner.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- runner.Run(runCtx) }()
-	defer func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
+	runner := runProjections(t, ctx, store, log, readmodel.OrdersProjection(reg, tables), readmodel.CustomersProjection(reg, tables))
 	wait := func(pos eventstore.Position) {
 		t.Helper()
 		for _, name := range []string{readmodel.OrdersName, readmodel.CustomersName} {
