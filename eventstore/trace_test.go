@@ -3,6 +3,7 @@ package eventstore_test
 import (
 	"context"
 	"encoding/json"
+	"math"
 	"testing"
 
 	"go.opentelemetry.io/otel/trace"
@@ -66,7 +67,7 @@ func TestEncodeAppendTraceContext(t *testing.T) {
 
 // TestEncodeAppendNoSpanAllocatesNothingExtra: without a span in ctx,
 // recording the trace context costs no allocation: EncodeAppend allocates
-// exactly as much as with DisableTraceContext.
+// no more than with DisableTraceContext.
 func TestEncodeAppendNoSpanAllocatesNothingExtra(t *testing.T) {
 	reg := newRegistry(t)
 	events := []eventstore.Event{{Data: placed{OrderID: "o1"}}}
@@ -78,9 +79,17 @@ func TestEncodeAppendNoSpanAllocatesNothingExtra(t *testing.T) {
 			}
 		})
 	}
-	off := run(&eventstore.EncodeOpts{DisableTraceContext: true})
-	on := run(&eventstore.EncodeOpts{})
-	if on != off {
+	// AllocsPerRun counts every allocation of the process, so a goroutine
+	// left behind by another test (or by the codec: the gojson run of
+	// TestGoJSONConformance failed once with 7 "off" and 6 "on") adds to
+	// either count. Noise only adds: the least of a few runs is the
+	// measure, and recording without a span must not cost more.
+	off, on := math.Inf(1), math.Inf(1)
+	for range 5 {
+		off = min(off, run(&eventstore.EncodeOpts{DisableTraceContext: true}))
+		on = min(on, run(&eventstore.EncodeOpts{}))
+	}
+	if on > off {
 		t.Errorf("EncodeAppend without a span: %.1f allocations, %.1f with DisableTraceContext", on, off)
 	}
 }
