@@ -1,6 +1,9 @@
 package eventstore
 
-import "fmt"
+import (
+	"fmt"
+	"strconv"
+)
 
 // ExpectedVersion states what an append expects of its stream's current
 // version. Use Any, NoStream, StreamExists or Exact(n). The zero value is Any.
@@ -89,6 +92,6 @@ func (e ExpectedVersion) String() string {
 	case kindStreamExists:
 		return "stream_exists"
 	default:
-		return fmt.Sprintf("%d", e.version)
+		return strconv.FormatInt(e.version, 10)
 	}
 }

@@ -127,17 +127,21 @@ func (op appendOp) end(ctx context.Context, reg *eventstore.Registry, res events
 		}
 	}
 	if op.span.IsRecording() {
-		attrs := make([]attribute.KeyValue, 0, 12)
+		// The SDK pays for every attribute several times (a copy, a
+		// de-duplication map, the snapshot at End): the span carries what
+		// identifies the append and what semconv asks, no more. The stream's
+		// category is in the ID, the new stream version on the
+		// repository's span, the events' positions on the spans that
+		// publish and project them.
+		attrs := make([]attribute.KeyValue, 0, 8)
 		attrs = append(attrs, semconv.DBSystemNamePostgreSQL, t.appendOperation, t.collectionAttr,
-			telemetry.KeyStreamID.String(op.streamID), telemetry.KeyStreamCategory.String(category),
+			telemetry.KeyStreamID.String(op.streamID),
 			telemetry.KeyEventCount.Int(len(op.events)), telemetry.KeyExpectedVersion.String(op.expected.String()))
 		switch {
-		case err == nil:
-			attrs = append(attrs, telemetry.KeyStreamVersion.Int64(res.LastVersion), telemetry.KeyPosition.Int64(res.LastPosition.Position))
 		case conflict:
 			attrs = append(attrs, telemetry.KeyConflict.Bool(true), semconv.ErrorTypeKey.String("conflict"))
 			op.span.SetStatus(codes.Error, err.Error())
-		default:
+		case err != nil:
 			attrs = append(attrs, semconv.ErrorTypeKey.String(errorType(err)))
 			op.span.SetStatus(codes.Error, err.Error())
 		}
