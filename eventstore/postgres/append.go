@@ -101,7 +101,7 @@ func retryable(expected eventstore.ExpectedVersion, err error) bool {
 }
 
 func (s *Store) encodeOpts() *eventstore.EncodeOpts {
-	return &eventstore.EncodeOpts{MaxEventSize: s.cfg.MaxEventSize, DisableTraceContext: s.tel == nil}
+	return &eventstore.EncodeOpts{MaxEventSize: s.cfg.MaxEventSize, DisableTraceContext: s.tel == nil || s.noTraceContext}
 }
 
 // maxAnyAttempts bounds how often Append retries an Any or StreamExists

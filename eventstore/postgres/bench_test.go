@@ -421,9 +421,13 @@ ORDER BY transaction_id, position LIMIT $3`)
 //   - sdk: the store with the OpenTelemetry SDK: every trace sampled
 //     (AlwaysSample; each append a root span, batched to an exporter that
 //     drops them), the metrics recorded (a manual reader never collected),
-//     and the trace context written into each event's metadata.
+//     and the trace context written into each event's metadata;
+//   - sdk-nocontext: the same, but without the trace context in the
+//     events (DisableTraceContext): what recording it costs, apart from
+//     the spans and metrics.
 //
-// It reports the ratios noop/off and sdk/off (targets: 0.99 and 0.95).
+// It reports the ratios noop/off, sdk/off (targets: 0.99 and 0.95) and
+// sdk-nocontext/off.
 func BenchmarkAppendTelemetry(b *testing.B) {
 	const nw = 8
 	env := newBenchEnv(b, 3*nw)
@@ -448,6 +452,8 @@ func BenchmarkAppendTelemetry(b *testing.B) {
 		_ = mp.Shutdown(context.Background())
 	})
 	sdk := store(postgres.Config{TracerProvider: tp, MeterProvider: mp})
+	sdkNoContext := store(postgres.Config{TracerProvider: tp, MeterProvider: mp})
+	postgres.DisableTraceContext(sdkNoContext)
 	variant := func(name string, s *postgres.Store) benchkit.Variant {
 		return benchkit.Variant{Name: name, Run: writers(nw, 1, func(w, i int) error {
 			stream, version := streamAt("tel"+name, w, i, 1)
@@ -457,7 +463,7 @@ func BenchmarkAppendTelemetry(b *testing.B) {
 	}
 	// The baseline in the middle, next to both others in every cycle.
 	benchkit.Run(b, benchkit.Measure{Unit: "events/s", Baseline: "off", Variants: []benchkit.Variant{
-		variant("noop", noop), variant("off", off), variant("sdk", sdk),
+		variant("noop", noop), variant("off", off), variant("sdk", sdk), variant("sdk-nocontext", sdkNoContext),
 	}})
 }
 

@@ -12,3 +12,8 @@ func HeadSQL(s *Store) string { return s.headSQL }
 // instrumentation, the baseline of BenchmarkAppendTelemetry. Call it before
 // s is used.
 func DisableTelemetry(s *Store) { s.tel = nil }
+
+// DisableTraceContext keeps s's spans and metrics but records no trace
+// context in the events it appends: what BenchmarkAppendTelemetry's
+// sdk-nocontext variant measures against sdk. Call it before s is used.
+func DisableTraceContext(s *Store) { s.noTraceContext = true }

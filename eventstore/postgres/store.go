@@ -20,6 +20,9 @@ type Store struct {
 	cfg Config
 	log *slog.Logger
 	tel *storeTelemetry // nil: no telemetry at all (the benchmarks' baseline)
+	// noTraceContext: spans and metrics, but no trace context in the
+	// events (BenchmarkAppendTelemetry's measure of what recording it costs).
+	noTraceContext bool
 
 	events, snapshots, seals                            string   // quoted, qualified
 	pkeyName, eventIDKeyName, streamVersionKeyName      string   // unquoted constraint names
