@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/esox-go/esox/eventstore"
+	"github.com/esox-go/esox/internal/testalloc"
 )
 
 // TestTelemetryNoProviderAddsNothing: with no provider installed (this
@@ -19,15 +20,16 @@ func TestTelemetryNoProviderAddsNothing(t *testing.T) {
 	s := &Store{tel: newStoreTelemetry(Config{}.withDefaults())}
 	events := []eventstore.Event{{Data: ev{1}}}
 	ctx := context.Background()
-	observed := testing.AllocsPerRun(100, func() {
+	observed := testalloc.Least(100, func() {
 		ctx, op := s.startAppend(ctx, "order-1", eventstore.Any, events)
 		op.end(ctx, reg, eventstore.AppendResult{StreamID: "order-1"}, nil)
 	})
-	noopSpan := testing.AllocsPerRun(100, func() {
+	noopSpan := testalloc.Least(100, func() {
 		_, span := s.tel.tracer.Start(ctx, s.tel.appendName, clientSpan...)
 		span.End()
 	})
-	if observed != noopSpan {
+	// Noise only adds to either count (see testalloc).
+	if observed > noopSpan {
 		t.Errorf("an observed append allocates %.0f times, OpenTelemetry's no-op span %.0f", observed, noopSpan)
 	}
 }
