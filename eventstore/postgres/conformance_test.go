@@ -3,6 +3,8 @@ package postgres_test
 import (
 	"testing"
 
+	"github.com/jmoiron/sqlx"
+
 	"github.com/esox-go/esox/eventstore"
 	"github.com/esox-go/esox/eventstore/gojson"
 	"github.com/esox-go/esox/eventstore/postgres"
@@ -53,16 +55,7 @@ func TestConformance(t *testing.T) {
 				}
 				t.Cleanup(func() { _ = other.Close() })
 				return other
-			}, func(t *testing.T) eventstore.KeyStore {
-				ks, err := postgres.NewKeyStore(db, postgres.KeyStoreConfig{Schema: pgtest.Schema(t, db)})
-				if err != nil {
-					t.Fatalf("NewKeyStore: %v", err)
-				}
-				if _, err := ks.Migrate(t.Context()); err != nil {
-					t.Fatalf("KeyStore.Migrate: %v", err)
-				}
-				return ks
-			})
+			}, keyStoreOn(db))
 			storetest.RunMaxEventSize(t, func(t *testing.T, reg *eventstore.Registry, maxEventSize int) eventstore.Store {
 				s := esoxtest.Store(t, db, reg, postgres.Config{MaxEventSize: maxEventSize})
 				return s
@@ -102,7 +95,13 @@ func TestConformanceGoJSON(t *testing.T) {
 	}
 	storetest.Run(t, newStore)
 	storetest.RunEvolution(t, newStore, reopen)
-	storetest.RunPersonalData(t, newStore, reopen, func(t *testing.T) eventstore.KeyStore {
+	storetest.RunPersonalData(t, newStore, reopen, keyStoreOn(db))
+}
+
+// keyStoreOn returns the conformance suites' KeyStore factory: a migrated
+// key store on a fresh schema of db.
+func keyStoreOn(db *sqlx.DB) func(*testing.T) eventstore.KeyStore {
+	return func(t *testing.T) eventstore.KeyStore {
 		ks, err := postgres.NewKeyStore(db, postgres.KeyStoreConfig{Schema: pgtest.Schema(t, db)})
 		if err != nil {
 			t.Fatalf("NewKeyStore: %v", err)
@@ -111,5 +110,5 @@ func TestConformanceGoJSON(t *testing.T) {
 			t.Fatalf("KeyStore.Migrate: %v", err)
 		}
 		return ks
-	})
+	}
 }
