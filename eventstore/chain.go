@@ -59,6 +59,20 @@ func ChainDigest(prev []byte, e ChainEvent) []byte {
 	return h.digest(nil, prev, e)
 }
 
+// A ChainHasher computes digests as ChainDigest does, reusing its hash
+// state and buffer from one to the next: for a store that computes the
+// digests of many events. The zero value is ready to use; it is not safe
+// for concurrent use.
+type ChainHasher struct {
+	c chainHasher
+}
+
+// AppendDigest appends to dst the digest of e chained after prev
+// (ChainDigest) and returns the extended slice.
+func (h *ChainHasher) AppendDigest(dst, prev []byte, e ChainEvent) []byte {
+	return h.c.digest(dst, prev, e)
+}
+
 // chainHasher computes digests reusing its hash and buffer.
 type chainHasher struct {
 	h   hash.Hash

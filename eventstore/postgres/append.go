@@ -120,12 +120,24 @@ func lostRace(expected eventstore.ExpectedVersion, err error) bool {
 	return errors.As(err, &ce) && ce.Reason == "" && expected.Matches(ce.Actual)
 }
 
-// appendOnce is one attempt of Append with the events already encoded.
+// appendOnce is one attempt of Append with the events already encoded:
+// with the digests computed here when it can (plan), again with them left
+// to the server when the stream's last digest was not the remembered one.
 func (s *Store) appendOnce(ctx context.Context, streamID string, expected eventstore.ExpectedVersion, enc []eventstore.EncodedEvent) (eventstore.AppendResult, error) {
+	res, err := s.appendPlanned(ctx, streamID, expected, enc, s.plan(streamID, expected, enc, false))
+	if errors.Is(err, errStaleHead) {
+		s.heads.forget(streamID)
+		res, err = s.appendPlanned(ctx, streamID, expected, enc, s.plan(streamID, expected, enc, true))
+	}
+	return res, err
+}
+
+// appendPlanned is appendOnce with plan's statement.
+func (s *Store) appendPlanned(ctx context.Context, streamID string, expected eventstore.ExpectedVersion, enc []eventstore.EncodedEvent, plan appendPlan) (eventstore.AppendResult, error) {
 	if err := ctx.Err(); err != nil {
 		return eventstore.AppendResult{}, translate(ctx, "append", err) // nothing sent
 	}
-	st, err := s.appendStmt(ctx, len(enc))
+	st, err := s.stmt(ctx, plan.sql)
 	if err != nil {
 		return eventstore.AppendResult{}, err // nothing of the append sent
 	}
@@ -139,12 +151,12 @@ func (s *Store) appendOnce(ctx context.Context, streamID string, expected events
 			args[0] = handedArg{v: args[0], n: &handed}
 			return st.QueryContext(ctx, args...)
 		}
-		recs, res, err := s.insert(ctx, query, nil, streamID, expected, enc)
+		recs, res, head, err := s.insert(ctx, query, nil, streamID, expected, enc, plan)
 		if err != nil {
 			if handed.Load() == 0 && mayHaveCommitted(err) {
 				return eventstore.AppendResult{}, translate(ctx, "append: not sent", err)
 			}
-			if retryable(expected, err) {
+			if retryable(expected, err) || errors.Is(err, errStaleHead) {
 				return eventstore.AppendResult{}, err
 			}
 			return s.afterPoolFailure(ctx, streamID, expected, enc, err)
@@ -153,6 +165,7 @@ func (s *Store) appendOnce(ctx context.Context, streamID string, expected events
 		if recs == nil {
 			return res, nil // a replay
 		}
+		s.heads.put(streamID, head)
 		return result(streamID, recs), nil
 	}
 
@@ -161,12 +174,12 @@ func (s *Store) appendOnce(ctx context.Context, streamID string, expected events
 		return eventstore.AppendResult{}, translate(ctx, "append: begin", err)
 	}
 	defer func() { _ = tx.Rollback() }()
-	recs, res, err := s.insert(ctx, tx.StmtxContext(ctx, st).QueryContext, tx, streamID, expected, enc)
+	recs, res, head, err := s.insert(ctx, tx.StmtxContext(ctx, st).QueryContext, tx, streamID, expected, enc, plan)
 	if err != nil {
 		// The transaction never committed, whatever broke: nothing is
 		// written. Release the connection before refused reads the pool.
 		_ = tx.Rollback()
-		if retryable(expected, err) {
+		if retryable(expected, err) || errors.Is(err, errStaleHead) {
 			return eventstore.AppendResult{}, err
 		}
 		return eventstore.AppendResult{}, s.refused(ctx, streamID, expected, enc, err, false)
@@ -184,6 +197,7 @@ func (s *Store) appendOnce(ctx context.Context, streamID string, expected events
 		return s.settleOutcome(ctx, streamID, expected, enc, fmt.Errorf("commit: %w", err))
 	}
 	s.wake()
+	s.heads.put(streamID, head)
 	return result(streamID, recs), nil
 }
 
@@ -288,10 +302,6 @@ func (s *Store) runHooks(ctx context.Context, tx Tx, recs []eventstore.Record) e
 	return nil
 }
 
-func (s *Store) appendStmt(ctx context.Context, n int) (*sqlx.Stmt, error) {
-	return s.stmt(ctx, s.appendSQL(n))
-}
-
 // appendSQL returns the append statement for n events.
 func (s *Store) appendSQL(n int) string {
 	if n <= maxValuesEvents {
@@ -300,7 +310,8 @@ func (s *Store) appendSQL(n int) string {
 	return s.appendArraySQL
 }
 
-func appendArgs(streamID string, expected eventstore.ExpectedVersion, enc []eventstore.EncodedEvent) []any {
+// appendArgs returns the arguments of plan's statement.
+func appendArgs(streamID string, expected eventstore.ExpectedVersion, enc []eventstore.EncodedEvent, plan appendPlan) []any {
 	mode, version := modeAny, int64(0)
 	switch {
 	case expected.IsAny():
@@ -325,6 +336,14 @@ func appendArgs(streamID string, expected eventstore.ExpectedVersion, enc []even
 		}
 		return []any{streamID, mode, version, arrayLiteral(ids), arrayLiteral(types), arrayLiteral(versions), arrayLiteral(payloads), arrayLiteral(metas)}
 	}
+	if plan.digests != nil {
+		args := make([]any, 0, 4+appendChainedEventParams*len(enc))
+		args = append(args, streamID, mode, version)
+		for i, e := range enc {
+			args = append(args, e.ID.String(), e.Type, int64(e.SchemaVersion), string(e.Payload), string(e.Metadata), plan.digests[i])
+		}
+		return append(args, plan.prev)
+	}
 	args := make([]any, 0, 3+appendEventParams*len(enc))
 	args = append(args, streamID, mode, version)
 	for _, e := range enc {
@@ -335,28 +354,38 @@ func appendArgs(streamID string, expected eventstore.ExpectedVersion, enc []even
 	return args
 }
 
-// insert runs the append statement through query (in tx when tx is not
-// nil). It returns the records written; or, for a replay (see Append), nil
-// records and the stored events' result; or the refusal: a conflict or
-// duplicate event ID read after a statement that inserted nothing, a
-// *versionTaken or *idTaken for a unique violation, a *PayloadError for data
-// PostgreSQL refused, or the driver's error.
-func (s *Store) insert(ctx context.Context, query queryFunc, tx eventstore.Tx, streamID string, expected eventstore.ExpectedVersion, enc []eventstore.EncodedEvent) ([]eventstore.Record, eventstore.AppendResult, error) {
+// insert runs plan's append statement through query (in tx when tx is not
+// nil). It returns the records written and the stream's new head (for
+// headCache; a zero digest when chaining is off); or, for a replay (see
+// Append), nil records and the stored events' result; or the refusal: a
+// conflict or duplicate event ID read after a statement that inserted
+// nothing, errStaleHead when only plan's check of the stream's last digest
+// refused it, a *versionTaken or *idTaken for a unique violation, a
+// *PayloadError for data PostgreSQL refused, or the driver's error.
+func (s *Store) insert(ctx context.Context, query queryFunc, tx eventstore.Tx, streamID string, expected eventstore.ExpectedVersion, enc []eventstore.EncodedEvent, plan appendPlan) ([]eventstore.Record, eventstore.AppendResult, chainHead, error) {
 	recs := make([]eventstore.Record, len(enc))
-	n, err := scanInserted(ctx, query, appendArgs(streamID, expected, enc), recs)
+	n, digest, err := scanInserted(ctx, query, appendArgs(streamID, expected, enc, plan), recs)
 	if err != nil {
-		return nil, eventstore.AppendResult{}, s.appendError(ctx, streamID, expected, enc, err)
+		return nil, eventstore.AppendResult{}, chainHead{}, s.appendError(ctx, streamID, expected, enc, err)
 	}
 	if n == 0 {
 		res, replay, err := s.conflict(ctx, tx, streamID, expected, enc)
 		if replay {
-			return nil, res, nil
+			return nil, res, chainHead{}, nil
 		}
-		return nil, eventstore.AppendResult{}, err
+		var ce *eventstore.ConcurrencyError
+		if plan.digests != nil && errors.As(err, &ce) && ce.Reason == "" && expected.Matches(ce.Actual) {
+			// Nothing refused the append but the digest check.
+			return nil, eventstore.AppendResult{}, chainHead{}, errStaleHead
+		}
+		return nil, eventstore.AppendResult{}, chainHead{}, err
 	}
 	if n != len(enc) {
 		// Cannot happen: the statement inserts all rows or none.
-		return nil, eventstore.AppendResult{}, fmt.Errorf("eventstore/postgres: append: inserted %d of %d events", n, len(enc))
+		return nil, eventstore.AppendResult{}, chainHead{}, fmt.Errorf("eventstore/postgres: append: inserted %d of %d events", n, len(enc))
+	}
+	if plan.digests != nil {
+		digest = plan.digests[len(plan.digests)-1]
 	}
 	for i, e := range enc {
 		r := &recs[i]
@@ -364,21 +393,23 @@ func (s *Store) insert(ctx context.Context, query queryFunc, tx eventstore.Tx, s
 		r.Type, r.SchemaVersion, r.Payload = e.Current.Type, e.Current.Version, e.Current.Payload
 		r.StoredType, r.StoredSchemaVersion = e.Type, e.SchemaVersion
 	}
-	return recs, eventstore.AppendResult{}, nil
+	return recs, eventstore.AppendResult{}, chainHead{version: recs[len(recs)-1].StreamVersion, digest: digest}, nil
 }
 
 // scanInserted reads the RETURNING rows into recs by stream version order:
-// position, transaction id, stream version, and recorded_at when the
-// statement returns it (appendReturning).
-func scanInserted(ctx context.Context, query queryFunc, args []any, recs []eventstore.Record) (int, error) {
+// position, transaction id, stream version, then the digest and recorded_at
+// when the statement returns them (appendReturning). It returns how many
+// rows came back and the digest of the last event, when returned.
+func scanInserted(ctx context.Context, query queryFunc, args []any, recs []eventstore.Record) (int, []byte, error) {
 	rows, err := query(ctx, args...)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	defer rows.Close()
 	type ret struct {
 		pos, version int64
 		txid         uint64
+		digest       []byte
 		at           time.Time
 	}
 	var got []ret
@@ -387,36 +418,50 @@ func scanInserted(ctx context.Context, query queryFunc, args []any, recs []event
 	}
 	cols, err := rows.Columns()
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	var r ret
-	dest := []any{&r.pos, &r.txid, &r.version, &r.at}[:len(cols)]
+	dest := []any{&r.pos, &r.txid, &r.version}
+	for _, c := range cols[len(dest):] {
+		switch c {
+		case "digest":
+			dest = append(dest, &r.digest)
+		case "recorded_at":
+			dest = append(dest, &r.at)
+		default:
+			return 0, nil, fmt.Errorf("unexpected column %q", c)
+		}
+	}
 	for rows.Next() {
+		r.digest = nil
 		if err := rows.Scan(dest...); err != nil {
-			return 0, err
+			return 0, nil, err
 		}
 		got = append(got, r)
 	}
 	if err := rows.Err(); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	if len(got) == 0 {
-		return 0, nil
+		return 0, nil, nil
 	}
-	first := got[0].version
+	first, last := got[0].version, got[0]
 	for _, r := range got {
 		first = min(first, r.version)
+		if r.version > last.version {
+			last = r
+		}
 	}
 	for _, r := range got {
 		i := int(r.version - first)
 		if i < 0 || i >= len(recs) {
-			return 0, fmt.Errorf("unexpected stream version %d", r.version)
+			return 0, nil, fmt.Errorf("unexpected stream version %d", r.version)
 		}
 		recs[i].Position = eventstore.Position{TransactionID: r.txid, Position: r.pos}
 		recs[i].StreamVersion = r.version
 		recs[i].RecordedAt = r.at
 	}
-	return len(got), nil
+	return len(got), last.digest, nil
 }
 
 func result(streamID string, recs []eventstore.Record) eventstore.AppendResult {
@@ -636,11 +681,12 @@ func (s *Store) appendTx(ctx context.Context, tx eventstore.Tx, streamID string,
 	if err != nil {
 		return eventstore.AppendResult{}, fmt.Errorf("eventstore/postgres: append: %w", err)
 	}
-	st, err := s.appendStmt(ctx, len(enc))
-	if err != nil {
-		return eventstore.AppendResult{}, err
+	recs, res, err := s.insertTx(ctx, tx, streamID, expected, enc, s.plan(streamID, expected, enc, false))
+	if errors.Is(err, errStaleHead) {
+		// The statement inserted nothing and did not fail: tx goes on.
+		s.heads.forget(streamID)
+		recs, res, err = s.insertTx(ctx, tx, streamID, expected, enc, s.plan(streamID, expected, enc, true))
 	}
-	recs, res, err := s.insert(ctx, bindStmt(ctx, tx, st, s.appendSQL(len(enc))), tx, streamID, expected, enc)
 	if err != nil {
 		// tx is aborted; a lost race reads the stream's version through
 		// the pool, so leave the pool one connection more than the
@@ -656,4 +702,15 @@ func (s *Store) appendTx(ctx context.Context, tx eventstore.Tx, streamID string,
 		}
 	}
 	return result(streamID, recs), nil
+}
+
+// insertTx is insert in the caller's tx. It does not remember the stream's
+// new head (headCache): tx may yet roll back.
+func (s *Store) insertTx(ctx context.Context, tx eventstore.Tx, streamID string, expected eventstore.ExpectedVersion, enc []eventstore.EncodedEvent, plan appendPlan) ([]eventstore.Record, eventstore.AppendResult, error) {
+	st, err := s.stmt(ctx, plan.sql)
+	if err != nil {
+		return nil, eventstore.AppendResult{}, err
+	}
+	recs, res, _, err := s.insert(ctx, bindStmt(ctx, tx, st, plan.sql), tx, streamID, expected, enc, plan)
+	return recs, res, err
 }

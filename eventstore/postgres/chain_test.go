@@ -58,30 +58,67 @@ func (b *bundle) verify(t *testing.T, opts *eventstore.VerifyOpts) eventstore.Ve
 // single appends (the statement for one event, which computes the digest
 // inline: a stream's first and one chained to a digest), a multi-event
 // append (the VALUES statement, through the esox_chain aggregate) and a
-// 70-event one (the unnest statement).
+// 70-event one (the unnest statement). And the digests the store computes
+// itself when it knows the stream's last one (Config.ChainHeads, the
+// "client" run) are the same bytes: the same appends, the statements that
+// received the digests counted.
 func TestChainDigestsMatchGo(t *testing.T) {
 	t.Parallel()
-	b := setup(t, postgres.Config{})
-	ctx := eventstore.WithReason(testCtx(t), "ticket <7> & \"quotes\" é")
-	if _, err := b.store.Append(ctx, "order-1", eventstore.NoStream, []eventstore.Event{{Data: OrderPlaced{OrderID: "1", Amount: 3}}}); err != nil {
-		t.Fatal(err)
+	for _, tc := range []struct {
+		name   string
+		heads  int
+		client int // appends whose digests the store computes
+	}{
+		{"server", -1, 0}, // Config.ChainHeads < 0: every digest computed by the statement
+		{"client", 0, 3},  // all but the 70-event append, which takes the array statement
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			db, stmts := pgtest.OpenCounting(t)
+			b := setupOn(t, db, postgres.Config{ChainHeads: tc.heads})
+			mark := stmts.Len()
+			ctx := eventstore.WithReason(testCtx(t), "ticket <7> & \"quotes\" é\n\u2028")
+			if _, err := b.store.Append(ctx, "order-1", eventstore.NoStream, []eventstore.Event{{Data: OrderPlaced{OrderID: "1", Amount: 3}}}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := b.store.Append(ctx, "order-1", eventstore.Exact(1), items(3)); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := b.store.Append(ctx, "order-1", eventstore.Exact(4), items(70)); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := b.store.Append(ctx, "order-1", eventstore.Exact(74), items(1)); err != nil { // single, chained to a digest
+				t.Fatal(err)
+			}
+			client := 0
+			for _, q := range stmts.Since(mark) {
+				if strings.Contains(q, "IS NOT DISTINCT FROM") {
+					client++
+				}
+			}
+			if client != tc.client {
+				t.Errorf("%d appends sent the digests, want %d", client, tc.client)
+			}
+			checkDigests(t, b, 75)
+		})
 	}
-	if _, err := b.store.Append(ctx, "order-1", eventstore.Exact(1), items(3)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.store.Append(ctx, "order-1", eventstore.Exact(4), items(70)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.store.Append(ctx, "order-1", eventstore.Exact(74), items(1)); err != nil { // single, chained to a digest
-		t.Fatal(err)
-	}
+}
+
+// checkDigests recomputes every digest of b's events table in Go, in
+// stream order, from the stored columns, and runs Verify.
+func checkDigests(t *testing.T, b *bundle, events int) {
+	t.Helper()
+	ctx := testCtx(t)
 	rows, err := b.db.QueryContext(ctx, `SELECT event_id, stream_id, stream_version, event_type, schema_version, payload::text, metadata::text, digest
-FROM `+b.store.QualifiedEventsTable()+` ORDER BY stream_version`)
+FROM `+b.store.QualifiedEventsTable()+` ORDER BY stream_id, stream_version`)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer rows.Close()
-	var prev []byte
+	var (
+		prev       []byte
+		lastStream string
+	)
 	n := 0
 	for rows.Next() {
 		var (
@@ -92,10 +129,13 @@ FROM `+b.store.QualifiedEventsTable()+` ORDER BY stream_version`)
 		if err := rows.Scan(&id, &e.StreamID, &e.StreamVersion, &e.Type, &e.SchemaVersion, &e.Payload, &e.Metadata, &digest); err != nil {
 			t.Fatal(err)
 		}
+		if e.StreamID != lastStream {
+			prev, lastStream = nil, e.StreamID
+		}
 		e.ID = uuid.MustParse(id)
 		want := eventstore.ChainDigest(prev, e)
 		if !bytes.Equal(digest, want) {
-			t.Fatalf("version %d: digest %x, want %x (Go's ChainDigest over %s / %s)", e.StreamVersion, digest, want, e.Payload, e.Metadata)
+			t.Fatalf("%s@%d: digest %x, want %x (Go's ChainDigest over %s / %s)", e.StreamID, e.StreamVersion, digest, want, e.Payload, e.Metadata)
 		}
 		prev = digest
 		n++
@@ -103,12 +143,78 @@ FROM `+b.store.QualifiedEventsTable()+` ORDER BY stream_version`)
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
 	}
-	if n != 75 {
-		t.Fatalf("%d events, want 75", n)
+	if n != events {
+		t.Fatalf("%d events, want %d", n, events)
 	}
-	if res := b.verify(t, nil); !res.OK() || res.Events != 75 || res.Streams != 1 || res.Unchained != 0 {
-		t.Fatalf("Verify = %+v, want 75 events of 1 stream, OK", res)
+	if res := b.verify(t, nil); !res.OK() || res.Events != int64(events) || res.Unchained != 0 {
+		t.Fatalf("Verify = %+v, want %d events, OK", res, events)
 	}
+}
+
+// TestAppendAfterStaleHead: a store remembers the last digest of the
+// streams it appended to (Config.ChainHeads) and sends its next append's
+// digests with the check that they chain after it. When the stream's last
+// event changed under it at the same version (here deleted and written
+// again through another store, as a restore might), the check refuses the
+// statement and the append goes through with the digests computed by the
+// server, chained after the digest stored: no conflict, and the chain
+// verifies.
+func TestAppendAfterStaleHead(t *testing.T) {
+	t.Parallel()
+	db, stmts := pgtest.OpenCounting(t)
+	b := setupOn(t, db, postgres.Config{})
+	ctx := testCtx(t)
+	other, err := postgres.New(b.db, testRegistry(), postgres.Config{Schema: b.schema})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = other.Close() })
+	if _, err := b.store.Append(ctx, "order-s", eventstore.NoStream, []eventstore.Event{placed("1", 1)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.db.ExecContext(ctx, `DELETE FROM `+b.store.QualifiedEventsTable()+` WHERE stream_id = 'order-s'`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Append(ctx, "order-s", eventstore.NoStream, []eventstore.Event{placed("1", 2)}); err != nil {
+		t.Fatal(err)
+	}
+	mark := stmts.Len()
+	res, err := b.store.Append(ctx, "order-s", eventstore.Exact(1), items(2))
+	if err != nil {
+		t.Fatalf("append after the head changed: %v", err)
+	}
+	if res.FirstVersion != 2 || res.LastVersion != 3 {
+		t.Fatalf("append at versions %d–%d, want 2–3", res.FirstVersion, res.LastVersion)
+	}
+	var checked, folded int
+	for _, q := range stmts.Since(mark) {
+		switch {
+		case strings.Contains(q, "IS NOT DISTINCT FROM"):
+			checked++
+		case strings.Contains(q, "INSERT INTO") && strings.Contains(q, "esox_chain("):
+			folded++
+		}
+	}
+	if checked != 1 || folded != 1 {
+		t.Errorf("sent %d statements with digests and %d computing them, want 1 and 1", checked, folded)
+	}
+	checkDigests(t, b, 3)
+	// The server's statement returned the new head: the next append sends
+	// its digests again.
+	mark = stmts.Len()
+	if _, err := b.store.Append(ctx, "order-s", eventstore.Exact(3), items(1)); err != nil {
+		t.Fatal(err)
+	}
+	checked = 0
+	for _, q := range stmts.Since(mark) {
+		if strings.Contains(q, "IS NOT DISTINCT FROM") {
+			checked++
+		}
+	}
+	if checked != 1 {
+		t.Errorf("the append after sent %d statements with digests, want 1", checked)
+	}
+	checkDigests(t, b, 4)
 }
 
 // TestVerifyDetectsTampering tampers with a stream through raw SQL, one

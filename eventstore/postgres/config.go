@@ -28,6 +28,9 @@ const (
 	// SettleTimeoutDefault is the settle time used when
 	// Config.SettleTimeout is zero.
 	SettleTimeoutDefault = 30 * time.Second
+	// ChainHeadsDefault is how many streams' last digests a Store
+	// remembers when Config.ChainHeads is zero.
+	ChainHeadsDefault = 10000
 )
 
 // AppendHook runs inside an append's transaction after its rows are inserted,
@@ -78,6 +81,16 @@ type Config struct {
 	// reports an unchained event that follows chained ones of its stream
 	// as a broken link (eventstore.BreakUnchained).
 	DisableChain bool
+	// ChainHeads is how many streams' last digest (and version) the store
+	// remembers from its own appends, so that the next append to one of
+	// them with an exact expected version computes its events' digests
+	// itself and the server only checks that they chain after the stream's
+	// last digest (docs/compliance.md, "What the chain costs"). An append
+	// to a stream it does not remember, or with Any or StreamExists, leaves
+	// the digests to the server. Defaults to ChainHeadsDefault (about 100
+	// bytes per stream plus its ID); negative: remember none, and leave
+	// every digest to the server, a new stream's too.
+	ChainHeads int
 	// Logger receives the store's logs. Defaults to slog.Default().
 	Logger *slog.Logger
 	// TracerProvider gives the store's tracer: a span per Append, AppendTx
@@ -108,6 +121,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.SettleTimeout == 0 {
 		c.SettleTimeout = SettleTimeoutDefault
+	}
+	if c.ChainHeads == 0 {
+		c.ChainHeads = ChainHeadsDefault
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

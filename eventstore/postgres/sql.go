@@ -35,8 +35,9 @@ const (
 // instead, which Store.refused reports as the same duplicate-ID error. %[4]s
 // and %[5]s are the hash chain's column and value (chainColumn, chainValue;
 // empty with Config.DisableChain), chained to the last event's digest.
-// %[6]s is ", recorded_at" when AppendHooks need the records' times, else
-// empty (appendReturning).
+// %[6]s is the RETURNING columns after stream_version (appendReturning).
+// %[7]s is empty, or, for a statement given the events' digests (a
+// clientChain), the check that they chain after the stream's last digest.
 const appendSQLHead = `WITH last AS (
 	SELECT stream_version, transaction_id, digest FROM %[1]s
 	WHERE stream_id = $1 ORDER BY stream_version DESC LIMIT 1
@@ -49,18 +50,24 @@ SELECT v.event_id, $1, cur.version + v.ord, v.event_type, v.schema_version, v.pa
 FROM cur CROSS JOIN %[2]s
 WHERE (CASE $2::bigint WHEN 0 THEN true WHEN 1 THEN cur.version = 0 WHEN 2 THEN cur.version > 0 ELSE cur.version = $3::bigint END)
   AND (cur.last_txid IS NULL OR cur.last_txid <= pg_current_xact_id())
-  AND ($2::bigint IN (1, 3) OR NOT EXISTS (SELECT 1 FROM %[1]s WHERE event_id = %[3]s))
+  AND ($2::bigint IN (1, 3) OR NOT EXISTS (SELECT 1 FROM %[1]s WHERE event_id = %[3]s))%[7]s
 ORDER BY v.ord
 RETURNING position, transaction_id::text, stream_version%[6]s`
 
 // appendReturning returns the append statement's RETURNING columns after
-// stream_version: recorded_at only for a store with AppendHooks, the one
-// reader of the records' times (the append's result does not hold them).
-func (s *Store) appendReturning() string {
-	if len(s.cfg.AppendHooks) == 0 {
-		return ""
+// stream_version, in scanInserted's order: the digest when the statement
+// computes it (the store remembers the stream's last one, headCache), and
+// recorded_at only for a store with AppendHooks, the one reader of the
+// records' times (the append's result does not hold them).
+func (s *Store) appendReturning(serverChain bool) string {
+	r := ""
+	if serverChain && !s.cfg.DisableChain {
+		r += ", digest"
 	}
-	return ", recorded_at"
+	if len(s.cfg.AppendHooks) > 0 {
+		r += ", recorded_at"
+	}
+	return r
 }
 
 // transaction_id::text is aliased so that ORDER BY transaction_id sorts by
@@ -74,9 +81,15 @@ func (s *Store) buildSQL() {
 	for n := 1; n <= maxValuesEvents; n++ {
 		s.valuesSQL[n] = s.appendValuesSQL(n)
 	}
+	if !s.cfg.DisableChain {
+		s.chainedValuesSQL = make([]string, maxValuesEvents+1)
+		for n := 1; n <= maxValuesEvents; n++ {
+			s.chainedValuesSQL[n] = s.appendChainedValuesSQL(n)
+		}
+	}
 	s.appendArraySQL = fmt.Sprintf(appendSQLHead, ev,
 		`unnest($4::uuid[], $5::text[], $6::integer[], $7::jsonb[], $8::jsonb[]) WITH ORDINALITY AS v(event_id, event_type, schema_version, payload, metadata, ord)`,
-		`($4::uuid[])[1]`, s.chainColumn(), s.chainValue(0), s.appendReturning())
+		`($4::uuid[])[1]`, s.chainColumn(), s.chainValue(0), s.appendReturning(true), "")
 	s.readStreamSQL = `SELECT ` + recordColumns + ` FROM ` + ev + `
 WHERE stream_id = $1 AND stream_version >= $2 ORDER BY stream_version LIMIT $3`
 	s.readAllSQL = `SELECT ` + recordColumns + `, stream_id FROM ` + ev + `
@@ -130,5 +143,29 @@ func (s *Store) appendValuesSQL(n int) string {
 		fmt.Fprintf(&b, "($%d::uuid, $%d::text, $%d::integer, $%d::jsonb, $%d::jsonb, %d)", p, p+1, p+2, p+3, p+4, i+1)
 	}
 	b.WriteString(") AS v(event_id, event_type, schema_version, payload, metadata, ord)")
-	return fmt.Sprintf(appendSQLHead, s.events, b.String(), "$4::uuid", s.chainColumn(), s.chainValue(n), s.appendReturning())
+	return fmt.Sprintf(appendSQLHead, s.events, b.String(), "$4::uuid", s.chainColumn(), s.chainValue(n), s.appendReturning(true), "")
+}
+
+// appendChainedEventParams is the number of parameters of each event in
+// the statement given the events' digests: appendEventParams and the digest.
+const appendChainedEventParams = appendEventParams + 1
+
+// appendChainedValuesSQL returns the append statement for exactly n events
+// whose digests the store computed (clientChain): the events' columns and
+// digests are parameters $4 onwards, and the last one, $(4+6n), is the
+// digest they chain after (NULL: the genesis), which must be the stream's
+// last digest for the statement to insert anything.
+func (s *Store) appendChainedValuesSQL(n int) string {
+	var b strings.Builder
+	b.WriteString("(VALUES ")
+	for i := range n {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		p := 4 + appendChainedEventParams*i
+		fmt.Fprintf(&b, "($%d::uuid, $%d::text, $%d::integer, $%d::jsonb, $%d::jsonb, $%d::bytea, %d)", p, p+1, p+2, p+3, p+4, p+5, i+1)
+	}
+	b.WriteString(") AS v(event_id, event_type, schema_version, payload, metadata, digest, ord)")
+	guard := fmt.Sprintf("\n  AND (SELECT digest FROM last) IS NOT DISTINCT FROM $%d::bytea", 4+appendChainedEventParams*n)
+	return fmt.Sprintf(appendSQLHead, s.events, b.String(), "$4::uuid", s.chainColumn(), ", v.digest", s.appendReturning(false), guard)
 }

@@ -27,6 +27,8 @@ type Store struct {
 	events, snapshots, seals                            string   // quoted, qualified
 	pkeyName, eventIDKeyName, streamVersionKeyName      string   // unquoted constraint names
 	valuesSQL                                           []string // by event count
+	chainedValuesSQL                                    []string // by event count; nil with DisableChain
+	heads                                               *headCache
 	appendArraySQL, readStreamSQL, readAllSQL, headSQL  string
 	streamInfoSQL, saveSnapshotSQL, loadSnapshotSQL     string
 	conflictSQL, lookupSQL, probeSQL, sameTxNeighborSQL string
@@ -77,6 +79,7 @@ func New(db *sqlx.DB, reg *eventstore.Registry, cfg Config) (*Store, error) {
 		streamVersionKeyName: constraintName(cfg.EventsTable, "stream_version_key"),
 		stmts:                map[string]*sqlx.Stmt{},
 		tel:                  newStoreTelemetry(cfg),
+		heads:                newHeadCache(cfg.ChainHeads),
 	}
 	s.buildSQL()
 	return s, nil
