@@ -28,8 +28,9 @@ func (s *Store) chainColumn() string {
 	return ", digest"
 }
 
-// chainValue is the digest of each appended event: the chain folded, in
-// order, over the append's events from the stream's last stored digest
+// chainValue is the digest of each appended event, in the statements that
+// compute it (the others get it from the store: clientChain): the chain
+// folded, in order, over the append's events from the stream's last stored digest
 // (NULL, the genesis, for a new stream or one whose last event is
 // unchained), within the one statement: no extra round trip. The statement
 // for exactly one event (n == 1) writes the step out inline (chainStep);

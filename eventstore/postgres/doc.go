@@ -47,9 +47,11 @@
 //
 // # Audit trail and personal data
 //
-// Each append chains its events (migration 004): the statement computes
-// every event's SHA-256 digest over the previous one and its stored
-// content (eventstore.ChainDigest), unless Config.DisableChain. Verify
+// Each append chains its events (migration 004): every event's SHA-256
+// digest over the previous one and its stored content
+// (eventstore.ChainDigest) is written by the append statement, which
+// computes it, or checks that the digests the store computed chain after
+// the stream's last one (Config.ChainHeads), unless Config.DisableChain. Verify
 // checks the chains, Seal and VerifySeal seal every stream's head at a
 // feed position for export; the esox command's verify and seal call them.
 // KeyStore keeps the wrapped data keys of crypto-shredding in a table of
