@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"bytes"
+	"encoding/hex"
 	"slices"
 	"strconv"
 	"unicode/utf16"
@@ -317,24 +318,15 @@ func (r *jsonbRenderer) str() bool {
 }
 
 func (r *jsonbRenderer) hex4() (rune, bool) {
+	var v [2]byte
 	if r.i+4 > len(r.doc) {
 		return 0, false
 	}
-	var v rune
-	for _, c := range r.doc[r.i : r.i+4] {
-		switch {
-		case c >= '0' && c <= '9':
-			v = v<<4 | rune(c-'0')
-		case c >= 'a' && c <= 'f':
-			v = v<<4 | rune(c-'a'+10)
-		case c >= 'A' && c <= 'F':
-			v = v<<4 | rune(c-'A'+10)
-		default:
-			return 0, false
-		}
+	if _, err := hex.Decode(v[:], r.doc[r.i:r.i+4]); err != nil {
+		return 0, false
 	}
 	r.i += 4
-	return v, true
+	return rune(v[0])<<8 | rune(v[1]), true
 }
 
 // appendJSONBString appends s quoted as PostgreSQL's escape_json does:

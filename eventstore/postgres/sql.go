@@ -133,17 +133,7 @@ const appendEventParams = 5
 // appendValuesSQL returns the append statement for exactly n events, with
 // the events' columns as parameters $4 onwards.
 func (s *Store) appendValuesSQL(n int) string {
-	var b strings.Builder
-	b.WriteString("(VALUES ")
-	for i := range n {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		p := 4 + appendEventParams*i
-		fmt.Fprintf(&b, "($%d::uuid, $%d::text, $%d::integer, $%d::jsonb, $%d::jsonb, %d)", p, p+1, p+2, p+3, p+4, i+1)
-	}
-	b.WriteString(") AS v(event_id, event_type, schema_version, payload, metadata, ord)")
-	return fmt.Sprintf(appendSQLHead, s.events, b.String(), "$4::uuid", s.chainColumn(), s.chainValue(n), s.appendReturning(true), "")
+	return fmt.Sprintf(appendSQLHead, s.events, valuesList(n, false), "$4::uuid", s.chainColumn(), s.chainValue(n), s.appendReturning(true), "")
 }
 
 // appendChainedEventParams is the number of parameters of each event in
@@ -156,16 +146,31 @@ const appendChainedEventParams = appendEventParams + 1
 // digest they chain after (NULL: the genesis), which must be the stream's
 // last digest for the statement to insert anything.
 func (s *Store) appendChainedValuesSQL(n int) string {
+	guard := fmt.Sprintf("\n  AND (SELECT digest FROM last) IS NOT DISTINCT FROM $%d::bytea", 4+appendChainedEventParams*n)
+	return fmt.Sprintf(appendSQLHead, s.events, valuesList(n, true), "$4::uuid", s.chainColumn(), ", v.digest", s.appendReturning(false), guard)
+}
+
+// valuesList is the VALUES list v of n events whose columns are parameters
+// from $4 on: event_id, event_type, schema_version, payload, metadata, and
+// digest when digests, then the event's ordinal, ord.
+func valuesList(n int, digests bool) string {
+	per, cols := appendEventParams, "event_id, event_type, schema_version, payload, metadata, ord"
+	if digests {
+		per, cols = appendChainedEventParams, "event_id, event_type, schema_version, payload, metadata, digest, ord"
+	}
 	var b strings.Builder
 	b.WriteString("(VALUES ")
 	for i := range n {
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		p := 4 + appendChainedEventParams*i
-		fmt.Fprintf(&b, "($%d::uuid, $%d::text, $%d::integer, $%d::jsonb, $%d::jsonb, $%d::bytea, %d)", p, p+1, p+2, p+3, p+4, p+5, i+1)
+		p := 4 + per*i
+		fmt.Fprintf(&b, "($%d::uuid, $%d::text, $%d::integer, $%d::jsonb, $%d::jsonb", p, p+1, p+2, p+3, p+4)
+		if digests {
+			fmt.Fprintf(&b, ", $%d::bytea", p+5)
+		}
+		fmt.Fprintf(&b, ", %d)", i+1)
 	}
-	b.WriteString(") AS v(event_id, event_type, schema_version, payload, metadata, digest, ord)")
-	guard := fmt.Sprintf("\n  AND (SELECT digest FROM last) IS NOT DISTINCT FROM $%d::bytea", 4+appendChainedEventParams*n)
-	return fmt.Sprintf(appendSQLHead, s.events, b.String(), "$4::uuid", s.chainColumn(), ", v.digest", s.appendReturning(false), guard)
+	b.WriteString(") AS v(" + cols + ")")
+	return b.String()
 }
