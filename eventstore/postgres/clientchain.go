@@ -15,7 +15,7 @@ import (
 // the chain over them, which took a ten-event append 14–17 % of its
 // throughput. The digests are the same bytes either way
 // (eventstore.ChainDigest over jsonbText's rendering of the values, which
-// is PostgreSQL's); TestClientChainDigestsMatchServer checks it.
+// is PostgreSQL's); TestChainDigestsMatchGo checks it, both ways.
 
 // appendPlan is how one attempt of an append writes its events.
 type appendPlan struct {
