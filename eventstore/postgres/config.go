@@ -85,7 +85,7 @@ type Config struct {
 	// remembers from its own appends, so that the next append to one of
 	// them with an exact expected version computes its events' digests
 	// itself and the server only checks that they chain after the stream's
-	// last digest (docs/compliance.md, "What the chain costs"). An append
+	// last digest (docs/compliance.md, "The hash chain"). An append
 	// to a stream it does not remember, or with Any or StreamExists, leaves
 	// the digests to the server. Defaults to ChainHeadsDefault (about 100
 	// bytes per stream plus its ID); negative: remember none, and leave
