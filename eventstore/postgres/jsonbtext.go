@@ -56,7 +56,8 @@ const (
 )
 
 // jsonbRenderer renders one document: out is the text so far; keys holds
-// the decoded keys of the open objects, members their entries' places in
+// the decoded keys of the open objects (and, past them, a string value
+// while it is decoded and re-escaped), members their entries' places in
 // out, tmp the copy an object's entries are sorted from.
 type jsonbRenderer struct {
 	doc     []byte
