@@ -126,6 +126,7 @@ type Repository[T Root] struct {
 	cfg      Config
 	logger   *slog.Logger
 	tracer   trace.Tracer
+	gate     telemetry.Gate
 	names    spanNames
 }
 
@@ -161,6 +162,7 @@ func NewRepository[T Root](store eventstore.Store, category string, newFunc func
 		cfg:      cfg,
 		logger:   cfg.Logger.With("component", "aggregate", "category", category),
 		tracer:   telemetry.Tracer(cfg.TracerProvider, Scope),
+		gate:     telemetry.NewTracerGate(cfg.TracerProvider),
 		names:    newSpanNames(category),
 	}, nil
 }

@@ -31,8 +31,12 @@ type repoOp struct {
 }
 
 // startOp starts the span name of the aggregate id's operation, a child of
-// ctx's span, and returns the context that carries it.
+// ctx's span, and returns the context that carries it; with no tracer
+// provider installed, none (telemetry.Gate).
 func (r *Repository[T]) startOp(ctx context.Context, name, id string) (context.Context, repoOp) {
+	if r.gate.Off() {
+		return ctx, repoOp{}
+	}
 	ctx, span := r.tracer.Start(ctx, name)
 	if span.IsRecording() {
 		span.SetAttributes(telemetry.KeyStreamID.String(r.StreamID(id)), telemetry.KeyStreamCategory.String(r.category))

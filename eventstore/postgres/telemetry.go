@@ -23,6 +23,7 @@ const Scope = telemetry.ScopePrefix + "/eventstore/postgres"
 // append (Append, AppendTx) and per ReadStream, and the append metrics
 // (docs/observability.md). The instruments are created once, by New.
 type storeTelemetry struct {
+	gate       telemetry.Gate
 	tracer     trace.Tracer
 	collection string // db.collection.name: "schema.table"
 	appendName string // the append span's name
@@ -43,6 +44,7 @@ type storeTelemetry struct {
 func newStoreTelemetry(cfg Config) *storeTelemetry {
 	meter := telemetry.Meter(cfg.MeterProvider, Scope)
 	t := &storeTelemetry{
+		gate:       telemetry.NewGate(cfg.TracerProvider, cfg.MeterProvider),
 		tracer:     telemetry.Tracer(cfg.TracerProvider, Scope),
 		collection: cfg.Schema + "." + cfg.EventsTable,
 		events: telemetry.Int64Counter(meter, "esox.append.events", metric.WithUnit("{event}"),
@@ -85,10 +87,11 @@ type appendOp struct {
 // startAppend starts observing an append: its span, a child of ctx's span,
 // is in the returned context, so that the events record it as the span that
 // appended them (eventstore.MetadataTraceParent). The span's attributes are
-// set when it ends, in one call.
+// set when it ends, in one call. With no provider installed it observes
+// nothing (telemetry.Gate).
 func (s *Store) startAppend(ctx context.Context, streamID string, expected eventstore.ExpectedVersion, events []eventstore.Event) (context.Context, appendOp) {
 	t := s.tel
-	if t == nil {
+	if t == nil || t.gate.Off() {
 		return ctx, appendOp{}
 	}
 	ctx, span := t.tracer.Start(ctx, t.appendName, clientSpan...)
@@ -174,7 +177,7 @@ func errorType(err error) string {
 // records yielded.
 func (s *Store) tracedReadStream(ctx context.Context, streamID string, from int64, read func(context.Context) iter.Seq2[eventstore.Record, error]) iter.Seq2[eventstore.Record, error] {
 	t := s.tel
-	if t == nil {
+	if t == nil || t.gate.Off() {
 		return read(ctx)
 	}
 	return func(yield func(eventstore.Record, error) bool) {

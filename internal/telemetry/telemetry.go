@@ -9,6 +9,7 @@
 package telemetry
 
 import (
+	"reflect"
 	"sync"
 
 	"go.opentelemetry.io/otel"
@@ -39,6 +40,61 @@ func Meter(mp metric.MeterProvider, scope string) metric.Meter {
 		mp = otel.GetMeterProvider()
 	}
 	return mp.Meter(scope)
+}
+
+// Gate tells a component whether its instrumentation can record anything,
+// so that with no provider installed an instrumented call costs no more than
+// an uninstrumented one: no span started (and no context allocated for it),
+// no clock read for a duration, no metric looked at. The zero value is a
+// component given providers of its own, which never skips.
+type Gate struct {
+	global bool // every provider the component uses is the global one
+	meter  bool // the component uses a meter too
+}
+
+// NewGate returns the gate of a component that traces and measures,
+// configured with tp and mp; nil means the global provider.
+func NewGate(tp trace.TracerProvider, mp metric.MeterProvider) Gate {
+	return Gate{global: tp == nil && mp == nil, meter: true}
+}
+
+// NewTracerGate returns the gate of a component that only traces,
+// configured with tp; nil means the global provider.
+func NewTracerGate(tp trace.TracerProvider) Gate {
+	return Gate{global: tp == nil}
+}
+
+// Off reports whether nothing the component reports can be recorded: it
+// uses the global providers and the application has installed none of
+// those it uses (otel.SetTracerProvider, otel.SetMeterProvider), now. A
+// provider installed after the component was created turns it on from the
+// next call, as the global providers' delegation promises. What the
+// callers' contexts carry (a span context propagated from elsewhere) stays
+// theirs to pass on: a skipped span would have been a non-recording copy of
+// it.
+func (g Gate) Off() bool {
+	return g.global && defaultsKnown && otel.GetTracerProvider() == defaultTracerProvider &&
+		(!g.meter || otel.GetMeterProvider() == defaultMeterProvider)
+}
+
+// OpenTelemetry's global providers as this package found them. Until an
+// application installs its own, they are delegates of package
+// go.opentelemetry.io/otel/internal/global that record nothing; installing
+// one replaces them (and they then forward to it), so comparing the current
+// global with them tells whether one was installed. When the providers
+// found are not those delegates (one was installed before this package was
+// initialised, or a later OpenTelemetry names its package differently),
+// defaultsKnown is false and Gate.Off never skips: a lost fast path, never
+// a lost span.
+var (
+	defaultTracerProvider = otel.GetTracerProvider()
+	defaultMeterProvider  = otel.GetMeterProvider()
+	defaultsKnown         = isGlobalDelegate(defaultTracerProvider) && isGlobalDelegate(defaultMeterProvider)
+)
+
+func isGlobalDelegate(p any) bool {
+	t := reflect.TypeOf(p)
+	return t != nil && t.Kind() == reflect.Pointer && t.Elem().PkgPath() == "go.opentelemetry.io/otel/internal/global"
 }
 
 // Attribute keys esox sets on spans and metrics. Keys of OpenTelemetry's
