@@ -68,7 +68,8 @@ type Config struct {
 	// Create, CreateTx, Update and UpdateTx, named "<operation>
 	// <category>", whose children are the store's reads and appends (see
 	// docs/observability.md). Defaults to the global provider,
-	// otel.GetTracerProvider(), a no-op until the application installs one.
+	// otel.GetTracerProvider(), a no-op until the application installs one:
+	// until then the Repository starts no span at all.
 	TracerProvider trace.TracerProvider
 }
 

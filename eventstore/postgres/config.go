@@ -97,7 +97,9 @@ type Config struct {
 	// and ReadStream, whose trace context each appended event records
 	// (eventstore.MetadataTraceParent); see docs/observability.md.
 	// Defaults to the global provider, otel.GetTracerProvider(), a no-op
-	// until the application installs one.
+	// until the application installs one; while it has installed neither
+	// global provider (and this Config sets neither), the store observes
+	// nothing at all, at no cost.
 	TracerProvider trace.TracerProvider
 	// MeterProvider gives the store's meter: the esox.append.* metrics.
 	// Defaults to the global provider, otel.GetMeterProvider(), a no-op

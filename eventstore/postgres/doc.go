@@ -83,7 +83,9 @@
 // whose W3C trace context every appended event records in its metadata;
 // ReadStream is a span too; the esox.append.* metrics count events,
 // conflicts and durations by stream category. Only the OpenTelemetry API
-// is imported, and with no provider installed all of it is a no-op: see
+// is imported. While the store uses the global providers and the
+// application has installed neither, appends and reads start no span and
+// record nothing (an install later takes effect at the next call): see
 // Config.TracerProvider and docs/observability.md.
 //
 // # Wake-ups
