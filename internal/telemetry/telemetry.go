@@ -71,7 +71,10 @@ func NewTracerGate(tp trace.TracerProvider) Gate {
 // next call, as the global providers' delegation promises. What the
 // callers' contexts carry (a span context propagated from elsewhere) stays
 // theirs to pass on: a skipped span would have been a non-recording copy of
-// it.
+// it. The one case it misreads is OpenTelemetry's eBPF auto-instrumentation,
+// which makes the default global tracer record without an installed
+// provider: a service relying on it passes otel.GetTracerProvider() in the
+// component's Config, and the gate never skips (docs/observability.md).
 func (g Gate) Off() bool {
 	return g.global && defaultsKnown && otel.GetTracerProvider() == defaultTracerProvider &&
 		(!g.meter || otel.GetMeterProvider() == defaultMeterProvider)
