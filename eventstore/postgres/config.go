@@ -98,8 +98,8 @@ type Config struct {
 	// (eventstore.MetadataTraceParent); see docs/observability.md.
 	// Defaults to the global provider, otel.GetTracerProvider(), a no-op
 	// until the application installs one; while it has installed neither
-	// global provider (and this Config sets neither), the store observes
-	// nothing at all, at no cost.
+	// global provider (and this Config sets neither), the store starts no
+	// span and records no metric (docs/observability.md).
 	TracerProvider trace.TracerProvider
 	// MeterProvider gives the store's meter: the esox.append.* metrics.
 	// Defaults to the global provider, otel.GetMeterProvider(), a no-op

@@ -85,8 +85,9 @@
 // conflicts and durations by stream category. Only the OpenTelemetry API
 // is imported. While the store uses the global providers and the
 // application has installed neither, appends and reads start no span and
-// record nothing (an install later takes effect at the next call): see
-// Config.TracerProvider and docs/observability.md.
+// record no metric (an install later takes effect at the next call); the
+// events still record the trace context of the caller's context, if it
+// carries one. See Config.TracerProvider and docs/observability.md.
 //
 // # Wake-ups
 //

@@ -177,10 +177,14 @@ func errorType(err error) string {
 // records yielded.
 func (s *Store) tracedReadStream(ctx context.Context, streamID string, from int64, read func(context.Context) iter.Seq2[eventstore.Record, error]) iter.Seq2[eventstore.Record, error] {
 	t := s.tel
-	if t == nil || t.gate.Off() {
+	if t == nil {
 		return read(ctx)
 	}
 	return func(yield func(eventstore.Record, error) bool) {
+		if t.gate.Off() { // no provider installed when the iteration starts
+			read(ctx)(yield)
+			return
+		}
 		ctx, span := t.tracer.Start(ctx, t.readName, clientSpan...)
 		defer span.End()
 		recording := span.IsRecording()

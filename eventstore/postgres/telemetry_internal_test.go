@@ -2,9 +2,13 @@ package postgres
 
 import (
 	"context"
+	"iter"
 	"testing"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/esox-go/esox/eventstore"
+	"github.com/esox-go/esox/internal/oteltest"
 	"github.com/esox-go/esox/internal/testalloc"
 )
 
@@ -31,4 +35,31 @@ func TestTelemetryNoProviderAddsNothing(t *testing.T) {
 	if observed > 0 {
 		t.Errorf("observing an append with no provider installed allocates %.0f times", observed)
 	}
+}
+
+// TestReadStreamNoProviderNoSpan: with no provider installed, a ReadStream
+// iteration reads with the caller's context (no span started); with a
+// provider of the store's own, under a recording span of its own.
+func TestReadStreamNoProviderNoSpan(t *testing.T) {
+	ctx := context.Background()
+	var readCtx context.Context
+	read := func(ctx context.Context) iter.Seq2[eventstore.Record, error] {
+		readCtx = ctx
+		return func(func(eventstore.Record, error) bool) {}
+	}
+	s := &Store{tel: newStoreTelemetry(Config{}.withDefaults())}
+	for range s.tracedReadStream(ctx, "order-1", 0, read) {
+	}
+	if readCtx != ctx {
+		t.Error("a ReadStream with no provider installed read under a span")
+	}
+	rec := oteltest.New(t)
+	cfg := Config{TracerProvider: rec.TracerProvider, MeterProvider: rec.MeterProvider}.withDefaults()
+	s = &Store{tel: newStoreTelemetry(cfg)}
+	for range s.tracedReadStream(ctx, "order-1", 0, read) {
+	}
+	if !trace.SpanFromContext(readCtx).SpanContext().IsValid() {
+		t.Error("a ReadStream with a provider of its own read under no span")
+	}
+	rec.One(t, s.tel.readName)
 }

@@ -22,7 +22,8 @@ const gateChild = "ESOX_TEST_GATE_CHILD"
 // provider is off while the application has installed no global one, and
 // on from the moment it installs either, though the gate was made before;
 // a gate given a provider of its own is never off. A tracer's gate follows
-// the global tracer provider only.
+// the global tracer provider only. Installing the defaults saved before
+// again does not turn it off: they forward to the provider installed.
 func TestGateFollowsGlobalProviders(t *testing.T) {
 	if which := os.Getenv(gateChild); which != "" {
 		gateChildRun(t, which)
@@ -52,6 +53,7 @@ func gateChildRun(t *testing.T, which string) {
 	if telemetry.NewGate(tp, nil).Off() || telemetry.NewGate(nil, mp).Off() || telemetry.NewTracerGate(tp).Off() || (telemetry.Gate{}).Off() {
 		t.Error("a gate given a provider of its own is off")
 	}
+	savedTP, savedMP := otel.GetTracerProvider(), otel.GetMeterProvider()
 	switch which {
 	case "tracer":
 		otel.SetTracerProvider(tp)
@@ -60,11 +62,19 @@ func gateChildRun(t *testing.T, which string) {
 	default:
 		t.Fatalf("%s=%q", gateChild, which)
 	}
-	if global.Off() {
-		t.Errorf("the gate is still off after a global %s provider was installed", which)
+	check := func(when string) {
+		t.Helper()
+		if global.Off() {
+			t.Errorf("%s: the gate is off", when)
+		}
+		// A component that only traces has nothing to record with a meter.
+		if tracing.Off() != (which == "meter") {
+			t.Errorf("%s: a tracer's gate is off: %v", when, tracing.Off())
+		}
 	}
-	// A component that only traces has nothing to record with a meter.
-	if tracing.Off() != (which == "meter") {
-		t.Errorf("after a global %s provider was installed, a tracer's gate is off: %v", which, tracing.Off())
-	}
+	check("after a global " + which + " provider was installed")
+	// The default saved before the install forwards to it from then on.
+	otel.SetTracerProvider(savedTP)
+	otel.SetMeterProvider(savedMP)
+	check("after the saved defaults were installed again")
 }

@@ -11,6 +11,7 @@ package telemetry
 import (
 	"reflect"
 	"sync"
+	"sync/atomic"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -66,18 +67,40 @@ func NewTracerGate(tp trace.TracerProvider) Gate {
 
 // Off reports whether nothing the component reports can be recorded: it
 // uses the global providers and the application has installed none of
-// those it uses (otel.SetTracerProvider, otel.SetMeterProvider), now. A
-// provider installed after the component was created turns it on from the
-// next call, as the global providers' delegation promises. What the
-// callers' contexts carry (a span context propagated from elsewhere) stays
-// theirs to pass on: a skipped span would have been a non-recording copy of
-// it. The one case it misreads is OpenTelemetry's eBPF auto-instrumentation,
-// which makes the default global tracer record without an installed
-// provider: a service relying on it passes otel.GetTracerProvider() in the
-// component's Config, and the gate never skips (docs/observability.md).
+// those it uses (otel.SetTracerProvider, otel.SetMeterProvider). A provider
+// installed after the component was created turns it on from the next
+// call, as the global providers' delegation promises. The component then
+// passes its callers' contexts on unchanged: the span they carry, if any,
+// is the one its hooks and the events' trace context see, where a skipped
+// no-op span would have been a non-recording copy of it.
+//
+// Two cases record while no provider seems installed:
+//   - A default provider saved before an install and installed again: it
+//     forwards to the first provider installed. Once any esox component has
+//     seen an installed provider, gates stay on for the process's life;
+//     one installed and replaced by the saved default before any esox call
+//     goes unseen.
+//   - OpenTelemetry's eBPF auto-instrumentation, which makes the default
+//     global tracer record without an installed provider.
+//
+// A service in either case passes otel.GetTracerProvider() (and
+// otel.GetMeterProvider()) in the components' Configs: a gate given a
+// provider never skips (docs/observability.md).
 func (g Gate) Off() bool {
-	return g.global && defaultsKnown && otel.GetTracerProvider() == defaultTracerProvider &&
-		(!g.meter || otel.GetMeterProvider() == defaultMeterProvider)
+	return g.global && defaultsKnown && !installed(&tracerSeen, otel.GetTracerProvider() != defaultTracerProvider) &&
+		(!g.meter || !installed(&meterSeen, otel.GetMeterProvider() != defaultMeterProvider))
+}
+
+// installed reports whether a global provider is or was installed: now
+// (and then it notes it in seen), or when an earlier call saw one.
+func installed(seen *atomic.Bool, now bool) bool {
+	if now {
+		if !seen.Load() {
+			seen.Store(true)
+		}
+		return true
+	}
+	return seen.Load()
 }
 
 // OpenTelemetry's global providers as this package found them. Until an
@@ -88,11 +111,14 @@ func (g Gate) Off() bool {
 // found are not those delegates (one was installed before this package was
 // initialised, or a later OpenTelemetry names its package differently),
 // defaultsKnown is false and Gate.Off never skips: a lost fast path, never
-// a lost span.
+// a lost span. tracerSeen and meterSeen note that a gate saw one installed:
+// the defaults forward to it from then on, even if installed again.
 var (
 	defaultTracerProvider = otel.GetTracerProvider()
 	defaultMeterProvider  = otel.GetMeterProvider()
 	defaultsKnown         = isGlobalDelegate(defaultTracerProvider) && isGlobalDelegate(defaultMeterProvider)
+
+	tracerSeen, meterSeen atomic.Bool
 )
 
 func isGlobalDelegate(p any) bool {
