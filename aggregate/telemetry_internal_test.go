@@ -10,8 +10,8 @@ import (
 
 // TestNoProviderNoSpan: with no provider installed (this test binary
 // installs no global one), a Repository operation starts no span, not even
-// OpenTelemetry's no-op one: the context is the caller's and nothing is
-// allocated. Given a provider of its own, it starts a recording span.
+// OpenTelemetry's no-op one: the context it runs under is the caller's.
+// Given a provider of its own, it starts a recording span.
 func TestNoProviderNoSpan(t *testing.T) {
 	ctx := context.Background()
 	r := &Repository[*counter]{category: "counter", names: newSpanNames("counter"), tracer: telemetry.Tracer(nil, Scope), gate: telemetry.NewTracerGate(nil)}
