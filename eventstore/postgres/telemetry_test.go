@@ -194,3 +194,43 @@ func TestNoProviderNoSpans(t *testing.T) {
 		t.Errorf("stored metadata %s, want {}", metadata)
 	}
 }
+
+// TestNoProviderKeepsCallersTraceContext: with no provider installed (this
+// test binary installs no global one), an append whose context carries a
+// span context propagated from elsewhere records that span context in its
+// events, through Append and AppendTx alike: skipping the store's own span
+// (telemetry.Gate) does not drop the caller's trace.
+func TestNoProviderKeepsCallersTraceContext(t *testing.T) {
+	t.Parallel()
+	b := setup(t, postgres.Config{})
+	sc := trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID:    trace.TraceID{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16},
+		SpanID:     trace.SpanID{1, 2, 3, 4, 5, 6, 7, 8},
+		TraceFlags: trace.FlagsSampled,
+		Remote:     true,
+	})
+	ctx := trace.ContextWithRemoteSpanContext(testCtx(t), sc)
+	if _, err := b.store.Append(ctx, "order-1", eventstore.NoStream, []eventstore.Event{placed("o1", 1)}); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := b.db.BeginTxx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	if _, err := b.store.AppendTx(ctx, tx, "order-2", eventstore.NoStream, []eventstore.Event{placed("o2", 1)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	for _, stream := range []string{"order-1", "order-2"} {
+		recs := b.readStream(t, stream, 0)
+		if len(recs) != 1 {
+			t.Fatalf("%s: %d events, want 1", stream, len(recs))
+		}
+		if got := recs[0].Metadata.SpanContext(); !got.Equal(sc) {
+			t.Errorf("%s: the event records span context %v, want the caller's %v", stream, got, sc)
+		}
+	}
+}
